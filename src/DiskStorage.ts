@@ -1,0 +1,369 @@
+/**
+ * The Disk storage (mlup's `mlup.ml.storage.local_disk.DiskStorage`): finds
+ * the model's files on the local disk by path and mask, and hands them over by
+ * path (`need_load_file: false`, the default) or with their bytes read into
+ * memory (`need_load_file: true`).
+ *
+ * @since 0.1.0
+ */
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as definition_ from "./internal/definition.js"
+import * as errors from "./internal/errors.js"
+import * as mask_ from "./internal/mask.js"
+import * as release from "./internal/release.js"
+import * as internal from "./internal/storage.js"
+import * as LoadedFile from "./LoadedFile.js"
+import * as StorageError from "./StorageError.js"
+
+/**
+ * @since 0.1.0
+ * @category constants
+ */
+export const storageType = "disk"
+
+/**
+ * mlup's full name for this storage, accepted in `storage_type`.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const mlupStorageType = "mlup.ml.storage.local_disk.DiskStorage"
+
+/**
+ * mlup's default mask: `(\w.-_)*.pckl`.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultFileMask: string = mask_.defaultMask
+
+/**
+ * Options given in code.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** A file, or a folder that holds the model's files. Relative paths are resolved against the working directory. */
+  readonly pathToFiles: string
+  /**
+   * A regular expression searched (not anchored) in each file name of the
+   * folder, or in `pathToFiles` itself when it is a file. A string is read
+   * with Python's `re` syntax where it differs (as in mlup configs). Default:
+   * `(\w.-_)*.pckl`.
+   */
+  readonly fileMask?: string | RegExp | undefined
+  /** `true`: read each file's bytes into memory; `false` (default): hand over paths only. */
+  readonly needLoadFile?: boolean | undefined
+}
+
+/**
+ * Options after validation.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ResolvedOptions {
+  readonly pathToFiles: string
+  readonly fileMask: RegExp
+  readonly needLoadFile: boolean
+}
+
+/**
+ * A mask string (Python `re` syntax where it differs) decoded into a RegExp.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Mask: Schema.Schema<RegExp, string> = Schema.transformOrFail(
+  Schema.String,
+  Schema.instanceOf(RegExp),
+  {
+    strict: true,
+    decode: (source, _, ast) =>
+      Either.match(mask_.compile(source), {
+        onLeft: (problem) =>
+          ParseResult.fail(new ParseResult.Type(ast, source, `is not a valid regular expression (${problem})`)),
+        onRight: ParseResult.succeed
+      }),
+    encode: (regexp) => ParseResult.succeed(regexp.source)
+  }
+)
+
+const PathToFiles = Schema.propertySignature(
+  Schema.String.pipe(Schema.minLength(1, { message: () => "must not be empty" }))
+).annotations({
+  missingMessage: () => "is missing: give the model file, or the folder that holds it"
+})
+
+const AnyMask = Schema.Union(Mask, Schema.instanceOf(RegExp).pipe(Schema.transform(Schema.instanceOf(RegExp), {
+  strict: true,
+  decode: mask_.fromRegExp,
+  encode: (regexp) => regexp
+})))
+
+/**
+ * The schema of `Options` (code), decoded into `ResolvedOptions`.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const OptionsSchema: Schema.Schema<ResolvedOptions, Options> = Schema.transform(
+  Schema.Struct({
+    pathToFiles: PathToFiles,
+    fileMask: Schema.optional(Schema.UndefinedOr(AnyMask)),
+    needLoadFile: Schema.optional(Schema.UndefinedOr(Schema.Boolean))
+  }),
+  Schema.Struct({
+    pathToFiles: Schema.String,
+    fileMask: Schema.instanceOf(RegExp),
+    needLoadFile: Schema.Boolean
+  }),
+  {
+    strict: false,
+    decode: (options) => ({
+      pathToFiles: options.pathToFiles,
+      fileMask: options.fileMask ?? Either.getOrThrow(mask_.compile(mask_.defaultMask)),
+      needLoadFile: options.needLoadFile ?? false
+    }),
+    encode: (options) => options
+  }
+)
+
+/**
+ * mlup's `storage_kwargs` for this storage: `path_to_files` (required),
+ * `file_mask` (mlup's code spells it `files_mask`: both are accepted, not with
+ * different values) and `need_load_file`. Unknown keys are rejected.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Kwargs: Schema.Schema<ResolvedOptions, {
+  readonly path_to_files: string
+  readonly file_mask?: string
+  readonly files_mask?: string
+  readonly need_load_file?: boolean
+}> = Schema.transformOrFail(
+  Schema.Struct({
+    path_to_files: PathToFiles,
+    file_mask: Schema.optionalWith(Mask, { exact: true }),
+    files_mask: Schema.optionalWith(Mask, { exact: true }),
+    need_load_file: Schema.optionalWith(Schema.Boolean, { exact: true })
+  }),
+  Schema.typeSchema(OptionsSchema),
+  {
+    strict: true,
+    decode: (kwargs, _, ast) => {
+      const { file_mask, files_mask } = kwargs
+      if (file_mask !== undefined && files_mask !== undefined && file_mask.source !== files_mask.source) {
+        return ParseResult.fail(
+          new ParseResult.Pointer(
+            "files_mask",
+            kwargs,
+            new ParseResult.Type(
+              ast,
+              kwargs,
+              `conflicts with file_mask (/${file_mask.source}/ against /${files_mask.source}/): give only one of them`
+            )
+          )
+        )
+      }
+      return ParseResult.succeed({
+        pathToFiles: kwargs.path_to_files,
+        fileMask: file_mask ?? files_mask ?? Either.getOrThrow(mask_.compile(mask_.defaultMask)),
+        needLoadFile: kwargs.need_load_file ?? false
+      })
+    },
+    encode: (options) =>
+      ParseResult.succeed({
+        path_to_files: options.pathToFiles,
+        file_mask: options.fileMask,
+        need_load_file: options.needLoadFile
+      })
+  }
+)
+
+/** How much one read asks for: large enough to stream at disk speed, small enough to interrupt promptly. */
+const readChunkSize = 8 * 1024 * 1024
+
+/** How many names of a folder a `NothingMatched` error shows. */
+const namesShown = 10
+
+/**
+ * A Disk storage from options that were already validated.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeResolved = (
+  options: ResolvedOptions
+): Effect.Effect<internal.Service, never, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const mask = options.fileMask
+    const maskSource = mask.source
+
+    const stat = (file: string) => Effect.mapError(fs.stat(file), errors.fromPlatformError(file, "stat"))
+
+    // One buffer of the file's size, allocated once, read into in place. The
+    // descriptor is closed as soon as the read ends; the buffer is released
+    // when the caller's scope closes (or at once, on failure or interruption).
+    const readBytes = (file: string): Effect.Effect<LoadedFile.Bytes, StorageError.StorageError, Scope.Scope> =>
+      Effect.flatMap(Effect.scope, (outer) =>
+        Effect.scoped(Effect.gen(function*() {
+          const handle = yield* Effect.mapError(fs.open(file, { flag: "r" }), errors.fromPlatformError(file, "open"))
+          const info = yield* Effect.mapError(handle.stat, errors.fromPlatformError(file, "stat"))
+          if (info.type === "Directory") {
+            return yield* new StorageError.ReadFailed({ path: file, operation: "read", reason: "it is a folder, not a file" })
+          }
+          const size = Number(info.size)
+          const bytes = yield* Scope.extend(release.allocateScoped(size), outer)
+          let offset = 0
+          while (offset < size) {
+            const chunk = bytes.subarray(offset, Math.min(size, offset + readChunkSize))
+            // Each read completes before an interruption takes effect, so no read
+            // is still writing into the buffer when it is released.
+            const read = yield* Effect.uninterruptible(
+              Effect.mapError(handle.read(chunk), errors.fromPlatformError(file, "read"))
+            )
+            if (read === BigInt(0)) break
+            offset += Number(read)
+          }
+          if (offset !== size) {
+            return yield* new StorageError.ReadFailed({
+              path: file,
+              operation: "read",
+              reason: `the file changed while it was read (${offset} of ${size} bytes)`
+            })
+          }
+          return yield* Scope.extend(LoadedFile.bytes({ path: file, name: path.basename(file), bytes }), outer)
+        })))
+
+    const deliver = (
+      file: string,
+      size: number
+    ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
+      options.needLoadFile
+        ? readBytes(file)
+        : Effect.succeed(LoadedFile.path({ path: file, name: path.basename(file), size }))
+
+    const notAFile = (file: string, type: string) =>
+      new StorageError.ReadFailed({
+        path: file,
+        operation: "load",
+        reason: `it is neither a regular file nor a folder (${type})`
+      })
+
+    // A matching entry of the folder: a regular file (a link to one included),
+    // or nothing for folders, dangling links and special files.
+    const entry = (name: string, folder: string) => {
+      const file = path.join(folder, name)
+      return stat(file).pipe(
+        Effect.map((info) =>
+          info.type === "File" ? Option.some({ file, size: Number(info.size) }) : Option.none()
+        ),
+        Effect.catchTag("PathNotFound", () =>
+          Effect.as(Effect.logDebug(`Skipping ${file}: a link to nothing`), Option.none())
+        )
+      )
+    }
+
+    const loadFolder = (folder: string) =>
+      Effect.gen(function*() {
+        const names = yield* Effect.mapError(fs.readDirectory(folder), errors.fromPlatformError(folder, "list"))
+        const matched = names.filter((name) => mask.test(name)).sort()
+        const found = Option.reduceCompact(
+          yield* Effect.forEach(matched, (name) => entry(name, folder), { concurrency: 16 }),
+          [] as Array<{ readonly file: string; readonly size: number }>,
+          (files, file) => {
+            files.push(file)
+            return files
+          }
+        )
+        if (found.length === 0) {
+          return yield* new StorageError.NothingMatched({
+            folder,
+            mask: maskSource,
+            names: names.sort().slice(0, namesShown),
+            entries: names.length
+          })
+        }
+        yield* Effect.logDebug(`Found ${found.length} file(s) in ${folder} by /${maskSource}/`)
+        return yield* Effect.forEach(found, ({ file, size }) => deliver(file, size))
+      })
+
+    const load = Effect.gen(function*() {
+      const target = path.resolve(options.pathToFiles)
+      const info = yield* stat(target)
+      if (info.type === "Directory") return yield* loadFolder(target)
+      if (info.type !== "File") return yield* notAFile(target, info.type)
+      // As mlup does: for a single file the mask is searched in the path as given.
+      if (!mask.test(options.pathToFiles)) {
+        return yield* new StorageError.FileDoesNotMatchMask({ path: options.pathToFiles, mask: maskSource })
+      }
+      return [yield* deliver(target, Number(info.size))]
+    })
+
+    const loadBytesSingleFile = (file: string) =>
+      Effect.gen(function*() {
+        const target = path.resolve(file)
+        const info = yield* stat(target)
+        if (info.type === "Directory") {
+          return yield* new StorageError.ReadFailed({
+            path: target,
+            operation: "load",
+            reason: "it is a folder, not a file"
+          })
+        }
+        if (info.type !== "File") return yield* notAFile(target, info.type)
+        return yield* deliver(target, Number(info.size))
+      })
+
+    return yield* internal.make({ storageType, load, loadBytesSingleFile })
+  })
+
+/**
+ * A Disk storage. Invalid options fail with `InvalidStorageOptions`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options: Options
+): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  Schema.decodeUnknown(OptionsSchema, { errors: "all", onExcessProperty: "error" })(options).pipe(
+    Effect.mapError(errors.fromParseError(storageType, options)),
+    Effect.flatMap(makeResolved)
+  )
+
+/**
+ * The Disk storage as a layer, for any platform that provides `FileSystem`
+ * and `Path`. On Node, `NodeStorage.layerDisk` provides them.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  Layer.effect(internal.Storage, make(options))
+
+/**
+ * @since 0.1.0
+ * @category definitions
+ */
+export const definition: definition_.StorageDefinition<ResolvedOptions> = definition_.define({
+  name: storageType,
+  aliases: [mlupStorageType, "DiskStorage", "local_disk"],
+  kwargs: Kwargs,
+  make: makeResolved
+})

@@ -1,0 +1,107 @@
+/**
+ * Node wiring: the platform services the storages need (`FileSystem`, `Path`)
+ * from `@effect/platform-node`, and a garbage collector that really collects,
+ * with or without `--expose-gc`. Imported as `mlup-storage/node`.
+ *
+ * @since 0.1.0
+ */
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as NodePath from "@effect/platform-node/NodePath"
+import type * as FileSystem from "@effect/platform/FileSystem"
+import type * as Path from "@effect/platform/Path"
+import type * as ConfigError from "effect/ConfigError"
+import * as Layer from "effect/Layer"
+import * as v8 from "node:v8"
+import * as vm from "node:vm"
+import * as DiskStorage from "./DiskStorage.js"
+import * as GarbageCollector from "./GarbageCollector.js"
+import * as MemoryStorage from "./MemoryStorage.js"
+import * as Storage from "./Storage.js"
+import type * as StorageError from "./StorageError.js"
+
+let collectFunction: (() => void) | undefined
+
+const nodeGc = (): (() => void) => {
+  if (collectFunction === undefined) {
+    const exposed = (globalThis as { gc?: () => void }).gc
+    if (typeof exposed === "function") {
+      collectFunction = exposed
+    } else {
+      // Expose gc to a fresh context only, then turn the flag back off.
+      v8.setFlagsFromString("--expose-gc")
+      collectFunction = vm.runInNewContext("gc") as () => void
+      v8.setFlagsFromString("--no-expose-gc")
+    }
+  }
+  return collectFunction
+}
+
+/**
+ * A collector that runs V8's full collection, whether or not node was started
+ * with `--expose-gc`.
+ *
+ * @since 0.1.0
+ * @category garbage collector
+ */
+export const garbageCollector: GarbageCollector.Service = GarbageCollector.make(() => nodeGc()())
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerGarbageCollector: Layer.Layer<GarbageCollector.GarbageCollector> = Layer.succeed(
+  GarbageCollector.GarbageCollector,
+  garbageCollector
+)
+
+/**
+ * Everything a storage needs on Node: `FileSystem`, `Path` and the collector.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<FileSystem.FileSystem | Path.Path | GarbageCollector.GarbageCollector> = Layer
+  .mergeAll(NodeFileSystem.layer, NodePath.layer, layerGarbageCollector)
+
+/**
+ * The Memory storage with Node's collector.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory = <A>(model: A): Layer.Layer<Storage.Storage> =>
+  MemoryStorage.layer(model).pipe(Layer.provide(layer))
+
+/**
+ * The Disk storage on Node.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerDisk = (
+  options: DiskStorage.Options
+): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
+  DiskStorage.layer(options).pipe(Layer.provide(layer))
+
+/**
+ * A storage from mlup's `{ storage_type, storage_kwargs }`, on Node.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerFromSelection = (
+  selection: Storage.Selection,
+  options?: Storage.SelectionOptions
+): Layer.Layer<Storage.Storage, StorageError.StorageError> =>
+  Storage.layerFromSelection(selection, options).pipe(Layer.provide(layer))
+
+/**
+ * A storage from Effect's `Config` (see `Storage.fromConfig`), on Node.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  options?: Storage.ConfigOptions
+): Layer.Layer<Storage.Storage, StorageError.StorageError | ConfigError.ConfigError> =>
+  Storage.layerConfig(options).pipe(Layer.provide(layer))

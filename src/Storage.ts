@@ -1,0 +1,383 @@
+/**
+ * The `Storage` service, and the selection of a storage from mlup's pair
+ * `{ storage_type, storage_kwargs }`, in code or from Effect's `Config`.
+ *
+ * @since 0.1.0
+ */
+import type * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import * as SchemaAST from "effect/SchemaAST"
+import * as DiskStorage from "./DiskStorage.js"
+import * as definition_ from "./internal/definition.js"
+import * as errors from "./internal/errors.js"
+import * as internal from "./internal/storage.js"
+import * as MemoryStorage from "./MemoryStorage.js"
+import * as StorageError from "./StorageError.js"
+
+/**
+ * The service: `load` delivers the model's files as `LoadedFile`s, within a
+ * scope. When that scope closes, the raw bytes it handed out are released and
+ * the garbage collector runs once.
+ *
+ * - `load`: every file of the model (mlup's `load`), in a stable sorted order.
+ * - `loadBytesSingleFile(path)`: one file (mlup's `load_bytes_single_file`),
+ *   handed over as `load` would hand it over.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export const Storage: typeof internal.Storage = internal.Storage
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export type Storage = internal.Storage
+
+/**
+ * The operations of a storage.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Service = internal.Service
+
+/**
+ * Builds a storage from its operations, adding what every storage guarantees:
+ * the garbage collector runs once when the scope of `load` (or of
+ * `loadBytesSingleFile`) closes, after the releases of that scope, and each
+ * call is traced as a span. Build `Bytes` files with `LoadedFile.bytes` so
+ * they are released with the scope.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: (impl: Service) => Effect.Effect<Service> = internal.make
+
+/**
+ * A storage that can be selected by `storage_type`: its name (and aliases),
+ * the Schema that validates its `storage_kwargs`, and its constructor.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StorageDefinition<Kwargs = any> = definition_.StorageDefinition<Kwargs>
+
+/**
+ * Defines a storage for `storage_type` selection. Register it in code with the
+ * `storages` option, or export it from a module and name it as
+ * `"module-specifier#exportName"` in `storage_type`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const define: <Kwargs>(definition: {
+  readonly name: string
+  readonly aliases?: ReadonlyArray<string> | undefined
+  readonly kwargs: Schema.Schema<Kwargs, any>
+  readonly make: (
+    kwargs: Kwargs
+  ) => Effect.Effect<Service, StorageError.StorageError, FileSystem.FileSystem | Path.Path>
+}) => StorageDefinition<Kwargs> = definition_.define
+
+/**
+ * @since 0.1.0
+ * @category refinements
+ */
+export const isStorageDefinition: (u: unknown) => u is StorageDefinition = definition_.isStorageDefinition
+
+/**
+ * The storages built in: Memory (the default) and Disk.
+ *
+ * @since 0.1.0
+ * @category definitions
+ */
+export const builtins: ReadonlyArray<StorageDefinition> = [MemoryStorage.definition, DiskStorage.definition]
+
+/**
+ * mlup's selection: `storage_type` (default `"memory"`) and `storage_kwargs`.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Selection = Schema.Struct({
+  storage_type: Schema.optionalWith(Schema.String, { default: () => MemoryStorage.storageType }),
+  storage_kwargs: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.Unknown }), {
+    default: () => ({})
+  })
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Selection {
+  readonly storage_type?: string | undefined
+  readonly storage_kwargs?: Readonly<Record<string, unknown>> | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface SelectionOptions {
+  /** Storages registered in code, besides the built-in ones (a later one wins on a shared name). */
+  readonly storages?: ReadonlyArray<StorageDefinition> | undefined
+  /** The model for the Memory storage, which a config file cannot hold. */
+  readonly model?: unknown
+}
+
+const registryOf = (options: SelectionOptions | undefined): Map<string, StorageDefinition> => {
+  const registry = new Map<string, StorageDefinition>()
+  for (const definition of [...builtins, ...(options?.storages ?? [])]) {
+    for (const name of [definition.name, ...definition.aliases]) registry.set(name, definition)
+  }
+  return registry
+}
+
+const knownNames = (registry: Map<string, StorageDefinition>): Array<string> => [...registry.keys()]
+
+const importDefinition = (
+  storageType: string,
+  known: Array<string>
+): Effect.Effect<StorageDefinition, StorageError.UnknownStorageType, Path.Path> =>
+  Effect.gen(function*() {
+    const path = yield* Path.Path
+    const at = storageType.lastIndexOf("#")
+    const specifier = storageType.slice(0, at)
+    const exportName = storageType.slice(at + 1) || "default"
+    const unknown = (reason: string, cause?: unknown) =>
+      new StorageError.UnknownStorageType({
+        storageType,
+        known,
+        reason,
+        ...(cause === undefined ? {} : { cause })
+      })
+    // A path is resolved against the working directory, as a config file's reader expects.
+    const url = specifier.startsWith(".") || path.isAbsolute(specifier)
+      ? (yield* Effect.orDie(path.toFileUrl(path.resolve(specifier)))).href
+      : specifier
+    const module = yield* Effect.tryPromise({
+      try: () => import(url) as Promise<Record<string, unknown>>,
+      catch: (cause) =>
+        unknown(`could not import "${specifier}": ${cause instanceof Error ? cause.message : String(cause)}`, cause)
+    })
+    const exported = module[exportName]
+    if (!definition_.isStorageDefinition(exported)) {
+      return yield* Effect.fail(
+        unknown(
+          exported === undefined
+            ? `"${specifier}" has no export "${exportName}"`
+            : `the export "${exportName}" of "${specifier}" is not a storage definition (made with Storage.define)`
+        )
+      )
+    }
+    return exported
+  })
+
+/**
+ * Finds the definition that `storage_type` names: a built-in or registered
+ * name (mlup's full names included), or `"module-specifier#exportName"`.
+ *
+ * @since 0.1.0
+ * @category selection
+ */
+export const resolve = (
+  storageType: string,
+  options?: SelectionOptions
+): Effect.Effect<StorageDefinition, StorageError.UnknownStorageType, Path.Path> => {
+  const registry = registryOf(options)
+  const found = registry.get(storageType)
+  if (found !== undefined) return Effect.succeed(found)
+  if (storageType.includes("#")) return importDefinition(storageType, knownNames(registry))
+  return Effect.fail(new StorageError.UnknownStorageType({ storageType, known: knownNames(registry) }))
+}
+
+const build = (
+  definition: StorageDefinition,
+  storageType: string,
+  kwargs: unknown,
+  options: SelectionOptions | undefined
+): Effect.Effect<Service, StorageError.StorageError, FileSystem.FileSystem | Path.Path> => {
+  const input = definition === MemoryStorage.definition && options !== undefined && "model" in options &&
+      typeof kwargs === "object" && kwargs !== null && !("model" in kwargs)
+    ? { ...kwargs, model: options.model }
+    : kwargs
+  return Schema.decodeUnknown(definition.kwargs, { errors: "all", onExcessProperty: "error" })(input).pipe(
+    Effect.mapError(errors.fromParseError(storageType, input)),
+    Effect.flatMap(definition.make)
+  )
+}
+
+/**
+ * A storage from mlup's `{ storage_type, storage_kwargs }`.
+ *
+ * @since 0.1.0
+ * @category selection
+ */
+export const fromSelection = (
+  selection: Selection,
+  options?: SelectionOptions
+): Effect.Effect<Service, StorageError.StorageError, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    const decoded = yield* Schema.decodeUnknown(Selection, { errors: "all" })(selection).pipe(
+      Effect.mapError(errors.fromParseError(String(selection?.storage_type ?? "(selection)"), selection))
+    )
+    const definition = yield* resolve(decoded.storage_type, options)
+    return yield* build(definition, decoded.storage_type, decoded.storage_kwargs, options)
+  })
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerFromSelection = (
+  selection: Selection,
+  options?: SelectionOptions
+): Layer.Layer<Storage, StorageError.StorageError, FileSystem.FileSystem | Path.Path> =>
+  Layer.effect(Storage, fromSelection(selection, options))
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConfigOptions extends SelectionOptions {
+  /** Reads every name below this prefix (`MLUP` reads `MLUP_STORAGE_TYPE`, ...). */
+  readonly prefix?: string | undefined
+}
+
+interface KwargsField {
+  readonly name: string
+  readonly isString: boolean
+}
+
+const acceptsString = (ast: SchemaAST.AST): boolean => {
+  switch (ast._tag) {
+    case "StringKeyword":
+    case "TemplateLiteral":
+      return true
+    case "Literal":
+      return typeof ast.literal === "string"
+    case "Union":
+      return ast.types.some(acceptsString)
+    case "Refinement":
+      return acceptsString(ast.from)
+    case "Transformation":
+      return acceptsString(ast.from)
+    default:
+      return false
+  }
+}
+
+const fieldsOf = (ast: SchemaAST.AST): Array<KwargsField> => {
+  switch (ast._tag) {
+    case "Transformation":
+    case "Refinement":
+      return fieldsOf(ast.from)
+    case "Union":
+      return ast.types.flatMap(fieldsOf)
+    case "TypeLiteral":
+      return ast.propertySignatures.flatMap((signature) =>
+        typeof signature.name === "string" ? [{ name: signature.name, isString: acceptsString(signature.type) }] : []
+      )
+    default:
+      return []
+  }
+}
+
+const parseJsonObject = (
+  storageType: string,
+  field: string,
+  text: string
+): Effect.Effect<Record<string, unknown>, StorageError.InvalidStorageOptions> =>
+  Effect.try({
+    try: () => JSON.parse(text) as unknown,
+    catch: () => "is not valid JSON"
+  }).pipe(
+    Effect.filterOrFail(
+      (value): value is Record<string, unknown> =>
+        typeof value === "object" && value !== null && !Array.isArray(value),
+      () => "is not a JSON object"
+    ),
+    Effect.mapError((problem) =>
+      new StorageError.InvalidStorageOptions({
+        storageType,
+        issues: [new StorageError.OptionIssue({ field, problem })]
+      })
+    )
+  )
+
+/**
+ * Reads the selection from Effect's `Config` (environment variables with the
+ * default provider), then builds the storage:
+ *
+ * - `STORAGE_TYPE`: as `storage_type` (default `memory`);
+ * - `STORAGE_KWARGS`: all of `storage_kwargs`, as a JSON object;
+ * - `STORAGE_KWARGS_<FIELD>`: one field, named in upper case
+ *   (`STORAGE_KWARGS_PATH_TO_FILES`); it wins over the same field in
+ *   `STORAGE_KWARGS`. A field whose schema takes a string is taken as written;
+ *   any other is parsed as JSON (`true`, `42`, `["a"]`).
+ *
+ * `STORAGE_KWARGS` and each field are read as `Redacted`, so credentials are
+ * never printed by Effect's logging, and validation errors never show a value.
+ *
+ * @since 0.1.0
+ * @category selection
+ */
+export const fromConfig = (
+  options?: ConfigOptions
+): Effect.Effect<
+  Service,
+  StorageError.StorageError | ConfigError.ConfigError,
+  FileSystem.FileSystem | Path.Path
+> =>
+  Effect.gen(function*() {
+    const nest = <A>(config: Config.Config<A>) =>
+      options?.prefix === undefined ? config : Config.nested(config, options.prefix)
+    const prefixed = (name: string) => options?.prefix === undefined ? name : `${options.prefix}_${name}`
+    const storageType = yield* nest(Config.withDefault(Config.string("STORAGE_TYPE"), MemoryStorage.storageType))
+    const definition = yield* resolve(storageType, options)
+    const kwargs: Record<string, unknown> = {}
+    const all = yield* nest(Config.option(Config.redacted("STORAGE_KWARGS")))
+    if (Option.isSome(all)) {
+      Object.assign(
+        kwargs,
+        yield* parseJsonObject(storageType, prefixed("STORAGE_KWARGS"), Redacted.value(all.value))
+      )
+    }
+    for (const field of fieldsOf(definition.kwargs.ast)) {
+      const value = yield* nest(
+        Config.nested(Config.option(Config.redacted(field.name.toUpperCase())), "STORAGE_KWARGS")
+      )
+      if (Option.isNone(value)) continue
+      const text = Redacted.value(value.value)
+      kwargs[field.name] = field.isString ? text : parseJsonOr(text)
+    }
+    return yield* build(definition, storageType, kwargs, options)
+  })
+
+const parseJsonOr = (text: string): unknown => {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return text
+  }
+}
+
+/**
+ * `fromConfig` as a layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  options?: ConfigOptions
+): Layer.Layer<Storage, StorageError.StorageError | ConfigError.ConfigError, FileSystem.FileSystem | Path.Path> =>
+  Layer.effect(Storage, fromConfig(options))

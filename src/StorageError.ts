@@ -1,0 +1,273 @@
+/**
+ * The typed errors of mlup-storage.
+ *
+ * Every error is a `Schema.TaggedError`: it can be matched by its `_tag` with
+ * `Effect.catchTag`, it carries the fields a caller needs to act on it, and its
+ * `message` says what to fix.
+ *
+ * @since 0.1.0
+ */
+import * as Predicate from "effect/Predicate"
+import * as Schema from "effect/Schema"
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export const TypeId: unique symbol = Symbol.for("mlup-storage/StorageError")
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export type TypeId = typeof TypeId
+
+/**
+ * One problem found in a storage's options: the field (a dotted path into
+ * `storage_kwargs`, or `storage_kwargs` itself) and what is wrong with it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class OptionIssue extends Schema.Class<OptionIssue>("mlup-storage/OptionIssue")({
+  field: Schema.String,
+  problem: Schema.String
+}) {}
+
+/**
+ * `storage_kwargs` (or the options given in code) did not pass validation.
+ * Every problem found is listed, not only the first one.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidStorageOptions extends Schema.TaggedError<InvalidStorageOptions>(
+  "mlup-storage/InvalidStorageOptions"
+)("InvalidStorageOptions", {
+  storageType: Schema.String,
+  issues: Schema.Array(OptionIssue)
+}) {
+  /**
+   * @since 0.1.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.1.0
+   */
+  override get message(): string {
+    const issues = this.issues.map((issue) => `${issue.field}: ${issue.problem}`).join("; ")
+    return `Invalid options for storage "${this.storageType}": ${issues}`
+  }
+}
+
+/**
+ * `storage_type` names no known storage, or names a module whose export is not
+ * a storage definition.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class UnknownStorageType extends Schema.TaggedError<UnknownStorageType>(
+  "mlup-storage/UnknownStorageType"
+)("UnknownStorageType", {
+  storageType: Schema.String,
+  known: Schema.Array(Schema.String),
+  reason: Schema.optional(Schema.String),
+  cause: Schema.optional(Schema.Defect)
+}) {
+  /**
+   * @since 0.1.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.1.0
+   */
+  override get message(): string {
+    const reason = this.reason === undefined ? "" : ` (${this.reason})`
+    return `Unknown storage_type "${this.storageType}"${reason}. Known storage types: ${
+      this.known.join(", ")
+    }; a custom storage is named as "module-specifier#exportName"`
+  }
+}
+
+/**
+ * The path given to a storage does not exist.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PathNotFound extends Schema.TaggedError<PathNotFound>("mlup-storage/PathNotFound")("PathNotFound", {
+  path: Schema.String
+}) {
+  /**
+   * @since 0.1.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.1.0
+   */
+  override get message(): string {
+    return `No file or folder at ${this.path}: check path_to_files`
+  }
+}
+
+/**
+ * `path_to_files` is a single file whose path does not match `file_mask`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class FileDoesNotMatchMask extends Schema.TaggedError<FileDoesNotMatchMask>(
+  "mlup-storage/FileDoesNotMatchMask"
+)("FileDoesNotMatchMask", {
+  path: Schema.String,
+  mask: Schema.String
+}) {
+  /**
+   * @since 0.1.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.1.0
+   */
+  override get message(): string {
+    return `The file ${this.path} does not match the mask /${this.mask}/ (searched in its path): change file_mask or path_to_files`
+  }
+}
+
+/**
+ * `path_to_files` is a folder in which no file name matches `file_mask`.
+ * `names` holds the first few entries of the folder (sorted) and `entries`
+ * how many there are in all.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NothingMatched extends Schema.TaggedError<NothingMatched>("mlup-storage/NothingMatched")(
+  "NothingMatched",
+  {
+    folder: Schema.String,
+    mask: Schema.String,
+    names: Schema.Array(Schema.String),
+    entries: Schema.Number
+  }
+) {
+  /**
+   * @since 0.1.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.1.0
+   */
+  override get message(): string {
+    const shown = this.names.map((name) => JSON.stringify(name)).join(", ")
+    const more = this.entries > this.names.length ? `, and ${this.entries - this.names.length} more` : ""
+    const there = this.entries === 0 ? "the folder is empty" : `it holds ${shown}${more}`
+    return `No file in ${this.folder} matches the mask /${this.mask}/ (searched in each file name): ${there}`
+  }
+}
+
+/**
+ * The process may not read a path (EACCES / EPERM).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PermissionDenied extends Schema.TaggedError<PermissionDenied>("mlup-storage/PermissionDenied")(
+  "PermissionDenied",
+  {
+    path: Schema.String,
+    operation: Schema.String
+  }
+) {
+  /**
+   * @since 0.1.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.1.0
+   */
+  override get message(): string {
+    return `Permission denied to ${this.operation} ${this.path}: give the process read access`
+  }
+}
+
+/**
+ * Any other failure while reading: an I/O error, a file that changed size
+ * while it was read, a path that is neither a file nor a folder.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ReadFailed extends Schema.TaggedError<ReadFailed>("mlup-storage/ReadFailed")("ReadFailed", {
+  path: Schema.String,
+  operation: Schema.String,
+  reason: Schema.String,
+  code: Schema.optional(Schema.String),
+  cause: Schema.optional(Schema.Defect)
+}) {
+  /**
+   * @since 0.1.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.1.0
+   */
+  override get message(): string {
+    const code = this.code === undefined ? "" : ` [${this.code}]`
+    return `Could not ${this.operation} ${this.path}${code}: ${this.reason}`
+  }
+}
+
+/**
+ * Every error a storage can fail with.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StorageError =
+  | InvalidStorageOptions
+  | UnknownStorageType
+  | PathNotFound
+  | FileDoesNotMatchMask
+  | NothingMatched
+  | PermissionDenied
+  | ReadFailed
+
+/**
+ * The schema of every storage error, to encode or decode them (for example
+ * across a worker boundary).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const StorageError: Schema.Union<[
+  typeof InvalidStorageOptions,
+  typeof UnknownStorageType,
+  typeof PathNotFound,
+  typeof FileDoesNotMatchMask,
+  typeof NothingMatched,
+  typeof PermissionDenied,
+  typeof ReadFailed
+]> = Schema.Union(
+  InvalidStorageOptions,
+  UnknownStorageType,
+  PathNotFound,
+  FileDoesNotMatchMask,
+  NothingMatched,
+  PermissionDenied,
+  ReadFailed
+)
+
+/**
+ * @since 0.1.0
+ * @category refinements
+ */
+export const isStorageError = (u: unknown): u is StorageError => Predicate.hasProperty(u, TypeId)

@@ -1,0 +1,38 @@
+/**
+ * mlup-storage: delivers machine-learning models from where they are kept to
+ * the code that deserializes them, as Effect services.
+ *
+ * Node wiring lives in `mlup-storage/node` (`NodeStorage`).
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * @since 0.1.0
+ */
+export * as DiskStorage from "./DiskStorage.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as GarbageCollector from "./GarbageCollector.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as LoadedFile from "./LoadedFile.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as MemoryStorage from "./MemoryStorage.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Storage from "./Storage.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as StorageError from "./StorageError.js"

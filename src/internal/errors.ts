@@ -1,0 +1,92 @@
+import type * as PlatformError from "@effect/platform/Error"
+import * as ParseResult from "effect/ParseResult"
+import * as Predicate from "effect/Predicate"
+import * as StorageError from "../StorageError.js"
+
+/**
+ * The one place where native (Node) error codes, as @effect/platform reports
+ * them, become the library's typed errors.
+ *
+ * @internal
+ */
+export const fromPlatformError = (path: string, operation: string) =>
+(
+  error: PlatformError.PlatformError
+): StorageError.PathNotFound | StorageError.PermissionDenied | StorageError.ReadFailed => {
+  const code = nativeCode(error.cause)
+  if (error._tag === "SystemError") {
+    // ENOTDIR: a component of the path is a file, so the path does not exist.
+    if (error.reason === "NotFound" || code === "ENOTDIR") {
+      return new StorageError.PathNotFound({ path })
+    }
+    if (error.reason === "PermissionDenied" || code === "EPERM" || code === "EACCES") {
+      return new StorageError.PermissionDenied({ path, operation })
+    }
+  }
+  return new StorageError.ReadFailed({
+    path,
+    operation,
+    reason: reasonFor(code) ?? error.description ?? error.message,
+    ...(code === undefined ? {} : { code }),
+    cause: error
+  })
+}
+
+const nativeCode = (cause: unknown): string | undefined =>
+  Predicate.hasProperty(cause, "code") && typeof cause.code === "string" ? cause.code : undefined
+
+const reasonFor = (code: string | undefined): string | undefined => {
+  switch (code) {
+    case "ELOOP":
+      return "too many levels of symbolic links (a link loop)"
+    case "EISDIR":
+      return "it is a folder, not a file"
+    case "EMFILE":
+    case "ENFILE":
+      return "too many open files: raise the limit (ulimit -n) or load fewer files at once"
+    case "EIO":
+      return "input/output error from the device"
+    case "ENAMETOOLONG":
+      return "the path is too long"
+    default:
+      return undefined
+  }
+}
+
+/**
+ * A Schema parse error as `InvalidStorageOptions`: one issue per problem, each
+ * naming the field. The offending value is never printed (it may be a secret);
+ * only its type is.
+ *
+ * @internal
+ */
+export const fromParseError = (storageType: string, input: unknown) =>
+(
+  error: ParseResult.ParseError
+): StorageError.InvalidStorageOptions =>
+  new StorageError.InvalidStorageOptions({
+    storageType,
+    issues: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) =>
+      new StorageError.OptionIssue({
+        field: issue.path.length === 0 ? "storage_kwargs" : issue.path.map(String).join("."),
+        problem: withoutValue(issue.message, valueAt(input, issue.path))
+      })
+    )
+  })
+
+const valueAt = (input: unknown, path: ReadonlyArray<PropertyKey>): unknown => {
+  let value = input
+  for (const key of path) {
+    if (!Predicate.isObject(value)) return undefined
+    value = (value as any)[key]
+  }
+  return value
+}
+
+const describe = (value: unknown): string =>
+  value === null ? "null" : Array.isArray(value) ? "an array" : `a value of type ${typeof value}`
+
+const withoutValue = (message: string, value: unknown): string => {
+  const at = message.indexOf(", actual ")
+  return at === -1 ? message : `${message.slice(0, at)}, got ${describe(value)}`
+}

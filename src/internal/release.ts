@@ -1,0 +1,43 @@
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+
+/**
+ * Whether `bytes` is the only view of its whole ArrayBuffer, so that detaching
+ * the ArrayBuffer frees exactly these bytes. Pooled slabs (small Buffers from
+ * `fs.readFileSync` or `Buffer.from`) share their ArrayBuffer with other
+ * Buffers and must never be detached.
+ *
+ * @internal
+ */
+export const ownsWholeBuffer = (bytes: Uint8Array): boolean =>
+  bytes.buffer instanceof ArrayBuffer &&
+  bytes.byteOffset === 0 &&
+  bytes.byteLength === bytes.buffer.byteLength &&
+  bytes.buffer.byteLength > 0
+
+/**
+ * Detaches the ArrayBuffer behind `bytes` when it owns it whole: every view of
+ * it (a Buffer kept by mistake included) becomes empty and its memory can be
+ * reclaimed by the next collection. Safe to call twice.
+ *
+ * @internal
+ */
+export const detach = (bytes: Uint8Array): void => {
+  if (ownsWholeBuffer(bytes)) {
+    // The transferred copy is dropped at once: nothing holds the memory any more.
+    structuredClone(bytes.buffer, { transfer: [bytes.buffer as ArrayBuffer] })
+  }
+}
+
+/**
+ * A buffer of exactly `size` bytes, not pooled (so it may be detached), whose
+ * memory is released when the scope closes.
+ *
+ * @internal
+ */
+export const allocateScoped = (size: number): Effect.Effect<Uint8Array, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    // An ArrayBuffer of its own; large ones come zeroed from the OS page by page, at no extra cost.
+    Effect.sync(() => new Uint8Array(size)),
+    (bytes) => Effect.sync(() => detach(bytes))
+  )
