@@ -1,0 +1,331 @@
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { describe, expect, it } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import * as DiskStorage from "../src/DiskStorage.js"
+import * as GarbageCollector from "../src/GarbageCollector.js"
+import * as LoadedFile from "../src/LoadedFile.js"
+import * as Storage from "../src/Storage.js"
+import { storageContract } from "./contract.js"
+import { bytesOf, openDescriptors, spyFileSystem, tempDir, writeFiles } from "./helpers.js"
+
+const content = { a: bytesOf(1000, 1), b: bytesOf(70_000, 2) }
+
+const diskLayer = (options: DiskStorage.Options) => DiskStorage.layer(options).pipe(Layer.provide(NodeContext.layer))
+
+storageContract("DiskStorage (folder, paths)", Effect.gen(function*() {
+  const dir = yield* tempDir
+  writeFiles(dir, { "b.onnx": content.b, "a.onnx": content.a, "notes.txt": "not a model" })
+  return {
+    layer: diskLayer({ pathToFiles: dir, fileMask: String.raw`\.onnx$` }),
+    expected: [
+      { _tag: "Path", name: "a.onnx", content: content.a },
+      { _tag: "Path", name: "b.onnx", content: content.b }
+    ]
+  }
+}))
+
+storageContract("DiskStorage (folder, bytes)", Effect.gen(function*() {
+  const dir = yield* tempDir
+  writeFiles(dir, { "b.onnx": content.b, "a.onnx": content.a, "empty.onnx": new Uint8Array(0) })
+  return {
+    layer: diskLayer({ pathToFiles: dir, fileMask: String.raw`\.onnx$`, needLoadFile: true }),
+    expected: [
+      { _tag: "Bytes", name: "a.onnx", content: content.a },
+      { _tag: "Bytes", name: "b.onnx", content: content.b },
+      { _tag: "Bytes", name: "empty.onnx", content: new Uint8Array(0) }
+    ]
+  }
+}))
+
+storageContract("DiskStorage (single file, bytes, from mlup kwargs)", Effect.gen(function*() {
+  const dir = yield* tempDir
+  writeFiles(dir, { "model.pckl": content.b })
+  return {
+    layer: Storage.layerFromSelection({
+      storage_type: "mlup.ml.storage.local_disk.DiskStorage",
+      storage_kwargs: { path_to_files: path.join(dir, "model.pckl"), need_load_file: true }
+    }).pipe(Layer.provide(NodeContext.layer)),
+    expected: [{ _tag: "Bytes", name: "model.pckl", content: content.b }]
+  }
+}))
+
+/** Loads and returns a plain description of what was delivered. */
+const loadWith = (options: DiskStorage.Options) =>
+  Effect.scoped(Effect.gen(function*() {
+    const storage = yield* DiskStorage.make(options)
+    const files = yield* storage.load
+    return files.map((file) =>
+      LoadedFile.match(file, {
+        Model: () => {
+          throw new Error("the Disk storage never hands over a model")
+        },
+        Path: ({ name, path, size }) => ({ tag: "Path", name, path, size }),
+        Bytes: ({ bytes, name, path, size }) => ({ tag: "Bytes", name, path, size, text: Buffer.from(bytes).toString() })
+      })
+    )
+  })).pipe(Effect.provide(NodeContext.layer))
+
+describe("DiskStorage", () => {
+  it.scoped("a single file, by path only", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "model.pckl": "weights" })
+      const files = yield* loadWith({ pathToFiles: path.join(dir, "model.pckl") })
+      expect(files).toEqual([{ tag: "Path", name: "model.pckl", path: path.join(dir, "model.pckl"), size: 7 }])
+    }))
+
+  it.scoped("a relative path is resolved against the working directory", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "model.pckl": "weights" })
+      const relative = path.relative(process.cwd(), path.join(dir, "model.pckl"))
+      const files = yield* loadWith({ pathToFiles: relative })
+      expect(files).toEqual([{ tag: "Path", name: "model.pckl", path: path.join(dir, "model.pckl"), size: 7 }])
+    }))
+
+  it.scoped("a folder with one match, with the default mask (mlup's (\\w.-_)*.pckl)", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "model.pckl": "weights", "model.onnx": "other", "README": "text" })
+      expect(DiskStorage.defaultFileMask).toBe(String.raw`(\w.-_)*.pckl`)
+      const files = yield* loadWith({ pathToFiles: dir, needLoadFile: true })
+      expect(files).toEqual([
+        { tag: "Bytes", name: "model.pckl", path: path.join(dir, "model.pckl"), size: 7, text: "weights" }
+      ])
+    }))
+
+  it.scoped("a folder with several matches comes back sorted by name", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "c.bin": "3", "a.bin": "1", "B.bin": "2", "b.bin": "22", "x.txt": "no" })
+      const files = yield* loadWith({ pathToFiles: dir, fileMask: String.raw`\.bin$` })
+      expect(files.map((file) => file.name)).toEqual(["B.bin", "a.bin", "b.bin", "c.bin"])
+    }))
+
+  it.scoped("the mask is searched, not anchored, in each name (like re.search)", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "my-model.v2.onnx": "1", "tokenizer.json": "2" })
+      const files = yield* loadWith({ pathToFiles: dir, fileMask: "model" })
+      expect(files.map((file) => file.name)).toEqual(["my-model.v2.onnx"])
+    }))
+
+  it.scoped("for a single file the mask is searched in its path, as mlup does", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "models/v1/weights.bin": "w" })
+      const file = path.join(dir, "models/v1/weights.bin")
+      // The name alone does not match; the path does.
+      const files = yield* loadWith({ pathToFiles: file, fileMask: String.raw`models/v\d+/` })
+      expect(files.map((f) => f.name)).toEqual(["weights.bin"])
+      const error = yield* Effect.flip(loadWith({ pathToFiles: file, fileMask: String.raw`\.onnx$` }))
+      expect(error._tag).toBe("FileDoesNotMatchMask")
+      if (error._tag !== "FileDoesNotMatchMask") return
+      expect(error.path).toBe(file)
+      expect(error.mask).toBe(String.raw`\.onnx$`)
+      expect(error.message).toContain("does not match the mask")
+    }))
+
+  it.scoped("a RegExp mask in code works, even with the g flag", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "a.onnx": "1", "b.onnx": "2", "c.onnx": "3" })
+      const files = yield* loadWith({ pathToFiles: dir, fileMask: /\.ONNX$/gi })
+      expect(files.map((file) => file.name)).toEqual(["a.onnx", "b.onnx", "c.onnx"])
+    }))
+
+  it.scoped("Python re syntax in masks: named groups, \\Z, inline flags", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "Model-7.PCKL": "1", "model-7.pckl.bak": "2" })
+      const files = yield* loadWith({ pathToFiles: dir, fileMask: String.raw`(?i)(?P<stem>model)-\d\.pckl\Z` })
+      expect(files.map((file) => file.name)).toEqual(["Model-7.PCKL"])
+    }))
+
+  it.scoped("file names with regex metacharacters, matched by an escaped mask", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const names = ["model(1)+[v2].pckl", "model$^.pckl", "model{x}|y.pckl", "a b.pckl"]
+      writeFiles(dir, Object.fromEntries(names.map((name) => [name, name])))
+      const files = yield* loadWith({ pathToFiles: dir, fileMask: String.raw`^model\(1\)\+\[v2\]\.pckl$`, needLoadFile: true })
+      expect(files).toEqual([
+        { tag: "Bytes", name: names[0], path: path.join(dir, names[0]!), size: names[0]!.length, text: names[0] }
+      ])
+      const all = yield* loadWith({ pathToFiles: dir })
+      expect(all.map((file) => file.name)).toEqual([...names].sort())
+    }))
+
+  it.scoped("symbolic links: to a file it is loaded, to a folder or to nothing it is skipped", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const elsewhere = yield* tempDir
+      writeFiles(elsewhere, { "real.pckl": "real", "sub/x": "" })
+      writeFiles(dir, { "own.pckl": "own" })
+      fs.symlinkSync(path.join(elsewhere, "real.pckl"), path.join(dir, "link.pckl"))
+      fs.symlinkSync(path.join(elsewhere, "sub"), path.join(dir, "folder.pckl"))
+      fs.symlinkSync(path.join(elsewhere, "missing.pckl"), path.join(dir, "dangling.pckl"))
+      const files = yield* loadWith({ pathToFiles: dir, needLoadFile: true })
+      expect(files).toEqual([
+        { tag: "Bytes", name: "link.pckl", path: path.join(dir, "link.pckl"), size: 4, text: "real" },
+        { tag: "Bytes", name: "own.pckl", path: path.join(dir, "own.pckl"), size: 3, text: "own" }
+      ])
+      // path_to_files itself a link to a file
+      const single = yield* loadWith({ pathToFiles: path.join(dir, "link.pckl") })
+      expect(single).toEqual([{ tag: "Path", name: "link.pckl", path: path.join(dir, "link.pckl"), size: 4 }])
+    }))
+
+  it.scoped("a link loop is a ReadFailed error with its code", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      fs.symlinkSync(path.join(dir, "loop.pckl"), path.join(dir, "loop.pckl"))
+      const error = yield* Effect.flip(loadWith({ pathToFiles: path.join(dir, "loop.pckl") }))
+      expect(error._tag).toBe("ReadFailed")
+      if (error._tag !== "ReadFailed") return
+      expect(error.code).toBe("ELOOP")
+      expect(error.message).toContain("link loop")
+    }))
+
+  it.scoped("a sub-folder whose name matches the mask is not a file", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "weights.pckl/inner.txt": "x", "other.txt": "y" })
+      const error = yield* Effect.flip(loadWith({ pathToFiles: dir }))
+      expect(error._tag).toBe("NothingMatched")
+      writeFiles(dir, { "real.pckl": "z" })
+      const files = yield* loadWith({ pathToFiles: dir })
+      expect(files.map((file) => file.name)).toEqual(["real.pckl"])
+    }))
+
+  it.scoped("an empty folder is NothingMatched, saying so", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const error = yield* Effect.flip(loadWith({ pathToFiles: dir }))
+      expect(error._tag).toBe("NothingMatched")
+      if (error._tag !== "NothingMatched") return
+      expect(error).toMatchObject({ folder: dir, mask: String.raw`(\w.-_)*.pckl`, names: [], entries: 0 })
+      expect(error.message).toContain("the folder is empty")
+    }))
+
+  it.scoped("NothingMatched says what was searched, with which mask, and a few names", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, Object.fromEntries(Array.from({ length: 25 }, (_, i) => [`file-${String(i).padStart(2, "0")}.onnx`, ""])))
+      const error = yield* Effect.flip(loadWith({ pathToFiles: dir, fileMask: String.raw`\.pt$` }))
+      expect(error._tag).toBe("NothingMatched")
+      if (error._tag !== "NothingMatched") return
+      expect(error.entries).toBe(25)
+      expect(error.names).toEqual(Array.from({ length: 10 }, (_, i) => `file-${String(i).padStart(2, "0")}.onnx`))
+      expect(error.message).toContain(dir)
+      expect(error.message).toContain(String.raw`/\.pt$/`)
+      expect(error.message).toContain(`"file-00.onnx"`)
+      expect(error.message).toContain("and 15 more")
+    }))
+
+  it.scoped("a zero-byte file is delivered as zero bytes", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "empty.pckl": "" })
+      const files = yield* loadWith({ pathToFiles: path.join(dir, "empty.pckl"), needLoadFile: true })
+      expect(files).toEqual([{ tag: "Bytes", name: "empty.pckl", path: path.join(dir, "empty.pckl"), size: 0, text: "" }])
+    }))
+
+  it.scoped("a file or folder that does not exist is PathNotFound", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      for (const missing of [path.join(dir, "nope.pckl"), path.join(dir, "nope/"), path.join(dir, "nope", "deeper")]) {
+        const error = yield* Effect.flip(loadWith({ pathToFiles: missing }))
+        expect(error._tag).toBe("PathNotFound")
+        if (error._tag === "PathNotFound") expect(error.path).toBe(path.resolve(missing))
+      }
+      // A path through a file (ENOTDIR) does not exist either.
+      writeFiles(dir, { "file.pckl": "x" })
+      const error = yield* Effect.flip(loadWith({ pathToFiles: path.join(dir, "file.pckl", "inner.pckl") }))
+      expect(error._tag).toBe("PathNotFound")
+    }))
+
+  it.scoped("need_load_file false never reads file contents", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "a.pckl": bytesOf(5000), "b.pckl": bytesOf(10) })
+      const spy = yield* spyFileSystem()
+      const files = yield* Effect.scoped(Effect.flatMap(DiskStorage.make({ pathToFiles: dir }), (s) => s.load)).pipe(
+        Effect.provide(spy.layer),
+        Effect.provide(NodeContext.layer)
+      )
+      expect(files.map((file) => file._tag)).toEqual(["Path", "Path"])
+      expect(spy.log.opened).toEqual([])
+      expect(spy.log.reads).toEqual([])
+      expect(spy.log.wholeReads).toEqual([])
+    }))
+
+  it.scoped("need_load_file true reads each file into one buffer of its size, in place", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const big = bytesOf(20 * 1024 * 1024 + 123, 7)
+      writeFiles(dir, { "big.pckl": big, "small.pckl": "small" })
+      const spy = yield* spyFileSystem()
+      const result = yield* Effect.scoped(Effect.gen(function*() {
+        const storage = yield* DiskStorage.make({ pathToFiles: dir, needLoadFile: true })
+        const files = yield* storage.load
+        return files.map((file) => (file._tag === "Bytes" ? { size: file.size, buffer: file.bytes.buffer, same: Buffer.from(file.bytes).equals(file.name === "big.pckl" ? big : Buffer.from("small")) } : undefined))
+      })).pipe(Effect.provide(spy.layer), Effect.provide(NodeContext.layer))
+      expect(spy.log.wholeReads).toEqual([])
+      expect(spy.log.opened).toEqual([path.join(dir, "big.pckl"), path.join(dir, "small.pckl")])
+      expect(result.map((r) => r?.same)).toEqual([true, true])
+      // Every read of big.pckl went into a view of one ArrayBuffer of exactly the file's size.
+      const first = spy.log.reads[0]!.view.buffer
+      const bigReads = spy.log.reads.filter((read) => read.view.buffer === first)
+      expect(bigReads.length).toBe(3)
+      expect(bigReads.reduce((sum, read) => sum + read.byteLength, 0)).toBe(big.byteLength)
+      expect(bigReads.map((read) => read.byteOffset)).toEqual([0, 8 * 1024 * 1024, 16 * 1024 * 1024])
+      expect(result[0]!.buffer).toBe(first)
+      // After the scope, that ArrayBuffer was detached.
+      expect(first.byteLength).toBe(0)
+    }))
+
+  it.live("interruption during a read closes the file and releases the buffer", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "big.pckl": bytesOf(32 * 1024 * 1024, 3) })
+      const firstRead = yield* Deferred.make<void>()
+      const spy = yield* spyFileSystem(
+        Effect.zipRight(Deferred.succeed(firstRead, undefined), Effect.sleep("30 millis"))
+      )
+      const descriptorsBefore = openDescriptors()
+      const fiber = yield* Effect.scoped(Effect.gen(function*() {
+        const storage = yield* DiskStorage.make({ pathToFiles: dir, needLoadFile: true })
+        return yield* storage.load
+      })).pipe(
+        Effect.provide(spy.layer),
+        Effect.provide(NodeContext.layer),
+        Effect.fork
+      )
+      yield* Deferred.await(firstRead)
+      const exit = yield* Fiber.interrupt(fiber)
+      expect(Exit.isInterrupted(exit)).toBe(true)
+      expect(spy.log.reads.length).toBeGreaterThan(0)
+      expect(spy.log.reads.length).toBeLessThan(4)
+      expect(spy.log.reads[0]!.view.buffer.byteLength).toBe(0)
+      expect(openDescriptors()).toBe(descriptorsBefore)
+    }).pipe(Effect.scoped))
+
+  it.live("the collector runs once when an interrupted load's scope closes", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "big.pckl": bytesOf(24 * 1024 * 1024, 3) })
+      const firstRead = yield* Deferred.make<void>()
+      const spy = yield* spyFileSystem(Effect.zipRight(Deferred.succeed(firstRead, undefined), Effect.sleep("30 millis")))
+      const context = yield* Layer.build(Layer.mergeAll(GarbageCollector.layerTest, NodeContext.layer, spy.layer))
+      const fiber = yield* Effect.fork(Effect.scoped(Effect.flatMap(DiskStorage.make({ pathToFiles: dir, needLoadFile: true }), (s) => s.load)).pipe(Effect.provide(context)))
+      yield* Deferred.await(firstRead)
+      yield* Fiber.interrupt(fiber)
+      const gc = yield* Effect.provide(GarbageCollector.TestGarbageCollector, context)
+      expect(yield* gc.calls).toBe(1)
+    }).pipe(Effect.scoped))
+})

@@ -1,0 +1,182 @@
+/**
+ * The contract every storage must pass. A storage's test file calls
+ * `storageContract` with a fixture: a layer that supplies the storage and
+ * what `load` must deliver.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import * as fs from "node:fs"
+import * as GarbageCollector from "../src/GarbageCollector.js"
+import * as LoadedFile from "../src/LoadedFile.js"
+import * as Storage from "../src/Storage.js"
+import type * as StorageError from "../src/StorageError.js"
+
+export type Expected =
+  | { readonly _tag: "Model"; readonly model: unknown }
+  | { readonly _tag: "Path" | "Bytes"; readonly name: string; readonly content: Uint8Array }
+
+export interface Fixture {
+  /** Supplies the storage; the test adds a counting garbage collector. */
+  readonly layer: Layer.Layer<Storage.Storage, StorageError.StorageError, GarbageCollector.GarbageCollector>
+  /** What `load` must deliver, in order. */
+  readonly expected: ReadonlyArray<Expected>
+}
+
+const checkFile = (file: LoadedFile.LoadedFile, expected: Expected) => {
+  expect(LoadedFile.isLoadedFile(file)).toBe(true)
+  expect(file._tag).toBe(expected._tag)
+  if (expected._tag === "Model") {
+    expect(LoadedFile.isModel(file) && file.model).toBe(expected.model)
+    return
+  }
+  if (file._tag === "Model") throw new Error("unreachable")
+  expect(file.name).toBe(expected.name)
+  expect(file.size).toBe(expected.content.byteLength)
+  if (file._tag === "Path") {
+    expect(fs.readFileSync(file.path)).toEqual(Buffer.from(expected.content))
+  } else {
+    expect(file.released).toBe(false)
+    expect(Buffer.from(file.bytes)).toEqual(Buffer.from(expected.content))
+  }
+}
+
+/** After the scope closed: every Bytes file is released, its memory detached, and gc ran once. */
+const checkReleased = (
+  files: ReadonlyArray<LoadedFile.LoadedFile>,
+  views: ReadonlyArray<Uint8Array>
+) =>
+  Effect.gen(function*() {
+    for (const file of files) {
+      if (file._tag !== "Bytes") continue
+      expect(file.released).toBe(true)
+      expect(() => file.bytes).toThrow(LoadedFile.BytesReleasedError)
+      const error = yield* Effect.flip(LoadedFile.getBytes(file))
+      expect(error._tag).toBe("BytesReleasedError")
+      expect(error.path).toBe(file.path)
+    }
+    for (const view of views) {
+      // A view kept by mistake no longer holds the memory.
+      expect(view.byteLength).toBe(0)
+      expect(view.buffer.byteLength).toBe(0)
+    }
+    const gc = yield* GarbageCollector.TestGarbageCollector
+    expect(yield* gc.calls).toBe(1)
+  })
+
+/** The non-empty byte views handed out: each owns its whole ArrayBuffer, so each must be detached. */
+const viewsOf = (files: ReadonlyArray<LoadedFile.LoadedFile>): Array<Uint8Array> => {
+  const views = files.flatMap((file) => (file._tag === "Bytes" && file.size > 0 ? [file.bytes] : []))
+  for (const view of views) expect(view.byteLength).toBe(view.buffer.byteLength)
+  return views
+}
+
+export const storageContract = (
+  name: string,
+  fixture: Effect.Effect<Fixture, never, Scope.Scope>
+) =>
+  describe(`${name}: Storage contract`, () => {
+    const run = <A, E>(
+      body: (storage: Storage.Service, expected: ReadonlyArray<Expected>) => Effect.Effect<A, E, Scope.Scope | GarbageCollector.TestGarbageCollector>
+    ) =>
+      Effect.gen(function*() {
+        const { expected, layer } = yield* fixture
+        const context = yield* Layer.build(Layer.provideMerge(layer, GarbageCollector.layerTest))
+        const storage = yield* Effect.provide(Storage.Storage, context)
+        return yield* Effect.provide(body(storage, expected), context)
+      })
+
+    it.scoped("load delivers the expected files, in order", () =>
+      run((storage, expected) =>
+        Effect.gen(function*() {
+          const files = yield* Effect.scoped(Effect.tap(storage.load, (files) => {
+            expect(files.length).toBe(expected.length)
+            files.forEach((file, i) => checkFile(file, expected[i]!))
+          }))
+          expect(files.length).toBe(expected.length)
+        })
+      ))
+
+    it.scoped("two loads deliver the same files in the same order", () =>
+      run((storage) =>
+        Effect.gen(function*() {
+          const describe = (files: ReadonlyArray<LoadedFile.LoadedFile>) =>
+            files.map((file) => (file._tag === "Model" ? file.model : `${file._tag}:${file.path}:${file.size}`))
+          const first = yield* Effect.scoped(Effect.map(storage.load, describe))
+          const second = yield* Effect.scoped(Effect.map(storage.load, describe))
+          expect(second).toEqual(first)
+        })
+      ))
+
+    it.scoped("loadBytesSingleFile hands over each file as load does", () =>
+      run((storage, expected) =>
+        Effect.scoped(Effect.gen(function*() {
+          const files = yield* storage.load
+          for (const [i, file] of files.entries()) {
+            const single = yield* storage.loadBytesSingleFile(file._tag === "Model" ? "" : file.path)
+            checkFile(single, expected[i]!)
+          }
+        }))
+      ))
+
+    it.scoped("closing the scope releases the bytes and runs the collector once", () =>
+      run((storage) =>
+        Effect.gen(function*() {
+          let views: Array<Uint8Array> = []
+          const files = yield* Effect.scoped(Effect.tap(storage.load, (files) => {
+            views = viewsOf(files)
+          }))
+          yield* checkReleased(files, views)
+        })
+      ))
+
+    it.scoped("a failure inside the scope still releases everything", () =>
+      run((storage) =>
+        Effect.gen(function*() {
+          let files: ReadonlyArray<LoadedFile.LoadedFile> = []
+          let views: Array<Uint8Array> = []
+          const exit = yield* Effect.exit(Effect.scoped(Effect.gen(function*() {
+            files = yield* storage.load
+            views = viewsOf(files)
+            return yield* Effect.fail("the deserializer failed" as const)
+          })))
+          expect(Exit.isFailure(exit)).toBe(true)
+          expect(files.length).toBeGreaterThan(0)
+          yield* checkReleased(files, views)
+        })
+      ))
+
+    it.scoped("interruption inside the scope still releases everything", () =>
+      run((storage) =>
+        Effect.gen(function*() {
+          const loaded = yield* Deferred.make<ReadonlyArray<LoadedFile.LoadedFile>>()
+          const fiber = yield* Effect.fork(Effect.scoped(Effect.gen(function*() {
+            const files = yield* storage.load
+            yield* Deferred.succeed(loaded, files)
+            return yield* Effect.never
+          })))
+          const files = yield* Deferred.await(loaded)
+          const views = viewsOf(files)
+          const exit = yield* Fiber.interrupt(fiber)
+          expect(Exit.isInterrupted(exit)).toBe(true)
+          yield* checkReleased(files, views)
+        })
+      ))
+
+    it.scoped("a copy made inside the scope outlives it", () =>
+      run((storage, expected) =>
+        Effect.gen(function*() {
+          const copies = yield* Effect.scoped(Effect.map(storage.load, (files) =>
+            files.map((file) => (file._tag === "Bytes" ? file.bytes.slice() : undefined))
+          ))
+          copies.forEach((copy, i) => {
+            const want = expected[i]!
+            if (copy !== undefined && want._tag !== "Model") expect(Buffer.from(copy)).toEqual(Buffer.from(want.content))
+          })
+        })
+      ))
+  })

@@ -1,0 +1,85 @@
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+
+/** A real temporary folder, removed when the scope closes. */
+export const tempDir: Effect.Effect<string, never, import("effect/Scope").Scope> = Effect.acquireRelease(
+  Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "mlup-storage-test-"))),
+  (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+)
+
+/** Writes files (name → content) into `dir`, creating sub-folders. */
+export const writeFiles = (dir: string, files: Record<string, string | Uint8Array>): void => {
+  for (const [name, content] of Object.entries(files)) {
+    const file = path.join(dir, name)
+    fs.mkdirSync(path.dirname(file), { recursive: true })
+    fs.writeFileSync(file, content)
+  }
+}
+
+/** Deterministic pseudo-random bytes. */
+export const bytesOf = (size: number, seed = 1): Uint8Array => {
+  const bytes = new Uint8Array(size)
+  let x = seed >>> 0 || 1
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    bytes[i] = x & 0xff
+  }
+  return bytes
+}
+
+/** How many file descriptors this process has open. */
+export const openDescriptors = (): number => fs.readdirSync("/proc/self/fd").length
+
+/** What the spied file system saw. */
+export interface FileSystemLog {
+  readonly opened: Array<string>
+  /** Every buffer handed to `File.read`, in order, as it was at the time of the call. */
+  readonly reads: Array<{ readonly view: Uint8Array; readonly byteOffset: number; readonly byteLength: number }>
+  /** Whole-file reads (`readFile`, `stream`): the storage must never use them. */
+  readonly wholeReads: Array<string>
+}
+
+/**
+ * Node's real file system, with every open and read recorded, and an optional
+ * hook that runs before each `File.read` (to slow a read down or to signal it).
+ * Not a mock: every call goes to the real file system.
+ */
+export const spyFileSystem = (
+  beforeRead: Effect.Effect<void> = Effect.void
+): Effect.Effect<{ readonly log: FileSystemLog; readonly layer: Layer.Layer<FileSystem.FileSystem> }> =>
+  Effect.gen(function*() {
+    const real = yield* Effect.provide(FileSystem.FileSystem, NodeContext.layer)
+    const log: FileSystemLog = { opened: [], reads: [], wholeReads: [] }
+    const spied: FileSystem.FileSystem = {
+      ...real,
+      open: (file, options) =>
+        real.open(file, options).pipe(
+          Effect.tap(() => Effect.sync(() => log.opened.push(file))),
+          Effect.map((handle) => {
+            const wrapped: FileSystem.File = Object.create(handle)
+            ;(wrapped as { read: FileSystem.File["read"] }).read = (buffer) =>
+              beforeRead.pipe(
+                Effect.zipRight(Effect.sync(() => log.reads.push({ view: buffer, byteOffset: buffer.byteOffset, byteLength: buffer.byteLength }))),
+                Effect.zipRight(handle.read.call(wrapped, buffer))
+              )
+            return wrapped
+          })
+        ),
+      readFile: (file) => {
+        log.wholeReads.push(file)
+        return real.readFile(file)
+      },
+      stream: (file, options) => {
+        log.wholeReads.push(file)
+        return real.stream(file, options)
+      }
+    }
+    return { log, layer: Layer.succeed(FileSystem.FileSystem, spied) }
+  })
