@@ -104,11 +104,23 @@ const PathToFiles = Schema.propertySignature(
   missingMessage: () => "is missing: give the model file, or the folder that holds it"
 })
 
-const AnyMask = Schema.Union(Mask, Schema.instanceOf(RegExp).pipe(Schema.transform(Schema.instanceOf(RegExp), {
-  strict: true,
-  decode: mask_.fromRegExp,
-  encode: (regexp) => regexp
-})))
+const defaultRegExp = (): RegExp => Either.getOrThrow(mask_.compile(mask_.defaultMask))
+
+// In code a mask is a string (as in kwargs) or a RegExp.
+const MaskInCode = Schema.transformOrFail(
+  Schema.declare((u): u is string | RegExp => typeof u === "string" || u instanceof RegExp, {
+    message: () => "Expected a string or a RegExp"
+  }),
+  Schema.instanceOf(RegExp),
+  {
+    strict: true,
+    decode: (input, options) =>
+      typeof input === "string"
+        ? ParseResult.decodeUnknown(Mask)(input, options)
+        : ParseResult.succeed(mask_.fromRegExp(input)),
+    encode: ParseResult.succeed
+  }
+)
 
 /**
  * The schema of `Options` (code), decoded into `ResolvedOptions`.
@@ -116,27 +128,11 @@ const AnyMask = Schema.Union(Mask, Schema.instanceOf(RegExp).pipe(Schema.transfo
  * @since 0.1.0
  * @category schemas
  */
-export const OptionsSchema: Schema.Schema<ResolvedOptions, Options> = Schema.transform(
-  Schema.Struct({
-    pathToFiles: PathToFiles,
-    fileMask: Schema.optional(Schema.UndefinedOr(AnyMask)),
-    needLoadFile: Schema.optional(Schema.UndefinedOr(Schema.Boolean))
-  }),
-  Schema.Struct({
-    pathToFiles: Schema.String,
-    fileMask: Schema.instanceOf(RegExp),
-    needLoadFile: Schema.Boolean
-  }),
-  {
-    strict: false,
-    decode: (options) => ({
-      pathToFiles: options.pathToFiles,
-      fileMask: options.fileMask ?? Either.getOrThrow(mask_.compile(mask_.defaultMask)),
-      needLoadFile: options.needLoadFile ?? false
-    }),
-    encode: (options) => options
-  }
-)
+export const OptionsSchema: Schema.Schema<ResolvedOptions, Options> = Schema.Struct({
+  pathToFiles: PathToFiles,
+  fileMask: Schema.optionalWith(MaskInCode, { default: defaultRegExp }),
+  needLoadFile: Schema.optionalWith(Schema.Boolean, { default: () => false })
+})
 
 /**
  * mlup's `storage_kwargs` for this storage: `path_to_files` (required),
@@ -178,7 +174,7 @@ export const Kwargs: Schema.Schema<ResolvedOptions, {
       }
       return ParseResult.succeed({
         pathToFiles: kwargs.path_to_files,
-        fileMask: file_mask ?? files_mask ?? Either.getOrThrow(mask_.compile(mask_.defaultMask)),
+        fileMask: file_mask ?? files_mask ?? defaultRegExp(),
         needLoadFile: kwargs.need_load_file ?? false
       })
     },

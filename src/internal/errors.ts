@@ -64,15 +64,20 @@ export const fromParseError = (storageType: string, input: unknown) =>
 (
   error: ParseResult.ParseError
 ): StorageError.InvalidStorageOptions =>
-  new StorageError.InvalidStorageOptions({
-    storageType,
-    issues: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) =>
-      new StorageError.OptionIssue({
-        field: issue.path.length === 0 ? "storage_kwargs" : issue.path.map(String).join("."),
-        problem: withoutValue(issue.message, valueAt(input, issue.path))
-      })
-    )
-  })
+{
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) =>
+    new StorageError.OptionIssue({
+      field: issue.path.length === 0 ? "storage_kwargs" : issue.path.map(String).join("."),
+      problem: withoutValue(issue.message, valueAt(input, issue.path))
+    })
+  )
+  // An optional field that failed reports its "undefined" alternative too: that one says nothing.
+  const useful = issues.filter((issue) =>
+    !issue.problem.startsWith("Expected undefined") ||
+    !issues.some((other) => other !== issue && other.field === issue.field)
+  )
+  return new StorageError.InvalidStorageOptions({ storageType, issues: useful })
+}
 
 const valueAt = (input: unknown, path: ReadonlyArray<PropertyKey>): unknown => {
   let value = input

@@ -1,0 +1,252 @@
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { describe, expect, it, layer } from "@effect/vitest"
+import * as ConfigProvider from "effect/ConfigProvider"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import * as path from "node:path"
+import * as DiskStorage from "../src/DiskStorage.js"
+import * as GarbageCollector from "../src/GarbageCollector.js"
+import * as LoadedFile from "../src/LoadedFile.js"
+import * as MemoryStorage from "../src/MemoryStorage.js"
+import * as Storage from "../src/Storage.js"
+import * as StorageError from "../src/StorageError.js"
+import { storageContract } from "./contract.js"
+import { greetings } from "./fixtures/custom-storage.js"
+import { tempDir, writeFiles } from "./helpers.js"
+
+const fromSelection = (selection: Storage.Selection, options?: Storage.SelectionOptions) =>
+  Effect.provide(Storage.fromSelection(selection, options), NodeContext.layer)
+
+const fromEnv = (env: Record<string, string>, options?: Storage.ConfigOptions) =>
+  Storage.fromConfig(options).pipe(
+    Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)), { pathDelim: "_" })),
+    Effect.provide(NodeContext.layer)
+  )
+
+const names = (storage: Storage.Service) =>
+  Effect.scoped(Effect.map(storage.load, (files) => files.map((file) => (file._tag === "Model" ? "(model)" : file.name))))
+
+describe("selection by storage_type / storage_kwargs", () => {
+  it.scoped("short names and mlup's full names select the built-in storages", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "m.pckl": "x" })
+      for (const storage_type of ["disk", "mlup.ml.storage.local_disk.DiskStorage"]) {
+        const storage = yield* fromSelection({ storage_type, storage_kwargs: { path_to_files: dir } })
+        expect(storage.storageType).toBe("disk")
+        expect(yield* names(storage)).toEqual(["m.pckl"])
+      }
+      for (const storage_type of ["memory", "mlup.ml.storage.memory.MemoryStorage"]) {
+        const storage = yield* fromSelection({ storage_type, storage_kwargs: { model: 42 } })
+        expect(storage.storageType).toBe("memory")
+      }
+    }))
+
+  it.scoped("mlup's files_mask spelling is accepted; both spellings must agree", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "a.onnx": "1", "b.pt": "2" })
+      const byFilesMask = yield* fromSelection({ storage_type: "disk", storage_kwargs: { path_to_files: dir, files_mask: "onnx" } })
+      expect(yield* names(byFilesMask)).toEqual(["a.onnx"])
+      const both = yield* fromSelection({ storage_type: "disk", storage_kwargs: { path_to_files: dir, file_mask: "pt", files_mask: "pt" } })
+      expect(yield* names(both)).toEqual(["b.pt"])
+      const error = yield* Effect.flip(fromSelection({ storage_type: "disk", storage_kwargs: { path_to_files: dir, file_mask: "pt", files_mask: "onnx" } }))
+      expect(error._tag).toBe("InvalidStorageOptions")
+      if (error._tag !== "InvalidStorageOptions") return
+      expect(error.issues.map((issue) => issue.field)).toEqual(["files_mask"])
+      expect(error.issues[0]!.problem).toContain("conflicts with file_mask")
+    }))
+
+  it.effect("every bad input is a typed error naming the field and the problem", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(fromSelection({
+        storage_type: "disk",
+        storage_kwargs: { file_mask: "(unclosed", need_load_file: "yes", path_to_file: "/typo" }
+      }))
+      expect(error).toBeInstanceOf(StorageError.InvalidStorageOptions)
+      if (error._tag !== "InvalidStorageOptions") return
+      expect(error.storageType).toBe("disk")
+      const byField = Object.fromEntries(error.issues.map((issue) => [issue.field, issue.problem]))
+      expect(Object.keys(byField).sort()).toEqual(["file_mask", "need_load_file", "path_to_file", "path_to_files"])
+      expect(byField["path_to_files"]).toContain("is missing")
+      expect(byField["file_mask"]).toContain("is not a valid regular expression")
+      expect(byField["need_load_file"]).toBe("Expected boolean, got a value of type string")
+      expect(byField["path_to_file"]).toContain("is unexpected")
+      expect(error.message).toContain(`Invalid options for storage "disk"`)
+
+      const empty = yield* Effect.flip(fromSelection({ storage_type: "disk", storage_kwargs: { path_to_files: "" } }))
+      expect(empty.message).toContain("path_to_files: must not be empty")
+      const wrongType = yield* Effect.flip(fromSelection({ storage_type: "disk", storage_kwargs: { path_to_files: 7 } }))
+      expect(wrongType.message).toContain("path_to_files: Expected string, got a value of type number")
+      const notAnObject = yield* Effect.flip(fromSelection({ storage_type: "disk", storage_kwargs: "path" as any }))
+      expect(notAnObject._tag).toBe("InvalidStorageOptions")
+    }))
+
+  it.effect("options given in code are validated too", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.provide(DiskStorage.make({ pathToFiles: "", fileMask: "[" }), NodeContext.layer))
+      expect(error._tag).toBe("InvalidStorageOptions")
+      expect(error.issues.map((issue) => issue.field).sort()).toEqual(["fileMask", "pathToFiles"])
+    }))
+
+  it.effect("an unknown storage_type is a typed error that lists the known ones", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(fromSelection({ storage_type: "mlup.ml.storage.s3.S3Storage" }))
+      expect(error._tag).toBe("UnknownStorageType")
+      if (error._tag !== "UnknownStorageType") return
+      expect(error.storageType).toBe("mlup.ml.storage.s3.S3Storage")
+      expect(error.known).toEqual(expect.arrayContaining(["memory", "disk", "mlup.ml.storage.local_disk.DiskStorage"]))
+      expect(error.message).toContain("Known storage types: memory")
+    }))
+
+  it.scoped("a custom storage registered in code", () =>
+    Effect.gen(function*() {
+      const storage = yield* fromSelection(
+        { storage_type: "greetings", storage_kwargs: { greeting: "hi", times: 2, password: "s3cret" } },
+        { storages: [greetings] }
+      )
+      const text = yield* Effect.scoped(Effect.map(storage.load, (files) =>
+        files.map((file) => (file._tag === "Bytes" ? new TextDecoder().decode(file.bytes) : ""))
+      ))
+      expect(text).toEqual(["hi hi"])
+    }))
+
+  it.scoped("a custom storage named by module specifier and export", () =>
+    Effect.gen(function*() {
+      for (const storage_type of ["./test/fixtures/custom-storage.ts#greetings", "./test/fixtures/custom-storage.ts#", path.resolve("test/fixtures/custom-storage.ts#greetings")]) {
+        const storage = yield* fromSelection({ storage_type, storage_kwargs: { greeting: "hello", password: "pw" } })
+        expect(yield* names(storage)).toEqual(["greeting.txt"])
+      }
+      const missingModule = yield* Effect.flip(fromSelection({ storage_type: "./test/fixtures/nowhere.ts#x" }))
+      expect(missingModule._tag).toBe("UnknownStorageType")
+      expect(missingModule.message).toContain(`could not import "./test/fixtures/nowhere.ts"`)
+      const missingExport = yield* Effect.flip(fromSelection({ storage_type: "./test/fixtures/custom-storage.ts#other" }))
+      expect(missingExport.message).toContain(`has no export "other"`)
+      const notADefinition = yield* Effect.flip(fromSelection({ storage_type: "./test/fixtures/custom-storage.ts#notADefinition" }))
+      expect(notADefinition.message).toContain("is not a storage definition")
+    }))
+
+  it.effect("a secret that fails validation is never printed", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(fromSelection(
+        { storage_type: "greetings", storage_kwargs: { greeting: "hi", password: 123456789 } },
+        { storages: [greetings] }
+      ))
+      expect(error.message).toContain("password")
+      expect(error.message).not.toContain("123456789")
+    }))
+})
+
+describe("selection from Config", () => {
+  it.scoped("STORAGE_TYPE and one variable per field", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "a.onnx": "1", "b.pckl": "2" })
+      const storage = yield* fromEnv({
+        STORAGE_TYPE: "mlup.ml.storage.local_disk.DiskStorage",
+        STORAGE_KWARGS_PATH_TO_FILES: dir,
+        STORAGE_KWARGS_FILE_MASK: String.raw`\.onnx$`,
+        STORAGE_KWARGS_NEED_LOAD_FILE: "true"
+      })
+      const files = yield* Effect.scoped(storage.load)
+      expect(files.map((file) => file._tag)).toEqual(["Bytes"])
+    }))
+
+  it.scoped("STORAGE_KWARGS as JSON, a field variable wins over it, under a prefix", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "a.onnx": "1", "b.pckl": "2" })
+      const storage = yield* fromEnv({
+        MLUP_STORAGE_TYPE: "disk",
+        MLUP_STORAGE_KWARGS: JSON.stringify({ path_to_files: dir, file_mask: "onnx" }),
+        MLUP_STORAGE_KWARGS_FILE_MASK: "pckl"
+      }, { prefix: "MLUP" })
+      expect(yield* names(storage)).toEqual(["b.pckl"])
+    }))
+
+  it.effect("the default is the Memory storage, with the model given in code", () =>
+    Effect.gen(function*() {
+      const storage = yield* fromEnv({}, { model: "the model" })
+      expect(storage.storageType).toBe("memory")
+      const files = yield* Effect.scoped(storage.load)
+      expect(files[0]?._tag === "Model" && files[0].model).toBe("the model")
+    }))
+
+  it.effect("bad values are typed errors; secrets stay redacted", () =>
+    Effect.gen(function*() {
+      const badJson = yield* Effect.flip(fromEnv({ STORAGE_TYPE: "disk", STORAGE_KWARGS: "{path_to_files:" }))
+      expect(badJson._tag).toBe("InvalidStorageOptions")
+      expect(badJson.message).toContain("STORAGE_KWARGS: is not valid JSON")
+      expect(badJson.message).not.toContain("path_to_files:")
+      const notObject = yield* Effect.flip(fromEnv({ STORAGE_TYPE: "disk", STORAGE_KWARGS: "[1]" }))
+      expect(notObject.message).toContain("STORAGE_KWARGS: is not a JSON object")
+      const badBool = yield* Effect.flip(fromEnv({ STORAGE_TYPE: "disk", STORAGE_KWARGS_PATH_TO_FILES: "/x", STORAGE_KWARGS_NEED_LOAD_FILE: "maybe" }))
+      expect(badBool.message).toContain("need_load_file: Expected boolean")
+      const unknown = yield* Effect.flip(fromEnv({ STORAGE_TYPE: "s3" }))
+      expect(unknown._tag).toBe("UnknownStorageType")
+      // A custom storage's secret read from the environment is a Redacted value.
+      const storage = yield* fromEnv(
+        { STORAGE_TYPE: "greetings", STORAGE_KWARGS_GREETING: "hey", STORAGE_KWARGS_PASSWORD: "hunter2" },
+        { storages: [greetings] }
+      )
+      const [file] = yield* Effect.scoped(storage.load)
+      expect(file?._tag === "Bytes" && file.path).toBe("greetings://7")
+      const leaked = yield* Effect.flip(fromEnv(
+        { STORAGE_TYPE: "greetings", STORAGE_KWARGS: JSON.stringify({ greeting: "x", password: ["hunter2"] }) },
+        { storages: [greetings] }
+      ))
+      expect(leaked.message).not.toContain("hunter2")
+    }))
+
+  it("the kwargs schema decodes secrets as Redacted", () => {
+    const decoded = Schema.decodeUnknownSync(greetings.kwargs)({ greeting: "a", password: "p" })
+    expect(Redacted.isRedacted(decoded.password)).toBe(true)
+    expect(String(decoded.password)).not.toContain("p")
+  })
+})
+
+// Tests that swap one storage layer for another: the program is the same.
+const program = Effect.gen(function*() {
+  const storage = yield* Storage.Storage
+  return yield* Effect.scoped(Effect.map(storage.load, (files) =>
+    files.map((file) =>
+      LoadedFile.match(file, {
+        Model: ({ model }) => `model:${String(model)}`,
+        Path: ({ name }) => `path:${name}`,
+        Bytes: ({ bytes, name }) => `bytes:${name}:${bytes.byteLength}`
+      })
+    )
+  ))
+})
+
+describe("layers swapped in a test", () => {
+  layer(MemoryStorage.layer("in-memory"))((it) => {
+    it.effect("the program runs on the Memory storage", () =>
+      Effect.map(program, (result) => expect(result).toEqual(["model:in-memory"])))
+  })
+
+  it.scoped("the same program on the Disk storage, and the collector swapped for a counting one", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "m.pckl": "12345" })
+      const storageLayer = DiskStorage.layer({ pathToFiles: dir, needLoadFile: true }).pipe(
+        Layer.provide(NodeContext.layer),
+        Layer.provideMerge(GarbageCollector.layerTest)
+      )
+      const result = yield* Effect.provide(
+        Effect.zip(program, Effect.flatMap(GarbageCollector.TestGarbageCollector, (gc) => gc.calls)),
+        storageLayer
+      )
+      expect(result).toEqual([["bytes:m.pckl:5"], 1])
+    }))
+})
+
+storageContract("custom storage (Storage.define + LoadedFile.bytes)", Effect.succeed({
+  layer: Storage.layerFromSelection(
+    { storage_type: "greetings", storage_kwargs: { greeting: "hello", times: 3, password: "x" } },
+    { storages: [greetings] }
+  ).pipe(Layer.provide(NodeContext.layer)),
+  expected: [{ _tag: "Bytes", name: "greeting.txt", content: new TextEncoder().encode("hello hello hello") }]
+}))
