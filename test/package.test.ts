@@ -1,0 +1,73 @@
+// The package as a consumer gets it: packed with `npm pack`, installed from the
+// tarball into a fresh project, imported, type-checked and run.
+import { describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { execFileSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { tempDir } from "./helpers.js"
+
+const root = path.resolve(import.meta.dirname, "..")
+const versionOf = (name: string): string =>
+  JSON.parse(fs.readFileSync(path.join(root, "node_modules", name, "package.json"), "utf8")).version
+
+const run = (command: string, args: Array<string>, cwd: string) =>
+  execFileSync(command, args, {
+    cwd,
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: "skip", npm_config_audit: "false", npm_config_fund: "false" }
+  })
+
+describe("the packed package", () => {
+  it.scoped("installs from its tarball, type-checks and runs in a consumer project", () =>
+    Effect.gen(function*() {
+      const work = yield* tempDir
+      run("npm", ["pack", "--pack-destination", work], root)
+      const tarball = fs.readdirSync(work).find((name) => name.endsWith(".tgz"))!
+      expect(tarball).toMatch(/^mlup-storage-\d+\.\d+\.\d+\.tgz$/)
+      const listing = run("tar", ["-tzf", path.join(work, tarball)], work).split("\n")
+      expect(listing).toContain("package/dist/index.d.ts")
+      expect(listing).toContain("package/dist/NodeStorage.js")
+      expect(listing.some((file) => file.startsWith("package/test/"))).toBe(false)
+
+      const consumer = path.join(work, "consumer")
+      fs.mkdirSync(consumer)
+      for (const file of ["main.ts", "tsconfig.json"]) {
+        fs.copyFileSync(path.join(root, "test/fixtures/consumer", file), path.join(consumer, file))
+      }
+      fs.writeFileSync(path.join(consumer, "package.json"), JSON.stringify({
+        name: "consumer",
+        private: true,
+        type: "module",
+        dependencies: {
+          "mlup-storage": `file:../${tarball}`,
+          "effect": versionOf("effect"),
+          "@effect/platform": versionOf("@effect/platform"),
+          "@effect/platform-node": versionOf("@effect/platform-node"),
+          "@types/node": versionOf("@types/node")
+        }
+      }))
+      run("npm", ["install", "--prefer-offline", "--ignore-scripts", "--no-audit", "--no-fund"], consumer)
+      // One copy of effect: the package brings none of its own.
+      expect(fs.existsSync(path.join(consumer, "node_modules/mlup-storage/node_modules/effect"))).toBe(false)
+
+      run(process.execPath, [path.join(root, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.json"], consumer)
+      const output = JSON.parse(run(process.execPath, ["out/main.js"], consumer))
+      expect(output).toEqual({
+        results: [["bytes:model.onnx:weights"], ["path:model.onnx:7"], ["error:NothingMatched"]],
+        sameModule: true
+      })
+
+      // Internal modules are not part of the public surface.
+      const internal = (() => {
+        try {
+          run(process.execPath, ["-e", "import('mlup-storage/internal/mask.js')"], consumer)
+          return "imported"
+        } catch (error) {
+          return String((error as { stderr?: string }).stderr)
+        }
+      })()
+      expect(internal).toContain("ERR_PACKAGE_PATH_NOT_EXPORTED")
+    }), { timeout: 240_000 })
+})
