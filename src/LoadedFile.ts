@@ -182,7 +182,7 @@ export const bytes = (options: {
   readonly bytes: Uint8Array
 }): Effect.Effect<Bytes, never, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.sync(() => new BytesImpl(options.path, options.name, options.bytes)),
+    Effect.zipRight(release.track, Effect.sync(() => new BytesImpl(options.path, options.name, options.bytes))),
     (file) => Effect.sync(() => file.release())
   )
 

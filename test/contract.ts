@@ -45,7 +45,10 @@ const checkFile = (file: LoadedFile.LoadedFile, expected: Expected) => {
   }
 }
 
-/** After the scope closed: every Bytes file is released, its memory detached, and gc ran once. */
+/**
+ * After the scope closed: every Bytes file is released, its memory detached,
+ * and the collector ran once if bytes were handed out (never otherwise).
+ */
 const checkReleased = (
   files: ReadonlyArray<LoadedFile.LoadedFile>,
   views: ReadonlyArray<Uint8Array>
@@ -65,7 +68,7 @@ const checkReleased = (
       expect(view.buffer.byteLength).toBe(0)
     }
     const gc = yield* GarbageCollector.TestGarbageCollector
-    expect(yield* gc.calls).toBe(1)
+    expect(yield* gc.calls).toBe(files.some(LoadedFile.isBytes) ? 1 : 0)
   })
 
 /** The non-empty byte views handed out: each owns its whole ArrayBuffer, so each must be detached. */
@@ -123,7 +126,7 @@ export const storageContract = (
         }))
       ))
 
-    it.scoped("closing the scope releases the bytes and runs the collector once", () =>
+    it.scoped("closing the scope releases the bytes and runs the collector once (if it handed out bytes)", () =>
       run((storage) =>
         Effect.gen(function*() {
           let views: Array<Uint8Array> = []

@@ -1,5 +1,31 @@
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import type * as Scope from "effect/Scope"
+
+/**
+ * What the `load` running on this fiber (and the fibers it forks) has handed
+ * out that its scope must release. Set by `Storage.make` around each call.
+ *
+ * @internal
+ */
+export interface LoadTracker {
+  buffers: number
+}
+
+/** @internal */
+export const currentLoad: FiberRef.FiberRef<LoadTracker | undefined> = FiberRef.unsafeMake<LoadTracker | undefined>(
+  undefined
+)
+
+/**
+ * Counts one buffer that the current load's scope will release.
+ *
+ * @internal
+ */
+export const track: Effect.Effect<void> = Effect.flatMap(FiberRef.get(currentLoad), (tracker) =>
+  Effect.sync(() => {
+    if (tracker !== undefined) tracker.buffers++
+  }))
 
 /**
  * Whether `bytes` is the only view of its whole ArrayBuffer, so that detaching
@@ -38,6 +64,6 @@ export const detach = (bytes: Uint8Array): void => {
 export const allocateScoped = (size: number): Effect.Effect<Uint8Array, never, Scope.Scope> =>
   Effect.acquireRelease(
     // An ArrayBuffer of its own; large ones come zeroed from the OS page by page, at no extra cost.
-    Effect.sync(() => new Uint8Array(size)),
+    Effect.zipRight(track, Effect.sync(() => new Uint8Array(size))),
     (bytes) => Effect.sync(() => detach(bytes))
   )

@@ -4,6 +4,7 @@ import type * as Scope from "effect/Scope"
 import { GarbageCollector } from "../GarbageCollector.js"
 import type * as LoadedFile from "../LoadedFile.js"
 import type { StorageError } from "../StorageError.js"
+import * as release from "./release.js"
 
 /** @internal */
 export interface Service {
@@ -20,18 +21,24 @@ export const make = (impl: Service): Effect.Effect<Service> =>
   // A Context.Reference: its default applies when no layer provides one.
   Effect.contextWith((context: Context.Context<never>) => {
     const gc = Context.get(context, GarbageCollector)
-    // Added first, so it runs last: after every release the scope holds.
-    const collectOnClose = Effect.addFinalizer(() => gc.collect)
+    // The finalizer is added first, so it runs last: after every release the
+    // scope holds. It collects only when the call handed out buffers: a load of
+    // paths or of a model has nothing to give back, and skips the pause.
+    const collectOnClose = <A, E>(operation: Effect.Effect<A, E, Scope.Scope>) =>
+      Effect.suspend(() => {
+        const tracker: release.LoadTracker = { buffers: 0 }
+        return Effect.addFinalizer(() => tracker.buffers > 0 ? gc.collect : Effect.void).pipe(
+          Effect.zipRight(Effect.locally(operation, release.currentLoad, tracker))
+        )
+      })
     const attributes = { storageType: impl.storageType }
     return Storage.of({
       storageType: impl.storageType,
-      load: collectOnClose.pipe(
-        Effect.zipRight(impl.load),
+      load: collectOnClose(impl.load).pipe(
         Effect.withSpan("mlup-storage/Storage.load", { attributes })
       ),
       loadBytesSingleFile: (path) =>
-        collectOnClose.pipe(
-          Effect.zipRight(impl.loadBytesSingleFile(path)),
+        collectOnClose(impl.loadBytesSingleFile(path)).pipe(
           Effect.withSpan("mlup-storage/Storage.loadBytesSingleFile", { attributes: { ...attributes, path } })
         )
     })

@@ -1,0 +1,136 @@
+// npm run bench: measures the Disk storage against baselines measured in the
+// same run, and writes the results into docs/performance.md.
+//
+//   1. Reading a 1 GiB file into memory: load with need_load_file: true against
+//      Node's fs.promises.readFile. Time ratio (median of several alternating
+//      rounds, warm page cache), peak extra memory (maxRSS − RSS before), and
+//      RSS after the scope of the load closed.
+//   2. Finding one file by mask in a folder of 100,000 files: load against
+//      Python's os.listdir + re.search (what mlup does), both timed in-process.
+//
+// Environment: BENCH_SIZE_MIB (default 1024), BENCH_FILES (default 100000),
+// BENCH_ROUNDS (default 5), BENCH_DIR (default: a folder under the OS temp dir).
+import { execFileSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+
+const MiB = 1024 * 1024
+const sizeMiB = Number(process.env["BENCH_SIZE_MIB"] ?? 1024)
+const fileCount = Number(process.env["BENCH_FILES"] ?? 100_000)
+const rounds = Number(process.env["BENCH_ROUNDS"] ?? 5)
+const root = path.resolve(import.meta.dirname, "..")
+const work = fs.mkdtempSync(path.join(process.env["BENCH_DIR"] ?? os.tmpdir(), "mlup-storage-bench-"))
+
+const median = (values: ReadonlyArray<number>) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
+const node = (script: string, args: ReadonlyArray<string>) =>
+  JSON.parse(execFileSync(process.execPath, ["--import", "tsx", path.join(root, "bench", script), ...args], { encoding: "utf8" }))
+
+const readBenchmark = () => {
+  const file = path.join(work, "model.bin")
+  console.log(`writing a ${sizeMiB} MiB file…`)
+  const chunk = Buffer.alloc(MiB)
+  const fd = fs.openSync(file, "w")
+  for (let i = 0; i < sizeMiB; i++) {
+    chunk.fill(i & 0xff)
+    fs.writeSync(fd, chunk)
+  }
+  fs.closeSync(fd)
+  execFileSync("cat", [file], { stdio: ["ignore", "ignore", "inherit"] }) // warm the page cache
+  const results: Record<string, Array<{ ms: number; peakExtra: number; afterRelease: number | null }>> = { readFile: [], load: [] }
+  for (let round = 0; round < rounds; round++) {
+    for (const mode of round % 2 === 0 ? ["readFile", "load"] : ["load", "readFile"]) {
+      const result = node("read-child.ts", [mode, file])
+      results[mode]!.push(result)
+      console.log(`  ${mode.padEnd(8)} ${result.ms.toFixed(0).padStart(6)} ms   peak extra ${(result.peakExtra / MiB).toFixed(0)} MiB` +
+        (result.afterRelease === null ? "" : `   after release ${(result.afterRelease / MiB).toFixed(1)} MiB`))
+    }
+  }
+  fs.rmSync(file)
+  const summary = (mode: string) => ({
+    ms: median(results[mode]!.map((r) => r.ms)),
+    peakExtra: median(results[mode]!.map((r) => r.peakExtra)),
+    afterRelease: median(results[mode]!.map((r) => r.afterRelease ?? 0))
+  })
+  return { baseline: summary("readFile"), load: summary("load"), size: sizeMiB * MiB }
+}
+
+const maskBenchmark = () => {
+  const folder = path.join(work, "many")
+  fs.mkdirSync(folder)
+  console.log(`creating ${fileCount} files…`)
+  for (let i = 0; i < fileCount - 1; i++) fs.closeSync(fs.openSync(path.join(folder, `shard-${String(i).padStart(6, "0")}.bin`), "w"))
+  fs.writeFileSync(path.join(folder, "model.onnx"), "weights")
+  const mask = String.raw`model\.onnx$`
+  const python = JSON.parse(execFileSync("python3", ["-c", `
+import json, os, re, sys, time
+folder, mask, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+times = []
+for _ in range(rounds):
+    start = time.perf_counter()
+    found = [os.path.join(folder, name) for name in os.listdir(folder) if re.search(mask, name)]
+    times.append((time.perf_counter() - start) * 1000)
+times.sort()
+print(json.dumps({"found": len(found), "medianMs": times[len(times) // 2]}))
+`, folder, mask, String(rounds * 3)], { encoding: "utf8" }))
+  const load = node("mask-child.ts", [folder, mask, String(rounds * 3)])
+  for (const [name, r] of [["python", python], ["load", load]] as const) {
+    console.log(`  ${name.padEnd(10)} ${r.medianMs.toFixed(1).padStart(7)} ms  (found ${r.found})`)
+  }
+  fs.rmSync(folder, { recursive: true })
+  return { python, load }
+}
+
+const read = readBenchmark()
+const mask = maskBenchmark()
+fs.rmSync(work, { recursive: true, force: true })
+
+const mib = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`
+const ratio = (a: number, b: number) => (a / b).toFixed(3)
+const verdict = (ok: boolean) => (ok ? "met" : "**not met**")
+const timeRatio = read.load.ms / read.baseline.ms
+const memoryRatio = read.load.peakExtra / read.size
+const maskRatio = mask.load.medianMs / mask.python.medianMs
+
+const report = `# Performance
+
+Measured by \`npm run bench\` (bench/run.ts) on ${new Date().toISOString().slice(0, 10)}: Node ${process.version},
+${os.cpus().length} × ${os.cpus()[0]?.model ?? "CPU"}, ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB of memory, ${os.platform()} ${os.release()}.
+Every ratio compares two measurements taken in the same run. Nothing here is asserted by a test.
+
+## Reading a ${sizeMiB} MiB file into memory
+
+\`load\` with \`need_load_file: true\` against Node's \`fs.promises.readFile\`, each in a fresh process,
+${rounds} alternating rounds each, warm page cache; medians. Peak extra memory is the process's maxRSS
+minus its RSS before the read. "After the scope" is RSS after the scope of \`load\` closed (the
+finalizer detached the buffer and ran the collector) minus RSS before the read.
+
+| measure | fs.promises.readFile | load (need_load_file: true) | ratio | goal |
+| --- | ---: | ---: | ---: | --- |
+| time | ${read.baseline.ms.toFixed(0)} ms | ${read.load.ms.toFixed(0)} ms | ${ratio(read.load.ms, read.baseline.ms)} | ≤ 1.05: ${verdict(timeRatio <= 1.05)} |
+| peak extra memory | ${mib(read.baseline.peakExtra)} | ${mib(read.load.peakExtra)} | ${memoryRatio.toFixed(3)} × file size | ≤ 1.05 × file size: ${verdict(memoryRatio <= 1.05)} |
+| RSS after the scope closed, above the baseline | — | ${mib(read.load.afterRelease)} | | within 16 MiB: ${verdict(read.load.afterRelease <= 16 * MiB)} |
+
+## Finding one file by mask in a folder of ${fileCount.toLocaleString("en")} files
+
+Mask \`model\\.onnx$\`, one match. Python 3's \`os.listdir\` + \`re.search\` (mlup's way) against \`load\` with
+\`need_load_file: false\` (list, match, sort, stat the match, close the scope), wired as a Node
+application wires it (\`NodeStorage.layer\`), both timed in-process, median of ${rounds * 3} rounds.
+(A load that hands out paths only releases no buffer, so its scope does not run the collector.)
+
+| | median | ratio to Python | goal |
+| --- | ---: | ---: | --- |
+| Python os.listdir + re.search | ${mask.python.medianMs.toFixed(1)} ms | 1.000 | |
+| load | ${mask.load.medianMs.toFixed(1)} ms | ${maskRatio.toFixed(3)} | ≤ 1.0: ${verdict(maskRatio <= 1)} |
+
+## Reproduce
+
+\`\`\`sh
+npm run bench                                   # 1 GiB, 100,000 files, 5 rounds
+BENCH_SIZE_MIB=256 BENCH_FILES=20000 npm run bench   # smaller
+\`\`\`
+
+It needs about ${sizeMiB + 100} MiB free in the OS temp folder (or \`BENCH_DIR\`), python3, and writes this file.
+`
+fs.writeFileSync(path.join(root, "docs", "performance.md"), report)
+console.log(`\nwrote docs/performance.md`)
