@@ -19,6 +19,13 @@ const run = (command: string, args: Array<string>, cwd: string) =>
     env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: "skip", npm_config_audit: "false", npm_config_fund: "false" }
   })
 
+const readmeExample = (): string => {
+  const readme = fs.readFileSync(path.join(root, "README.md"), "utf8")
+  const block = /## A 20-line example[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)
+  if (block === null) throw new Error("README.md has no example block")
+  return block[1]!
+}
+
 describe("the packed package", () => {
   it.scoped("installs from its tarball, type-checks and runs in a consumer project", () =>
     Effect.gen(function*() {
@@ -33,9 +40,11 @@ describe("the packed package", () => {
 
       const consumer = path.join(work, "consumer")
       fs.mkdirSync(consumer)
-      for (const file of ["main.ts", "tsconfig.json"]) {
-        fs.copyFileSync(path.join(root, "test/fixtures/consumer", file), path.join(consumer, file))
-      }
+      fs.copyFileSync(path.join(root, "test/fixtures/consumer/main.ts"), path.join(consumer, "main.ts"))
+      // The README's example, as a reader would paste it.
+      fs.writeFileSync(path.join(consumer, "readme.ts"), readmeExample())
+      const tsconfig = JSON.parse(fs.readFileSync(path.join(root, "test/fixtures/consumer/tsconfig.json"), "utf8"))
+      fs.writeFileSync(path.join(consumer, "tsconfig.json"), JSON.stringify({ ...tsconfig, files: ["main.ts", "readme.ts"] }))
       fs.writeFileSync(path.join(consumer, "package.json"), JSON.stringify({
         name: "consumer",
         private: true,
@@ -58,6 +67,17 @@ describe("the packed package", () => {
         results: [["bytes:model.onnx:weights"], ["path:model.onnx:7"], ["error:NothingMatched"]],
         sameModule: true
       })
+
+      const models = path.join(work, "models")
+      fs.mkdirSync(models)
+      fs.writeFileSync(path.join(models, "iris.onnx"), "12345")
+      fs.writeFileSync(path.join(models, "notes.txt"), "")
+      expect(run(process.execPath, ["out/readme.js", models], consumer)).toBe("iris.onnx: 5 bytes in memory\n")
+      fs.rmSync(path.join(models, "iris.onnx"))
+      expect(run(process.execPath, ["out/readme.js", models], consumer))
+        .toBe(`no \\.onnx$ in ${models}; found: notes.txt\n`)
+      expect(run(process.execPath, ["out/readme.js", path.join(work, "absent")], consumer))
+        .toBe(`${path.join(work, "absent")} does not exist\n`)
 
       // Internal modules are not part of the public surface.
       const internal = (() => {
