@@ -18,7 +18,7 @@ import * as Scope from "effect/Scope"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as mask_ from "./internal/mask.js"
-import * as release from "./internal/release.js"
+import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as LoadedFile from "./LoadedFile.js"
 import * as StorageError from "./StorageError.js"
@@ -187,9 +187,6 @@ export const Kwargs: Schema.Schema<ResolvedOptions, {
   }
 )
 
-/** How much one read asks for: large enough to stream at disk speed, small enough to interrupt promptly. */
-const readChunkSize = 8 * 1024 * 1024
-
 /** How many names of a folder a `NothingMatched` error shows. */
 const namesShown = 10
 
@@ -210,39 +207,7 @@ export const makeResolved = (
 
     const stat = (file: string) => Effect.mapError(fs.stat(file), errors.fromPlatformError(file, "stat"))
 
-    // One buffer of the file's size, allocated once, read into in place. The
-    // descriptor is closed as soon as the read ends; the buffer is released
-    // when the caller's scope closes (or at once, on failure or interruption).
-    const readBytes = (file: string): Effect.Effect<LoadedFile.Bytes, StorageError.StorageError, Scope.Scope> =>
-      Effect.flatMap(Effect.scope, (outer) =>
-        Effect.scoped(Effect.gen(function*() {
-          const handle = yield* Effect.mapError(fs.open(file, { flag: "r" }), errors.fromPlatformError(file, "open"))
-          const info = yield* Effect.mapError(handle.stat, errors.fromPlatformError(file, "stat"))
-          if (info.type === "Directory") {
-            return yield* new StorageError.ReadFailed({ path: file, operation: "read", reason: "it is a folder, not a file" })
-          }
-          const size = Number(info.size)
-          const bytes = yield* Scope.extend(release.allocateScoped(size), outer)
-          let offset = 0
-          while (offset < size) {
-            const chunk = bytes.subarray(offset, Math.min(size, offset + readChunkSize))
-            // Each read completes before an interruption takes effect, so no read
-            // is still writing into the buffer when it is released.
-            const read = yield* Effect.uninterruptible(
-              Effect.mapError(handle.read(chunk), errors.fromPlatformError(file, "read"))
-            )
-            if (read === BigInt(0)) break
-            offset += Number(read)
-          }
-          if (offset !== size) {
-            return yield* new StorageError.ReadFailed({
-              path: file,
-              operation: "read",
-              reason: `the file changed while it was read (${offset} of ${size} bytes)`
-            })
-          }
-          return yield* Scope.extend(LoadedFile.bytes({ path: file, name: path.basename(file), bytes }), outer)
-        })))
+    const readBytes = read_.readBytes(fs, path)
 
     const deliver = (
       file: string,

@@ -6,8 +6,10 @@
  * @since 0.1.0
  */
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as NodePath from "@effect/platform-node/NodePath"
 import type * as FileSystem from "@effect/platform/FileSystem"
+import type * as HttpClient from "@effect/platform/HttpClient"
 import type * as Path from "@effect/platform/Path"
 import type * as ConfigError from "effect/ConfigError"
 import * as Layer from "effect/Layer"
@@ -15,6 +17,7 @@ import * as v8 from "node:v8"
 import * as vm from "node:vm"
 import * as DiskStorage from "./DiskStorage.js"
 import * as GarbageCollector from "./GarbageCollector.js"
+import * as HttpStorage from "./HttpStorage.js"
 import * as MemoryStorage from "./MemoryStorage.js"
 import * as Storage from "./Storage.js"
 import type * as StorageError from "./StorageError.js"
@@ -62,13 +65,15 @@ export const layerGarbageCollector: Layer.Layer<GarbageCollector.GarbageCollecto
 )
 
 /**
- * Everything a storage needs on Node: `FileSystem`, `Path` and the collector.
+ * Everything a storage needs on Node: `FileSystem`, `Path`, an `HttpClient`
+ * (node:http, with its own keep-alive agent) and the collector.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<FileSystem.FileSystem | Path.Path | GarbageCollector.GarbageCollector> = Layer
-  .mergeAll(NodeFileSystem.layer, NodePath.layer, layerGarbageCollector)
+export const layer: Layer.Layer<
+  FileSystem.FileSystem | Path.Path | HttpClient.HttpClient | GarbageCollector.GarbageCollector
+> = Layer.mergeAll(NodeFileSystem.layer, NodePath.layer, NodeHttpClient.layer, layerGarbageCollector)
 
 /**
  * The Memory storage with Node's collector.
@@ -89,6 +94,17 @@ export const layerDisk = (
   options: DiskStorage.Options
 ): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
   DiskStorage.layer(options).pipe(Layer.provide(layer))
+
+/**
+ * The HTTP storage on Node.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerHttp = (
+  options: HttpStorage.Options
+): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
+  HttpStorage.layer(options).pipe(Layer.provide(layer))
 
 /**
  * A storage from mlup's `{ storage_type, storage_kwargs }`, on Node.

@@ -4,7 +4,6 @@
  *
  * @since 0.1.0
  */
-import type * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -15,6 +14,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as SchemaAST from "effect/SchemaAST"
 import * as DiskStorage from "./DiskStorage.js"
+import * as HttpStorage from "./HttpStorage.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as internal from "./internal/storage.js"
@@ -62,6 +62,16 @@ export type Service = internal.Service
 export const make: (impl: Service) => Effect.Effect<Service> = internal.make
 
 /**
+ * What a storage's constructor may use: `FileSystem`, `Path` and
+ * `HttpClient` from @effect/platform. On Node, `NodeStorage.layer` provides
+ * them all.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Requirements = definition_.Requirements
+
+/**
  * A storage that can be selected by `storage_type`: its name (and aliases),
  * the Schema that validates its `storage_kwargs`, and its constructor.
  *
@@ -84,7 +94,7 @@ export const define: <Kwargs>(definition: {
   readonly kwargs: Schema.Schema<Kwargs, any>
   readonly make: (
     kwargs: Kwargs
-  ) => Effect.Effect<Service, StorageError.StorageError, FileSystem.FileSystem | Path.Path>
+  ) => Effect.Effect<Service, StorageError.StorageError, Requirements>
 }) => StorageDefinition<Kwargs> = definition_.define
 
 /**
@@ -94,12 +104,16 @@ export const define: <Kwargs>(definition: {
 export const isStorageDefinition: (u: unknown) => u is StorageDefinition = definition_.isStorageDefinition
 
 /**
- * The storages built in: Memory (the default) and Disk.
+ * The storages built in: Memory (the default), Disk, HTTP and S3.
  *
  * @since 0.1.0
  * @category definitions
  */
-export const builtins: ReadonlyArray<StorageDefinition> = [MemoryStorage.definition, DiskStorage.definition]
+export const builtins: ReadonlyArray<StorageDefinition> = [
+  MemoryStorage.definition,
+  DiskStorage.definition,
+  HttpStorage.definition
+]
 
 /**
  * mlup's selection: `storage_type` (default `"memory"`) and `storage_kwargs`.
@@ -205,7 +219,7 @@ const build = (
   storageType: string,
   kwargs: unknown,
   options: SelectionOptions | undefined
-): Effect.Effect<Service, StorageError.StorageError, FileSystem.FileSystem | Path.Path> => {
+): Effect.Effect<Service, StorageError.StorageError, Requirements> => {
   const input = definition === MemoryStorage.definition && options !== undefined && "model" in options &&
       typeof kwargs === "object" && kwargs !== null && !("model" in kwargs)
     ? { ...kwargs, model: options.model }
@@ -225,7 +239,7 @@ const build = (
 export const fromSelection = (
   selection: Selection,
   options?: SelectionOptions
-): Effect.Effect<Service, StorageError.StorageError, FileSystem.FileSystem | Path.Path> =>
+): Effect.Effect<Service, StorageError.StorageError, Requirements> =>
   Effect.gen(function*() {
     const decoded = yield* Schema.decodeUnknown(Selection, { errors: "all" })(selection).pipe(
       Effect.mapError(errors.fromParseError(String(selection?.storage_type ?? "(selection)"), selection))
@@ -241,7 +255,7 @@ export const fromSelection = (
 export const layerFromSelection = (
   selection: Selection,
   options?: SelectionOptions
-): Layer.Layer<Storage, StorageError.StorageError, FileSystem.FileSystem | Path.Path> =>
+): Layer.Layer<Storage, StorageError.StorageError, Requirements> =>
   Layer.effect(Storage, fromSelection(selection, options))
 
 /**
@@ -336,7 +350,7 @@ export const fromConfig = (
 ): Effect.Effect<
   Service,
   StorageError.StorageError | ConfigError.ConfigError,
-  FileSystem.FileSystem | Path.Path
+  Requirements
 > =>
   Effect.gen(function*() {
     const nest = <A>(config: Config.Config<A>) =>
@@ -379,5 +393,5 @@ const parseJsonOr = (text: string): unknown => {
  */
 export const layerConfig = (
   options?: ConfigOptions
-): Layer.Layer<Storage, StorageError.StorageError | ConfigError.ConfigError, FileSystem.FileSystem | Path.Path> =>
+): Layer.Layer<Storage, StorageError.StorageError | ConfigError.ConfigError, Requirements> =>
   Layer.effect(Storage, fromConfig(options))

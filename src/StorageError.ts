@@ -227,6 +227,224 @@ export class ReadFailed extends Schema.TaggedError<ReadFailed>("mlup-storage/Rea
 }
 
 /**
+ * The remote object does not exist: HTTP 404 or 410, a missing S3 key or
+ * bucket. Not retried.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class RemoteNotFound extends Schema.TaggedError<RemoteNotFound>("mlup-storage/RemoteNotFound")(
+  "RemoteNotFound",
+  {
+    location: Schema.String,
+    status: Schema.optional(Schema.Number),
+    reason: Schema.optional(Schema.String)
+  }
+) {
+  /**
+   * @since 0.2.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.2.0
+   */
+  override get message(): string {
+    const status = this.status === undefined ? "" : ` (HTTP ${this.status})`
+    return `Not found: ${this.location}${status}${this.reason === undefined ? "" : `: ${this.reason}`}`
+  }
+}
+
+/**
+ * The server refused the credentials (HTTP 401 or 403, an unknown S3 access
+ * key, a bad signature). Not retried.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class Unauthorized extends Schema.TaggedError<Unauthorized>("mlup-storage/Unauthorized")("Unauthorized", {
+  location: Schema.String,
+  status: Schema.optional(Schema.Number),
+  reason: Schema.optional(Schema.String)
+}) {
+  /**
+   * @since 0.2.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.2.0
+   */
+  override get message(): string {
+    const status = this.status === undefined ? "" : ` (HTTP ${this.status})`
+    return `Access denied to ${this.location}${status}: check the credentials or headers${
+      this.reason === undefined ? "" : ` (${this.reason})`
+    }`
+  }
+}
+
+/**
+ * The server answered with a status that retrying cannot fix (a 4xx other
+ * than 401, 403, 404, 408, 410, 429).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class RequestRejected extends Schema.TaggedError<RequestRejected>("mlup-storage/RequestRejected")(
+  "RequestRejected",
+  {
+    location: Schema.String,
+    status: Schema.Number,
+    reason: Schema.String
+  }
+) {
+  /**
+   * @since 0.2.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.2.0
+   */
+  override get message(): string {
+    return `The server rejected the request for ${this.location} (HTTP ${this.status}): ${this.reason}`
+  }
+}
+
+/**
+ * A transient failure (connection error, connect timeout, an interrupted
+ * body, 408, 429, 5xx) that persisted through every retry.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class TransientFailure extends Schema.TaggedError<TransientFailure>("mlup-storage/TransientFailure")(
+  "TransientFailure",
+  {
+    location: Schema.String,
+    attempts: Schema.Number,
+    reason: Schema.String,
+    status: Schema.optional(Schema.Number)
+  }
+) {
+  /**
+   * @since 0.2.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.2.0
+   */
+  override get message(): string {
+    return `Could not fetch ${this.location} after ${this.attempts} attempt(s): ${this.reason}`
+  }
+}
+
+/**
+ * The server sent no bytes for `seconds` (and still did not on the last
+ * retry).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class StallTimeout extends Schema.TaggedError<StallTimeout>("mlup-storage/StallTimeout")("StallTimeout", {
+  location: Schema.String,
+  seconds: Schema.Number,
+  attempts: Schema.Number
+}) {
+  /**
+   * @since 0.2.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.2.0
+   */
+  override get message(): string {
+    return `The transfer of ${this.location} stalled: no bytes for ${this.seconds} s (${this.attempts} attempt(s))`
+  }
+}
+
+/**
+ * The downloaded file is not what was expected: its sha256 (or size, or S3
+ * ETag) differs. The bad file has been removed from the cache.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class ChecksumMismatch extends Schema.TaggedError<ChecksumMismatch>("mlup-storage/ChecksumMismatch")(
+  "ChecksumMismatch",
+  {
+    location: Schema.String,
+    algorithm: Schema.String,
+    expected: Schema.String,
+    actual: Schema.String
+  }
+) {
+  /**
+   * @since 0.2.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.2.0
+   */
+  override get message(): string {
+    return `${this.location} failed verification: expected ${this.algorithm} ${this.expected}, got ${this.actual} (the file was removed)`
+  }
+}
+
+/**
+ * Offline mode, and the file is not in the cache.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class NotCached extends Schema.TaggedError<NotCached>("mlup-storage/NotCached")("NotCached", {
+  location: Schema.String,
+  cacheDir: Schema.String
+}) {
+  /**
+   * @since 0.2.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.2.0
+   */
+  override get message(): string {
+    return `${this.location} is not in the cache ${this.cacheDir}, and the storage is offline: fetch it once online`
+  }
+}
+
+/**
+ * Writing into the cache failed (disk full, permissions, I/O error).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class WriteFailed extends Schema.TaggedError<WriteFailed>("mlup-storage/WriteFailed")("WriteFailed", {
+  path: Schema.String,
+  operation: Schema.String,
+  reason: Schema.String,
+  code: Schema.optional(Schema.String),
+  cause: Schema.optional(Schema.Defect)
+}) {
+  /**
+   * @since 0.2.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.2.0
+   */
+  override get message(): string {
+    const code = this.code === undefined ? "" : ` [${this.code}]`
+    return `Could not ${this.operation} ${this.path}${code}: ${this.reason}`
+  }
+}
+
+/**
  * Every error a storage can fail with.
  *
  * @since 0.1.0
@@ -240,6 +458,14 @@ export type StorageError =
   | NothingMatched
   | PermissionDenied
   | ReadFailed
+  | RemoteNotFound
+  | Unauthorized
+  | RequestRejected
+  | TransientFailure
+  | StallTimeout
+  | ChecksumMismatch
+  | NotCached
+  | WriteFailed
 
 /**
  * The schema of every storage error, to encode or decode them (for example
@@ -255,7 +481,15 @@ export const StorageError: Schema.Union<[
   typeof FileDoesNotMatchMask,
   typeof NothingMatched,
   typeof PermissionDenied,
-  typeof ReadFailed
+  typeof ReadFailed,
+  typeof RemoteNotFound,
+  typeof Unauthorized,
+  typeof RequestRejected,
+  typeof TransientFailure,
+  typeof StallTimeout,
+  typeof ChecksumMismatch,
+  typeof NotCached,
+  typeof WriteFailed
 ]> = Schema.Union(
   InvalidStorageOptions,
   UnknownStorageType,
@@ -263,7 +497,15 @@ export const StorageError: Schema.Union<[
   FileDoesNotMatchMask,
   NothingMatched,
   PermissionDenied,
-  ReadFailed
+  ReadFailed,
+  RemoteNotFound,
+  Unauthorized,
+  RequestRejected,
+  TransientFailure,
+  StallTimeout,
+  ChecksumMismatch,
+  NotCached,
+  WriteFailed
 )
 
 /**

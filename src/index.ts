@@ -18,6 +18,11 @@ export * as DiskStorage from "./DiskStorage.js"
 export * as GarbageCollector from "./GarbageCollector.js"
 
 /**
+ * @since 0.2.0
+ */
+export * as HttpStorage from "./HttpStorage.js"
+
+/**
  * @since 0.1.0
  */
 export * as LoadedFile from "./LoadedFile.js"
@@ -26,6 +31,11 @@ export * as LoadedFile from "./LoadedFile.js"
  * @since 0.1.0
  */
 export * as MemoryStorage from "./MemoryStorage.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as Progress from "./Progress.js"
 
 /**
  * @since 0.1.0

@@ -12,7 +12,7 @@ import * as GarbageCollector from "../src/GarbageCollector.js"
 import * as LoadedFile from "../src/LoadedFile.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "./contract.js"
-import { bytesOf, openDescriptors, spyFileSystem, tempDir, writeFiles } from "./helpers.js"
+import { bytesOf, openDescriptors, platform, spyFileSystem, tempDir, writeFiles } from "./helpers.js"
 
 const content = { a: bytesOf(1000, 1), b: bytesOf(70_000, 2) }
 
@@ -50,7 +50,7 @@ storageContract("DiskStorage (single file, bytes, from mlup kwargs)", Effect.gen
     layer: Storage.layerFromSelection({
       storage_type: "mlup.ml.storage.local_disk.DiskStorage",
       storage_kwargs: { path_to_files: path.join(dir, "model.pckl"), need_load_file: true }
-    }).pipe(Layer.provide(NodeContext.layer)),
+    }).pipe(Layer.provide(platform)),
     expected: [{ _tag: "Bytes", name: "model.pckl", content: content.b }]
   }
 }))

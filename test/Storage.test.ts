@@ -1,4 +1,3 @@
-import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it, layer } from "@effect/vitest"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
@@ -14,15 +13,15 @@ import * as Storage from "../src/Storage.js"
 import * as StorageError from "../src/StorageError.js"
 import { storageContract } from "./contract.js"
 import { greetings } from "./fixtures/custom-storage.js"
-import { tempDir, writeFiles } from "./helpers.js"
+import { platform, tempDir, writeFiles } from "./helpers.js"
 
 const fromSelection = (selection: Storage.Selection, options?: Storage.SelectionOptions) =>
-  Effect.provide(Storage.fromSelection(selection, options), NodeContext.layer)
+  Effect.provide(Storage.fromSelection(selection, options), platform)
 
 const fromEnv = (env: Record<string, string>, options?: Storage.ConfigOptions) =>
   Storage.fromConfig(options).pipe(
     Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)), { pathDelim: "_" })),
-    Effect.provide(NodeContext.layer)
+    Effect.provide(platform)
   )
 
 const names = (storage: Storage.Service) =>
@@ -86,7 +85,7 @@ describe("selection by storage_type / storage_kwargs", () => {
 
   it.effect("options given in code are validated too", () =>
     Effect.gen(function*() {
-      const error = yield* Effect.flip(Effect.provide(DiskStorage.make({ pathToFiles: "", fileMask: "[" }), NodeContext.layer))
+      const error = yield* Effect.flip(Effect.provide(DiskStorage.make({ pathToFiles: "", fileMask: "[" }), platform))
       expect(error._tag).toBe("InvalidStorageOptions")
       expect(error.issues.map((issue) => issue.field).sort()).toEqual(["fileMask", "pathToFiles"])
     }))
@@ -232,7 +231,7 @@ describe("layers swapped in a test", () => {
       const dir = yield* tempDir
       writeFiles(dir, { "m.pckl": "12345" })
       const storageLayer = DiskStorage.layer({ pathToFiles: dir, needLoadFile: true }).pipe(
-        Layer.provide(NodeContext.layer),
+        Layer.provide(platform),
         Layer.provideMerge(GarbageCollector.layerTest)
       )
       const result = yield* Effect.provide(
@@ -247,6 +246,6 @@ storageContract("custom storage (Storage.define + LoadedFile.bytes)", Effect.suc
   layer: Storage.layerFromSelection(
     { storage_type: "greetings", storage_kwargs: { greeting: "hello", times: 3, password: "x" } },
     { storages: [greetings] }
-  ).pipe(Layer.provide(NodeContext.layer)),
+  ).pipe(Layer.provide(platform)),
   expected: [{ _tag: "Bytes", name: "greeting.txt", content: new TextEncoder().encode("hello hello hello") }]
 }))

@@ -1,4 +1,6 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as crypto from "node:crypto"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -83,3 +85,13 @@ export const spyFileSystem = (
     }
     return { log, layer: Layer.succeed(FileSystem.FileSystem, spied) }
   })
+
+/** What the storages need on Node, as the tests provide it: NodeContext plus an HTTP client. */
+export const platform = Layer.mergeAll(NodeContext.layer, NodeHttpClient.layer)
+
+/**
+ * The digest and length of some bytes: compared instead of the bytes
+ * themselves, because deep equality on megabytes of typed arrays is slow.
+ */
+export const fingerprint = (bytes: Uint8Array): string =>
+  `${bytes.byteLength} bytes, sha256 ${crypto.createHash("sha256").update(bytes).digest("hex")}`

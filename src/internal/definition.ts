@@ -1,9 +1,18 @@
 import type * as FileSystem from "@effect/platform/FileSystem"
+import type * as HttpClient from "@effect/platform/HttpClient"
 import type * as Path from "@effect/platform/Path"
 import type * as Effect from "effect/Effect"
 import type * as Schema from "effect/Schema"
 import type { StorageError } from "../StorageError.js"
 import type { Service } from "./storage.js"
+
+/**
+ * What a storage's constructor may use: the file system, paths, and an HTTP
+ * client (for remote storages).
+ *
+ * @internal
+ */
+export type Requirements = FileSystem.FileSystem | Path.Path | HttpClient.HttpClient
 
 /** @internal */
 export const TypeId: unique symbol = Symbol.for("mlup-storage/StorageDefinition")
@@ -14,7 +23,7 @@ export interface StorageDefinition<Kwargs = any> {
   readonly name: string
   readonly aliases: ReadonlyArray<string>
   readonly kwargs: Schema.Schema<Kwargs, any>
-  readonly make: (kwargs: Kwargs) => Effect.Effect<Service, StorageError, FileSystem.FileSystem | Path.Path>
+  readonly make: (kwargs: Kwargs) => Effect.Effect<Service, StorageError, Requirements>
 }
 
 /** @internal */
@@ -22,7 +31,7 @@ export const define = <Kwargs>(definition: {
   readonly name: string
   readonly aliases?: ReadonlyArray<string> | undefined
   readonly kwargs: Schema.Schema<Kwargs, any>
-  readonly make: (kwargs: Kwargs) => Effect.Effect<Service, StorageError, FileSystem.FileSystem | Path.Path>
+  readonly make: (kwargs: Kwargs) => Effect.Effect<Service, StorageError, Requirements>
 }): StorageDefinition<Kwargs> => ({
   [TypeId]: TypeId,
   name: definition.name,

@@ -95,3 +95,38 @@ const withoutValue = (message: string, value: unknown): string => {
   const at = message.indexOf(", actual ")
   return at === -1 ? message : `${message.slice(0, at)}, got ${describe(value)}`
 }
+
+/**
+ * A failed write into the cache, from the platform's error.
+ *
+ * @internal
+ */
+export const writeFailed = (path: string, operation: string) =>
+(
+  error: PlatformError.PlatformError
+): StorageError.WriteFailed => {
+  const code = nativeCode(error.cause)
+  return new StorageError.WriteFailed({
+    path,
+    operation,
+    reason: writeReasonFor(code) ?? error.description ?? error.message,
+    ...(code === undefined ? {} : { code }),
+    cause: error
+  })
+}
+
+const writeReasonFor = (code: string | undefined): string | undefined => {
+  switch (code) {
+    case "ENOSPC":
+      return "no space left on the device: free some, or point cache_dir elsewhere"
+    case "EDQUOT":
+      return "the disk quota is exhausted"
+    case "EROFS":
+      return "the file system is read-only: point cache_dir at a writable folder"
+    case "EACCES":
+    case "EPERM":
+      return "permission denied: point cache_dir at a folder this process may write"
+    default:
+      return reasonFor(code)
+  }
+}

@@ -1,0 +1,316 @@
+/**
+ * The HTTP(S) storage: fetches model files from URLs into a local cache and
+ * hands them over from there, by path or as bytes.
+ *
+ * - Streams each body to disk (memory does not grow with the file), hashing it
+ *   as it arrives, into a staging file that is renamed into place only when
+ *   complete and verified: the cache never holds a partial or corrupt file
+ *   under a final name.
+ * - Revalidates a cached copy with ETag / Last-Modified (a 304 reuses it).
+ * - Resumes a partial download with Range + If-Range, in the same run (after
+ *   a dropped connection) and in a later one (after a killed process); a
+ *   server that ignores Range is handled (it starts over).
+ * - Retries what is transient (connection errors, timeouts, stalls, 408, 429
+ *   with its Retry-After, 5xx) with a Schedule the caller can replace; 401,
+ *   403, 404 fail at once.
+ * - One fetch per file at a time, across fibers and processes (a lock file
+ *   per cache entry; a lock left by a dead process is taken over).
+ * - Offline mode: the cache only.
+ *
+ * @since 0.2.0
+ */
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as Path from "@effect/platform/Path"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import type * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Schema from "effect/Schema"
+import * as cache from "./internal/cache.js"
+import * as definition_ from "./internal/definition.js"
+import * as errors from "./internal/errors.js"
+import * as http from "./internal/http.js"
+import * as read_ from "./internal/read.js"
+import * as internal from "./internal/storage.js"
+import * as transfer from "./internal/transfer.js"
+import * as LoadedFile from "./LoadedFile.js"
+import * as StorageError from "./StorageError.js"
+
+/**
+ * @since 0.2.0
+ * @category constants
+ */
+export const storageType = "http"
+
+const Url = Schema.String.pipe(
+  Schema.filter((value) => {
+    try {
+      const url = new URL(value)
+      return url.protocol === "http:" || url.protocol === "https:" ? true : "must be an http:// or https:// URL"
+    } catch {
+      return "is not a valid URL"
+    }
+  })
+)
+
+const Sha256 = Schema.String.pipe(
+  Schema.pattern(/^[0-9a-fA-F]{64}$/, { message: () => "must be a sha256 digest: 64 hexadecimal digits" })
+)
+
+const Seconds = (fallback: number) =>
+  Schema.optionalWith(
+    Schema.Number.pipe(Schema.positive({ message: () => "must be a number of seconds above 0" })),
+    { default: () => fallback }
+  )
+
+const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
+
+/**
+ * `storage_kwargs` of the HTTP storage. Unknown keys are rejected.
+ *
+ * - `urls` (required): one URL or a list; files are delivered in this order.
+ * - `headers`: sent with every request (`Authorization`, …); the values are
+ *   secrets (Redacted: never printed or logged). Dropped on a redirect to
+ *   another origin.
+ * - `sha256`: the expected digest: one string for a single URL, or a map from
+ *   URL (or file name) to digest.
+ * - `need_load_file` (false): hand over the cached file's path, or its bytes.
+ * - `cache_dir`: default `$MLUP_STORAGE_CACHE`, else `~/.cache/mlup-storage`.
+ * - `connect_timeout` (30 s): until the response headers arrive;
+ *   `stall_timeout` (60 s): the longest wait for the next bytes of a body.
+ * - `retries` (5): retries of transient failures, exponential from 250 ms
+ *   with jitter; `max_retry_after` (60 s): the longest Retry-After honoured
+ *   (a longer one fails at once rather than wait in silence).
+ * - `offline` (false): use the cache only.
+ * - `concurrency` (4): files fetched at once.
+ *
+ * @since 0.2.0
+ * @category schemas
+ */
+export const Kwargs = Schema.Struct({
+  urls: Schema.Union(Url, Schema.NonEmptyArray(Url)).annotations({
+    missingMessage: () => "is missing: give the URL of the model file, or a list of URLs"
+  }),
+  headers: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Secret }), { default: () => ({}) }),
+  sha256: Schema.optionalWith(Schema.Union(Sha256, Schema.Record({ key: Schema.String, value: Sha256 })), {
+    exact: true
+  }),
+  need_load_file: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
+  connect_timeout: Seconds(30),
+  stall_timeout: Seconds(60),
+  retries: Schema.optionalWith(
+    Schema.Int.pipe(Schema.between(0, 100, { message: () => "must be a whole number from 0 to 100" })),
+    { default: () => 5 }
+  ),
+  max_retry_after: Seconds(60),
+  offline: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  concurrency: Schema.optionalWith(
+    Schema.Int.pipe(Schema.between(1, 64, { message: () => "must be a whole number from 1 to 64" })),
+    { default: () => 4 }
+  )
+})
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type Kwargs = typeof Kwargs.Type
+
+/**
+ * Options in code: the kwargs in camelCase, durations as Effect Durations,
+ * and the retry policy as a Schedule (it replaces `retries`).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Options {
+  readonly urls: string | ReadonlyArray<string>
+  readonly headers?: Readonly<Record<string, string | Redacted.Redacted<string>>> | undefined
+  readonly sha256?: string | Readonly<Record<string, string>> | undefined
+  readonly needLoadFile?: boolean | undefined
+  readonly cacheDir?: string | undefined
+  readonly connectTimeout?: Duration.DurationInput | undefined
+  readonly stallTimeout?: Duration.DurationInput | undefined
+  readonly retries?: number | undefined
+  /** Replaces the default policy. Its input is the failure of each attempt. */
+  readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined
+  readonly maxRetryAfter?: Duration.DurationInput | undefined
+  readonly offline?: boolean | undefined
+  readonly concurrency?: number | undefined
+}
+
+const fieldsInCode: Record<string, string> = {
+  need_load_file: "needLoadFile",
+  cache_dir: "cacheDir",
+  connect_timeout: "connectTimeout",
+  stall_timeout: "stallTimeout",
+  max_retry_after: "maxRetryAfter"
+}
+
+const invalid = (field: string, problem: string) =>
+  new StorageError.InvalidStorageOptions({
+    storageType,
+    issues: [new StorageError.OptionIssue({ field, problem })]
+  })
+
+/**
+ * An HTTP storage from decoded kwargs (and, from code, a retry Schedule).
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const makeResolved = (
+  kwargs: Kwargs,
+  retrySchedule?: Schedule.Schedule<unknown, unknown>
+): Effect.Effect<
+  internal.Service,
+  StorageError.InvalidStorageOptions,
+  HttpClient.HttpClient | FileSystem.FileSystem | Path.Path
+> =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const client = yield* HttpClient.HttpClient
+    const urls: ReadonlyArray<string> = typeof kwargs.urls === "string" ? [kwargs.urls] : kwargs.urls
+
+    // The expected digest of each URL; every key of a map must name one of them.
+    const expected = new Map<string, string>()
+    if (typeof kwargs.sha256 === "string") {
+      if (urls.length > 1) {
+        return yield* invalid("sha256", "is one digest for several URLs: give a map from URL (or file name) to digest")
+      }
+      expected.set(urls[0]!, kwargs.sha256.toLowerCase())
+    } else if (kwargs.sha256 !== undefined) {
+      for (const [key, digest] of Object.entries(kwargs.sha256)) {
+        const matching = urls.filter((url) => url === key || http.nameOf(url) === key)
+        if (matching.length === 0) {
+          return yield* invalid(`sha256.${key}`, "names none of the URLs (give a URL or the file name of one)")
+        }
+        for (const url of matching) expected.set(url, digest.toLowerCase())
+      }
+    }
+
+    const options: http.FetchOptions = {
+      cacheDir: path.resolve(kwargs.cache_dir ?? cache.defaultCacheDir(path)),
+      headers: kwargs.headers,
+      connectTimeout: Duration.seconds(kwargs.connect_timeout),
+      stallTimeout: Duration.seconds(kwargs.stall_timeout),
+      schedule: retrySchedule ?? transfer.defaultSchedule(kwargs.retries),
+      maxRetryAfter: Duration.seconds(kwargs.max_retry_after),
+      offline: kwargs.offline
+    }
+    const readBytes = read_.readBytes(fs, path)
+
+    const fetchOne = (url: string, tracker: transfer.Tracker) =>
+      http.fetch(url, expected.get(url), options, tracker).pipe(
+        Effect.provideService(HttpClient.HttpClient, client),
+        Effect.provideService(FileSystem.FileSystem, fs),
+        Effect.provideService(Path.Path, path),
+        Effect.flatMap((fetched): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
+          kwargs.need_load_file
+            ? readBytes(fetched.file, fetched.name)
+            : Effect.succeed(LoadedFile.path({ path: fetched.file, name: fetched.name, size: fetched.size }))
+        )
+      )
+
+    const load = Effect.flatMap(transfer.makeTracker, (tracker) =>
+      Effect.forEach(urls, (url) => fetchOne(url, tracker), { concurrency: kwargs.concurrency }))
+
+    const deliverLocal = (file: string) =>
+      Effect.gen(function*() {
+        const target = path.resolve(file)
+        const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat"))
+        if (info.type !== "File") {
+          return yield* new StorageError.ReadFailed({ path: target, operation: "load", reason: "it is not a file" })
+        }
+        return kwargs.need_load_file
+          ? yield* readBytes(target)
+          : LoadedFile.path({ path: target, name: path.basename(target), size: Number(info.size) })
+      })
+
+    // A URL is fetched (through the cache); a local path (a file this storage
+    // delivered, say) is handed over from the disk.
+    const loadBytesSingleFile = (location: string) =>
+      Schema.is(Url)(location)
+        ? Effect.flatMap(transfer.makeTracker, (tracker) => fetchOne(location, tracker))
+        : deliverLocal(location)
+
+    return yield* internal.make({ storageType, load, loadBytesSingleFile })
+  })
+
+/**
+ * An HTTP storage. Invalid options fail with `InvalidStorageOptions`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make = (
+  options: Options
+): Effect.Effect<
+  internal.Service,
+  StorageError.InvalidStorageOptions,
+  HttpClient.HttpClient | FileSystem.FileSystem | Path.Path
+> => {
+  const seconds = (input: Duration.DurationInput | undefined) =>
+    input === undefined ? undefined : Duration.toSeconds(Duration.decode(input))
+  const input = Object.fromEntries(
+    Object.entries({
+      urls: options.urls,
+      headers: options.headers,
+      sha256: options.sha256,
+      need_load_file: options.needLoadFile,
+      cache_dir: options.cacheDir,
+      connect_timeout: seconds(options.connectTimeout),
+      stall_timeout: seconds(options.stallTimeout),
+      retries: options.retries,
+      max_retry_after: seconds(options.maxRetryAfter),
+      offline: options.offline,
+      concurrency: options.concurrency
+    }).filter(([, value]) => value !== undefined)
+  )
+  return Schema.decodeUnknown(Kwargs, { errors: "all", onExcessProperty: "error" })(input).pipe(
+    Effect.mapError((error) => {
+      const failure = errors.fromParseError(storageType, input)(error)
+      return new StorageError.InvalidStorageOptions({
+        storageType,
+        issues: failure.issues.map((issue) =>
+          new StorageError.OptionIssue({
+            field: issue.field.replace(/^[a-z_]+/, (field) => fieldsInCode[field] ?? field),
+            problem: issue.problem
+          })
+        )
+      })
+    }),
+    Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule))
+  )
+}
+
+/**
+ * The HTTP storage as a layer, for any platform that provides `HttpClient`,
+ * `FileSystem` and `Path`. On Node, `NodeStorage.layerHttp` provides them.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<
+  internal.Storage,
+  StorageError.InvalidStorageOptions,
+  HttpClient.HttpClient | FileSystem.FileSystem | Path.Path
+> => Layer.effect(internal.Storage, make(options))
+
+/**
+ * @since 0.2.0
+ * @category definitions
+ */
+export const definition: definition_.StorageDefinition<Kwargs> = definition_.define({
+  name: storageType,
+  aliases: ["https", "HttpStorage"],
+  kwargs: Kwargs,
+  make: (kwargs) => makeResolved(kwargs)
+})

@@ -1,0 +1,203 @@
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
+import * as Effect from "effect/Effect"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import * as Progress from "../Progress.js"
+import * as StorageError from "../StorageError.js"
+
+/**
+ * A failure that another attempt may fix. Never leaves the library: after the
+ * last retry it becomes `TransientFailure` or `StallTimeout`.
+ *
+ * @internal
+ */
+export class Retryable extends Data.TaggedError("Retryable")<{
+  readonly reason: string
+  readonly status?: number | undefined
+  /** What the server asked for (Retry-After), in milliseconds. */
+  readonly retryAfter?: number | undefined
+  readonly stalledSeconds?: number | undefined
+}> {}
+
+/**
+ * The retry policy when none is given: exponential from 250 ms, jittered,
+ * at most `retries` retries.
+ *
+ * @internal
+ */
+export const defaultSchedule = (retries: number): Schedule.Schedule<unknown, Retryable> =>
+  Schedule.exponential(Duration.millis(250), 2).pipe(
+    Schedule.jittered,
+    Schedule.intersect(Schedule.recurs(retries))
+  )
+
+/**
+ * Runs `attempt` under `schedule`, retrying `Retryable` failures only, waiting
+ * at least what a server asked for (Retry-After, up to `maxRetryAfter`), and
+ * logging each retry. The final failure names the number of attempts.
+ *
+ * @internal
+ */
+export const retrying = <A, E>(options: {
+  readonly location: string
+  readonly schedule: Schedule.Schedule<unknown, Retryable>
+  readonly maxRetryAfter: Duration.Duration
+  readonly attempt: Effect.Effect<A, E | Retryable>
+}): Effect.Effect<A, Exclude<E, Retryable> | StorageError.TransientFailure | StorageError.StallTimeout> =>
+  Effect.gen(function*() {
+    const attempts = yield* Ref.make(0)
+    const schedule = Schedule.intersect(options.schedule, Schedule.identity<Retryable>()).pipe(
+      Schedule.modifyDelay(([, failure], delay) =>
+        failure.retryAfter === undefined ? delay : Duration.max(delay, Duration.millis(failure.retryAfter))
+      ),
+      Schedule.tapInput((failure: Retryable) =>
+        Effect.flatMap(Ref.get(attempts), (n) =>
+          Effect.logWarning(`Attempt ${n} for ${options.location} failed (${failure.reason}); retrying`))
+      ),
+      Schedule.whileInput((failure: Retryable) =>
+        failure.retryAfter === undefined || failure.retryAfter <= Duration.toMillis(options.maxRetryAfter)
+      )
+    )
+    const isRetryable = (error: unknown): error is Retryable => error instanceof Retryable
+    const giveUp = (failure: Retryable, attempts: number): StorageError.TransientFailure | StorageError.StallTimeout =>
+      failure.stalledSeconds !== undefined
+        ? new StorageError.StallTimeout({ location: options.location, seconds: failure.stalledSeconds, attempts })
+        : new StorageError.TransientFailure({
+          location: options.location,
+          attempts,
+          reason: failure.retryAfter !== undefined && failure.retryAfter > Duration.toMillis(options.maxRetryAfter)
+            ? `${failure.reason}; the server asks to retry after ${Math.ceil(failure.retryAfter / 1000)} s, ` +
+              `more than the ${Duration.format(options.maxRetryAfter)} allowed`
+            : failure.reason,
+          ...(failure.status === undefined ? {} : { status: failure.status })
+        })
+    // Failures that are not retryable leave the retried effect as values, untouched by the schedule.
+    const once: Effect.Effect<Either.Either<A, E>, Retryable> = Ref.update(attempts, (n) => n + 1).pipe(
+      Effect.zipRight(options.attempt),
+      Effect.map(Either.right),
+      Effect.catchAll((error) =>
+        isRetryable(error) ? Effect.fail(error) : Effect.succeed(Either.left(error as Exclude<E, Retryable>))
+      )
+    )
+    const result = yield* Effect.retry(once, schedule).pipe(
+      Effect.catchAll((failure) => Effect.flatMap(Ref.get(attempts), (n) => Effect.fail(giveUp(failure, n))))
+    )
+    return yield* Either.match(result, {
+      onLeft: (error) => Effect.fail(error as Exclude<E, Retryable>),
+      onRight: Effect.succeed
+    })
+  })
+
+/**
+ * Parses Retry-After (seconds, or an HTTP date) into milliseconds.
+ *
+ * @internal
+ */
+export const parseRetryAfter = (value: string | undefined): number | undefined => {
+  if (value === undefined) return undefined
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000
+  const date = Date.parse(value)
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now())
+}
+
+const MiB = 1024 * 1024
+const publishEvery = 100
+const logEvery = 5000
+
+/**
+ * Progress of one load: publishes events (throttled per file) to the
+ * `Progress` service and logs at a modest rate.
+ *
+ * @internal
+ */
+export interface Tracker {
+  readonly file: (location: string, name: string) => FileTracker
+}
+
+/** @internal */
+export interface FileTracker {
+  readonly start: (total: number | undefined, done: number) => Effect.Effect<void>
+  /** Synchronous bookkeeping for each chunk; publishes only now and then. */
+  readonly advance: (bytes: number) => Effect.Effect<void>
+  readonly cached: (size: number) => Effect.Effect<void>
+  readonly finish: (size: number) => Effect.Effect<void>
+}
+
+/** @internal */
+export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
+  const progress = yield* Progress.Progress
+  const files = new Map<string, { done: number; total: number | undefined }>()
+  const startedAt = Date.now()
+  let lastLog = startedAt
+  const overall = () => {
+    let done = 0
+    let total = 0
+    for (const file of files.values()) {
+      done += file.done
+      total += file.total ?? file.done
+    }
+    return { done, total }
+  }
+  const maybeLog = Effect.suspend(() => {
+    const now = Date.now()
+    if (now - lastLog < logEvery) return Effect.void
+    lastLog = now
+    const { done, total } = overall()
+    const rate = done / MiB / Math.max(0.001, (now - startedAt) / 1000)
+    return Effect.logInfo(
+      `Fetching: ${(done / MiB).toFixed(1)} of ${(total / MiB).toFixed(1)} MiB (${rate.toFixed(1)} MiB/s)`
+    )
+  })
+  return {
+    file: (location, name) => {
+      const state = { done: 0, total: undefined as number | undefined }
+      files.set(location, state)
+      let lastPublish = 0
+      const publish = (phase: Progress.Event["phase"]) =>
+        Effect.suspend(() => {
+          lastPublish = Date.now()
+          const { done, total } = overall()
+          return progress.publish({
+            location,
+            name,
+            done: state.done,
+            total: state.total,
+            overallDone: done,
+            overallTotal: total,
+            phase
+          })
+        })
+      return {
+        start: (total, done) =>
+          Effect.suspend(() => {
+            state.total = total
+            state.done = done
+            return publish("fetching")
+          }),
+        advance: (bytes) =>
+          Effect.suspend(() => {
+            state.done += bytes
+            return Date.now() - lastPublish >= publishEvery ? Effect.zipRight(publish("fetching"), maybeLog) : Effect.void
+          }),
+        cached: (size) =>
+          Effect.suspend(() => {
+            state.total = size
+            state.done = size
+            return publish("cached")
+          }),
+        finish: (size) =>
+          Effect.suspend(() => {
+            state.total = size
+            state.done = size
+            const seconds = (Date.now() - startedAt) / 1000
+            return Effect.zipRight(
+              publish("done"),
+              Effect.logInfo(`Fetched ${location} (${(size / MiB).toFixed(1)} MiB) in ${seconds.toFixed(1)} s`)
+            )
+          })
+      }
+    }
+  }
+})
