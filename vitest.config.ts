@@ -4,6 +4,9 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     testTimeout: 30_000,
-    hookTimeout: 60_000
+    hookTimeout: 60_000,
+    // s3rver (the S3 test server) pages listings with a DES cipher, which
+    // OpenSSL 3 only offers through its legacy provider.
+    poolOptions: { forks: { execArgv: ["--openssl-legacy-provider"] } }
   }
 })

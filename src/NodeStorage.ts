@@ -19,6 +19,7 @@ import * as DiskStorage from "./DiskStorage.js"
 import * as GarbageCollector from "./GarbageCollector.js"
 import * as HttpStorage from "./HttpStorage.js"
 import * as MemoryStorage from "./MemoryStorage.js"
+import * as S3Storage from "./S3Storage.js"
 import * as Storage from "./Storage.js"
 import type * as StorageError from "./StorageError.js"
 
@@ -105,6 +106,17 @@ export const layerHttp = (
   options: HttpStorage.Options
 ): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
   HttpStorage.layer(options).pipe(Layer.provide(layer))
+
+/**
+ * The S3 storage on Node.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerS3 = (
+  options: S3Storage.Options
+): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
+  S3Storage.layer(options).pipe(Layer.provide(layer))
 
 /**
  * A storage from mlup's `{ storage_type, storage_kwargs }`, on Node.

@@ -19,6 +19,7 @@ import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as internal from "./internal/storage.js"
 import * as MemoryStorage from "./MemoryStorage.js"
+import * as S3Storage from "./S3Storage.js"
 import * as StorageError from "./StorageError.js"
 
 /**
@@ -112,7 +113,8 @@ export const isStorageDefinition: (u: unknown) => u is StorageDefinition = defin
 export const builtins: ReadonlyArray<StorageDefinition> = [
   MemoryStorage.definition,
   DiskStorage.definition,
-  HttpStorage.definition
+  HttpStorage.definition,
+  S3Storage.definition
 ]
 
 /**

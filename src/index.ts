@@ -40,6 +40,11 @@ export * as Progress from "./Progress.js"
 /**
  * @since 0.1.0
  */
+export * as S3Storage from "./S3Storage.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as Storage from "./Storage.js"
 
 /**

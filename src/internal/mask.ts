@@ -80,3 +80,10 @@ export const compile = (source: string): Either.Either<RegExp, string> => {
  */
 export const fromRegExp = (regexp: RegExp): RegExp =>
   regexp.global || regexp.sticky ? new RegExp(regexp.source, regexp.flags.replace(/[gy]/g, "")) : regexp
+
+/**
+ * mlup's default mask, compiled.
+ *
+ * @internal
+ */
+export const compileDefault = (): RegExp => Either.getOrThrow(compile(defaultMask))

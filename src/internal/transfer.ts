@@ -174,7 +174,8 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
           Effect.suspend(() => {
             state.total = total
             state.done = done
-            return publish("fetching")
+            // The first bytes are published at once, then at most every 100 ms.
+            return Effect.zipRight(publish("fetching"), Effect.sync(() => (lastPublish = 0)))
           }),
         advance: (bytes) =>
           Effect.suspend(() => {

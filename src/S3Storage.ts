@@ -1,0 +1,285 @@
+/**
+ * The S3-compatible storage (AWS S3, MinIO, Ceph, R2, …): lists the objects
+ * under a prefix, selects them with a mask (the Disk storage's semantics on
+ * key names), and delivers them through a local cache by path or as bytes.
+ *
+ * - Every matching key, however many (paginated listing).
+ * - Objects fetched with bounded concurrency; large ones as parallel ranged
+ *   GETs pinned to the listed ETag (If-Match), so all parts come from one
+ *   version; small ones checked against their MD5 ETag when they have one.
+ * - All or nothing: the set is staged in full, then made visible at once
+ *   (a new snapshot, and an atomic switch of `current.json`). A failed or
+ *   interrupted load leaves the previous complete snapshot and no partial one.
+ * - Cache keyed by ETag: unchanged objects are not fetched again (an
+ *   unchanged set reuses the snapshot; a changed one links the unchanged
+ *   files into the new snapshot).
+ * - One fetch at a time per bucket and prefix, across fibers and processes.
+ *
+ * Built on @effect-aws/client-s3 (the AWS SDK v3 and its SigV4 signing).
+ *
+ * @since 0.2.0
+ */
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Redacted from "effect/Redacted"
+import type * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as DiskStorage from "./DiskStorage.js"
+import * as cache from "./internal/cache.js"
+import * as definition_ from "./internal/definition.js"
+import * as errors from "./internal/errors.js"
+import * as mask_ from "./internal/mask.js"
+import * as read_ from "./internal/read.js"
+import * as internal from "./internal/storage.js"
+import * as transfer from "./internal/transfer.js"
+import * as LoadedFile from "./LoadedFile.js"
+import * as StorageError from "./StorageError.js"
+
+/**
+ * @since 0.2.0
+ * @category constants
+ */
+export const storageType = "s3"
+
+const MiB = 1024 * 1024
+
+const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
+
+const positiveInt = (max: number) =>
+  Schema.Int.pipe(Schema.between(1, max, { message: () => `must be a whole number from 1 to ${max}` }))
+
+/**
+ * `storage_kwargs` of the S3 storage. Unknown keys are rejected.
+ *
+ * - `bucket` (required); `prefix` (mlup's `path_to_files` is accepted for it):
+ *   a key (a single file) or a folder of keys; default the whole bucket.
+ * - `file_mask` (or `files_mask`): a regular expression searched in each name
+ *   below the prefix (or, for a single key, in the key); default mlup's.
+ * - `endpoint` (MinIO, Ceph, R2…), `region` (default `us-east-1`),
+ *   `path_style` (default: true when an endpoint is given).
+ * - `access_key_id`, `secret_access_key`, `session_token`: secrets (Redacted).
+ *   Without them the AWS SDK's default provider chain applies (environment,
+ *   profile, web identity, instance metadata).
+ * - `need_load_file` (false), `cache_dir`, `offline` (false): as the HTTP storage.
+ * - `concurrency` (4 objects at once), `part_size_mb` (16),
+ *   `part_concurrency` (4), `multipart_threshold_mb` (64): ranged GETs.
+ * - `stall_timeout` (60 s), `retries` (5).
+ *
+ * @since 0.2.0
+ * @category schemas
+ */
+export const Kwargs = Schema.Struct({
+  bucket: Schema.String.pipe(Schema.minLength(1, { message: () => "must not be empty" })).annotations({
+    missingMessage: () => "is missing: give the bucket that holds the model"
+  }),
+  prefix: Schema.optionalWith(Schema.String, { exact: true }),
+  path_to_files: Schema.optionalWith(Schema.String, { exact: true }),
+  file_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),
+  files_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),
+  endpoint: Schema.optionalWith(
+    Schema.String.pipe(Schema.filter((value) => URL.canParse(value) || "is not a valid URL")),
+    { exact: true }
+  ),
+  region: Schema.optionalWith(Schema.String, { default: () => "us-east-1" }),
+  path_style: Schema.optionalWith(Schema.Boolean, { exact: true }),
+  access_key_id: Schema.optionalWith(Secret, { exact: true }),
+  secret_access_key: Schema.optionalWith(Secret, { exact: true }),
+  session_token: Schema.optionalWith(Secret, { exact: true }),
+  need_load_file: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
+  offline: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  concurrency: Schema.optionalWith(positiveInt(64), { default: () => 4 }),
+  part_size_mb: Schema.optionalWith(positiveInt(5120), { default: () => 16 }),
+  part_concurrency: Schema.optionalWith(positiveInt(64), { default: () => 4 }),
+  multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
+  stall_timeout: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 60 }),
+  retries: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 100)), { default: () => 5 })
+})
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type Kwargs = typeof Kwargs.Type
+
+/**
+ * Options in code: the kwargs in camelCase, and the retry policy as a
+ * Schedule (it replaces `retries`).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Options {
+  readonly bucket: string
+  readonly prefix?: string | undefined
+  readonly fileMask?: string | undefined
+  readonly endpoint?: string | undefined
+  readonly region?: string | undefined
+  readonly pathStyle?: boolean | undefined
+  readonly accessKeyId?: string | Redacted.Redacted<string> | undefined
+  readonly secretAccessKey?: string | Redacted.Redacted<string> | undefined
+  readonly sessionToken?: string | Redacted.Redacted<string> | undefined
+  readonly needLoadFile?: boolean | undefined
+  readonly cacheDir?: string | undefined
+  readonly offline?: boolean | undefined
+  readonly concurrency?: number | undefined
+  readonly partSizeMb?: number | undefined
+  readonly partConcurrency?: number | undefined
+  readonly multipartThresholdMb?: number | undefined
+  readonly stallTimeout?: Duration.DurationInput | undefined
+  readonly retries?: number | undefined
+  readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined
+}
+
+const issue = (field: string, problem: string) => new StorageError.OptionIssue({ field, problem })
+
+/**
+ * An S3 storage from decoded kwargs (and, from code, a retry Schedule).
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const makeResolved = (
+  kwargs: Kwargs,
+  retrySchedule?: Schedule.Schedule<unknown, unknown>
+): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const problems: Array<StorageError.OptionIssue> = []
+    if (kwargs.prefix !== undefined && kwargs.path_to_files !== undefined && kwargs.prefix !== kwargs.path_to_files) {
+      problems.push(issue("path_to_files", "conflicts with prefix: give only one of them"))
+    }
+    if (
+      kwargs.file_mask !== undefined && kwargs.files_mask !== undefined &&
+      kwargs.file_mask.source !== kwargs.files_mask.source
+    ) {
+      problems.push(issue("files_mask", "conflicts with file_mask: give only one of them"))
+    }
+    const keys = [kwargs.access_key_id, kwargs.secret_access_key]
+    if (keys.some((key) => key !== undefined) && keys.some((key) => key === undefined)) {
+      problems.push(issue(
+        kwargs.access_key_id === undefined ? "access_key_id" : "secret_access_key",
+        "is missing: give both access_key_id and secret_access_key, or neither (the AWS default chain)"
+      ))
+    }
+    if (problems.length > 0) {
+      return yield* new StorageError.InvalidStorageOptions({ storageType, issues: problems })
+    }
+    const prefix = (kwargs.prefix ?? kwargs.path_to_files ?? "").replace(/^\/+/, "")
+    const settings = {
+      bucket: kwargs.bucket,
+      prefix,
+      mask: kwargs.file_mask ?? kwargs.files_mask ?? mask_.compileDefault(),
+      endpoint: kwargs.endpoint,
+      region: kwargs.region,
+      pathStyle: kwargs.path_style ?? kwargs.endpoint !== undefined,
+      credentials: kwargs.access_key_id !== undefined && kwargs.secret_access_key !== undefined
+        ? {
+          accessKeyId: kwargs.access_key_id,
+          secretAccessKey: kwargs.secret_access_key,
+          sessionToken: kwargs.session_token
+        }
+        : undefined,
+      cacheDir: path.resolve(kwargs.cache_dir ?? cache.defaultCacheDir(path)),
+      concurrency: kwargs.concurrency,
+      partSize: kwargs.part_size_mb * MiB,
+      partConcurrency: kwargs.part_concurrency,
+      multipartThreshold: kwargs.multipart_threshold_mb * MiB,
+      stallTimeout: Duration.seconds(kwargs.stall_timeout),
+      schedule: retrySchedule ?? transfer.defaultSchedule(kwargs.retries),
+      offline: kwargs.offline
+    }
+    // The AWS SDK is loaded only when an S3 storage is made.
+    const s3 = yield* Effect.promise(() => import("./internal/s3.js"))
+    const work = yield* s3.make(settings).pipe(
+      Effect.provideService(FileSystem.FileSystem, fs),
+      Effect.provideService(Path.Path, path)
+    )
+    const readBytes = read_.readBytes(fs, path)
+    const deliver = (
+      file: { readonly file: string; readonly name: string; readonly size: number }
+    ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
+      kwargs.need_load_file
+        ? readBytes(file.file, file.name)
+        : Effect.succeed(LoadedFile.path({ path: file.file, name: file.name, size: file.size }))
+
+    const load = Effect.flatMap(work.load, (files) => Effect.forEach(files, deliver))
+
+    const loadBytesSingleFile = (
+      file: string
+    ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
+      Effect.gen(function*() {
+        const target = path.resolve(file)
+        const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat"))
+        return yield* deliver({ file: target, name: path.basename(target), size: Number(info.size) })
+      })
+
+    return yield* internal.make({ storageType, load, loadBytesSingleFile })
+  })
+
+/**
+ * An S3 storage. Invalid options fail with `InvalidStorageOptions`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make = (
+  options: Options
+): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> => {
+  const input = Object.fromEntries(
+    Object.entries({
+      bucket: options.bucket,
+      prefix: options.prefix,
+      file_mask: options.fileMask,
+      endpoint: options.endpoint,
+      region: options.region,
+      path_style: options.pathStyle,
+      access_key_id: options.accessKeyId,
+      secret_access_key: options.secretAccessKey,
+      session_token: options.sessionToken,
+      need_load_file: options.needLoadFile,
+      cache_dir: options.cacheDir,
+      offline: options.offline,
+      concurrency: options.concurrency,
+      part_size_mb: options.partSizeMb,
+      part_concurrency: options.partConcurrency,
+      multipart_threshold_mb: options.multipartThresholdMb,
+      stall_timeout: options.stallTimeout === undefined
+        ? undefined
+        : Duration.toSeconds(Duration.decode(options.stallTimeout)),
+      retries: options.retries
+    }).filter(([, value]) => value !== undefined)
+  )
+  return Schema.decodeUnknown(Kwargs, { errors: "all", onExcessProperty: "error" })(input).pipe(
+    Effect.mapError(errors.fromParseError(storageType, input)),
+    Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule))
+  )
+}
+
+/**
+ * The S3 storage as a layer, for any platform that provides `FileSystem` and
+ * `Path`. On Node, `NodeStorage.layerS3` provides them.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  Layer.effect(internal.Storage, make(options))
+
+/**
+ * @since 0.2.0
+ * @category definitions
+ */
+export const definition: definition_.StorageDefinition<Kwargs> = definition_.define({
+  name: storageType,
+  aliases: ["S3Storage", "minio"],
+  kwargs: Kwargs,
+  make: (kwargs) => makeResolved(kwargs)
+})

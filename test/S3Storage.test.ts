@@ -1,0 +1,285 @@
+import { expect, layer } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Stream from "effect/Stream"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import * as Progress from "../src/Progress.js"
+import * as S3Storage from "../src/S3Storage.js"
+import * as Storage from "../src/Storage.js"
+import { storageContract } from "./contract.js"
+import { bytesOf, fingerprint, platform, tempDir } from "./helpers.js"
+import * as S3 from "./servers/s3.js"
+
+const quiet = Logger.minimumLogLevel(LogLevel.Error)
+const env = Layer.merge(platform, quiet)
+const withServer = layer(env, { excludeTestServices: true })
+const keys = { accessKeyId: S3.accessKeyId, secretAccessKey: S3.secretAccessKey }
+const model = bytesOf(2 * 1024 * 1024 + 5, 3)
+const weights = bytesOf(70_000, 4)
+
+const contents = (storage: Storage.Storage["Type"]) =>
+  Effect.scoped(Effect.flatMap(storage.load, (files) =>
+    Effect.forEach(files, (file) =>
+      Effect.sync(() => {
+        if (file._tag === "Model") throw new Error("unexpected Model")
+        const bytes = file._tag === "Bytes" ? file.bytes.slice() : new Uint8Array(fs.readFileSync(file.path))
+        return { tag: file._tag, name: file.name, path: file.path, bytes: fingerprint(bytes) }
+      }))))
+
+const filesUnder = (dir: string): Array<string> =>
+  fs.readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
+    .sort()
+
+const fixture = (needLoadFile: boolean) =>
+  Effect.gen(function*() {
+    const server = yield* S3.make(["models"])
+    yield* Effect.promise(() => server.put("models", "iris/model.onnx", model))
+    yield* Effect.promise(() => server.put("models", "iris/weights.bin", weights))
+    yield* Effect.promise(() => server.put("models", "iris/README.md", "not a model"))
+    const cacheDir = yield* tempDir
+    return {
+      layer: Storage.layerFromSelection({
+        storage_type: "s3",
+        storage_kwargs: {
+          bucket: "models",
+          path_to_files: "iris",
+          file_mask: String.raw`\.(onnx|bin)$`,
+          endpoint: server.endpoint,
+          access_key_id: S3.accessKeyId,
+          secret_access_key: S3.secretAccessKey,
+          cache_dir: cacheDir,
+          need_load_file: needLoadFile
+        }
+      }).pipe(Layer.provide(env)),
+      expected: [
+        { _tag: needLoadFile ? "Bytes" as const : "Path" as const, name: "model.onnx", content: model },
+        { _tag: needLoadFile ? "Bytes" as const : "Path" as const, name: "weights.bin", content: weights }
+      ]
+    }
+  })
+
+storageContract("S3Storage (paths)", fixture(false))
+storageContract("S3Storage (bytes)", fixture(true))
+
+withServer("S3Storage: listing and masks", (it) => {
+  it.scoped("more than 1,000 keys: every page is listed", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["many"])
+      const names = Array.from({ length: 1005 }, (_, i) => `f${String(i).padStart(4, "0")}.txt`)
+      yield* Effect.forEach(names, (name) => Effect.promise(() => server.put("many", `set/${name}`, name)), {
+        concurrency: 32,
+        discard: true
+      })
+      const cacheDir = yield* tempDir
+      const storage = yield* S3Storage.make({
+        bucket: "many",
+        prefix: "set/",
+        fileMask: String.raw`^f100[0-4]\.txt$`,
+        endpoint: server.endpoint,
+        ...keys,
+        cacheDir
+      })
+      const files = yield* contents(storage)
+      expect(files.map((file) => file.name)).toEqual(["f1000.txt", "f1001.txt", "f1002.txt", "f1003.txt", "f1004.txt"])
+      expect(server.log.filter((entry) => entry.url.includes("list-type=2")).length).toBe(2)
+    }), 60_000)
+
+  it.scoped("the Disk storage's semantics: a single key, a key that does not match, nothing matched, nested names", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"])
+      yield* Effect.promise(() => server.put("b", "m/model.pckl", "pickle"))
+      yield* Effect.promise(() => server.put("b", "m/notes.txt", "notes"))
+      yield* Effect.promise(() => server.put("b", "m/sub/part.pckl", "part"))
+      const cacheDir = yield* tempDir
+      const make = (prefix: string, fileMask?: string) =>
+        S3Storage.make({ bucket: "b", prefix, endpoint: server.endpoint, ...keys, cacheDir, ...(fileMask ? { fileMask } : {}) })
+
+      // The default mask (mlup's), in each name below the prefix; nested keys keep their relative name.
+      expect((yield* contents(yield* make("m"))).map((file) => file.name)).toEqual(["model.pckl", "sub/part.pckl"])
+      // A prefix that is a key: a single file, the mask searched in its key.
+      expect((yield* contents(yield* make("m/notes.txt", "txt$"))).map((file) => file.name)).toEqual(["notes.txt"])
+      const mismatch = yield* Effect.flip(contents(yield* make("m/notes.txt", "onnx$")))
+      expect(mismatch).toMatchObject({ _tag: "FileDoesNotMatchMask", path: "s3://b/m/notes.txt", mask: "onnx$" })
+      const nothing = yield* Effect.flip(contents(yield* make("m/", String.raw`\.onnx$`)))
+      expect(nothing).toMatchObject({ _tag: "NothingMatched", folder: "s3://b/m/", mask: String.raw`\.onnx$`, entries: 3 })
+      if (nothing._tag === "NothingMatched") expect(nothing.names).toEqual(["model.pckl", "notes.txt", "sub/part.pckl"])
+      const missing = yield* Effect.flip(contents(yield* make("absent/")))
+      expect(missing._tag).toBe("RemoteNotFound")
+    }))
+
+  it.scoped("an unknown access key is Unauthorized, a missing bucket RemoteNotFound; secrets never shown", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"])
+      const cacheDir = yield* tempDir
+      const denied = yield* Effect.flip(Effect.flatMap(
+        S3Storage.make({
+          bucket: "b",
+          endpoint: server.endpoint,
+          accessKeyId: "NOBODY",
+          secretAccessKey: "very-secret-key",
+          cacheDir,
+          retries: 0
+        }),
+        contents
+      ))
+      expect(denied).toMatchObject({ _tag: "Unauthorized", status: 403 })
+      expect(denied.message).toContain("InvalidAccessKeyId")
+      expect(JSON.stringify(denied) + denied.message).not.toContain("very-secret-key")
+      const noBucket = yield* Effect.flip(Effect.flatMap(
+        S3Storage.make({ bucket: "nope", endpoint: server.endpoint, ...keys, cacheDir }),
+        contents
+      ))
+      expect(noBucket).toMatchObject({ _tag: "RemoteNotFound", location: "s3://nope/" })
+      expect(noBucket.message).toContain("NoSuchBucket")
+    }))
+})
+
+withServer("S3Storage: cache and snapshots", (it) => {
+  it.scoped("keyed by ETag: unchanged objects are not fetched again; a changed one is, into a new snapshot", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"])
+      yield* Effect.promise(() => server.put("b", "m/a.bin", model))
+      yield* Effect.promise(() => server.put("b", "m/b.bin", weights))
+      const cacheDir = yield* tempDir
+      const storage = yield* S3Storage.make({ bucket: "b", prefix: "m", fileMask: "bin$", endpoint: server.endpoint, ...keys, cacheDir })
+      const first = yield* contents(storage)
+      expect(server.gets().length).toBe(2)
+      const second = yield* contents(storage)
+      expect(server.gets().length).toBe(2)
+      expect(second).toEqual(first)
+
+      yield* Effect.promise(() => server.put("b", "m/b.bin", "new weights"))
+      const third = yield* contents(storage)
+      expect(server.gets("b.bin").length).toBe(2)
+      expect(server.gets("a.bin").length).toBe(1)
+      expect(third.map((file) => file.bytes)).toEqual([fingerprint(model), fingerprint(new TextEncoder().encode("new weights"))])
+      // The previous snapshot stays (a reader may still use its paths); the files of the first are intact.
+      expect(fs.readFileSync(first[1]!.path).byteLength).toBe(weights.byteLength)
+      expect(third[0]!.path).not.toBe(first[0]!.path)
+
+      yield* Effect.promise(() => server.put("b", "m/b.bin", "newer weights"))
+      yield* contents(storage)
+      // Two snapshots at most: the first is gone now.
+      expect(fs.existsSync(first[0]!.path)).toBe(false)
+    }))
+
+  it.scoped("large objects: parallel ranged GETs", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"])
+      const big = bytesOf(3 * 1024 * 1024 + 100, 11)
+      yield* Effect.promise(() => server.put("b", "m/big.onnx", big))
+      const cacheDir = yield* tempDir
+      const storage = yield* S3Storage.make({
+        bucket: "b",
+        prefix: "m/big.onnx",
+        fileMask: "onnx$",
+        endpoint: server.endpoint,
+        ...keys,
+        cacheDir,
+        multipartThresholdMb: 1,
+        partSizeMb: 1
+      })
+      expect((yield* contents(storage))[0]!.bytes).toBe(fingerprint(big))
+      expect(server.gets("big.onnx").map((entry) => entry.range).sort()).toEqual([
+        "bytes=0-1048575",
+        "bytes=1048576-2097151",
+        "bytes=2097152-3145727",
+        "bytes=3145728-3145827"
+      ])
+    }))
+
+  it.scoped("all or nothing: an object that changes during the load fails it, and the previous snapshot stays", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"])
+      yield* Effect.promise(() => server.put("b", "m/a.bin", "a-1"))
+      yield* Effect.promise(() => server.put("b", "m/b.bin", "b-1"))
+      const cacheDir = yield* tempDir
+      const options = { bucket: "b", prefix: "m", fileMask: "bin$", endpoint: server.endpoint, ...keys, cacheDir, concurrency: 1 }
+      const good = yield* contents(yield* S3Storage.make(options))
+
+      yield* Effect.promise(() => server.put("b", "m/a.bin", "a-2"))
+      yield* Effect.promise(() => server.put("b", "m/b.bin", "b-2"))
+      // While a.bin arrives, b.bin changes again: its listed ETag no longer holds.
+      const meddling: Progress.Service = {
+        publish: (event) =>
+          event.name === "a.bin" && event.phase === "done"
+            ? Effect.promise(() => server.put("b", "m/b.bin", "b-3"))
+            : Effect.void,
+        subscribe: Effect.succeed(Stream.empty)
+      }
+      const error = yield* Effect.flip(
+        Effect.provideService(contents(yield* S3Storage.make(options)), Progress.Progress, meddling)
+      )
+      expect(error._tag).toBe("ChecksumMismatch")
+      expect(filesUnder(cacheDir).filter((file) => file.includes("staging"))).toEqual([])
+      // The cache still shows the complete first set, as it was.
+      const offline = yield* contents(yield* S3Storage.make({ ...options, offline: true }))
+      expect(offline).toEqual(good)
+      expect(offline.map((file) => fs.readFileSync(file.path, "utf8"))).toEqual(["a-1", "b-1"])
+    }))
+
+  it.scoped("interrupted: no staging folder is left, and the previous snapshot stays", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"])
+      yield* Effect.promise(() => server.put("b", "m/a.bin", "first"))
+      const cacheDir = yield* tempDir
+      const options = { bucket: "b", prefix: "m", fileMask: "bin$", endpoint: server.endpoint, ...keys, cacheDir }
+      yield* contents(yield* S3Storage.make(options))
+      yield* Effect.promise(() => server.put("b", "m/a.bin", bytesOf(8 * 1024 * 1024, 5)))
+      const started = yield* Effect.makeLatch(false)
+      const watching: Progress.Service = {
+        // The first bytes: the download is held right there until the interruption.
+        publish: (event) =>
+          event.phase === "fetching" && event.done > 0 ? Effect.zipRight(started.open, Effect.never) : Effect.void,
+        subscribe: Effect.succeed(Stream.empty)
+      }
+      const fiber = yield* Effect.fork(
+        Effect.provideService(contents(yield* S3Storage.make(options)), Progress.Progress, watching)
+      )
+      yield* started.await
+      yield* Fiber.interrupt(fiber)
+      expect(filesUnder(cacheDir).filter((file) => file.includes("staging"))).toEqual([])
+      const offline = yield* contents(yield* S3Storage.make({ ...options, offline: true }))
+      expect(offline.map((file) => fs.readFileSync(file.path, "utf8"))).toEqual(["first"])
+    }))
+
+  it.scoped("two fibers loading at once fetch each object once; offline uses the cache only", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"])
+      yield* Effect.promise(() => server.put("b", "m/a.bin", model))
+      const cacheDir = yield* tempDir
+      const options = { bucket: "b", prefix: "m", fileMask: "bin$", endpoint: server.endpoint, ...keys, cacheDir }
+      const offlineFirst = yield* Effect.flip(contents(yield* S3Storage.make({ ...options, offline: true })))
+      expect(offlineFirst._tag).toBe("NotCached")
+      const storage = yield* S3Storage.make(options)
+      const [x, y] = yield* Effect.all([contents(storage), contents(storage)], { concurrency: 2 })
+      expect(x).toEqual(y)
+      expect(server.gets("a.bin").length).toBe(1)
+      const requests = server.log.length
+      yield* contents(yield* S3Storage.make({ ...options, offline: true }))
+      expect(server.log.length).toBe(requests)
+    }))
+
+  it.effect("bad kwargs are typed errors naming each field", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Storage.fromSelection({
+        storage_type: "s3",
+        storage_kwargs: { prefix: "a", path_to_files: "b", access_key_id: "x", file_mask: "(", part_size_mb: 0 }
+      }))
+      expect(error._tag).toBe("InvalidStorageOptions")
+      if (error._tag !== "InvalidStorageOptions") return
+      expect(error.issues.map((issue) => issue.field).sort()).toEqual(["bucket", "file_mask", "part_size_mb"])
+      const second = yield* Effect.flip(Storage.fromSelection({
+        storage_type: "s3",
+        storage_kwargs: { bucket: "b", prefix: "a", path_to_files: "b", access_key_id: "x" }
+      }))
+      expect(second.message).toContain("path_to_files: conflicts with prefix")
+      expect(second.message).toContain("secret_access_key: is missing")
+    }))
+})
