@@ -6,11 +6,13 @@ import * as Effect from "effect/Effect"
 import * as fs from "node:fs"
 import { Storage } from "../src/index.js"
 import * as NodeStorage from "../src/NodeStorage.js"
+import { peakRss, resetPeak } from "./memory.js"
 
 const [mode, file] = process.argv.slice(2) as [string, string]
 const gc = () => Effect.runSync(NodeStorage.garbageCollector.collect)
 
 gc()
+resetPeak()
 const rssBefore = process.memoryUsage().rss
 let ms = 0
 let checksum = 0
@@ -37,6 +39,5 @@ if (mode === "readFile") {
   await Effect.runPromise(Effect.provide(program, NodeStorage.layerDisk({ pathToFiles: file, fileMask: ".", needLoadFile: true })))
 }
 
-// maxRSS is in KiB.
-const peak = process.resourceUsage().maxRSS * 1024
+const peak = peakRss()
 console.log(JSON.stringify({ mode, ms, checksum, rssBefore, peakExtra: peak - rssBefore, afterRelease: rssAfterRelease === undefined ? null : rssAfterRelease - rssBefore }))

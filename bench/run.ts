@@ -3,14 +3,18 @@
 //
 //   1. Reading a 1 GiB file into memory: load with need_load_file: true against
 //      Node's fs.promises.readFile. Time ratio (median of several alternating
-//      rounds, warm page cache), peak extra memory (maxRSS − RSS before), and
+//      rounds, warm page cache), peak extra memory (peak RSS − RSS before), and
 //      RSS after the scope of the load closed.
 //   2. Finding one file by mask in a folder of 100,000 files: load against
 //      Python's os.listdir + re.search (what mlup does), both timed in-process.
+//   3. Fetching a 1 GiB file over loopback to the local disk: the HTTP storage
+//      against curl, and the S3 storage against the AWS SDK's GetObject piped
+//      into a file, each server in a process of its own; time and peak memory.
 //
 // Environment: BENCH_SIZE_MIB (default 1024), BENCH_FILES (default 100000),
 // BENCH_ROUNDS (default 5), BENCH_DIR (default: a folder under the OS temp dir).
-import { execFileSync } from "node:child_process"
+import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3"
+import { execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -81,8 +85,116 @@ print(json.dumps({"found": len(found), "medianMs": times[len(times) // 2]}))
   return { python, load }
 }
 
+/** Starts a server script in a process of its own; resolves with the JSON line it prints first. */
+const startServer = (script: string, args: ReadonlyArray<string>, flags: ReadonlyArray<string> = []) =>
+  new Promise<{ info: Record<string, string>; stop: () => void }>((resolve, reject) => {
+    const child = spawn(process.execPath, [...flags, "--import", "tsx", path.join(root, "bench", script), ...args], {
+      stdio: ["ignore", "pipe", "inherit"]
+    })
+    let out = ""
+    child.stdout.on("data", (chunk) => {
+      out += chunk
+      if (out.includes("\n")) resolve({ info: JSON.parse(out.split("\n")[0]!), stop: () => child.kill() })
+    })
+    child.on("exit", (code) => reject(new Error(`${script} exited with ${code}`)))
+  })
+
+const writeFile = (file: string) => {
+  const chunk = Buffer.alloc(MiB)
+  const fd = fs.openSync(file, "w")
+  for (let i = 0; i < sizeMiB; i++) {
+    chunk.fill((i * 7) & 0xff)
+    fs.writeSync(fd, chunk)
+  }
+  fs.closeSync(fd)
+}
+
+interface Fetch {
+  readonly ms: number
+  readonly peakExtra: number | null
+}
+
+const remoteBenchmark = async () => {
+  const file = path.join(work, "remote.bin")
+  console.log(`writing a ${sizeMiB} MiB file to serve…`)
+  writeFile(file)
+  const size = sizeMiB * MiB
+  const out = path.join(work, "out")
+  const results: Record<string, Array<Fetch>> = { curl: [], http: [], sdk: [], s3: [] }
+  const measure = (mode: string, run: () => Fetch) => {
+    fs.rmSync(out, { recursive: true, force: true })
+    const result = run()
+    results[mode]!.push(result)
+    fs.rmSync(out, { recursive: true, force: true })
+    console.log(`  ${mode.padEnd(6)} ${result.ms.toFixed(0).padStart(6)} ms  ${(size / MiB / (result.ms / 1000)).toFixed(0).padStart(5)} MiB/s` +
+      (result.peakExtra === null ? "" : `   peak extra ${(result.peakExtra / MiB).toFixed(1)} MiB`))
+  }
+  const child = (mode: string, source: string): Fetch => {
+    const result = node("fetch-child.ts", [mode, source, out])
+    if (result.bytes !== size) throw new Error(`${mode} fetched ${result.bytes} bytes, not ${size}`)
+    return result
+  }
+
+  console.log("HTTP: curl against the HTTP storage")
+  const http = await startServer("http-server.ts", [file])
+  try {
+    const url = http.info["url"]!
+    for (let round = 0; round < rounds; round++) {
+      for (const mode of round % 2 === 0 ? ["curl", "http"] : ["http", "curl"]) {
+        measure(mode, () => {
+          if (mode === "http") return child("http", url)
+          const start = performance.now()
+          execFileSync("curl", ["--silent", "--show-error", "--fail", "--output", out, url])
+          const ms = performance.now() - start
+          if (fs.statSync(out).size !== size) throw new Error("curl fetched a short file")
+          return { ms, peakExtra: null }
+        })
+      }
+    }
+  } finally {
+    http.stop()
+  }
+
+  console.log("S3: the AWS SDK's GetObject against the S3 storage (s3rver)")
+  const s3dir = path.join(work, "s3rver")
+  fs.mkdirSync(s3dir)
+  const s3 = await startServer("s3-server.ts", [s3dir], ["--openssl-legacy-provider"])
+  try {
+    const endpoint = s3.info["endpoint"]!
+    const client = new S3Client({
+      endpoint,
+      region: "us-east-1",
+      forcePathStyle: true,
+      credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
+      // s3rver would store the aws-chunked framing of a streamed upload with a trailing checksum.
+      requestChecksumCalculation: "WHEN_REQUIRED"
+    })
+    await client.send(new PutObjectCommand({
+      Bucket: "bench",
+      Key: "model.bin",
+      Body: fs.createReadStream(file),
+      ContentLength: size
+    }))
+    const head = await client.send(new GetObjectCommand({ Bucket: "bench", Key: "model.bin", Range: "bytes=0-0" }))
+    await head.Body?.transformToByteArray()
+    client.destroy()
+    for (let round = 0; round < rounds; round++) {
+      for (const mode of round % 2 === 0 ? ["sdk", "s3"] : ["s3", "sdk"]) measure(mode, () => child(mode, endpoint))
+    }
+  } finally {
+    s3.stop()
+  }
+  fs.rmSync(file)
+  const summary = (mode: string) => ({
+    ms: median(results[mode]!.map((r) => r.ms)),
+    peakExtra: median(results[mode]!.map((r) => r.peakExtra ?? 0))
+  })
+  return { curl: summary("curl"), http: summary("http"), sdk: summary("sdk"), s3: summary("s3"), size }
+}
+
 const read = readBenchmark()
 const mask = maskBenchmark()
+const remote = await remoteBenchmark()
 fs.rmSync(work, { recursive: true, force: true })
 
 const mib = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`
@@ -101,8 +213,8 @@ Every ratio compares two measurements taken in the same run. Nothing here is ass
 ## Reading a ${sizeMiB} MiB file into memory
 
 \`load\` with \`need_load_file: true\` against Node's \`fs.promises.readFile\`, each in a fresh process,
-${rounds} alternating rounds each, warm page cache; medians. Peak extra memory is the process's maxRSS
-minus its RSS before the read. "After the scope" is RSS after the scope of \`load\` closed (the
+${rounds} alternating rounds each, warm page cache; medians. Peak extra memory is the process's peak RSS
+(Linux's VmHWM, reset just before the read) minus its RSS before the read. "After the scope" is RSS after the scope of \`load\` closed (the
 finalizer detached the buffer and ran the collector) minus RSS before the read.
 
 | measure | fs.promises.readFile | load (need_load_file: true) | ratio | goal |
@@ -123,6 +235,19 @@ application wires it (\`NodeStorage.layer\`), both timed in-process, median of $
 | Python os.listdir + re.search | ${mask.python.medianMs.toFixed(1)} ms | 1.000 | |
 | load | ${mask.load.medianMs.toFixed(1)} ms | ${maskRatio.toFixed(3)} | ≤ 1.0: ${verdict(maskRatio <= 1)} |
 
+## Fetching a ${sizeMiB} MiB file over loopback to the local disk
+
+Each server runs in a process of its own on 127.0.0.1; each client in a fresh process (the storages
+into an empty cache, \`need_load_file: false\`: the file is streamed to the cache, hashed, verified and
+renamed into place). ${rounds} alternating rounds each; medians. Throughput ratio is the baseline's time
+divided by the storage's (above 1: the storage is faster). Peak extra memory is the client process's
+peak RSS (VmHWM, reset once everything was imported) minus its RSS at that moment.
+
+| transfer | baseline | storage | throughput ratio | goal | peak extra memory (storage) | goal |
+| --- | ---: | ---: | ---: | --- | ---: | --- |
+| HTTP (node:http server) | curl: ${remote.curl.ms.toFixed(0)} ms | ${remote.http.ms.toFixed(0)} ms | ${ratio(remote.curl.ms, remote.http.ms)} | ≥ 0.9: ${verdict(remote.curl.ms / remote.http.ms >= 0.9)} | ${mib(remote.http.peakExtra)} | < 64 MiB: ${verdict(remote.http.peakExtra < 64 * MiB)} |
+| S3 (s3rver) | SDK GetObject → file: ${remote.sdk.ms.toFixed(0)} ms (peak extra ${mib(remote.sdk.peakExtra)}) | ${remote.s3.ms.toFixed(0)} ms | ${ratio(remote.sdk.ms, remote.s3.ms)} | ≥ 1.0: ${verdict(remote.sdk.ms / remote.s3.ms >= 1)} | ${mib(remote.s3.peakExtra)} | < 64 MiB: ${verdict(remote.s3.peakExtra < 64 * MiB)} |
+
 ## Reproduce
 
 \`\`\`sh
@@ -130,7 +255,7 @@ npm run bench                                   # 1 GiB, 100,000 files, 5 rounds
 BENCH_SIZE_MIB=256 BENCH_FILES=20000 npm run bench   # smaller
 \`\`\`
 
-It needs about ${sizeMiB + 100} MiB free in the OS temp folder (or \`BENCH_DIR\`), python3, and writes this file.
+It needs about ${3 * sizeMiB + 100} MiB free in the OS temp folder (or \`BENCH_DIR\`), python3 and curl, and writes this file.
 `
 fs.writeFileSync(path.join(root, "docs", "performance.md"), report)
 console.log(`\nwrote docs/performance.md`)

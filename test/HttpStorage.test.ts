@@ -149,14 +149,17 @@ withServers("HttpStorage: faults", (it) => {
       const storage = yield* make({ urls: server.url("/m.onnx"), cacheDir, retrySchedule: fast })
       expect((yield* contents(storage))[0]!.bytes).toBe(fingerprint(model))
       const requests = server.requests("/m.onnx")
-      expect(requests.map((r) => [r.status, r.range])).toEqual([
-        [200, undefined],
-        [206, `bytes=${1024 * 1024}-`],
-        [206, `bytes=${1536 * 1024}-`]
-      ])
+      expect(requests.map((r) => r.status)).toEqual([200, 206, 206])
+      // Each resume starts where the file on disk ended: after the first, at most the bytes that
+      // were in flight when the connection dropped are sent again.
+      const starts = requests.slice(1).map((r) => Number(/^bytes=(\d+)-$/.exec(r.range ?? "")?.[1]))
+      expect(starts[0]).toBeGreaterThan(0)
+      expect(starts[0]).toBeLessThanOrEqual(1024 * 1024)
+      expect(starts[1]).toBeGreaterThan(starts[0]!)
+      expect(starts[1]).toBeLessThanOrEqual(starts[0]! + 512 * 1024)
       expect(requests[1]!.ifRange).toMatch(/^".*"$/)
-      // Every byte crossed the wire once.
-      expect(requests.reduce((sum, r) => sum + r.bytes, 0)).toBe(model.byteLength)
+      const sent = requests.reduce((sum, r) => sum + r.bytes, 0)
+      expect(sent).toBeLessThan(model.byteLength + 1024 * 1024)
       expect(cacheFiles(cacheDir)).toEqual(["m.onnx", "meta.json"])
     }))
 
@@ -444,21 +447,17 @@ withServers("HttpStorage: options and selection", (it) => {
       server.put("/m.onnx", model)
       const cacheDir = yield* tempDir
       const kwargs = { urls: [server.url("/m.onnx")], cache_dir: cacheDir, sha256: { "m.onnx": TestServer.sha256(model) } }
-      const fromSelection = yield* Effect.provide(
-        Storage.fromSelection({ storage_type: "http", storage_kwargs: kwargs }),
-        Layer.merge(platform, quiet)
-      )
+      const fromSelection = yield* Storage.fromSelection({ storage_type: "http", storage_kwargs: kwargs })
       expect((yield* contents(fromSelection))[0]!.bytes).toBe(fingerprint(model))
-      const fromConfig = yield* Effect.provide(
+      const fromConfig = yield* Effect.withConfigProvider(
         Storage.fromConfig(),
-        Layer.mergeAll(
-          platform,
-          quiet,
-          Layer.setConfigProvider(ConfigProvider.fromMap(new Map([
+        ConfigProvider.fromMap(
+          new Map([
             ["STORAGE_TYPE", "http"],
             ["STORAGE_KWARGS", JSON.stringify(kwargs)],
             ["STORAGE_KWARGS_NEED_LOAD_FILE", "true"]
-          ]), { pathDelim: "_" }))
+          ]),
+          { pathDelim: "_" }
         )
       )
       const [file] = yield* contents(fromConfig)

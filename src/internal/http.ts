@@ -13,6 +13,7 @@ import * as crypto from "node:crypto"
 import * as StorageError from "../StorageError.js"
 import * as cache from "./cache.js"
 import * as errors from "./errors.js"
+import * as nodeDrain from "./nodeDrain.js"
 import * as transfer from "./transfer.js"
 
 /**
@@ -326,40 +327,34 @@ export const fetch = (
           yield* hashOf(partial, hash)
         }
         yield* progress.start(total, start)
-        const stallSeconds = Duration.toSeconds(options.stallTimeout)
-        const written = yield* Effect.scoped(Effect.gen(function*() {
-          const handle = yield* Effect.mapError(
-            fs.open(partial, { flag: start > 0 ? "a" : "w" }),
-            writeError(partial, "open")
-          )
-          let written = start
-          yield* response.stream.pipe(
-            Stream.timeoutFail(
-              () =>
-                new transfer.Retryable({
-                  reason: `no bytes for ${stallSeconds} s`,
-                  stalledSeconds: stallSeconds
-                }),
-              options.stallTimeout
-            ),
-            Stream.mapError((error) =>
-              error instanceof transfer.Retryable
-                ? error
-                : new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })
-            ),
-            Stream.runForEach((chunk) =>
-              Effect.zipRight(
-                Effect.mapError(handle.writeAll(chunk), writeError(partial, "write")),
-                Effect.suspend(() => {
-                  hash.update(chunk)
-                  written += chunk.byteLength
-                  return progress.advance(chunk.byteLength)
-                })
-              )
-            )
-          )
-          return written
-        }))
+        let written = start
+        const onBytes = (chunk: Uint8Array) => {
+          hash.update(chunk)
+          written += chunk.byteLength
+        }
+        // On Node, the body is piped straight into the file; elsewhere, streamed through Effect.
+        const source = nodeDrain.readableOf(response)
+        yield* source !== undefined
+          ? nodeDrain.drain({
+            body: source,
+            file: partial,
+            flags: start > 0 ? "a" : "w",
+            onBytes,
+            progress,
+            stallTimeout: options.stallTimeout
+          })
+          : Effect.scoped(Effect.flatMap(
+            Effect.mapError(fs.open(partial, { flag: start > 0 ? "a" : "w" }), writeError(partial, "open")),
+            (handle) =>
+              transfer.drain({
+                body: Stream.mapError(response.stream, (error) =>
+                  new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })),
+                write: (bytes) => Effect.mapError(handle.writeAll(bytes), writeError(partial, "write")),
+                onBytes,
+                progress,
+                stallTimeout: options.stallTimeout
+              })
+          ))
 
         if (total !== undefined && written < total) {
           return yield* new transfer.Retryable({ reason: `the body ended after ${written} of ${total} bytes` })

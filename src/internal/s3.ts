@@ -14,6 +14,7 @@ import * as crypto from "node:crypto"
 import * as StorageError from "../StorageError.js"
 import * as cache from "./cache.js"
 import * as errors from "./errors.js"
+import * as nodeDrain from "./nodeDrain.js"
 import * as transfer from "./transfer.js"
 
 /** @internal */
@@ -200,18 +201,14 @@ export const make = (settings: Settings) =>
         const progress = tracker.file(location, entry.name)
         yield* cache.ensureDir(fs, path.dirname(target))
         yield* progress.start(entry.size, 0)
-        const stallSeconds = Duration.toSeconds(settings.stallTimeout)
         const bodyOf = (output: GetObjectCommandOutput) =>
           Stream.fromAsyncIterable(
             output.Body as AsyncIterable<Uint8Array>,
             (cause) => new transfer.Retryable({ reason: `the body was cut off: ${String(cause)}` })
-          ).pipe(
-            Stream.timeoutFail(
-              () => new transfer.Retryable({ reason: `no bytes for ${stallSeconds} s`, stalledSeconds: stallSeconds }),
-              settings.stallTimeout
-            )
           )
-        const writeRange = (start: number, end: number | undefined, onChunk: (chunk: Uint8Array) => void) =>
+        // One GET of [start, end) (the whole object when end is undefined) into
+        // its place in the file. A retry starts the range over, with a fresh hash.
+        const writeRange = (start: number, end: number | undefined, hashWith?: string) =>
           Effect.scoped(Effect.gen(function*() {
             const output = yield* Effect.mapError(
               s3.getObject({
@@ -231,37 +228,47 @@ export const make = (settings: Settings) =>
                 actual: output.ETag
               })
             }
-            const handle = yield* Effect.mapError(
-              fs.open(target, { flag: end === undefined ? "w" : "r+" }),
-              errors.writeFailed(target, "open")
-            )
-            if (start > 0) yield* handle.seek(start, "start")
-            let written = 0
-            yield* Stream.runForEach(bodyOf(output), (chunk) =>
-              Effect.zipRight(
-                Effect.mapError(handle.writeAll(chunk), errors.writeFailed(target, "write")),
-                Effect.suspend(() => {
-                  onChunk(chunk)
-                  written += chunk.byteLength
-                  return progress.advance(chunk.byteLength)
-                })
-              ))
+            const hash = hashWith === undefined ? undefined : crypto.createHash(hashWith)
+            const onBytes = (chunk: Uint8Array) => hash?.update(chunk)
+            const flags = end === undefined ? "w" as const : "r+" as const
+            const written = nodeDrain.isNodeReadable(output.Body)
+              ? yield* nodeDrain.drain({
+                body: output.Body,
+                file: target,
+                flags,
+                start,
+                onBytes,
+                progress,
+                stallTimeout: settings.stallTimeout
+              })
+              : yield* Effect.flatMap(
+                Effect.mapError(fs.open(target, { flag: flags }), errors.writeFailed(target, "open")),
+                (handle) =>
+                  Effect.zipRight(
+                    handle.seek(start, "start"),
+                    transfer.drain({
+                      body: bodyOf(output),
+                      write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(target, "write")),
+                      onBytes,
+                      progress,
+                      stallTimeout: settings.stallTimeout
+                    })
+                  )
+              )
             const expected = (end ?? entry.size) - start
             if (written !== expected) {
               return yield* new transfer.Retryable({ reason: `got ${written} of ${expected} bytes` })
             }
+            return hash?.digest("hex")
           }))
 
         if (entry.size < settings.multipartThreshold) {
-          const md5 = /^"?[0-9a-f]{32}"?$/.test(entry.etag) ? crypto.createHash("md5") : undefined
-          yield* retrying(location, writeRange(0, undefined, (chunk) => md5?.update(chunk)))
-          if (md5 !== undefined) {
-            const actual = md5.digest("hex")
-            const expected = entry.etag.replace(/"/g, "")
-            if (actual !== expected) {
-              yield* cache.removeAll(fs, target)
-              return yield* new StorageError.ChecksumMismatch({ location, algorithm: "md5 (ETag)", expected, actual })
-            }
+          const md5 = /^"?[0-9a-f]{32}"?$/.test(entry.etag)
+          const actual = yield* retrying(location, writeRange(0, undefined, md5 ? "md5" : undefined))
+          const expected = entry.etag.replace(/"/g, "")
+          if (actual !== undefined && actual !== expected) {
+            yield* cache.removeAll(fs, target)
+            return yield* new StorageError.ChecksumMismatch({ location, algorithm: "md5 (ETag)", expected, actual })
           }
         } else {
           // The whole file exists at its size first; each part writes its own range.
@@ -275,7 +282,7 @@ export const make = (settings: Settings) =>
             (i) => {
               const start = i * settings.partSize
               const end = Math.min(entry.size, start + settings.partSize)
-              return retrying(location, writeRange(start, end, () => {}))
+              return retrying(location, writeRange(start, end))
             },
             { concurrency: settings.partConcurrency, discard: true }
           )

@@ -1,9 +1,11 @@
+import * as Chunk from "effect/Chunk"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
 import * as Effect from "effect/Effect"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
+import * as Stream from "effect/Stream"
 import * as Progress from "../Progress.js"
 import * as StorageError from "../StorageError.js"
 
@@ -179,7 +181,8 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
           }),
         advance: (bytes) =>
           Effect.suspend(() => {
-            state.done += bytes
+            // A retried range counts again; the figure never passes the total.
+            state.done = state.total === undefined ? state.done + bytes : Math.min(state.total, state.done + bytes)
             return Date.now() - lastPublish >= publishEvery ? Effect.zipRight(publish("fetching"), maybeLog) : Effect.void
           }),
         cached: (size) =>
@@ -202,3 +205,51 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
     }
   }
 })
+
+/**
+ * Streams a body into a file: each batch of chunks that arrived together is
+ * hashed (synchronously, by `onBytes`) and written with one call, while the
+ * network keeps reading ahead into a small bounded buffer. A watchdog fails
+ * the transfer when no bytes arrived for `stallTimeout` (one timer per
+ * transfer, not one per chunk).
+ *
+ * @internal
+ */
+export const drain = <E, E2>(options: {
+  readonly body: Stream.Stream<Uint8Array, E>
+  readonly write: (bytes: Uint8Array) => Effect.Effect<void, E2>
+  readonly onBytes: (chunk: Uint8Array) => void
+  readonly progress: FileTracker
+  readonly stallTimeout: Duration.Duration
+}): Effect.Effect<number, E | E2 | Retryable> =>
+  Effect.suspend(() => {
+    let written = 0
+    let lastBytesAt = Date.now()
+    const stallMillis = Duration.toMillis(options.stallTimeout)
+    const stallSeconds = stallMillis / 1000
+    const watchdog: Effect.Effect<never, Retryable> = Effect.sleep(Duration.millis(Math.min(1000, stallMillis / 4))).pipe(
+      Effect.zipRight(Effect.suspend(() =>
+        Date.now() - lastBytesAt > stallMillis
+          ? Effect.fail(new Retryable({ reason: `no bytes for ${stallSeconds} s`, stalledSeconds: stallSeconds }))
+          : Effect.void
+      )),
+      Effect.forever
+    )
+    const run = options.body.pipe(
+      Stream.tap(() => Effect.sync(() => (lastBytesAt = Date.now()))),
+      Stream.bufferChunks({ capacity: 4 }),
+      Stream.runForEachChunk((chunk) => {
+        const parts = Chunk.toReadonlyArray(chunk)
+        let size = 0
+        for (const part of parts) {
+          options.onBytes(part)
+          size += part.byteLength
+        }
+        written += size
+        const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts, size)
+        return Effect.zipRight(options.write(bytes), options.progress.advance(size))
+      }),
+      Effect.map(() => written)
+    )
+    return Effect.raceFirst(run, watchdog)
+  })

@@ -1,0 +1,48 @@
+// One measurement of fetching a remote file to the local disk, in a process of
+// its own so that its peak memory is its own. Prints one JSON line.
+//   mode "http": the HTTP storage (need_load_file: false), into a fresh cache
+//   mode "s3":   the S3 storage (need_load_file: false), into a fresh cache
+//   mode "sdk":  the AWS SDK's GetObject piped into a file (the S3 baseline)
+import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3"
+import * as Effect from "effect/Effect"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as fs from "node:fs"
+import type { Readable } from "node:stream"
+import { pipeline } from "node:stream/promises"
+import type * as Layer from "effect/Layer"
+import { Storage, type StorageError } from "../src/index.js"
+import * as NodeStorage from "../src/NodeStorage.js"
+import { peakRss, resetPeak } from "./memory.js"
+
+const [mode, source, target] = process.argv.slice(2) as [string, string, string]
+const keys = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" }
+
+const viaStorage = (layer: Layer.Layer<Storage.Storage, StorageError.StorageError>) =>
+  Effect.runPromise(Effect.gen(function*() {
+    const storage = yield* Storage.Storage
+    return yield* Effect.scoped(Effect.map(storage.load, (files) => files.map((file) => (file._tag === "Path" ? file.size : 0))))
+  }).pipe(Effect.provide(layer), Logger.withMinimumLogLevel(LogLevel.Warning)))
+
+// Everything is imported and set up before the baseline is read (the S3
+// storage imports the AWS SDK when it is made: here, beforehand).
+await import("../src/internal/s3.js")
+const client = new S3Client({ endpoint: source, region: "us-east-1", forcePathStyle: true, credentials: keys, maxAttempts: 1 })
+const layer = mode === "http"
+  ? NodeStorage.layerHttp({ urls: source, cacheDir: target })
+  : NodeStorage.layerS3({ bucket: "bench", prefix: "model.bin", fileMask: ".", endpoint: source, ...keys, cacheDir: target })
+resetPeak()
+const rssBefore = process.memoryUsage().rss
+const start = performance.now()
+let bytes = 0
+if (mode === "sdk") {
+  const output = await client.send(new GetObjectCommand({ Bucket: "bench", Key: "model.bin" }))
+  await pipeline(output.Body as Readable, fs.createWriteStream(target))
+  bytes = fs.statSync(target).size
+} else {
+  bytes = (await viaStorage(layer))[0]!
+}
+const ms = performance.now() - start
+const peak = peakRss()
+console.log(JSON.stringify({ mode, ms, bytes, peakExtra: peak - rssBefore }))
+client.destroy()

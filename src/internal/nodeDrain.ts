@@ -1,0 +1,123 @@
+import * as Effect from "effect/Effect"
+import * as Duration from "effect/Duration"
+import * as Runtime from "effect/Runtime"
+import * as fs from "node:fs"
+import { Readable, Transform } from "node:stream"
+import { pipeline } from "node:stream/promises"
+import * as StorageError from "../StorageError.js"
+import * as transfer from "./transfer.js"
+
+/**
+ * Whether a response body is a Node stream, for the fast path.
+ *
+ * @internal
+ */
+export const isNodeReadable = (u: unknown): u is Readable => u instanceof Readable
+
+/**
+ * The Node stream behind a response of @effect/platform-node's HTTP clients:
+ * node:http's IncomingMessage, or undici's body.
+ *
+ * @internal
+ */
+export const readableOf = (response: unknown): Readable | undefined => {
+  // @effect/platform wraps a response to abort its request when interrupted.
+  const original = (response as { readonly original?: unknown }).original ?? response
+  const source = (original as { readonly source?: { readonly body?: unknown } }).source
+  if (isNodeReadable(source)) return source
+  if (isNodeReadable(source?.body)) return source.body
+  return undefined
+}
+
+class Stalled extends Error {}
+
+/**
+ * The Node fast path of `transfer.drain`: the body is piped (with Node's own
+ * backpressure, no per-chunk scheduling) through a hashing step into a file
+ * write stream that starts at `start`. Progress is published and the stall
+ * watchdog checks every 100 ms. Interruption destroys both streams and waits
+ * for the file to be closed.
+ *
+ * @internal
+ */
+export const drain = (options: {
+  readonly body: Readable
+  readonly file: string
+  readonly flags: "w" | "a" | "r+"
+  readonly start?: number
+  readonly onBytes: (chunk: Uint8Array) => void
+  readonly progress: transfer.FileTracker
+  readonly stallTimeout: Duration.Duration
+}): Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed> =>
+  Effect.flatMap(Effect.runtime<never>(), (runtime) =>
+    Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
+      const runFork = Runtime.runFork(runtime)
+      const stallMillis = Duration.toMillis(options.stallTimeout)
+      let written = 0
+      let unpublished = 0
+      let lastBytesAt = Date.now()
+      let writeError: NodeJS.ErrnoException | undefined
+      const out = fs.createWriteStream(options.file, {
+        flags: options.flags,
+        highWaterMark: 1024 * 1024,
+        ...(options.start === undefined ? {} : { start: options.start })
+      })
+      out.on("error", (error) => (writeError = error))
+      const counter = new Transform({
+        highWaterMark: 1024 * 1024,
+        transform(chunk: Buffer, _encoding, callback) {
+          options.onBytes(chunk)
+          written += chunk.byteLength
+          unpublished += chunk.byteLength
+          lastBytesAt = Date.now()
+          callback(null, chunk)
+        }
+      })
+      const publish = () => {
+        if (unpublished > 0) {
+          runFork(options.progress.advance(unpublished))
+          unpublished = 0
+        }
+      }
+      const timer = setInterval(() => {
+        publish()
+        if (Date.now() - lastBytesAt > stallMillis) options.body.destroy(new Stalled())
+      }, Math.min(100, stallMillis / 4))
+      pipeline(options.body, counter, out).then(
+        () => {
+          clearInterval(timer)
+          publish()
+          resume(Effect.succeed(written))
+        },
+        (error: NodeJS.ErrnoException) => {
+          clearInterval(timer)
+          publish()
+          if (error instanceof Stalled) {
+            const seconds = stallMillis / 1000
+            resume(Effect.fail(new transfer.Retryable({ reason: `no bytes for ${seconds} s`, stalledSeconds: seconds })))
+          } else if (writeError !== undefined) {
+            resume(Effect.fail(
+              new StorageError.WriteFailed({
+                path: options.file,
+                operation: "write",
+                reason: writeError.code === "ENOSPC" ? "no space left on the device" : writeError.message,
+                ...(writeError.code === undefined ? {} : { code: writeError.code }),
+                cause: writeError
+              })
+            ))
+          } else {
+            resume(Effect.fail(
+              new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })
+            ))
+          }
+        }
+      )
+      // Interrupted: both streams are destroyed, and the file is closed before anything removes it.
+      return Effect.async<void>((done) => {
+        clearInterval(timer)
+        options.body.destroy()
+        if (out.closed) return done(Effect.void)
+        out.once("close", () => done(Effect.void))
+        out.destroy()
+      })
+    }))
