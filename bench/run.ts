@@ -119,8 +119,9 @@ const remoteBenchmark = async () => {
   console.log(`writing a ${sizeMiB} MiB file to serve…`)
   writeFile(file)
   const size = sizeMiB * MiB
-  const out = path.join(work, "out")
-  const results: Record<string, Array<Fetch>> = { curl: [], http: [], sdk: [], s3: [] }
+  const fetchDir = process.env["BENCH_FETCH_DIR"] ?? (fs.existsSync("/dev/shm") ? "/dev/shm" : work)
+  const out = path.join(fs.mkdtempSync(path.join(fetchDir, "mlup-storage-bench-")), "out")
+  const results: Record<string, Array<Fetch>> = { curl: [], node: [], http: [], sdk: [], s3: [] }
   const measure = (mode: string, run: () => Fetch) => {
     fs.rmSync(out, { recursive: true, force: true })
     const result = run()
@@ -140,9 +141,9 @@ const remoteBenchmark = async () => {
   try {
     const url = http.info["url"]!
     for (let round = 0; round < rounds; round++) {
-      for (const mode of round % 2 === 0 ? ["curl", "http"] : ["http", "curl"]) {
+      for (const mode of round % 2 === 0 ? ["curl", "node", "http"] : ["http", "node", "curl"]) {
         measure(mode, () => {
-          if (mode === "http") return child("http", url)
+          if (mode !== "curl") return child(mode, url)
           const start = performance.now()
           execFileSync("curl", ["--silent", "--show-error", "--fail", "--output", out, url])
           const ms = performance.now() - start
@@ -185,11 +186,12 @@ const remoteBenchmark = async () => {
     s3.stop()
   }
   fs.rmSync(file)
+  fs.rmSync(path.dirname(out), { recursive: true, force: true })
   const summary = (mode: string) => ({
     ms: median(results[mode]!.map((r) => r.ms)),
     peakExtra: median(results[mode]!.map((r) => r.peakExtra ?? 0))
   })
-  return { curl: summary("curl"), http: summary("http"), sdk: summary("sdk"), s3: summary("s3"), size }
+  return { curl: summary("curl"), node: summary("node"), http: summary("http"), sdk: summary("sdk"), s3: summary("s3"), size }
 }
 
 const read = readBenchmark()
@@ -237,7 +239,8 @@ application wires it (\`NodeStorage.layer\`), both timed in-process, median of $
 
 ## Fetching a ${sizeMiB} MiB file over loopback to the local disk
 
-Each server runs in a process of its own on 127.0.0.1; each client in a fresh process (the storages
+Each server runs in a process of its own on 127.0.0.1, and every client writes to \`BENCH_FETCH_DIR\`
+(default \`/dev/shm\` when it exists: memory, so that the disk's write-back does not decide the result); each client in a fresh process (the storages
 into an empty cache, \`need_load_file: false\`: the file is streamed to the cache, hashed, verified and
 renamed into place). ${rounds} alternating rounds each; medians. Throughput ratio is the baseline's time
 divided by the storage's (above 1: the storage is faster). Peak extra memory is the client process's
@@ -246,6 +249,7 @@ peak RSS (VmHWM, reset once everything was imported) minus its RSS at that momen
 | transfer | baseline | storage | throughput ratio | goal | peak extra memory (storage) | goal |
 | --- | ---: | ---: | ---: | --- | ---: | --- |
 | HTTP (node:http server) | curl: ${remote.curl.ms.toFixed(0)} ms | ${remote.http.ms.toFixed(0)} ms | ${ratio(remote.curl.ms, remote.http.ms)} | ≥ 0.9: ${verdict(remote.curl.ms / remote.http.ms >= 0.9)} | ${mib(remote.http.peakExtra)} | < 64 MiB: ${verdict(remote.http.peakExtra < 64 * MiB)} |
+| HTTP, against plain Node doing the same work (undici → sha256 → file) | node: ${remote.node.ms.toFixed(0)} ms (peak extra ${mib(remote.node.peakExtra)}) | ${remote.http.ms.toFixed(0)} ms | ${ratio(remote.node.ms, remote.http.ms)} | (reference) | | |
 | S3 (s3rver) | SDK GetObject → file: ${remote.sdk.ms.toFixed(0)} ms (peak extra ${mib(remote.sdk.peakExtra)}) | ${remote.s3.ms.toFixed(0)} ms | ${ratio(remote.sdk.ms, remote.s3.ms)} | ≥ 1.0: ${verdict(remote.sdk.ms / remote.s3.ms >= 1)} | ${mib(remote.s3.peakExtra)} | < 64 MiB: ${verdict(remote.s3.peakExtra < 64 * MiB)} |
 
 ## Reproduce
