@@ -7,7 +7,7 @@
 //      RSS after the scope of the load closed.
 //   2. Finding one file by mask in a folder of 100,000 files: load against
 //      Python's os.listdir + re.search (what mlup does), both timed in-process.
-//   3. Fetching a 1 GiB file over loopback to the local disk: the HTTP storage
+//   3. Fetching a 1 GiB file over loopback into a local file: the HTTP storage
 //      against curl, and the S3 storage against the AWS SDK's GetObject piped
 //      into a file, each server in a process of its own; time and peak memory.
 //
@@ -237,7 +237,7 @@ application wires it (\`NodeStorage.layer\`), both timed in-process, median of $
 | Python os.listdir + re.search | ${mask.python.medianMs.toFixed(1)} ms | 1.000 | |
 | load | ${mask.load.medianMs.toFixed(1)} ms | ${maskRatio.toFixed(3)} | ≤ 1.0: ${verdict(maskRatio <= 1)} |
 
-## Fetching a ${sizeMiB} MiB file over loopback to the local disk
+## Fetching a ${sizeMiB} MiB file over loopback into a local file
 
 Each server runs in a process of its own on 127.0.0.1, and every client writes to \`BENCH_FETCH_DIR\`
 (default \`/dev/shm\` when it exists: memory, so that the disk's write-back does not decide the result); each client in a fresh process (the storages
@@ -251,6 +251,14 @@ peak RSS (VmHWM, reset once everything was imported) minus its RSS at that momen
 | HTTP (node:http server) | curl: ${remote.curl.ms.toFixed(0)} ms | ${remote.http.ms.toFixed(0)} ms | ${ratio(remote.curl.ms, remote.http.ms)} | ≥ 0.9: ${verdict(remote.curl.ms / remote.http.ms >= 0.9)} | ${mib(remote.http.peakExtra)} | < 64 MiB: ${verdict(remote.http.peakExtra < 64 * MiB)} |
 | HTTP, against plain Node doing the same work (undici → sha256 → file) | node: ${remote.node.ms.toFixed(0)} ms (peak extra ${mib(remote.node.peakExtra)}) | ${remote.http.ms.toFixed(0)} ms | ${ratio(remote.node.ms, remote.http.ms)} | (reference) | | |
 | S3 (s3rver) | SDK GetObject → file: ${remote.sdk.ms.toFixed(0)} ms (peak extra ${mib(remote.sdk.peakExtra)}) | ${remote.s3.ms.toFixed(0)} ms | ${ratio(remote.sdk.ms, remote.s3.ms)} | ≥ 1.0: ${verdict(remote.sdk.ms / remote.s3.ms >= 1)} | ${mib(remote.s3.peakExtra)} | < 64 MiB: ${verdict(remote.s3.peakExtra < 64 * MiB)} |
+
+What the fetch goals show on this machine (2 cores, the server and the client share them): the gap to
+curl is Node's, not the storage's. Plain Node doing the same work (undici's body piped through sha256
+into a file) is no faster than the storage; undici alone, reading the body and dropping it, took 2.1–2.3 s
+per GiB in a separate run on this machine, where curl's whole download took 1.8–3.0 s. Hashing costs about 0.7 s per GiB on the event loop.
+Peak memory does not grow with the file size but sits near V8's own threshold for collecting
+detached buffers (about 64 MiB of garbage before a collection); the S3 storage's four parallel
+ranged GETs keep more bytes in flight than one GetObject.
 
 ## Reproduce
 
