@@ -216,21 +216,47 @@ export const resolve = (
   return Effect.fail(new StorageError.UnknownStorageType({ storageType, known: knownNames(registry) }))
 }
 
-const build = (
-  definition: StorageDefinition,
-  storageType: string,
-  kwargs: unknown,
-  options: SelectionOptions | undefined
-): Effect.Effect<Service, StorageError.StorageError, Requirements> => {
-  const input = definition === MemoryStorage.definition && options !== undefined && "model" in options &&
-      typeof kwargs === "object" && kwargs !== null && !("model" in kwargs)
-    ? { ...kwargs, model: options.model }
-    : kwargs
-  return Schema.decodeUnknown(definition.kwargs, { errors: "all", onExcessProperty: "error" })(input).pipe(
-    Effect.mapError(errors.fromParseError(storageType, input)),
-    Effect.flatMap(definition.make)
-  )
+/**
+ * A selection that passed validation: the definition `storage_type` names and
+ * the decoded `storage_kwargs`, ready for `definition.make`.
+ *
+ * @since 0.1.0
+ * @category selection
+ */
+export interface Validated {
+  readonly storageType: string
+  readonly definition: StorageDefinition
+  readonly kwargs: unknown
 }
+
+/**
+ * Checks a selection without making the storage (no file is read, no request
+ * is sent): `storage_type` must name a storage, and `storage_kwargs` must pass
+ * its schema. Every problem of the kwargs is reported at once, by field.
+ *
+ * @since 0.1.0
+ * @category selection
+ */
+export const validate = (
+  selection: Selection,
+  options?: SelectionOptions
+): Effect.Effect<Validated, StorageError.InvalidStorageOptions | StorageError.UnknownStorageType, Path.Path> =>
+  Effect.gen(function*() {
+    const decoded = yield* Schema.decodeUnknown(Selection, { errors: "all" })(selection).pipe(
+      Effect.mapError(errors.fromParseError(String(selection?.storage_type ?? "(selection)"), selection))
+    )
+    const storageType = decoded.storage_type
+    const definition = yield* resolve(storageType, options)
+    const raw = decoded.storage_kwargs
+    const input = definition === MemoryStorage.definition && options !== undefined && "model" in options &&
+        !("model" in raw)
+      ? { ...raw, model: options.model }
+      : raw
+    const kwargs = yield* Schema.decodeUnknown(definition.kwargs, { errors: "all", onExcessProperty: "error" })(
+      input
+    ).pipe(Effect.mapError(errors.fromParseError(storageType, input)))
+    return { storageType, definition, kwargs }
+  })
 
 /**
  * A storage from mlup's `{ storage_type, storage_kwargs }`.
@@ -242,13 +268,7 @@ export const fromSelection = (
   selection: Selection,
   options?: SelectionOptions
 ): Effect.Effect<Service, StorageError.StorageError, Requirements> =>
-  Effect.gen(function*() {
-    const decoded = yield* Schema.decodeUnknown(Selection, { errors: "all" })(selection).pipe(
-      Effect.mapError(errors.fromParseError(String(selection?.storage_type ?? "(selection)"), selection))
-    )
-    const definition = yield* resolve(decoded.storage_type, options)
-    return yield* build(definition, decoded.storage_type, decoded.storage_kwargs, options)
-  })
+  Effect.flatMap(validate(selection, options), ({ definition, kwargs }) => definition.make(kwargs))
 
 /**
  * @since 0.1.0
@@ -332,7 +352,7 @@ const parseJsonObject = (
 
 /**
  * Reads the selection from Effect's `Config` (environment variables with the
- * default provider), then builds the storage:
+ * default provider), without building the storage:
  *
  * - `STORAGE_TYPE`: as `storage_type` (default `memory`);
  * - `STORAGE_KWARGS`: all of `storage_kwargs`, as a JSON object;
@@ -343,16 +363,18 @@ const parseJsonObject = (
  *
  * `STORAGE_KWARGS` and each field are read as `Redacted`, so credentials are
  * never printed by Effect's logging, and validation errors never show a value.
+ * The selection it returns holds the values as written (a storage's schema
+ * wraps its secrets in `Redacted` when it decodes them): do not log it.
  *
  * @since 0.1.0
  * @category selection
  */
-export const fromConfig = (
+export const selectionFromConfig = (
   options?: ConfigOptions
 ): Effect.Effect<
-  Service,
-  StorageError.StorageError | ConfigError.ConfigError,
-  Requirements
+  Selection,
+  StorageError.UnknownStorageType | StorageError.InvalidStorageOptions | ConfigError.ConfigError,
+  Path.Path
 > =>
   Effect.gen(function*() {
     const nest = <A>(config: Config.Config<A>) =>
@@ -376,8 +398,23 @@ export const fromConfig = (
       const text = Redacted.value(value.value)
       kwargs[field.name] = field.isString ? text : parseJsonOr(text)
     }
-    return yield* build(definition, storageType, kwargs, options)
+    return { storage_type: storageType, storage_kwargs: kwargs }
   })
+
+/**
+ * A storage from the current `ConfigProvider`: `selectionFromConfig`, then
+ * `fromSelection`.
+ *
+ * @since 0.1.0
+ * @category selection
+ */
+export const fromConfig = (
+  options?: ConfigOptions
+): Effect.Effect<
+  Service,
+  StorageError.StorageError | ConfigError.ConfigError,
+  Requirements
+> => Effect.flatMap(selectionFromConfig(options), (selection) => fromSelection(selection, options))
 
 const parseJsonOr = (text: string): unknown => {
   try {

@@ -249,3 +249,38 @@ storageContract("custom storage (Storage.define + LoadedFile.bytes)", Effect.suc
   ).pipe(Layer.provide(platform)),
   expected: [{ _tag: "Bytes", name: "greeting.txt", content: new TextEncoder().encode("hello hello hello") }]
 }))
+
+describe("validation without making the storage", () => {
+  it.effect("validate decodes the kwargs and names the definition, without touching the path", () =>
+    Effect.gen(function*() {
+      const validated = yield* Storage.validate({
+        storage_type: "mlup.ml.storage.local_disk.DiskStorage",
+        storage_kwargs: { path_to_files: "/no/such/folder", need_load_file: true }
+      })
+      expect(validated.storageType).toBe("mlup.ml.storage.local_disk.DiskStorage")
+      expect(validated.definition).toBe(DiskStorage.definition)
+      expect(validated.kwargs).toMatchObject({ pathToFiles: "/no/such/folder", needLoadFile: true })
+      const invalid = yield* Effect.flip(Storage.validate({ storage_type: "disk", storage_kwargs: { path_to_files: 1, x: 2 } }))
+      expect(invalid._tag).toBe("InvalidStorageOptions")
+      expect((invalid as StorageError.InvalidStorageOptions).issues.map((issue) => issue.field).sort()).toEqual(["path_to_files", "x"])
+    }).pipe(Effect.provide(platform)))
+
+  it.effect("selectionFromConfig reads the selection from Config, as fromConfig would use it", () =>
+    Effect.gen(function*() {
+      const selection = yield* Storage.selectionFromConfig({ prefix: "MLUP" }).pipe(
+        Effect.withConfigProvider(ConfigProvider.fromMap(
+          new Map([
+            ["MLUP_STORAGE_TYPE", "disk"],
+            ["MLUP_STORAGE_KWARGS", "{\"path_to_files\":\"/a\",\"file_mask\":\"x\"}"],
+            ["MLUP_STORAGE_KWARGS_FILE_MASK", "\\.onnx$"],
+            ["MLUP_STORAGE_KWARGS_NEED_LOAD_FILE", "true"]
+          ]),
+          { pathDelim: "_" }
+        ))
+      )
+      expect(selection).toEqual({
+        storage_type: "disk",
+        storage_kwargs: { path_to_files: "/a", file_mask: "\\.onnx$", need_load_file: true }
+      })
+    }).pipe(Effect.provide(platform)))
+})

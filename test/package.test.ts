@@ -36,6 +36,7 @@ describe("the packed package", () => {
       const listing = run("tar", ["-tzf", path.join(work, tarball)], work).split("\n")
       expect(listing).toContain("package/dist/index.d.ts")
       expect(listing).toContain("package/dist/NodeStorage.js")
+      expect(listing).toContain("package/dist/bin.js")
       expect(listing.some((file) => file.startsWith("package/test/"))).toBe(false)
 
       const consumer = path.join(work, "consumer")
@@ -78,6 +79,23 @@ describe("the packed package", () => {
         .toBe(`no \\.onnx$ in ${models}; found: notes.txt\n`)
       expect(run(process.execPath, ["out/readme.js", path.join(work, "absent")], consumer))
         .toBe(`${path.join(work, "absent")} does not exist\n`)
+
+      // The command line, as the package's bin, from the fresh install.
+      const help = run("npx", ["--no-install", "mlup-storage", "--help"], consumer)
+      expect(help).toContain("fetch")
+      const packageVersion = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")).version
+      expect(run("npx", ["--no-install", "mlup-storage", "--version"], consumer).trim()).toBe(packageVersion)
+      const fetched = JSON.parse(run("npx", [
+        "--no-install",
+        "mlup-storage",
+        "fetch",
+        "--storage-type",
+        "disk",
+        "--kwargs",
+        JSON.stringify({ path_to_files: models, file_mask: "notes" }),
+        "--json"
+      ], consumer))
+      expect(fetched).toMatchObject({ ok: true, files: [{ name: "notes.txt", size: 0 }] })
 
       // Internal modules are not part of the public surface.
       const internal = (() => {

@@ -1,0 +1,349 @@
+/**
+ * The `mlup-storage` command line, built with `@effect/cli` on the library's
+ * own storages: `fetch` delivers a model to a folder (a storage initializer
+ * for deploy scripts and init containers), `check` validates a selection
+ * without fetching.
+ *
+ * Not exported by the package's index (it needs `@effect/cli`): import it as
+ * `mlup-storage/Cli`. The `mlup-storage` binary runs `run` on Node.
+ *
+ * @since 0.3.0
+ */
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import type * as CliApp from "@effect/cli/CliApp"
+import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Data from "effect/Data"
+import * as Option from "effect/Option"
+import type * as CliError from "./CliError.js"
+import * as place from "./internal/cli/place.js"
+import * as progressView from "./internal/cli/progress.js"
+import * as source from "./internal/cli/source.js"
+import * as Progress from "./Progress.js"
+import type * as Storage from "./Storage.js"
+import type * as StorageError from "./StorageError.js"
+
+/**
+ * The version `mlup-storage --version` prints (the package's).
+ *
+ * @since 0.3.0
+ * @category constants
+ */
+export const version = "0.3.0"
+
+/**
+ * The exit codes of `mlup-storage`, one per kind of failure a deploy script
+ * may want to tell apart.
+ *
+ * @since 0.3.0
+ * @category exit codes
+ */
+export const ExitCode = {
+  /** Everything was delivered (or, for `check`, the configuration is valid). */
+  Success: 0,
+  /** Anything else: an unexpected failure (a bug: please report it). */
+  Failure: 1,
+  /** Invalid configuration: flags, config file, environment, storage options. */
+  InvalidConfiguration: 2,
+  /** The files are not where the configuration says: path, URL, bucket, key, mask. */
+  NotFound: 3,
+  /** The server or the file system refused the credentials or the access. */
+  Unauthorized: 4,
+  /** The network failed after the retries (or stalled, or the server kept rejecting). */
+  NetworkFailure: 5,
+  /** The bytes are not the expected ones (checksum mismatch). */
+  IntegrityFailure: 6,
+  /** Writing to the cache or the target folder failed (space, permissions). */
+  WriteFailed: 7,
+  /** Interrupted (SIGINT / SIGTERM); nothing partial was left. */
+  Interrupted: 130
+} as const
+
+/**
+ * @since 0.3.0
+ * @category exit codes
+ */
+export type ExitCode = typeof ExitCode[keyof typeof ExitCode]
+
+/**
+ * Every error `run` handles: the storages', the command line's, and Config's.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Failure = StorageError.StorageError | CliError.CliError | source.SourceError
+
+/**
+ * The exit code for an error, by its tag.
+ *
+ * @since 0.3.0
+ * @category exit codes
+ */
+export const exitCodeOf = (error: Failure): ExitCode => {
+  switch (error._tag) {
+    case "InvalidStorageOptions":
+    case "UnknownStorageType":
+    case "ConfigFileError":
+    case "InvalidArgument":
+    case "ConfigError":
+      return ExitCode.InvalidConfiguration
+    case "PathNotFound":
+    case "FileDoesNotMatchMask":
+    case "NothingMatched":
+    case "RemoteNotFound":
+    case "NotCached":
+      return ExitCode.NotFound
+    case "PermissionDenied":
+    case "Unauthorized":
+      return ExitCode.Unauthorized
+    case "TransientFailure":
+    case "StallTimeout":
+    case "RequestRejected":
+      return ExitCode.NetworkFailure
+    case "ChecksumMismatch":
+      return ExitCode.IntegrityFailure
+    case "WriteFailed":
+      return ExitCode.WriteFailed
+    case "ReadFailed":
+      return ExitCode.Failure
+  }
+}
+
+const hints: Record<number, string> = {
+  [ExitCode.InvalidConfiguration]:
+    "Fix the configuration (--storage-type, --kwargs, --config or the STORAGE_* variables); `mlup-storage check` lists every problem.",
+  [ExitCode.NotFound]: "Check the path, URL, bucket or prefix, and that file_mask matches the files' names.",
+  [ExitCode.Unauthorized]:
+    "Check the credentials (headers, access keys) or the permissions; the values are never printed.",
+  [ExitCode.NetworkFailure]:
+    "The server could not be reached or kept failing: retry later, or raise retries / stall_timeout. A partial download resumes on the next run.",
+  [ExitCode.IntegrityFailure]:
+    "The bytes do not match the expected checksum (the bad file was removed): check the sha256 option and the source.",
+  [ExitCode.WriteFailed]: "Check the free space and the permissions of the cache folder and of --to."
+}
+
+const messageOf = (error: Failure): string => error.message || String(error)
+
+/** The lines that describe an error: every option problem on a line of its own. */
+const linesOf = (error: Failure): Array<string> =>
+  error._tag === "InvalidStorageOptions"
+    ? [
+      `error: invalid options for the ${error.storageType} storage:`,
+      ...error.issues.map((issue) => `  - ${issue.field}: ${issue.problem}`)
+    ]
+    : [`error: ${messageOf(error)}`]
+
+/**
+ * Prints an error (and, with `json`, its description on stdout) and returns
+ * its exit code.
+ *
+ * @since 0.3.0
+ * @category exit codes
+ */
+export const report = (errors: ReadonlyArray<Failure>, json: boolean): Effect.Effect<ExitCode> =>
+  Effect.gen(function*() {
+    const code = errors.map(exitCodeOf).reduce((worst, code) => (worst === ExitCode.InvalidConfiguration ? worst : code))
+    for (const line of errors.flatMap(linesOf)) yield* Console.error(line)
+    const hint = hints[code]
+    if (hint !== undefined) yield* Console.error(hint)
+    if (json) {
+      yield* Console.log(JSON.stringify(
+        {
+          ok: false,
+          exitCode: code,
+          errors: errors.map((error) => ({
+            tag: error._tag,
+            message: messageOf(error),
+            ...(error._tag === "InvalidStorageOptions"
+              ? { issues: error.issues.map((issue) => ({ field: issue.field, problem: issue.problem })) }
+              : {})
+          }))
+        },
+        null,
+        2
+      ))
+    }
+    return code
+  })
+
+/** A command's way of ending with a code other than 0 (`run` turns it into the code). */
+class Exit extends Data.TaggedError("mlup-storage/Cli/Exit")<{ readonly code: ExitCode }> {}
+
+const exitWith = (code: ExitCode): Effect.Effect<void, Exit> =>
+  code === ExitCode.Success ? Effect.void : Effect.fail(new Exit({ code }))
+
+const sourceOptions = {
+  storageType: Options.text("storage-type").pipe(
+    Options.withAlias("t"),
+    Options.withDescription("The storage: disk, http, s3, mlup's full names, or module#export for your own."),
+    Options.optional
+  ),
+  kwargs: Options.text("kwargs").pipe(
+    Options.withAlias("k"),
+    Options.withDescription(
+      "The storage's options (mlup's storage_kwargs) as a JSON object; merged over the config file's."
+    ),
+    Options.optional
+  ),
+  config: Options.text("config").pipe(
+    Options.withAlias("c"),
+    Options.withDescription(
+      "A config file, JSON or YAML: storage_type and storage_kwargs at the top level, or in the ml section of an mlup config."
+    ),
+    Options.optional
+  ),
+  envPrefix: Options.text("env-prefix").pipe(
+    Options.withDescription(
+      "Without --storage-type, --kwargs or --config the environment is read (STORAGE_TYPE, STORAGE_KWARGS, STORAGE_KWARGS_<FIELD>); with a prefix, PREFIX_STORAGE_TYPE..."
+    ),
+    Options.optional
+  )
+}
+
+const json = Options.boolean("json").pipe(Options.withDescription("Print a machine-readable result on stdout."))
+
+/** Where the renderer writes: stderr, so that stdout holds only the result. */
+const stderr: progressView.Output = {
+  get isTTY() {
+    return process.stderr.isTTY === true
+  },
+  get columns() {
+    return process.stderr.columns || 80
+  },
+  write: (text) => void process.stderr.write(text)
+}
+
+const table = (rows: ReadonlyArray<ReadonlyArray<string>>): string => {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)))
+  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join("  ").trimEnd()).join("\n")
+}
+
+/**
+ * `mlup-storage fetch`: delivers the model the configuration names, prints a
+ * table (or JSON) of its files; with `--to DIR` the files are placed in DIR.
+ *
+ * @since 0.3.0
+ * @category commands
+ */
+export const fetch = Command.make(
+  "fetch",
+  {
+    ...sourceOptions,
+    to: Options.text("to").pipe(
+      Options.withDescription(
+        "Place the files in this folder (created if needed); each file appears complete or not at all."
+      ),
+      Options.optional
+    ),
+    hash: Options.boolean("hash").pipe(Options.withDescription("Print each file's sha256.")),
+    json,
+    quiet: Options.boolean("quiet").pipe(Options.withAlias("q"), Options.withDescription("No progress output."))
+  },
+  (flags) =>
+    Effect.gen(function*() {
+      const validated = yield* source.validatedOf(flags)
+      const storage = yield* validated.definition.make(validated.kwargs).pipe(Effect.mapError((error) => [error]))
+      const delivered = yield* Effect.scoped(Effect.gen(function*() {
+        const progress = yield* Progress.make
+        const view = flags.quiet ? undefined : yield* progressView.render(yield* progress.subscribe, stderr)
+        const files = yield* storage.load.pipe(Effect.provideService(Progress.Progress, progress))
+        if (view !== undefined) yield* view.finish
+        const sources = yield* place.describe(files)
+        const placed: ReadonlyArray<place.Delivered & { readonly file?: place.Source["file"] }> =
+          Option.isSome(flags.to) ? yield* place.placeAll(sources, flags.to.value) : sources
+        return yield* Effect.forEach(placed, (file) =>
+          Effect.gen(function*() {
+            const { file: _source, ...row } = file
+            return flags.hash ? { ...row, sha256: yield* place.sha256(file) } : row
+          }))
+      })).pipe(Effect.mapError((error) => [error as Failure]))
+      if (flags.json) {
+        yield* Console.log(JSON.stringify(
+          {
+            ok: true,
+            storageType: validated.storageType,
+            to: Option.getOrNull(flags.to),
+            files: delivered
+          },
+          null,
+          2
+        ))
+      } else {
+        const header = ["name", "size", "path", ...(flags.hash ? ["sha256"] : [])]
+        const rows = delivered.map((file) => [
+          file.name,
+          progressView.formatBytes(file.size),
+          file.path,
+          ...(flags.hash ? [file.sha256 ?? ""] : [])
+        ])
+        yield* Console.log(table([header, ...rows]))
+      }
+      return ExitCode.Success as ExitCode
+    }).pipe(
+      Effect.catchAll((errors) => report(errors, flags.json)),
+      Effect.flatMap(exitWith),
+      Effect.onInterrupt(() => Console.error("interrupted: nothing partial was left"))
+    )
+).pipe(Command.withDescription(
+  "Fetch (or locate) the model the configuration names and list its files; with --to, place them in a folder."
+))
+
+/**
+ * `mlup-storage check`: validates the configuration and prints every problem
+ * found, without reading any file or sending any request.
+ *
+ * @since 0.3.0
+ * @category commands
+ */
+export const check = Command.make("check", { ...sourceOptions, json }, (flags) =>
+  Effect.gen(function*() {
+    const validated = yield* source.validatedOf(flags)
+    if (flags.json) {
+      yield* Console.log(JSON.stringify({ ok: true, storageType: validated.storageType }, null, 2))
+    } else {
+      yield* Console.log(`ok: the ${validated.storageType} storage's options are valid`)
+    }
+    return ExitCode.Success as ExitCode
+  }).pipe(Effect.catchAll((errors) => report(errors, flags.json)), Effect.flatMap(exitWith))).pipe(
+    Command.withDescription(
+      "Validate the configuration (flags, config file or environment) and print every problem, without fetching."
+    )
+  )
+
+/**
+ * The root command, `mlup-storage`, with `fetch` and `check`.
+ *
+ * @since 0.3.0
+ * @category commands
+ */
+export const command = Command.make("mlup-storage").pipe(
+  Command.withDescription("Fetch machine-learning models from disk, HTTP(S) or S3-compatible stores, as mlup configures them."),
+  Command.withSubcommands([fetch, check])
+)
+
+/**
+ * Runs the command line on `argv` (as `process.argv`) and returns the exit
+ * code; every failure is printed and mapped to its code (usage errors are
+ * `InvalidConfiguration`). Interruption is not caught: the caller's runtime
+ * sees it (the binary exits with `ExitCode.Interrupted`).
+ *
+ * @since 0.3.0
+ * @category running
+ */
+export const run = (
+  argv: ReadonlyArray<string>,
+  options?: { readonly version?: string }
+): Effect.Effect<ExitCode, never, Storage.Requirements | CliApp.CliApp.Environment> =>
+  Command.run(command, { name: "mlup-storage", version: options?.version ?? version })(argv).pipe(
+    Effect.as(ExitCode.Success as ExitCode),
+    Effect.catchAll((error) =>
+      error instanceof Exit ? Effect.succeed(error.code) : Effect.succeed(ExitCode.InvalidConfiguration)
+    ),
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Effect.failCause(cause as Cause.Cause<never>)
+        : Effect.as(Console.error(`error: unexpected failure\n${Cause.pretty(cause)}`), ExitCode.Failure)
+    )
+  )

@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+/**
+ * The `mlup-storage` binary: `Cli.run` on Node, with the exit code it
+ * returns (130 when interrupted by SIGINT or SIGTERM).
+ *
+ * @since 0.3.0
+ */
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Cli from "./Cli.js"
+import * as NodeStorage from "./NodeStorage.js"
+
+// Logs go to stderr (stdout holds the result); the progress view replaces the
+// library's own progress lines, so only warnings and errors are logged.
+const logging = Logger.replace(Logger.defaultLogger, Logger.prettyLogger({ stderr: true })).pipe(
+  Layer.merge(Logger.minimumLogLevel(LogLevel.Warning))
+)
+
+Cli.run(process.argv).pipe(
+  Effect.provide(Layer.mergeAll(NodeContext.layer, NodeStorage.layer, logging)),
+  NodeRuntime.runMain({
+    disableErrorReporting: true,
+    disablePrettyLogger: true,
+    teardown: (exit, onExit) =>
+      onExit(
+        Exit.isSuccess(exit) ? exit.value as number : Cause.isInterruptedOnly(exit.cause) ? Cli.ExitCode.Interrupted : 1
+      )
+  })
+)

@@ -1,0 +1,187 @@
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type * as Progress from "../../Progress.js"
+
+const MiB = 1024 * 1024
+
+/** @internal */
+export const formatBytes = (bytes: number): string => {
+  if (bytes < 1024) return `${bytes} B`
+  const units = ["KiB", "MiB", "GiB", "TiB"]
+  let value = bytes / 1024
+  let unit = 0
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit++
+  }
+  return `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`
+}
+
+const formatSeconds = (seconds: number): string => {
+  if (!Number.isFinite(seconds)) return "?"
+  const s = Math.ceil(seconds)
+  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s` : `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`
+}
+
+interface FileState {
+  readonly name: string
+  done: number
+  total: number | undefined
+  phase: Progress.Event["phase"]
+  readonly startedAt: number
+  readonly startedWith: number
+  announced: boolean
+}
+
+/** What the renderer needs of the terminal. @internal */
+export interface Output {
+  readonly isTTY: boolean
+  readonly columns: number
+  readonly write: (text: string) => void
+}
+
+const BAR = 24
+const MAX_LIVE = 8
+
+const bar = (done: number, total: number | undefined): string => {
+  if (total === undefined || total === 0) return `[${"·".repeat(BAR)}]`
+  const filled = Math.min(BAR, Math.floor((done / total) * BAR))
+  return `[${"#".repeat(filled)}${"-".repeat(BAR - filled)}]`
+}
+
+const percent = (done: number, total: number | undefined) =>
+  total === undefined || total === 0 ? "   ?" : `${Math.min(100, Math.floor((done / total) * 100))}%`.padStart(4)
+
+/**
+ * Renders progress events: on a terminal, a bar per file being fetched and
+ * one for the whole load (with speed and time left), redrawn at most ten
+ * times a second, with a line above them for each file finished; elsewhere,
+ * plain lines: a file started, finished, and the whole load every 5 seconds.
+ * Runs until the scope closes; `finish` draws the last state.
+ *
+ * @internal
+ */
+export const render = (
+  events: Stream.Stream<Progress.Event>,
+  output: Output
+): Effect.Effect<{ readonly finish: Effect.Effect<void> }, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const files = new Map<string, FileState>()
+    const startedAt = Date.now()
+    let overallDone = 0
+    let overallTotal = 0
+    let overallStartedWith: number | undefined
+    let drawn = 0
+    let dirty = false
+    let lastPlain = Date.now()
+
+    const width = Math.max(40, output.columns)
+    const fit = (line: string) => (line.length > width - 1 ? line.slice(0, width - 1) : line)
+    const speedOf = (done: number, startedWith: number, since: number) => {
+      const seconds = (Date.now() - since) / 1000
+      return seconds > 0.2 ? (done - startedWith) / seconds : 0
+    }
+    const rate = (bytesPerSecond: number) => `${(bytesPerSecond / MiB).toFixed(1)} MiB/s`
+    const eta = (done: number, total: number | undefined, speed: number) =>
+      total === undefined || speed <= 0 || done >= total ? "" : `${formatSeconds((total - done) / speed)} left`
+    const name = (text: string, size: number) => (text.length > size ? `…${text.slice(text.length - size + 1)}` : text.padEnd(size))
+
+    const clear = () => {
+      if (drawn > 0) output.write(`\x1b[${drawn}F\x1b[0J`)
+      drawn = 0
+    }
+    const draw = () => {
+      const live = [...files.values()].filter((file) => file.phase === "fetching").slice(0, MAX_LIVE)
+      const lines = live.map((file) => {
+        const speed = speedOf(file.done, file.startedWith, file.startedAt)
+        return `${name(file.name, 24)} ${bar(file.done, file.total)} ${percent(file.done, file.total)} ` +
+          `${formatBytes(file.done)}/${file.total === undefined ? "?" : formatBytes(file.total)} ${rate(speed)} ${eta(file.done, file.total, speed)}`
+      })
+      const speed = speedOf(overallDone, overallStartedWith ?? 0, startedAt)
+      const finished = [...files.values()].filter((file) => file.phase !== "fetching").length
+      lines.push(
+        `${name(`total (${finished}/${files.size} files)`, 24)} ${bar(overallDone, overallTotal)} ${percent(overallDone, overallTotal)} ` +
+          `${formatBytes(overallDone)}/${formatBytes(overallTotal)} ${rate(speed)} ${eta(overallDone, overallTotal, speed)}`
+      )
+      clear()
+      output.write(lines.map((line) => `${fit(line)}\n`).join(""))
+      drawn = lines.length
+      dirty = false
+    }
+    const permanent = (line: string) => {
+      if (output.isTTY) clear()
+      output.write(`${line}\n`)
+      if (output.isTTY) draw()
+    }
+
+    const onEvent = (event: Progress.Event) => {
+      overallDone = event.overallDone
+      overallTotal = event.overallTotal
+      overallStartedWith ??= event.overallDone
+      let file = files.get(event.location)
+      if (file === undefined) {
+        file = {
+          name: event.name,
+          done: event.done,
+          total: event.total,
+          phase: event.phase,
+          startedAt: Date.now(),
+          startedWith: event.done,
+          announced: false
+        }
+        files.set(event.location, file)
+      }
+      const before = file.phase
+      file.done = event.done
+      file.total = event.total
+      file.phase = event.phase
+      if (event.phase === "fetching" && !file.announced) {
+        file.announced = true
+        if (!output.isTTY) {
+          const resumed = event.done > 0 ? ` (resuming at ${formatBytes(event.done)})` : ""
+          permanent(`fetching ${event.name}${event.total === undefined ? "" : ` (${formatBytes(event.total)})`}${resumed}`)
+        }
+      }
+      if (event.phase !== before || (event.phase !== "fetching" && !file.announced)) {
+        if (event.phase === "cached") {
+          file.announced = true
+          permanent(`cached   ${event.name} (${formatBytes(event.done)}): the cached copy is current`)
+        } else if (event.phase === "done") {
+          const seconds = Math.max(0.001, (Date.now() - file.startedAt) / 1000)
+          permanent(
+            `fetched  ${event.name} (${formatBytes(event.done)}) in ${seconds.toFixed(1)} s, ` +
+              rate((event.done - file.startedWith) / seconds)
+          )
+        }
+      }
+      if (!output.isTTY && Date.now() - lastPlain >= 5000) {
+        lastPlain = Date.now()
+        const speed = speedOf(overallDone, overallStartedWith ?? 0, startedAt)
+        permanent(
+          `progress ${percent(overallDone, overallTotal).trim()} ${formatBytes(overallDone)}/${formatBytes(overallTotal)} ` +
+            `${rate(speed)} ${eta(overallDone, overallTotal, speed)}`.trimEnd()
+        )
+      }
+      dirty = true
+    }
+
+    const consumer = yield* Effect.forkScoped(Stream.runForEach(events, (event) => Effect.sync(() => onEvent(event))))
+    if (output.isTTY) {
+      yield* Effect.forkScoped(
+        Effect.forever(Effect.zipRight(Effect.sleep("100 millis"), Effect.sync(() => dirty && draw())))
+      )
+    }
+    return {
+      finish: Effect.gen(function*() {
+        // Let the events already published arrive, then draw the final state once.
+        yield* Effect.sleep("20 millis")
+        yield* Fiber.interrupt(consumer)
+        if (output.isTTY && files.size > 0) {
+          clear()
+          if ([...files.values()].some((file) => file.phase !== "cached")) draw()
+        }
+      })
+    }
+  })

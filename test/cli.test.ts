@@ -1,0 +1,399 @@
+// The `mlup-storage` binary, built from src/ with tsc and spawned as a real
+// process against real files and the test HTTP server on 127.0.0.1.
+import { beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { execFileSync, spawn } from "node:child_process"
+import * as crypto from "node:crypto"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { ExitCode as Cli } from "../src/Cli.js"
+import { bytesOf, tempDir, writeFiles } from "./helpers.js"
+import * as TestServer from "./servers/http.js"
+
+const root = path.resolve(import.meta.dirname, "..")
+// Inside node_modules, so that the build finds the project's packages, and
+// apart from dist/ (which the packed-package test rebuilds at the same time).
+const build = path.join(root, "node_modules", ".cache", "mlup-storage-cli-test")
+const bin = path.join(build, "bin.js")
+
+beforeAll(() => {
+  fs.rmSync(build, { recursive: true, force: true })
+  execFileSync(process.execPath, [
+    path.join(root, "node_modules/typescript/bin/tsc"),
+    "-p",
+    "tsconfig.build.json",
+    "--outDir",
+    build,
+    "--declaration",
+    "false",
+    "--declarationMap",
+    "false",
+    "--sourceMap",
+    "false"
+  ], { cwd: root, stdio: "inherit" })
+}, 120_000)
+
+interface Run {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** The environment without any STORAGE_* variable of the machine running the tests. */
+const cleanEnv = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [key, value] of Object.entries(process.env)) {
+    if (!/^(MLUP_)?STORAGE_/.test(key)) env[key] = value
+  }
+  return { ...env, ...extra }
+}
+
+const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
+  const child = spawn(process.execPath, [bin, ...args], { env: cleanEnv(env), stdio: ["ignore", "pipe", "pipe"] })
+  let stdout = ""
+  let stderr = ""
+  child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+  const done = new Promise<Run>((resolve) =>
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }))
+  )
+  return { child, done, stderr: () => stderr }
+}
+
+const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Effect.Effect<Run> =>
+  Effect.promise(() => start(args, env).done)
+
+const sha256 = (bytes: Uint8Array | string) => crypto.createHash("sha256").update(bytes).digest("hex")
+
+const listAll = (dir: string): Array<string> =>
+  fs.existsSync(dir)
+    ? (fs.readdirSync(dir, { recursive: true, withFileTypes: true }) as Array<fs.Dirent>)
+      .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
+      .sort()
+    : []
+
+const model = bytesOf(2 * 1024 * 1024 + 5, 3)
+
+describe("mlup-storage (the built binary)", () => {
+  it.live("--help works on every command and lists the options", () =>
+    Effect.gen(function*() {
+      const top = yield* cli(["--help"])
+      expect(top.code).toBe(0)
+      expect(top.stdout).toContain("fetch")
+      expect(top.stdout).toContain("check")
+      const fetch = yield* cli(["fetch", "--help"])
+      expect(fetch.code).toBe(0)
+      for (const flag of ["--storage-type", "--kwargs", "--config", "--to", "--hash", "--json"]) {
+        expect(fetch.stdout).toContain(flag)
+      }
+      const check = yield* cli(["check", "--help"])
+      expect(check.code).toBe(0)
+      expect(check.stdout).toContain("--config")
+    }))
+
+  it.scopedLive("fetch --to --hash --json: the files are placed, complete, and described", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "models/a.pckl": model, "models/b.pckl": "weights", "models/notes.txt": "no" })
+      const to = path.join(dir, "out")
+      const run = yield* cli([
+        "fetch",
+        "--storage-type",
+        "disk",
+        "--kwargs",
+        JSON.stringify({ path_to_files: path.join(dir, "models") }),
+        "--to",
+        to,
+        "--hash",
+        "--json"
+      ])
+      expect(run.code).toBe(0)
+      const result = JSON.parse(run.stdout)
+      expect(result).toEqual({
+        ok: true,
+        storageType: "disk",
+        to,
+        files: [
+          { name: "a.pckl", path: path.join(to, "a.pckl"), size: model.byteLength, kind: "path", sha256: sha256(model) },
+          { name: "b.pckl", path: path.join(to, "b.pckl"), size: 7, kind: "path", sha256: sha256("weights") }
+        ]
+      })
+      // Exactly the files: no staging folder left behind.
+      expect(listAll(to)).toEqual(["a.pckl", "b.pckl"])
+      expect(sha256(fs.readFileSync(path.join(to, "a.pckl")))).toBe(sha256(model))
+    }))
+
+  it.scopedLive("fetch prints a table of the files (path, size, sha256 with --hash)", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "m.pckl": "12345" })
+      const run = yield* cli(["fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: path.join(dir, "m.pckl") }), "--hash"])
+      expect(run.code).toBe(0)
+      const lines = run.stdout.trimEnd().split("\n")
+      expect(lines[0]).toMatch(/^name\s+size\s+path\s+sha256$/)
+      expect(lines[1]!.split(/\s{2,}/)).toEqual(["m.pckl", "5 B", path.join(dir, "m.pckl"), sha256("12345")])
+    }))
+
+  it.scopedLive("reads mlup's own config files (the ml section), in YAML and JSON; flags win", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "models/a.pckl": "a", "models/b.pckl": "bb" })
+      const yaml = path.join(dir, "mlup.yaml")
+      fs.writeFileSync(
+        yaml,
+        [
+          "version: '1'",
+          "ml:",
+          "  name: MyModel",
+          "  storage_type: mlup.ml.storage.local_disk.DiskStorage",
+          "  storage_kwargs:",
+          `    path_to_files: ${path.join(dir, "models")}`,
+          "    file_mask: 'b\\.pckl'",
+          "web:",
+          "  port: 8009",
+          ""
+        ].join("\n")
+      )
+      const fromYaml = yield* cli(["fetch", "--config", yaml, "--json"])
+      expect(fromYaml.code).toBe(0)
+      expect(JSON.parse(fromYaml.stdout).files.map((file: { name: string }) => file.name)).toEqual(["b.pckl"])
+
+      const json = path.join(dir, "mlup.json")
+      fs.writeFileSync(json, JSON.stringify({ ml: { storage_type: "disk", storage_kwargs: { path_to_files: path.join(dir, "models") } } }))
+      const fromJson = yield* cli(["fetch", "-c", json, "--json", "-k", JSON.stringify({ file_mask: "a\\.pckl" })])
+      expect(fromJson.code).toBe(0)
+      expect(JSON.parse(fromJson.stdout).files.map((file: { name: string }) => file.name)).toEqual(["a.pckl"])
+    }))
+
+  it.scopedLive("reads the library's Config from the environment when no flag names a storage", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "a.pckl": "a", "b.onnx": "b" })
+      const run = yield* cli(["fetch", "--json", "--env-prefix", "MLUP"], {
+        MLUP_STORAGE_TYPE: "disk",
+        MLUP_STORAGE_KWARGS_PATH_TO_FILES: dir,
+        MLUP_STORAGE_KWARGS_FILE_MASK: "\\.onnx$"
+      })
+      expect(run.code).toBe(0)
+      expect(JSON.parse(run.stdout).files.map((file: { name: string }) => file.name)).toEqual(["b.onnx"])
+    }))
+
+  it.scopedLive("fetches over HTTP into its cache, and logs plain progress lines when stderr is not a terminal", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make({ chunkSize: 256 * 1024 })
+      server.put("/m.onnx", model)
+      const dir = yield* tempDir
+      const run = yield* cli([
+        "fetch",
+        "-t",
+        "http",
+        "-k",
+        JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: path.join(dir, "cache"), sha256: sha256(model) }),
+        "--to",
+        path.join(dir, "out"),
+        "--json"
+      ])
+      expect(run.code).toBe(0)
+      expect(run.stderr).toMatch(/^fetching m\.onnx \(2\.00 MiB\)$/m)
+      expect(run.stderr).toMatch(/^fetched {2}m\.onnx \(2\.00 MiB\) in \d+\.\d s/m)
+      expect(run.stderr).not.toContain("\x1b[")
+      expect(sha256(fs.readFileSync(path.join(dir, "out", "m.onnx")))).toBe(sha256(model))
+      // A second run finds the cached copy current (one more request: a 304).
+      const again = yield* cli([
+        "fetch",
+        "-t",
+        "http",
+        "-k",
+        JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: path.join(dir, "cache") })
+      ])
+      expect(again.code).toBe(0)
+      expect(again.stderr).toMatch(/^cached {3}m\.onnx/m)
+      expect(server.requests("/m.onnx").map((request) => request.status)).toEqual([200, 304])
+    }))
+})
+
+describe("mlup-storage exit codes", () => {
+  it.scopedLive(`invalid configuration: ${Cli.InvalidConfiguration}, every problem printed (check does not fetch)`, () =>
+    Effect.gen(function*() {
+      const run = yield* cli([
+        "check",
+        "-t",
+        "disk",
+        "-k",
+        JSON.stringify({ path_to_files: 3, need_load_file: "yes", pasword: "x" })
+      ])
+      expect(run.code).toBe(Cli.InvalidConfiguration)
+      expect(run.stderr).toContain("  - path_to_files: Expected string")
+      expect(run.stderr).toContain("  - need_load_file: Expected boolean")
+      expect(run.stderr).toContain("  - pasword: is unexpected")
+      const json = yield* cli(["check", "-t", "nope", "--json"])
+      expect(json.code).toBe(Cli.InvalidConfiguration)
+      expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, exitCode: 2, errors: [{ tag: "UnknownStorageType" }] })
+      const dir = yield* tempDir
+      const bad = path.join(dir, "bad.yaml")
+      fs.writeFileSync(bad, "ml: [unclosed\n")
+      const file = yield* cli(["check", "-c", bad, "-k", "{not json"])
+      expect(file.code).toBe(Cli.InvalidConfiguration)
+      expect(file.stderr).toContain(`error: The config file ${bad} is not valid YAML`)
+      expect(file.stderr).toContain("error: --kwargs: is not valid JSON")
+      const usage = yield* cli(["fetch", "--no-such-flag"])
+      expect(usage.code).toBe(Cli.InvalidConfiguration)
+      const nothing = yield* cli(["fetch"])
+      expect(nothing.code).toBe(Cli.InvalidConfiguration)
+      expect(nothing.stderr).toContain("name a storage to fetch from")
+      // A valid configuration passes check without touching the (absent) path.
+      const ok = yield* cli(["check", "-t", "disk", "-k", JSON.stringify({ path_to_files: path.join(dir, "absent") })])
+      expect(ok.code).toBe(0)
+      expect(ok.stdout).toContain("ok: the disk storage's options are valid")
+    }))
+
+  it.scopedLive(`not found: ${Cli.NotFound} (a missing path, a mask that matches nothing, an HTTP 404)`, () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "a.txt": "a" })
+      const missing = yield* cli(["fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: path.join(dir, "absent") })])
+      expect(missing.code).toBe(Cli.NotFound)
+      expect(missing.stderr).toContain("check path_to_files")
+      const mask = yield* cli(["fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: dir }), "--json"])
+      expect(mask.code).toBe(Cli.NotFound)
+      expect(JSON.parse(mask.stdout)).toMatchObject({ ok: false, exitCode: Cli.NotFound, errors: [{ tag: "NothingMatched" }] })
+      const server = yield* TestServer.make()
+      const http = yield* cli(["fetch", "-t", "http", "-k", JSON.stringify({ urls: server.url("/none"), cache_dir: path.join(dir, "c") })])
+      expect(http.code).toBe(Cli.NotFound)
+    }))
+
+  it.scopedLive(`unauthorized: ${Cli.Unauthorized}, and the secret is never printed`, () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make({ authorization: "Bearer right-token" })
+      server.put("/m.onnx", model)
+      const dir = yield* tempDir
+      const run = yield* cli([
+        "fetch",
+        "-t",
+        "http",
+        "-k",
+        JSON.stringify({
+          urls: server.url("/m.onnx"),
+          cache_dir: dir,
+          headers: { Authorization: "Bearer wrong-token" }
+        })
+      ])
+      expect(run.code).toBe(Cli.Unauthorized)
+      expect(run.stderr).toContain("Check the credentials")
+      expect(run.stdout + run.stderr).not.toContain("wrong-token")
+    }))
+
+  it.scopedLive(`network failure after the retries: ${Cli.NetworkFailure}`, () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      server.fault("/m.onnx", { kind: "status", status: 503 }, { kind: "status", status: 503 })
+      const dir = yield* tempDir
+      const run = yield* cli([
+        "fetch",
+        "-t",
+        "http",
+        "-k",
+        JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: dir, retries: 1 }),
+        "--json"
+      ])
+      expect(run.code).toBe(Cli.NetworkFailure)
+      expect(JSON.parse(run.stdout).errors[0]).toMatchObject({ tag: "TransientFailure" })
+      expect(server.requests("/m.onnx")).toHaveLength(2)
+    }))
+
+  it.scopedLive(`integrity failure: ${Cli.IntegrityFailure}, and the bad file is not kept`, () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const dir = yield* tempDir
+      const run = yield* cli([
+        "fetch",
+        "-t",
+        "http",
+        "-k",
+        JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: path.join(dir, "cache"), sha256: "0".repeat(64) }),
+        "--to",
+        path.join(dir, "out")
+      ])
+      expect(run.code).toBe(Cli.IntegrityFailure)
+      expect(run.stderr).toContain("checksum")
+      expect(listAll(path.join(dir, "out"))).toEqual([])
+      expect(listAll(path.join(dir, "cache")).filter((file) => file.endsWith(".partial") || file.endsWith("m.onnx"))).toEqual([])
+    }))
+
+  it.scopedLive(`write failure: ${Cli.WriteFailed} (--to under a file)`, () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "m.pckl": "m", "blocker": "a file" })
+      const run = yield* cli(["fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: path.join(dir, "m.pckl") }), "--to", path.join(dir, "blocker", "out")])
+      expect(run.code).toBe(Cli.WriteFailed)
+      expect(run.stderr).toContain(path.join(dir, "blocker", "out"))
+    }))
+
+  it.scopedLive(`SIGINT during a download: ${Cli.Interrupted}, and nothing partial left in the cache or the target`, () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make({ chunkSize: 64 * 1024, delayMs: 20 })
+      server.put("/m.onnx", model)
+      const dir = yield* tempDir
+      const cache = path.join(dir, "cache")
+      const to = path.join(dir, "out")
+      const running = start([
+        "fetch",
+        "-t",
+        "http",
+        "-k",
+        JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: cache }),
+        "--to",
+        to
+      ])
+      // Wait until bytes are arriving in the cache's staging file.
+      yield* Effect.promise(async () => {
+        while (!listAll(cache).some((file) => file.endsWith(".partial") && fs.statSync(path.join(cache, file)).size > 0)) {
+          await new Promise((resolve) => setTimeout(resolve, 10))
+        }
+      })
+      running.child.kill("SIGINT")
+      const run = yield* Effect.promise(() => running.done)
+      expect(run.code).toBe(Cli.Interrupted)
+      expect(run.stderr).toContain("interrupted")
+      expect(listAll(cache).filter((file) => !fs.statSync(path.join(cache, file)).isDirectory())).toEqual([])
+      expect(listAll(to)).toEqual([])
+    }))
+})
+
+describe("mlup-storage on a terminal", () => {
+  it.scopedLive("draws progress bars that finish at 100% (run under a pseudo-terminal with script(1))", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make({ chunkSize: 128 * 1024, delayMs: 15 })
+      server.put("/m.onnx", model)
+      server.put("/w.bin", bytesOf(512 * 1024, 5))
+      const dir = yield* tempDir
+      const kwargs = JSON.stringify({ urls: [server.url("/m.onnx"), server.url("/w.bin")], cache_dir: dir })
+      const quoted = [process.execPath, bin, "fetch", "-t", "http", "-k", kwargs].map((arg) => `'${arg.replaceAll("'", "'\\''")}'`)
+      // The pseudo-terminal is 120 columns wide, as a terminal window would be.
+      const command = `stty cols 120 rows 40; ${quoted.join(" ")}`
+      const output = yield* Effect.promise(() =>
+        new Promise<{ code: number | null; text: string }>((resolve) => {
+          const child = spawn("script", ["-q", "-e", "-c", command, "/dev/null"], {
+            env: cleanEnv({ TERM: "xterm" }),
+            stdio: ["ignore", "pipe", "pipe"]
+          })
+          let text = ""
+          child.stdout.on("data", (chunk: Buffer) => (text += chunk.toString()))
+          child.stderr.on("data", (chunk: Buffer) => (text += chunk.toString()))
+          child.on("close", (code) => resolve({ code, text }))
+        })
+      )
+      expect(output.code).toBe(0)
+      // Redrawn in place: the cursor moves up over the previous bars.
+      expect(output.text).toMatch(/\x1b\[\d+F/)
+      // A bar part way, and the overall bar finished.
+      expect(output.text).toMatch(/m\.onnx\s+\[#*-+\]\s+\d+% [\d.]+ (KiB|MiB)\/2\.00 MiB [\d.]+ MiB\/s/)
+      expect(output.text).toMatch(/total \(2\/2 files\)\s+\[#{24}\] 100%/)
+      expect(output.text).toMatch(/fetched {2}m\.onnx \(2\.00 MiB\)/)
+      // The table follows on stdout (the same terminal here).
+      expect(output.text).toMatch(/name\s+size\s+path/)
+    }))
+})
