@@ -9,6 +9,7 @@ import * as path from "node:path"
 import { ExitCode as Cli } from "../src/Cli.js"
 import { bytesOf, tempDir, writeFiles } from "./helpers.js"
 import * as TestServer from "./servers/http.js"
+import * as S3 from "./servers/s3.js"
 
 const root = path.resolve(import.meta.dirname, "..")
 // Inside node_modules, so that the build finds the project's packages, and
@@ -210,6 +211,37 @@ describe("mlup-storage (the built binary)", () => {
       expect(again.code).toBe(0)
       expect(again.stderr).toMatch(/^cached {3}m\.onnx/m)
       expect(server.requests("/m.onnx").map((request) => request.status)).toEqual([200, 304])
+    }))
+})
+
+describe("mlup-storage against S3 (s3rver)", () => {
+  it.scopedLive("fetches the keys a mask selects into --to, with sub-folders; a wrong access key is unauthorized", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["models"])
+      yield* Effect.promise(() => server.put("models", "iris/v1/model.onnx", model))
+      yield* Effect.promise(() => server.put("models", "iris/v1/extra/labels.json", "[]"))
+      yield* Effect.promise(() => server.put("models", "iris/v1/README.md", "no"))
+      const dir = yield* tempDir
+      const kwargs = {
+        bucket: "models",
+        path_to_files: "iris/v1/",
+        file_mask: "\\.(onnx|json)$",
+        endpoint: server.endpoint,
+        access_key_id: S3.accessKeyId,
+        secret_access_key: S3.secretAccessKey,
+        cache_dir: path.join(dir, "cache")
+      }
+      const to = path.join(dir, "out")
+      const run = yield* cli(["fetch", "-t", "s3", "-k", JSON.stringify(kwargs), "--to", to, "--hash", "--json"])
+      expect(run.code).toBe(0)
+      expect(JSON.parse(run.stdout).files).toEqual([
+        { name: "extra/labels.json", path: path.join(to, "extra/labels.json"), size: 2, kind: "path", sha256: sha256("[]") },
+        { name: "model.onnx", path: path.join(to, "model.onnx"), size: model.byteLength, kind: "path", sha256: sha256(model) }
+      ])
+      expect(listAll(to)).toEqual(["extra", "extra/labels.json", "model.onnx"])
+      const denied = yield* cli(["fetch", "-t", "s3", "-k", JSON.stringify({ ...kwargs, access_key_id: "NOT-A-KEY" })])
+      expect(denied.code).toBe(Cli.Unauthorized)
+      expect(denied.stdout + denied.stderr).not.toContain(S3.secretAccessKey)
     }))
 })
 
