@@ -144,7 +144,9 @@ const linesOf = (error: Failure): Array<string> =>
  */
 export const report = (errors: ReadonlyArray<Failure>, json: boolean): Effect.Effect<ExitCode> =>
   Effect.gen(function*() {
-    const code = errors.map(exitCodeOf).reduce((worst, code) => (worst === ExitCode.InvalidConfiguration ? worst : code))
+    // Several errors come only from reading the configuration; otherwise there is one.
+    const codes = errors.map(exitCodeOf)
+    const code = codes.includes(ExitCode.InvalidConfiguration) ? ExitCode.InvalidConfiguration : codes[0]!
     for (const line of errors.flatMap(linesOf)) yield* Console.error(line)
     const hint = hints[code]
     if (hint !== undefined) yield* Console.error(hint)
@@ -196,7 +198,8 @@ const sourceOptions = {
   ),
   envPrefix: Options.text("env-prefix").pipe(
     Options.withDescription(
-      "Without --storage-type, --kwargs or --config the environment is read (STORAGE_TYPE, STORAGE_KWARGS, STORAGE_KWARGS_<FIELD>); with a prefix, PREFIX_STORAGE_TYPE..."
+      "Without --storage-type, --kwargs or --config the environment is read (STORAGE_TYPE, " +
+        "STORAGE_KWARGS, STORAGE_KWARGS_<FIELD>); with a prefix, PREFIX_STORAGE_TYPE..."
     ),
     Options.optional
   )

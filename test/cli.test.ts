@@ -65,6 +65,10 @@ const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
 const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Effect.Effect<Run> =>
   Effect.promise(() => start(args, env).done)
 
+/** `mlup-storage fetch -t TYPE -k KWARGS ...flags` */
+const fetchWith = (storageType: string, kwargs: object, ...flags: ReadonlyArray<string>): Effect.Effect<Run> =>
+  cli(["fetch", "-t", storageType, "-k", JSON.stringify(kwargs), ...flags])
+
 const sha256 = (bytes: Uint8Array | string) => crypto.createHash("sha256").update(bytes).digest("hex")
 
 const listAll = (dir: string): Array<string> =>
@@ -129,7 +133,7 @@ describe("mlup-storage (the built binary)", () => {
     Effect.gen(function*() {
       const dir = yield* tempDir
       writeFiles(dir, { "m.pckl": "12345" })
-      const run = yield* cli(["fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: path.join(dir, "m.pckl") }), "--hash"])
+      const run = yield* fetchWith("disk", { path_to_files: path.join(dir, "m.pckl") }, "--hash")
       expect(run.code).toBe(0)
       const lines = run.stdout.trimEnd().split("\n")
       expect(lines[0]).toMatch(/^name\s+size\s+path\s+sha256$/)
@@ -185,29 +189,20 @@ describe("mlup-storage (the built binary)", () => {
       const server = yield* TestServer.make({ chunkSize: 256 * 1024 })
       server.put("/m.onnx", model)
       const dir = yield* tempDir
-      const run = yield* cli([
-        "fetch",
-        "-t",
+      const run = yield* fetchWith(
         "http",
-        "-k",
-        JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: path.join(dir, "cache"), sha256: sha256(model) }),
+        { urls: server.url("/m.onnx"), cache_dir: path.join(dir, "cache"), sha256: sha256(model) },
         "--to",
         path.join(dir, "out"),
         "--json"
-      ])
+      )
       expect(run.code).toBe(0)
       expect(run.stderr).toMatch(/^fetching m\.onnx \(2\.00 MiB\)$/m)
       expect(run.stderr).toMatch(/^fetched {2}m\.onnx \(2\.00 MiB\) in \d+\.\d s/m)
       expect(run.stderr).not.toContain("\x1b[")
       expect(sha256(fs.readFileSync(path.join(dir, "out", "m.onnx")))).toBe(sha256(model))
       // A second run finds the cached copy current (one more request: a 304).
-      const again = yield* cli([
-        "fetch",
-        "-t",
-        "http",
-        "-k",
-        JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: path.join(dir, "cache") })
-      ])
+      const again = yield* fetchWith("http", { urls: server.url("/m.onnx"), cache_dir: path.join(dir, "cache") })
       expect(again.code).toBe(0)
       expect(again.stderr).toMatch(/^cached {3}m\.onnx/m)
       expect(server.requests("/m.onnx").map((request) => request.status)).toEqual([200, 304])
@@ -232,14 +227,14 @@ describe("mlup-storage against S3 (s3rver)", () => {
         cache_dir: path.join(dir, "cache")
       }
       const to = path.join(dir, "out")
-      const run = yield* cli(["fetch", "-t", "s3", "-k", JSON.stringify(kwargs), "--to", to, "--hash", "--json"])
+      const run = yield* fetchWith("s3", kwargs, "--to", to, "--hash", "--json")
       expect(run.code).toBe(0)
       expect(JSON.parse(run.stdout).files).toEqual([
         { name: "extra/labels.json", path: path.join(to, "extra/labels.json"), size: 2, kind: "path", sha256: sha256("[]") },
         { name: "model.onnx", path: path.join(to, "model.onnx"), size: model.byteLength, kind: "path", sha256: sha256(model) }
       ])
       expect(listAll(to)).toEqual(["extra", "extra/labels.json", "model.onnx"])
-      const denied = yield* cli(["fetch", "-t", "s3", "-k", JSON.stringify({ ...kwargs, access_key_id: "NOT-A-KEY" })])
+      const denied = yield* fetchWith("s3", { ...kwargs, access_key_id: "NOT-A-KEY" })
       expect(denied.code).toBe(Cli.Unauthorized)
       expect(denied.stdout + denied.stderr).not.toContain(S3.secretAccessKey)
     }))
@@ -284,14 +279,14 @@ describe("mlup-storage exit codes", () => {
     Effect.gen(function*() {
       const dir = yield* tempDir
       writeFiles(dir, { "a.txt": "a" })
-      const missing = yield* cli(["fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: path.join(dir, "absent") })])
+      const missing = yield* fetchWith("disk", { path_to_files: path.join(dir, "absent") })
       expect(missing.code).toBe(Cli.NotFound)
       expect(missing.stderr).toContain("check path_to_files")
-      const mask = yield* cli(["fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: dir }), "--json"])
+      const mask = yield* fetchWith("disk", { path_to_files: dir }, "--json")
       expect(mask.code).toBe(Cli.NotFound)
       expect(JSON.parse(mask.stdout)).toMatchObject({ ok: false, exitCode: Cli.NotFound, errors: [{ tag: "NothingMatched" }] })
       const server = yield* TestServer.make()
-      const http = yield* cli(["fetch", "-t", "http", "-k", JSON.stringify({ urls: server.url("/none"), cache_dir: path.join(dir, "c") })])
+      const http = yield* fetchWith("http", { urls: server.url("/none"), cache_dir: path.join(dir, "c") })
       expect(http.code).toBe(Cli.NotFound)
     }))
 
@@ -300,17 +295,11 @@ describe("mlup-storage exit codes", () => {
       const server = yield* TestServer.make({ authorization: "Bearer right-token" })
       server.put("/m.onnx", model)
       const dir = yield* tempDir
-      const run = yield* cli([
-        "fetch",
-        "-t",
-        "http",
-        "-k",
-        JSON.stringify({
-          urls: server.url("/m.onnx"),
-          cache_dir: dir,
-          headers: { Authorization: "Bearer wrong-token" }
-        })
-      ])
+      const run = yield* fetchWith("http", {
+        urls: server.url("/m.onnx"),
+        cache_dir: dir,
+        headers: { Authorization: "Bearer wrong-token" }
+      })
       expect(run.code).toBe(Cli.Unauthorized)
       expect(run.stderr).toContain("Check the credentials")
       expect(run.stdout + run.stderr).not.toContain("wrong-token")
@@ -322,14 +311,7 @@ describe("mlup-storage exit codes", () => {
       server.put("/m.onnx", model)
       server.fault("/m.onnx", { kind: "status", status: 503 }, { kind: "status", status: 503 })
       const dir = yield* tempDir
-      const run = yield* cli([
-        "fetch",
-        "-t",
-        "http",
-        "-k",
-        JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: dir, retries: 1 }),
-        "--json"
-      ])
+      const run = yield* fetchWith("http", { urls: server.url("/m.onnx"), cache_dir: dir, retries: 1 }, "--json")
       expect(run.code).toBe(Cli.NetworkFailure)
       expect(JSON.parse(run.stdout).errors[0]).toMatchObject({ tag: "TransientFailure" })
       expect(server.requests("/m.onnx")).toHaveLength(2)
@@ -340,15 +322,12 @@ describe("mlup-storage exit codes", () => {
       const server = yield* TestServer.make()
       server.put("/m.onnx", model)
       const dir = yield* tempDir
-      const run = yield* cli([
-        "fetch",
-        "-t",
+      const run = yield* fetchWith(
         "http",
-        "-k",
-        JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: path.join(dir, "cache"), sha256: "0".repeat(64) }),
+        { urls: server.url("/m.onnx"), cache_dir: path.join(dir, "cache"), sha256: "0".repeat(64) },
         "--to",
         path.join(dir, "out")
-      ])
+      )
       expect(run.code).toBe(Cli.IntegrityFailure)
       expect(run.stderr).toContain("checksum")
       expect(listAll(path.join(dir, "out"))).toEqual([])
@@ -359,9 +338,10 @@ describe("mlup-storage exit codes", () => {
     Effect.gen(function*() {
       const dir = yield* tempDir
       writeFiles(dir, { "m.pckl": "m", "blocker": "a file" })
-      const run = yield* cli(["fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: path.join(dir, "m.pckl") }), "--to", path.join(dir, "blocker", "out")])
+      const blocked = path.join(dir, "blocker", "out")
+      const run = yield* fetchWith("disk", { path_to_files: path.join(dir, "m.pckl") }, "--to", blocked)
       expect(run.code).toBe(Cli.WriteFailed)
-      expect(run.stderr).toContain(path.join(dir, "blocker", "out"))
+      expect(run.stderr).toContain(blocked)
     }))
 
   it.scopedLive(`SIGINT during a download: ${Cli.Interrupted}, and nothing partial left in the cache or the target`, () =>

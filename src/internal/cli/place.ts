@@ -100,7 +100,11 @@ export const placeAll = (
  */
 export const sha256 = (
   delivered: Delivered & { readonly file?: LoadedFile.Path | LoadedFile.Bytes }
-): Effect.Effect<string, StorageError.ReadFailed | StorageError.PathNotFound | StorageError.PermissionDenied | LoadedFile.BytesReleasedError, FileSystem.FileSystem> =>
+): Effect.Effect<
+  string,
+  StorageError.ReadFailed | StorageError.PathNotFound | StorageError.PermissionDenied | LoadedFile.BytesReleasedError,
+  FileSystem.FileSystem
+> =>
   Effect.gen(function*() {
     const hash = crypto.createHash("sha256")
     if (delivered.file?._tag === "Bytes") {

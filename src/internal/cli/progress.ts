@@ -22,7 +22,10 @@ export const formatBytes = (bytes: number): string => {
 const formatSeconds = (seconds: number): string => {
   if (!Number.isFinite(seconds)) return "?"
   const s = Math.ceil(seconds)
-  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s` : `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`
+  const two = (n: number) => String(n).padStart(2, "0")
+  if (s < 60) return `${s}s`
+  if (s < 3600) return `${Math.floor(s / 60)}m${two(s % 60)}s`
+  return `${Math.floor(s / 3600)}h${two(Math.floor((s % 3600) / 60))}m`
 }
 
 interface FileState {
@@ -175,8 +178,13 @@ export const render = (
     }
     return {
       finish: Effect.gen(function*() {
-        // Let the events already published arrive, then draw the final state once.
-        yield* Effect.sleep("20 millis")
+        // The load is complete, so every file's last event (done or cached) is
+        // published: wait (a second at most) until the consumer has seen them.
+        yield* Effect.sleep("5 millis").pipe(
+          Effect.repeat({ until: () => [...files.values()].every((file) => file.phase !== "fetching") }),
+          Effect.timeout("1 second"),
+          Effect.ignore
+        )
         yield* Fiber.interrupt(consumer)
         if (output.isTTY && files.size > 0) {
           clear()
