@@ -57,8 +57,10 @@ export const ExitCode = {
   IntegrityFailure: 6,
   /** Writing to the cache or the target folder failed (space, permissions). */
   WriteFailed: 7,
-  /** Interrupted (SIGINT / SIGTERM); nothing partial was left. */
-  Interrupted: 130
+  /** Interrupted by SIGINT (Ctrl-C); nothing partial was left. */
+  Interrupted: 130,
+  /** Terminated by SIGTERM (a container being stopped); nothing partial was left. */
+  Terminated: 143
 } as const
 
 /**
@@ -330,7 +332,7 @@ export const command = Command.make("mlup-storage").pipe(
  * Runs the command line on `argv` (as `process.argv`) and returns the exit
  * code; every failure is printed and mapped to its code (usage errors are
  * `InvalidConfiguration`). Interruption is not caught: the caller's runtime
- * sees it (the binary exits with `ExitCode.Interrupted`).
+ * sees it (the binary exits with `ExitCode.Interrupted` or `ExitCode.Terminated`).
  *
  * @since 0.3.0
  * @category running

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `mlup-storage` binary: `Cli.run` on Node, with the exit code it
- * returns (130 when interrupted by SIGINT or SIGTERM).
+ * returns (130 when interrupted by SIGINT, 143 by SIGTERM).
  *
  * @since 0.3.0
  */
@@ -22,6 +22,11 @@ const logging = Logger.replace(Logger.defaultLogger, Logger.prettyLogger({ stder
   Layer.merge(Logger.minimumLogLevel(LogLevel.Warning))
 )
 
+// Which signal interrupted the run (runMain handles both alike): 130 for SIGINT, 143 for SIGTERM.
+let signal: "SIGINT" | "SIGTERM" | undefined
+process.once("SIGINT", () => (signal ??= "SIGINT"))
+process.once("SIGTERM", () => (signal ??= "SIGTERM"))
+
 Cli.run(process.argv).pipe(
   Effect.provide(Layer.mergeAll(NodeContext.layer, NodeStorage.layer, logging)),
   NodeRuntime.runMain({
@@ -29,7 +34,11 @@ Cli.run(process.argv).pipe(
     disablePrettyLogger: true,
     teardown: (exit, onExit) =>
       onExit(
-        Exit.isSuccess(exit) ? exit.value as number : Cause.isInterruptedOnly(exit.cause) ? Cli.ExitCode.Interrupted : 1
+        Exit.isSuccess(exit)
+          ? exit.value as number
+          : Cause.isInterruptedOnly(exit.cause)
+          ? (signal === "SIGTERM" ? Cli.ExitCode.Terminated : Cli.ExitCode.Interrupted)
+          : Cli.ExitCode.Failure
       )
   })
 )

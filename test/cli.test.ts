@@ -344,35 +344,39 @@ describe("mlup-storage exit codes", () => {
       expect(run.stderr).toContain(blocked)
     }))
 
-  it.scopedLive(`SIGINT during a download: ${Cli.Interrupted}, and nothing partial left in the cache or the target`, () =>
-    Effect.gen(function*() {
-      const server = yield* TestServer.make({ chunkSize: 64 * 1024, delayMs: 20 })
-      server.put("/m.onnx", model)
-      const dir = yield* tempDir
-      const cache = path.join(dir, "cache")
-      const to = path.join(dir, "out")
-      const running = start([
-        "fetch",
-        "-t",
-        "http",
-        "-k",
-        JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: cache }),
-        "--to",
-        to
-      ])
-      // Wait until bytes are arriving in the cache's staging file.
-      yield* Effect.promise(async () => {
-        while (!listAll(cache).some((file) => file.endsWith(".partial") && fs.statSync(path.join(cache, file)).size > 0)) {
-          await new Promise((resolve) => setTimeout(resolve, 10))
-        }
-      })
-      running.child.kill("SIGINT")
-      const run = yield* Effect.promise(() => running.done)
-      expect(run.code).toBe(Cli.Interrupted)
-      expect(run.stderr).toContain("interrupted")
-      expect(listAll(cache).filter((file) => !fs.statSync(path.join(cache, file)).isDirectory())).toEqual([])
-      expect(listAll(to)).toEqual([])
-    }))
+  for (const [signal, code] of [["SIGINT", Cli.Interrupted], ["SIGTERM", Cli.Terminated]] as const) {
+    it.scopedLive(`${signal} during a download: ${code}, and nothing partial left in the cache or the target`, () =>
+      Effect.gen(function*() {
+        const server = yield* TestServer.make({ chunkSize: 64 * 1024, delayMs: 20 })
+        server.put("/m.onnx", model)
+        const dir = yield* tempDir
+        const cache = path.join(dir, "cache")
+        const to = path.join(dir, "out")
+        const running = start([
+          "fetch",
+          "-t",
+          "http",
+          "-k",
+          JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: cache }),
+          "--to",
+          to
+        ])
+        // Wait until bytes are arriving in the cache's staging file.
+        yield* Effect.promise(async () => {
+          while (
+            !listAll(cache).some((file) => file.endsWith(".partial") && fs.statSync(path.join(cache, file)).size > 0)
+          ) {
+            await new Promise((resolve) => setTimeout(resolve, 10))
+          }
+        })
+        running.child.kill(signal)
+        const run = yield* Effect.promise(() => running.done)
+        expect(run.code).toBe(code)
+        expect(run.stderr).toContain("interrupted")
+        expect(listAll(cache).filter((file) => !fs.statSync(path.join(cache, file)).isDirectory())).toEqual([])
+        expect(listAll(to)).toEqual([])
+      }))
+  }
 })
 
 describe("mlup-storage on a terminal", () => {
