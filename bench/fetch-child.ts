@@ -3,8 +3,8 @@
 //   mode "http": the HTTP storage (need_load_file: false), into a fresh cache
 //   mode "s3":   the S3 storage (need_load_file: false), into a fresh cache
 //   mode "sdk":  the AWS SDK's GetObject piped into a file (the S3 baseline)
-//   mode "node": plain Node doing the HTTP storage's work without it: undici's
-//                request piped into a file, hashed with sha256 on the way
+//   mode "node": plain Node doing the HTTP storage's work without it: node:http's
+//                response piped into a file, hashed with sha256 on the way
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3"
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
@@ -13,7 +13,7 @@ import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import type { Readable } from "node:stream"
 import { pipeline } from "node:stream/promises"
-import { request } from "undici"
+import * as http from "node:http"
 import type * as Layer from "effect/Layer"
 import { Storage, type StorageError } from "../src/index.js"
 import * as NodeStorage from "../src/NodeStorage.js"
@@ -40,10 +40,12 @@ const rssBefore = process.memoryUsage().rss
 const start = performance.now()
 let bytes = 0
 if (mode === "node") {
-  const response = await request(source)
+  const response = await new Promise<http.IncomingMessage>((resolve, reject) =>
+    http.get(source, resolve).on("error", reject)
+  )
   const hash = crypto.createHash("sha256")
-  response.body.on("data", (chunk: Buffer) => hash.update(chunk))
-  await pipeline(response.body, fs.createWriteStream(target, { highWaterMark: 1024 * 1024 }))
+  response.on("data", (chunk: Buffer) => hash.update(chunk))
+  await pipeline(response, fs.createWriteStream(target, { highWaterMark: 1024 * 1024 }))
   hash.digest("hex")
   bytes = fs.statSync(target).size
 } else if (mode === "sdk") {

@@ -249,7 +249,7 @@ peak RSS (VmHWM, reset once everything was imported) minus its RSS at that momen
 | transfer | baseline | storage | throughput ratio | goal | peak extra memory (storage) | goal |
 | --- | ---: | ---: | ---: | --- | ---: | --- |
 | HTTP (node:http server) | curl: ${remote.curl.ms.toFixed(0)} ms | ${remote.http.ms.toFixed(0)} ms | ${ratio(remote.curl.ms, remote.http.ms)} | ≥ 0.9: ${verdict(remote.curl.ms / remote.http.ms >= 0.9)} | ${mib(remote.http.peakExtra)} | < 64 MiB: ${verdict(remote.http.peakExtra < 64 * MiB)} |
-| HTTP, against plain Node doing the same work (undici → sha256 → file) | node: ${remote.node.ms.toFixed(0)} ms (peak extra ${mib(remote.node.peakExtra)}) | ${remote.http.ms.toFixed(0)} ms | ${ratio(remote.node.ms, remote.http.ms)} | (reference) | | |
+| HTTP, against plain Node doing the same work (node:http → sha256 → file) | node: ${remote.node.ms.toFixed(0)} ms (peak extra ${mib(remote.node.peakExtra)}) | ${remote.http.ms.toFixed(0)} ms | ${ratio(remote.node.ms, remote.http.ms)} | (reference) | | |
 | S3 (s3rver) | SDK GetObject → file: ${remote.sdk.ms.toFixed(0)} ms (peak extra ${mib(remote.sdk.peakExtra)}) | ${remote.s3.ms.toFixed(0)} ms | ${ratio(remote.sdk.ms, remote.s3.ms)} | ≥ 1.0: ${verdict(remote.sdk.ms / remote.s3.ms >= 1)} | ${mib(remote.s3.peakExtra)} | < 64 MiB: ${verdict(remote.s3.peakExtra < 64 * MiB)} |
 
 What the fetch goals show on this machine (2 cores, the server and the client share them): the gap to

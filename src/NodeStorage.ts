@@ -67,14 +67,14 @@ export const layerGarbageCollector: Layer.Layer<GarbageCollector.GarbageCollecto
 
 /**
  * Everything a storage needs on Node: `FileSystem`, `Path`, an `HttpClient`
- * (undici, with its own connection pool) and the collector.
+ * (node:http, with its keep-alive agent) and the collector.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layer: Layer.Layer<
   FileSystem.FileSystem | Path.Path | HttpClient.HttpClient | GarbageCollector.GarbageCollector
-> = Layer.mergeAll(NodeFileSystem.layer, NodePath.layer, NodeHttpClient.layerUndici, layerGarbageCollector)
+> = Layer.mergeAll(NodeFileSystem.layer, NodePath.layer, NodeHttpClient.layer, layerGarbageCollector)
 
 /**
  * The Memory storage with Node's collector.

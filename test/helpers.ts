@@ -87,7 +87,7 @@ export const spyFileSystem = (
   })
 
 /** What the storages need on Node, as the tests provide it: NodeContext plus an HTTP client. */
-export const platform = Layer.mergeAll(NodeContext.layer, NodeHttpClient.layerUndici)
+export const platform = Layer.mergeAll(NodeContext.layer, NodeHttpClient.layer)
 
 /**
  * The digest and length of some bytes: compared instead of the bytes

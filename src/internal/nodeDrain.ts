@@ -48,23 +48,30 @@ export const drain = (options: {
   readonly onBytes: (chunk: Uint8Array) => void
   readonly progress: transfer.FileTracker
   readonly stallTimeout: Duration.Duration
+  /**
+   * Bytes each stage may hold (default 1 MiB). Parallel ranged GETs use less:
+   * measured on 1 GiB from s3rver, 64 KiB per part kept the peak near 38 MiB
+   * where 1 MiB let it reach 51–81 MiB, at the same speed.
+   */
+  readonly highWaterMark?: number
 }): Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed> =>
   Effect.flatMap(Effect.runtime<never>(), (runtime) =>
     Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
       const runFork = Runtime.runFork(runtime)
       const stallMillis = Duration.toMillis(options.stallTimeout)
+      const highWaterMark = options.highWaterMark ?? 1024 * 1024
       let written = 0
       let unpublished = 0
       let lastBytesAt = Date.now()
       let writeError: NodeJS.ErrnoException | undefined
       const out = fs.createWriteStream(options.file, {
         flags: options.flags,
-        highWaterMark: 1024 * 1024,
+        highWaterMark,
         ...(options.start === undefined ? {} : { start: options.start })
       })
       out.on("error", (error) => (writeError = error))
       const counter = new Transform({
-        highWaterMark: 1024 * 1024,
+        highWaterMark,
         transform(chunk: Buffer, _encoding, callback) {
           options.onBytes(chunk)
           written += chunk.byteLength

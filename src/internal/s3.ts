@@ -239,7 +239,9 @@ export const make = (settings: Settings) =>
                 start,
                 onBytes,
                 progress,
-                stallTimeout: settings.stallTimeout
+                stallTimeout: settings.stallTimeout,
+                // A part runs beside others: each holds little (see nodeDrain).
+                ...(end === undefined ? {} : { highWaterMark: 64 * 1024 })
               })
               : yield* Effect.flatMap(
                 Effect.mapError(fs.open(target, { flag: flags }), errors.writeFailed(target, "open")),
