@@ -253,12 +253,15 @@ peak RSS (VmHWM, reset once everything was imported) minus its RSS at that momen
 | S3 (s3rver) | SDK GetObject → file: ${remote.sdk.ms.toFixed(0)} ms (peak extra ${mib(remote.sdk.peakExtra)}) | ${remote.s3.ms.toFixed(0)} ms | ${ratio(remote.sdk.ms, remote.s3.ms)} | ≥ 1.0: ${verdict(remote.sdk.ms / remote.s3.ms >= 1)} | ${mib(remote.s3.peakExtra)} | < 64 MiB: ${verdict(remote.s3.peakExtra < 64 * MiB)} |
 
 What the fetch goals show on this machine (2 cores, the server and the client share them): the gap to
-curl is Node's, not the storage's. Plain Node doing the same work (undici's body piped through sha256
-into a file) is no faster than the storage; undici alone, reading the body and dropping it, took 2.1–2.3 s
-per GiB in a separate run on this machine, where curl's whole download took 1.8–3.0 s. Hashing costs about 0.7 s per GiB on the event loop.
-Peak memory does not grow with the file size but sits near V8's own threshold for collecting
-detached buffers (about 64 MiB of garbage before a collection); the S3 storage's four parallel
-ranged GETs keep more bytes in flight than one GetObject.
+curl is Node's, not the storage's. Plain Node doing the same work (node:http's response piped through
+sha256 into a file) is no faster than the storage. In separate runs on this machine, Node reading the
+body and dropping it took 2.1–2.7 s per GiB (undici 2.1–2.3 s, node:http 2.5–2.7 s), where curl's whole
+download took 1.8–3.0 s; hashing costs about 0.7 s per GiB on the event loop. The S3 storage fetches a
+large object as parallel ranged GETs (4 at a time, 16 MiB each): that pays off against real S3, where
+one stream is slow; over loopback, against an s3rver that serves every request from one thread, it is
+about as fast as one GetObject. Peak memory does not grow with the file size. Two choices keep it low:
+the Node wiring uses node:http's client (with undici's, garbage reached 59–67 MiB before V8 collected
+it), and each part of a ranged download buffers 64 KiB.
 
 ## Reproduce
 

@@ -263,7 +263,11 @@ export const fetch = Command.make(
             const { file: _source, ...row } = file
             return flags.hash ? { ...row, sha256: yield* place.sha256(file) } : row
           }))
-      })).pipe(Effect.mapError((error) => [error as Failure]))
+      })).pipe(
+        // Bytes are used only inside the load's scope: a released buffer here is a bug.
+        Effect.catchTag("BytesReleasedError", Effect.die),
+        Effect.mapError((error): ReadonlyArray<Failure> => [error])
+      )
       if (flags.json) {
         yield* Console.log(JSON.stringify(
           {
