@@ -238,6 +238,83 @@ describe("mlup-storage against S3 (s3rver)", () => {
       expect(denied.code).toBe(Cli.Unauthorized)
       expect(denied.stdout + denied.stderr).not.toContain(S3.secretAccessKey)
     }))
+
+  it.scopedLive("two processes fetching the same model into one cache at once: each object downloaded once", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["models"])
+      // Large enough (8 ranged parts) for the two downloads to overlap.
+      const weights = new Uint8Array(crypto.randomBytes(128 * 1024 * 1024))
+      yield* Effect.promise(() => server.put("models", "m/model.onnx", model))
+      yield* Effect.promise(() => server.put("models", "m/weights.bin", weights))
+      const dir = yield* tempDir
+      const args = [
+        "--log-level",
+        "info",
+        "fetch",
+        "-t",
+        "s3",
+        "-k",
+        JSON.stringify({
+          bucket: "models",
+          path_to_files: "m/",
+          file_mask: ".",
+          endpoint: server.endpoint,
+          access_key_id: S3.accessKeyId,
+          secret_access_key: S3.secretAccessKey,
+          cache_dir: path.join(dir, "cache")
+        }),
+        "--hash",
+        "--json"
+      ]
+      const [a, b] = yield* Effect.promise(() => Promise.all([start(args).done, start(args).done]))
+      expect([a.code, b.code]).toEqual([0, 0])
+      const hashes = (run: Run) =>
+        JSON.parse(run.stdout).files.map((file: { name: string; sha256: string }) => [file.name, file.sha256])
+      const expected = [["model.onnx", sha256(model)], ["weights.bin", sha256(weights)]]
+      expect(hashes(a)).toEqual(expected)
+      expect(hashes(b)).toEqual(expected)
+      // One process downloaded; the other waited for its lock and found the snapshot complete.
+      const waited = [a, b].filter((run) => run.stderr.includes("Waiting for another process or fiber"))
+      expect(waited).toHaveLength(1)
+      expect(server.gets("m/model.onnx")).toHaveLength(1)
+      expect(server.gets("m/weights.bin")).toHaveLength(8)
+    }))
+
+  it.scopedLive("a killed downloader: the next process takes over its lock, removes its staging folder, and delivers", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["models"])
+      const weights = new Uint8Array(crypto.randomBytes(128 * 1024 * 1024))
+      yield* Effect.promise(() => server.put("models", "m/weights.bin", weights))
+      const dir = yield* tempDir
+      const cache = path.join(dir, "cache")
+      const kwargs = {
+        bucket: "models",
+        path_to_files: "m/weights.bin",
+        file_mask: "weights",
+        endpoint: server.endpoint,
+        access_key_id: S3.accessKeyId,
+        secret_access_key: S3.secretAccessKey,
+        cache_dir: cache
+      }
+      const first = start(["fetch", "-t", "s3", "-k", JSON.stringify(kwargs)])
+      // Wait until the first process is writing into its staging folder, then kill it.
+      yield* Effect.promise(async () => {
+        const staged = () =>
+          listAll(cache).some((file) =>
+            /staging-[^/]+\/./.test(file) && fs.statSync(path.join(cache, file)).isFile()
+          )
+        while (!staged()) await new Promise((resolve) => setTimeout(resolve, 5))
+      })
+      first.child.kill("SIGKILL")
+      expect((yield* Effect.promise(() => first.done)).signal).toBe("SIGKILL")
+      expect(listAll(cache).some((file) => file.endsWith("lock"))).toBe(true)
+
+      const second = yield* fetchWith("s3", kwargs, "--hash", "--json")
+      expect(second.code).toBe(0)
+      expect(second.stderr).toContain("Took over the lock")
+      expect(JSON.parse(second.stdout).files).toMatchObject([{ name: "weights.bin", sha256: sha256(weights) }])
+      expect(listAll(cache).filter((file) => /staging-/.test(file))).toEqual([])
+    }))
 })
 
 describe("mlup-storage exit codes", () => {
