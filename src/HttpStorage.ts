@@ -143,14 +143,6 @@ export interface Options {
   readonly concurrency?: number | undefined
 }
 
-const fieldsInCode: Record<string, string> = {
-  need_load_file: "needLoadFile",
-  cache_dir: "cacheDir",
-  connect_timeout: "connectTimeout",
-  stall_timeout: "stallTimeout",
-  max_retry_after: "maxRetryAfter"
-}
-
 const invalid = (field: string, problem: string) =>
   new StorageError.InvalidStorageOptions({
     storageType,
@@ -257,34 +249,19 @@ export const make = (
 > => {
   const seconds = (input: Duration.DurationInput | undefined) =>
     input === undefined ? undefined : Duration.toSeconds(Duration.decode(input))
-  const input = Object.fromEntries(
-    Object.entries({
-      urls: options.urls,
-      headers: options.headers,
-      sha256: options.sha256,
-      need_load_file: options.needLoadFile,
-      cache_dir: options.cacheDir,
-      connect_timeout: seconds(options.connectTimeout),
-      stall_timeout: seconds(options.stallTimeout),
-      retries: options.retries,
-      max_retry_after: seconds(options.maxRetryAfter),
-      offline: options.offline,
-      concurrency: options.concurrency
-    }).filter(([, value]) => value !== undefined)
-  )
-  return Schema.decodeUnknown(Kwargs, { errors: "all", onExcessProperty: "error" })(input).pipe(
-    Effect.mapError((error) => {
-      const failure = errors.fromParseError(storageType, input)(error)
-      return new StorageError.InvalidStorageOptions({
-        storageType,
-        issues: failure.issues.map((issue) =>
-          new StorageError.OptionIssue({
-            field: issue.field.replace(/^[a-z_]+/, (field) => fieldsInCode[field] ?? field),
-            problem: issue.problem
-          })
-        )
-      })
-    }),
+  return errors.decodeOptionsInCode(storageType, Kwargs, {
+    urls: options.urls,
+    headers: options.headers,
+    sha256: options.sha256,
+    need_load_file: options.needLoadFile,
+    cache_dir: options.cacheDir,
+    connect_timeout: seconds(options.connectTimeout),
+    stall_timeout: seconds(options.stallTimeout),
+    retries: options.retries,
+    max_retry_after: seconds(options.maxRetryAfter),
+    offline: options.offline,
+    concurrency: options.concurrency
+  }).pipe(
     Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule))
   )
 }

@@ -230,36 +230,29 @@ export const makeResolved = (
  */
 export const make = (
   options: Options
-): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> => {
-  const input = Object.fromEntries(
-    Object.entries({
-      bucket: options.bucket,
-      prefix: options.prefix,
-      file_mask: options.fileMask,
-      endpoint: options.endpoint,
-      region: options.region,
-      path_style: options.pathStyle,
-      access_key_id: options.accessKeyId,
-      secret_access_key: options.secretAccessKey,
-      session_token: options.sessionToken,
-      need_load_file: options.needLoadFile,
-      cache_dir: options.cacheDir,
-      offline: options.offline,
-      concurrency: options.concurrency,
-      part_size_mb: options.partSizeMb,
-      part_concurrency: options.partConcurrency,
-      multipart_threshold_mb: options.multipartThresholdMb,
-      stall_timeout: options.stallTimeout === undefined
-        ? undefined
-        : Duration.toSeconds(Duration.decode(options.stallTimeout)),
-      retries: options.retries
-    }).filter(([, value]) => value !== undefined)
-  )
-  return Schema.decodeUnknown(Kwargs, { errors: "all", onExcessProperty: "error" })(input).pipe(
-    Effect.mapError(errors.fromParseError(storageType, input)),
-    Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule))
-  )
-}
+): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  errors.decodeOptionsInCode(storageType, Kwargs, {
+    bucket: options.bucket,
+    prefix: options.prefix,
+    file_mask: options.fileMask,
+    endpoint: options.endpoint,
+    region: options.region,
+    path_style: options.pathStyle,
+    access_key_id: options.accessKeyId,
+    secret_access_key: options.secretAccessKey,
+    session_token: options.sessionToken,
+    need_load_file: options.needLoadFile,
+    cache_dir: options.cacheDir,
+    offline: options.offline,
+    concurrency: options.concurrency,
+    part_size_mb: options.partSizeMb,
+    part_concurrency: options.partConcurrency,
+    multipart_threshold_mb: options.multipartThresholdMb,
+    stall_timeout: options.stallTimeout === undefined
+      ? undefined
+      : Duration.toSeconds(Duration.decode(options.stallTimeout)),
+    retries: options.retries
+  }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule)))
 
 /**
  * The S3 storage as a layer, for any platform that provides `FileSystem` and

@@ -15,7 +15,7 @@ import * as HttpStorage from "../src/HttpStorage.js"
 import * as Progress from "../src/Progress.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "./contract.js"
-import { bytesOf, fingerprint, platform, tempDir } from "./helpers.js"
+import { bytesOf, contents, filesUnder, fingerprint, platform, tempDir } from "./helpers.js"
 import * as TestServer from "./servers/http.js"
 
 const root = path.resolve(import.meta.dirname, "..")
@@ -28,22 +28,6 @@ const env = Layer.merge(platform, quiet)
 const withServers = layer(env, { excludeTestServices: true })
 const make = HttpStorage.make
 
-/** Loads and describes each file as its name and content, inside the scope. */
-const contents = (storage: Storage.Storage["Type"]) =>
-  Effect.scoped(Effect.flatMap(storage.load, (files) =>
-    Effect.forEach(files, (file) =>
-      Effect.sync(() => {
-        if (file._tag === "Model") throw new Error("unexpected Model")
-        const bytes = file._tag === "Bytes" ? file.bytes.slice() : new Uint8Array(fs.readFileSync(file.path))
-        return { tag: file._tag, name: file.name, size: file.size, bytes: fingerprint(bytes) }
-      }))))
-
-/** Every file under `dir`, relative, sorted. */
-const filesUnder = (dir: string): Array<string> =>
-  fs.readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((entry) => entry.isFile())
-    .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
-    .sort()
 
 const cacheFiles = (dir: string) => filesUnder(dir).map((file) => path.basename(file))
 

@@ -6,12 +6,11 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
-import * as path from "node:path"
 import * as Progress from "../src/Progress.js"
 import * as S3Storage from "../src/S3Storage.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "./contract.js"
-import { bytesOf, fingerprint, platform, tempDir } from "./helpers.js"
+import { bytesOf, contents, filesUnder, fingerprint, platform, tempDir } from "./helpers.js"
 import * as S3 from "./servers/s3.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -21,20 +20,6 @@ const keys = { accessKeyId: S3.accessKeyId, secretAccessKey: S3.secretAccessKey 
 const model = bytesOf(2 * 1024 * 1024 + 5, 3)
 const weights = bytesOf(70_000, 4)
 
-const contents = (storage: Storage.Storage["Type"]) =>
-  Effect.scoped(Effect.flatMap(storage.load, (files) =>
-    Effect.forEach(files, (file) =>
-      Effect.sync(() => {
-        if (file._tag === "Model") throw new Error("unexpected Model")
-        const bytes = file._tag === "Bytes" ? file.bytes.slice() : new Uint8Array(fs.readFileSync(file.path))
-        return { tag: file._tag, name: file.name, path: file.path, bytes: fingerprint(bytes) }
-      }))))
-
-const filesUnder = (dir: string): Array<string> =>
-  fs.readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((entry) => entry.isFile())
-    .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
-    .sort()
 
 const fixture = (needLoadFile: boolean) =>
   Effect.gen(function*() {
@@ -279,6 +264,9 @@ withServer("S3Storage: cache and snapshots", (it) => {
         storage_type: "s3",
         storage_kwargs: { bucket: "b", prefix: "a", path_to_files: "b", access_key_id: "x" }
       }))
+      // Options given in code are named as the code wrote them.
+      const inCode = yield* Effect.flip(S3Storage.make({ bucket: "b", partSizeMb: 0, stallTimeout: 0 }))
+      expect(inCode.issues.map((issue) => issue.field).sort()).toEqual(["partSizeMb", "stallTimeout"])
       expect(second.message).toContain("path_to_files: conflicts with prefix")
       expect(second.message).toContain("secret_access_key: is missing")
     }))

@@ -7,6 +7,7 @@ import * as Layer from "effect/Layer"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import type * as Storage from "../src/Storage.js"
 
 /** A real temporary folder, removed when the scope closes. */
 export const tempDir: Effect.Effect<string, never, import("effect/Scope").Scope> = Effect.acquireRelease(
@@ -95,3 +96,23 @@ export const platform = Layer.mergeAll(NodeContext.layer, NodeHttpClient.layer)
  */
 export const fingerprint = (bytes: Uint8Array): string =>
   `${bytes.byteLength} bytes, sha256 ${crypto.createHash("sha256").update(bytes).digest("hex")}`
+
+/**
+ * Loads, inside a scope of its own, and describes each file by what a test
+ * compares: its tag, name, size, where it is, and a fingerprint of its bytes.
+ */
+export const contents = (storage: Storage.Storage["Type"]) =>
+  Effect.scoped(Effect.flatMap(storage.load, (files) =>
+    Effect.forEach(files, (file) =>
+      Effect.sync(() => {
+        if (file._tag === "Model") throw new Error("unexpected Model")
+        const bytes = file._tag === "Bytes" ? file.bytes : fs.readFileSync(file.path)
+        return { tag: file._tag, name: file.name, size: file.size, path: file.path, bytes: fingerprint(bytes) }
+      }))))
+
+/** Every file under `dir` (folders left out), relative, sorted. */
+export const filesUnder = (dir: string): Array<string> =>
+  fs.readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
+    .sort()

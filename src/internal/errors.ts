@@ -1,6 +1,8 @@
 import type * as PlatformError from "@effect/platform/Error"
+import * as Effect from "effect/Effect"
 import * as ParseResult from "effect/ParseResult"
 import * as Predicate from "effect/Predicate"
+import * as Schema from "effect/Schema"
 import * as StorageError from "../StorageError.js"
 
 /**
@@ -77,6 +79,36 @@ export const fromParseError = (storageType: string, input: unknown) =>
     !issues.some((other) => other !== issue && other.field === issue.field)
   )
   return new StorageError.InvalidStorageOptions({ storageType, issues: useful })
+}
+
+/**
+ * Options given in code, decoded with the storage's kwargs schema: `kwargs`
+ * holds them under their kwargs names (snake_case; undefined ones are left
+ * out), and each issue names the field as the caller wrote it (camelCase).
+ *
+ * @internal
+ */
+export const decodeOptionsInCode = <A, I>(
+  storageType: string,
+  schema: Schema.Schema<A, I>,
+  kwargs: Record<string, unknown>
+): Effect.Effect<A, StorageError.InvalidStorageOptions> => {
+  const input = Object.fromEntries(Object.entries(kwargs).filter(([, value]) => value !== undefined))
+  const inCode = (field: string) =>
+    field === "storage_kwargs"
+      ? field
+      : field.replace(/^[a-z0-9_]+/, (name) => name.replace(/_([a-z0-9])/g, (_, letter: string) => letter.toUpperCase()))
+  return Schema.decodeUnknown(schema, { errors: "all", onExcessProperty: "error" })(input).pipe(
+    Effect.mapError((error) => {
+      const failure = fromParseError(storageType, input)(error)
+      return new StorageError.InvalidStorageOptions({
+        storageType,
+        issues: failure.issues.map((issue) =>
+          new StorageError.OptionIssue({ field: inCode(issue.field), problem: issue.problem })
+        )
+      })
+    })
+  )
 }
 
 const valueAt = (input: unknown, path: ReadonlyArray<PropertyKey>): unknown => {
