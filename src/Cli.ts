@@ -17,8 +17,10 @@ import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Data from "effect/Data"
 import * as Option from "effect/Option"
-import type * as CliError from "./CliError.js"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as CliError from "./CliError.js"
 import * as place from "./internal/cli/place.js"
+import * as errorsInternal from "./internal/errors.js"
 import * as progressView from "./internal/cli/progress.js"
 import * as source from "./internal/cli/source.js"
 import * as Progress from "./Progress.js"
@@ -57,9 +59,11 @@ export const ExitCode = {
   IntegrityFailure: 6,
   /** Writing to the cache or the target folder failed (space, permissions). */
   WriteFailed: 7,
-  /** Interrupted by SIGINT (Ctrl-C); nothing partial was left. */
+  /** Another process held the cache entry's lock past `lock_timeout` (its heartbeat says it is alive). */
+  Busy: 8,
+  /** Interrupted by SIGINT (Ctrl-C): nothing partial in the target; a partial download stays in the cache and resumes. */
   Interrupted: 130,
-  /** Terminated by SIGTERM (a container being stopped); nothing partial was left. */
+  /** Terminated by SIGTERM (a container being stopped): as SIGINT. */
   Terminated: 143
 } as const
 
@@ -107,7 +111,10 @@ export const exitCodeOf = (error: Failure): ExitCode => {
     case "ChecksumMismatch":
       return ExitCode.IntegrityFailure
     case "WriteFailed":
+    case "InsufficientSpace":
       return ExitCode.WriteFailed
+    case "LockTimeout":
+      return ExitCode.Busy
     case "ReadFailed":
       return ExitCode.Failure
   }
@@ -119,21 +126,39 @@ const hints: Record<number, string> = {
   [ExitCode.NotFound]: "Check the path, URL, bucket or prefix, and that file_mask matches the files' names.",
   [ExitCode.Unauthorized]:
     "Check the credentials (headers, access keys) or the permissions; the values are never printed.",
-  [ExitCode.NetworkFailure]:
-    "The server could not be reached or kept failing: retry later, or raise retries / stall_timeout. A partial download resumes on the next run.",
   [ExitCode.IntegrityFailure]:
     "The bytes do not match the expected checksum (the bad file was removed): check the sha256 option and the source.",
-  [ExitCode.WriteFailed]: "Check the free space and the permissions of the cache folder and of --to."
+  [ExitCode.Busy]:
+    "Another process is fetching the same files into this cache: wait for it, raise lock_timeout, or use another cache_dir."
 }
 
-const messageOf = (error: Failure): string => error.message || String(error)
+/** The hint for an error: by its exit code, or by its tag where one code covers several causes. */
+const hintOf = (error: Failure, code: ExitCode): string | undefined => {
+  switch (error._tag) {
+    case "TransientFailure":
+    case "StallTimeout":
+      return "The server could not be reached or kept failing: retry later, or raise retries / stall_timeout. " +
+        "The partial download stays in the cache, and the next run resumes it."
+    case "RequestRejected":
+      return "The server rejected the request (retrying will not help): check the URL and the headers."
+    case "InsufficientSpace":
+      return "Free space in the folder named above, or point cache_dir (or --to) at a larger disk."
+    case "WriteFailed":
+      return "Check the free space and the permissions of the folder named above."
+    default:
+      return hints[code]
+  }
+}
+
+/** An error's message, with every URL in it redacted (credentials, signatures, tokens). */
+const messageOf = (error: Failure): string => errorsInternal.redactText(error.message || String(error))
 
 /** The lines that describe an error: every option problem on a line of its own. */
 const linesOf = (error: Failure): Array<string> =>
   error._tag === "InvalidStorageOptions"
     ? [
       `error: invalid options for the ${error.storageType} storage:`,
-      ...error.issues.map((issue) => `  - ${issue.field}: ${issue.problem}`)
+      ...error.issues.map((issue) => `  - ${errorsInternal.redactText(issue.field)}: ${errorsInternal.redactText(issue.problem)}`)
     ]
     : [`error: ${messageOf(error)}`]
 
@@ -150,7 +175,7 @@ export const report = (errors: ReadonlyArray<Failure>, json: boolean): Effect.Ef
     const codes = errors.map(exitCodeOf)
     const code = codes.includes(ExitCode.InvalidConfiguration) ? ExitCode.InvalidConfiguration : codes[0]!
     for (const line of errors.flatMap(linesOf)) yield* Console.error(line)
-    const hint = hints[code]
+    const hint = hintOf(errors[0]!, code)
     if (hint !== undefined) yield* Console.error(hint)
     if (json) {
       yield* Console.log(JSON.stringify(
@@ -161,7 +186,12 @@ export const report = (errors: ReadonlyArray<Failure>, json: boolean): Effect.Ef
             tag: error._tag,
             message: messageOf(error),
             ...(error._tag === "InvalidStorageOptions"
-              ? { issues: error.issues.map((issue) => ({ field: issue.field, problem: issue.problem })) }
+              ? {
+                issues: error.issues.map((issue) => ({
+                  field: errorsInternal.redactText(issue.field),
+                  problem: errorsInternal.redactText(issue.problem)
+                }))
+              }
               : {})
           }))
         },
@@ -242,6 +272,17 @@ export const fetch = Command.make(
       ),
       Options.optional
     ),
+    noCache: Options.boolean("no-cache").pipe(
+      Options.withDescription(
+        "With --to, for remote storages: no persistent cache; downloads go through a staging folder inside --to " +
+          "(an init container's choice: one copy on disk, nothing left behind, no resume across runs)."
+      )
+    ),
+    verify: Options.boolean("verify").pipe(
+      Options.withDescription(
+        "For remote storages: re-hash every cached file before it is used (verify: always), not only those that changed on disk."
+      )
+    ),
     hash: Options.boolean("hash").pipe(Options.withDescription("Print each file's sha256.")),
     json,
     quiet: Options.boolean("quiet").pipe(Options.withAlias("q"), Options.withDescription("No progress output."))
@@ -249,15 +290,37 @@ export const fetch = Command.make(
   (flags) =>
     Effect.gen(function*() {
       const validated = yield* source.validatedOf(flags)
-      const storage = yield* validated.definition.make(validated.kwargs).pipe(Effect.mapError((error) => [error]))
+      // The remote storages keep a cache; these flags are its options.
+      const remote = validated.definition.name === "http" || validated.definition.name === "s3"
+      if (flags.noCache && Option.isNone(flags.to)) {
+        return yield* Effect.fail([
+          new CliError.InvalidArgument({ argument: "--no-cache", reason: "needs --to: the files must go somewhere" })
+        ])
+      }
       const delivered = yield* Effect.scoped(Effect.gen(function*() {
+        const fs = yield* FileSystem.FileSystem
+        const noCacheDir = flags.noCache && remote && Option.isSome(flags.to)
+          ? yield* fs.makeDirectory(flags.to.value, { recursive: true }).pipe(
+            Effect.zipRight(fs.makeTempDirectoryScoped({ directory: flags.to.value, prefix: ".mlup-storage-cache-" })),
+            Effect.mapError(errorsInternal.writeFailed(flags.to.value, "create a staging folder in", "target")),
+            Effect.map(Option.some)
+          )
+          : Option.none<string>()
+        const kwargs = remote
+          ? {
+            ...(validated.kwargs as Record<string, unknown>),
+            ...(flags.verify ? { verify: "always" } : {}),
+            ...(Option.isSome(noCacheDir) ? { cache_dir: noCacheDir.value } : {})
+          }
+          : validated.kwargs
+        const storage = yield* validated.definition.make(kwargs)
         const progress = yield* Progress.make
         const view = flags.quiet ? undefined : yield* progressView.render(yield* progress.subscribe, stderr)
         const files = yield* storage.load.pipe(Effect.provideService(Progress.Progress, progress))
         if (view !== undefined) yield* view.finish
         const sources = yield* place.describe(files)
         const placed: ReadonlyArray<place.Delivered & { readonly file?: place.Source["file"] }> =
-          Option.isSome(flags.to) ? yield* place.placeAll(sources, flags.to.value) : sources
+          Option.isSome(flags.to) ? yield* place.placeAll(sources, flags.to.value, { link: remote }) : sources
         return yield* Effect.forEach(placed, (file) =>
           Effect.gen(function*() {
             const { file: _source, ...row } = file
@@ -293,7 +356,11 @@ export const fetch = Command.make(
     }).pipe(
       Effect.catchAll((errors) => report(errors, flags.json)),
       Effect.flatMap(exitWith),
-      Effect.onInterrupt(() => Console.error("interrupted: nothing partial was left"))
+      Effect.onInterrupt(() =>
+        Console.error(
+          "interrupted: nothing was placed; a partial download stays in the cache, and the next run resumes it"
+        )
+      )
     )
 ).pipe(Command.withDescription(
   "Fetch (or locate) the model the configuration names and list its files; with --to, place them in a folder."
@@ -353,6 +420,6 @@ export const run = (
     Effect.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause)
         ? Effect.failCause(cause as Cause.Cause<never>)
-        : Effect.as(Console.error(`error: unexpected failure\n${Cause.pretty(cause)}`), ExitCode.Failure)
+        : Effect.as(Console.error(`error: unexpected failure\n${errorsInternal.redactText(Cause.pretty(cause))}`), ExitCode.Failure)
     )
   )

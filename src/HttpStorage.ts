@@ -14,7 +14,12 @@
  *   with its Retry-After, 5xx) with a Schedule the caller can replace; 401,
  *   403, 404 fail at once.
  * - One fetch per file at a time, across fibers and processes (a lock file
- *   per cache entry; a lock left by a dead process is taken over).
+ *   per cache entry with a heartbeat; a lock whose holder stopped beating is
+ *   taken over; waiting is logged and bounded by `lock_timeout`).
+ * - A resumed download continues the same version only (validator and total
+ *   size checked on the 206); a cached copy is re-hashed when it changed on
+ *   disk; free space is checked before a download; files and folders are
+ *   flushed (fsync) before and after each rename.
  * - Offline mode: the cache only.
  *
  * @since 0.2.0
@@ -66,6 +71,17 @@ const Seconds = (fallback: number) =>
     { default: () => fallback }
   )
 
+/**
+ * How a cached file is re-checked: `"changed"` (re-hashed when its identity on
+ * disk changed since it was verified) or `"always"` (on every load).
+ *
+ * @since 0.4.0
+ * @category schemas
+ */
+export const Verify = Schema.Literal("changed", "always").annotations({
+  message: () => "must be \"changed\" (re-hash a cached file when it changed on disk) or \"always\""
+})
+
 const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
 
 /**
@@ -86,6 +102,15 @@ const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redac
  *   (a longer one fails at once rather than wait in silence).
  * - `offline` (false): use the cache only.
  * - `concurrency` (4): files fetched at once.
+ * - `lock_timeout` (1800 s): the longest wait for another process (or fiber)
+ *   that is fetching the same URL and whose heartbeat says it is alive; then
+ *   `LockTimeout`. A holder that died is taken over at once (see the docs).
+ * - `verify` (`"changed"`): a cached file is re-hashed when its identity on
+ *   disk (size, mtime, inode, ctime) changed since it was verified; `"always"`
+ *   re-hashes it on every load. A copy that no longer matches is fetched
+ *   again (offline: `ChecksumMismatch`), never delivered.
+ *
+ * Two URLs delivered under the same file name are invalid (name both).
  *
  * @since 0.2.0
  * @category schemas
@@ -111,8 +136,30 @@ export const Kwargs = Schema.Struct({
   concurrency: Schema.optionalWith(
     Schema.Int.pipe(Schema.between(1, 64, { message: () => "must be a whole number from 1 to 64" })),
     { default: () => 4 }
-  )
-})
+  ),
+  lock_timeout: Seconds(1800),
+  verify: Schema.optionalWith(Verify, { default: () => "changed" as const })
+}).pipe(Schema.filter((kwargs) => {
+  // Files are delivered by name (into --to, say): two URLs must not share one.
+  const urls: ReadonlyArray<string> = typeof kwargs.urls === "string" ? [kwargs.urls] : kwargs.urls
+  const seen = new Map<string, string>()
+  for (const url of urls) {
+    const name = http.nameOf(url)
+    const other = seen.get(name)
+    if (other !== undefined) {
+      return {
+        path: ["urls"],
+        message: other === url
+          ? `lists ${errors.redactUrl(url)} twice`
+          : `has two URLs delivered under the same name ${name}: ${errors.redactUrl(other)} and ${
+            errors.redactUrl(url)
+          } (rename one on the server, or load them with two storages)`
+      }
+    }
+    seen.set(name, url)
+  }
+  return true
+}))
 
 /**
  * @since 0.2.0
@@ -141,6 +188,8 @@ export interface Options {
   readonly maxRetryAfter?: Duration.DurationInput | undefined
   readonly offline?: boolean | undefined
   readonly concurrency?: number | undefined
+  readonly lockTimeout?: Duration.DurationInput | undefined
+  readonly verify?: "changed" | "always" | undefined
 }
 
 const invalid = (field: string, problem: string) =>
@@ -180,7 +229,7 @@ export const makeResolved = (
       for (const [key, digest] of Object.entries(kwargs.sha256)) {
         const matching = urls.filter((url) => url === key || http.nameOf(url) === key)
         if (matching.length === 0) {
-          return yield* invalid(`sha256.${key}`, "names none of the URLs (give a URL or the file name of one)")
+          return yield* invalid(`sha256.${errors.redactUrl(key)}`, "names none of the URLs (give a URL or the file name of one)")
         }
         for (const url of matching) expected.set(url, digest.toLowerCase())
       }
@@ -193,7 +242,9 @@ export const makeResolved = (
       stallTimeout: Duration.seconds(kwargs.stall_timeout),
       schedule: retrySchedule ?? transfer.defaultSchedule(kwargs.retries),
       maxRetryAfter: Duration.seconds(kwargs.max_retry_after),
-      offline: kwargs.offline
+      offline: kwargs.offline,
+      lockTimeout: Duration.seconds(kwargs.lock_timeout),
+      verify: kwargs.verify
     }
     const readBytes = read_.readBytes(fs, path)
 
@@ -260,7 +311,9 @@ export const make = (
     retries: options.retries,
     max_retry_after: seconds(options.maxRetryAfter),
     offline: options.offline,
-    concurrency: options.concurrency
+    concurrency: options.concurrency,
+    lock_timeout: seconds(options.lockTimeout),
+    verify: options.verify
   }).pipe(
     Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule))
   )

@@ -29,6 +29,7 @@ import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as DiskStorage from "./DiskStorage.js"
+import * as HttpStorage from "./HttpStorage.js"
 import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
@@ -68,6 +69,8 @@ const positiveInt = (max: number) =>
  * - `concurrency` (4 objects at once), `part_size_mb` (16),
  *   `part_concurrency` (4), `multipart_threshold_mb` (64): ranged GETs.
  * - `stall_timeout` (60 s), `retries` (5).
+ * - `lock_timeout` (1800 s) and `verify` (`"changed"` or `"always"`): as the
+ *   HTTP storage.
  *
  * @since 0.2.0
  * @category schemas
@@ -97,7 +100,9 @@ export const Kwargs = Schema.Struct({
   part_concurrency: Schema.optionalWith(positiveInt(64), { default: () => 4 }),
   multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
   stall_timeout: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 60 }),
-  retries: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 100)), { default: () => 5 })
+  retries: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 100)), { default: () => 5 }),
+  lock_timeout: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 1800 }),
+  verify: Schema.optionalWith(HttpStorage.Verify, { default: () => "changed" as const })
 })
 
 /**
@@ -133,6 +138,8 @@ export interface Options {
   readonly stallTimeout?: Duration.DurationInput | undefined
   readonly retries?: number | undefined
   readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined
+  readonly lockTimeout?: Duration.DurationInput | undefined
+  readonly verify?: "changed" | "always" | undefined
 }
 
 const issue = (field: string, problem: string) => new StorageError.OptionIssue({ field, problem })
@@ -192,7 +199,9 @@ export const makeResolved = (
       multipartThreshold: kwargs.multipart_threshold_mb * MiB,
       stallTimeout: Duration.seconds(kwargs.stall_timeout),
       schedule: retrySchedule ?? transfer.defaultSchedule(kwargs.retries),
-      offline: kwargs.offline
+      offline: kwargs.offline,
+      lockTimeout: Duration.seconds(kwargs.lock_timeout),
+      verify: kwargs.verify
     }
     // The AWS SDK is loaded only when an S3 storage is made.
     const s3 = yield* Effect.promise(() => import("./internal/s3.js"))
@@ -251,7 +260,11 @@ export const make = (
     stall_timeout: options.stallTimeout === undefined
       ? undefined
       : Duration.toSeconds(Duration.decode(options.stallTimeout)),
-    retries: options.retries
+    retries: options.retries,
+    lock_timeout: options.lockTimeout === undefined
+      ? undefined
+      : Duration.toSeconds(Duration.decode(options.lockTimeout)),
+    verify: options.verify
   }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule)))
 
 /**

@@ -445,6 +445,63 @@ export class WriteFailed extends Schema.TaggedError<WriteFailed>("mlup-storage/W
 }
 
 /**
+ * Another process (or fiber) held the cache entry's lock for longer than
+ * `lock_timeout`, and its heartbeat says it is alive. The holder is named.
+ *
+ * @since 0.4.0
+ * @category errors
+ */
+export class LockTimeout extends Schema.TaggedError<LockTimeout>("mlup-storage/LockTimeout")("LockTimeout", {
+  location: Schema.String,
+  lockFile: Schema.String,
+  holder: Schema.String,
+  seconds: Schema.Number
+}) {
+  /**
+   * @since 0.4.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.4.0
+   */
+  override get message(): string {
+    return `Gave up after ${this.seconds} s waiting for ${this.holder} to finish fetching ${this.location} ` +
+      `(lock ${this.lockFile}): raise lock_timeout, or stop that process`
+  }
+}
+
+/**
+ * Not enough free space for a download whose size is known: checked before
+ * any byte is written, so the disk is not filled with a partial file.
+ *
+ * @since 0.4.0
+ * @category errors
+ */
+export class InsufficientSpace extends Schema.TaggedError<InsufficientSpace>("mlup-storage/InsufficientSpace")(
+  "InsufficientSpace",
+  {
+    path: Schema.String,
+    needed: Schema.Number,
+    available: Schema.Number
+  }
+) {
+  /**
+   * @since 0.4.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.4.0
+   */
+  override get message(): string {
+    const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
+    return `Not enough space in ${this.path}: ${this.needed} bytes (${mib(this.needed)}) are needed, ` +
+      `${this.available} (${mib(this.available)}) are available: free some, or point cache_dir elsewhere`
+  }
+}
+
+/**
  * Every error a storage can fail with.
  *
  * @since 0.1.0
@@ -466,6 +523,8 @@ export type StorageError =
   | ChecksumMismatch
   | NotCached
   | WriteFailed
+  | LockTimeout
+  | InsufficientSpace
 
 /**
  * The schema of every storage error, to encode or decode them (for example
@@ -489,7 +548,9 @@ export const StorageError: Schema.Union<[
   typeof StallTimeout,
   typeof ChecksumMismatch,
   typeof NotCached,
-  typeof WriteFailed
+  typeof WriteFailed,
+  typeof LockTimeout,
+  typeof InsufficientSpace
 ]> = Schema.Union(
   InvalidStorageOptions,
   UnknownStorageType,
@@ -505,7 +566,9 @@ export const StorageError: Schema.Union<[
   StallTimeout,
   ChecksumMismatch,
   NotCached,
-  WriteFailed
+  WriteFailed,
+  LockTimeout,
+  InsufficientSpace
 )
 
 /**

@@ -299,7 +299,7 @@ withServers("HttpStorage: faults", (it) => {
 })
 
 withServers("HttpStorage: interruption and concurrency", (it) => {
-  it.scoped("interrupted mid-download: no staging file, no lock and no file in the cache after the scope", () =>
+  it.scoped("interrupted mid-download: no lock and no file under its final name; the partial is kept and resumed", () =>
     Effect.scoped(Effect.gen(function*() {
       const server = yield* TestServer.make({ chunkSize: 64 * 1024, delayMs: 20 })
       server.put("/m.onnx", model)
@@ -312,7 +312,11 @@ withServers("HttpStorage: interruption and concurrency", (it) => {
         { until: (found) => found, schedule: Schedule.spaced("10 millis") }
       )
       yield* Fiber.interrupt(fiber)
-      expect(cacheFiles(cacheDir)).toEqual([])
+      expect(cacheFiles(cacheDir).sort()).toEqual(["m.onnx.partial", "partial.json"])
+      const kept = fs.statSync(path.join(cacheDir, filesUnder(cacheDir).find((file) => file.endsWith(".partial"))!)).size
+      expect((yield* contents(storage))[0]!.bytes).toBe(fingerprint(model))
+      expect(server.requests("/m.onnx").at(-1)).toMatchObject({ status: 206, range: `bytes=${kept}-` })
+      expect(cacheFiles(cacheDir).sort()).toEqual(["m.onnx", "meta.json"])
     })))
 
   it.scoped("two fibers loading the same model at once download it once and both get it", () =>

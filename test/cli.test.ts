@@ -274,13 +274,13 @@ describe("mlup-storage against S3 (s3rver)", () => {
       expect(hashes(a)).toEqual(expected)
       expect(hashes(b)).toEqual(expected)
       // One process downloaded; the other waited for its lock and found the snapshot complete.
-      const waited = [a, b].filter((run) => run.stderr.includes("Waiting for another process or fiber"))
+      const waited = [a, b].filter((run) => run.stderr.includes("Waiting for the lock of"))
       expect(waited).toHaveLength(1)
       expect(server.gets("m/model.onnx")).toHaveLength(1)
       expect(server.gets("m/weights.bin")).toHaveLength(8)
     }))
 
-  it.scopedLive("a killed downloader: the next process takes over its lock, removes its staging folder, and delivers", () =>
+  it.scopedLive("a killed downloader: the next process takes over its lock and fetches only the parts still missing", () =>
     Effect.gen(function*() {
       const server = yield* S3.make(["models"])
       const weights = new Uint8Array(crypto.randomBytes(128 * 1024 * 1024))
@@ -297,23 +297,32 @@ describe("mlup-storage against S3 (s3rver)", () => {
         cache_dir: cache
       }
       const first = start(["fetch", "-t", "s3", "-k", JSON.stringify(kwargs)])
-      // Wait until the first process is writing into its staging folder, then kill it.
+      // Wait until the first process has two of its eight parts on disk (recorded), then kill it.
+      const recordedParts = () => {
+        const record = listAll(cache).find((file) => /partials\/[^/]+\.json$/.test(file))
+        if (record === undefined) return 0
+        try {
+          return Object.keys(JSON.parse(fs.readFileSync(path.join(cache, record), "utf8")).parts).length
+        } catch {
+          return 0
+        }
+      }
       yield* Effect.promise(async () => {
-        const staged = () =>
-          listAll(cache).some((file) =>
-            /staging-[^/]+\/./.test(file) && fs.statSync(path.join(cache, file)).isFile()
-          )
-        while (!staged()) await new Promise((resolve) => setTimeout(resolve, 5))
+        while (recordedParts() < 2) await new Promise((resolve) => setTimeout(resolve, 5))
       })
       first.child.kill("SIGKILL")
       expect((yield* Effect.promise(() => first.done)).signal).toBe("SIGKILL")
       expect(listAll(cache).some((file) => file.endsWith("lock"))).toBe(true)
+      const kept = recordedParts()
+      const getsBefore = server.gets("m/weights.bin").length
 
       const second = yield* fetchWith("s3", kwargs, "--hash", "--json")
       expect(second.code).toBe(0)
       expect(second.stderr).toContain("Took over the lock")
       expect(JSON.parse(second.stdout).files).toMatchObject([{ name: "weights.bin", sha256: sha256(weights) }])
-      expect(listAll(cache).filter((file) => /staging-/.test(file))).toEqual([])
+      // The parts on disk were kept: only the missing ones were fetched again.
+      expect(server.gets("m/weights.bin").length - getsBefore).toBe(8 - kept)
+      expect(listAll(cache).filter((file) => /staging-|partials\/./.test(file))).toEqual([])
     }))
 })
 
@@ -422,7 +431,7 @@ describe("mlup-storage exit codes", () => {
     }))
 
   for (const [signal, code] of [["SIGINT", Cli.Interrupted], ["SIGTERM", Cli.Terminated]] as const) {
-    it.scopedLive(`${signal} during a download: ${code}, and nothing partial left in the cache or the target`, () =>
+    it.scopedLive(`${signal} during a download: ${code}, nothing in the target, the partial kept in the cache and resumed`, () =>
       Effect.gen(function*() {
         const server = yield* TestServer.make({ chunkSize: 64 * 1024, delayMs: 20 })
         server.put("/m.onnx", model)
@@ -450,8 +459,28 @@ describe("mlup-storage exit codes", () => {
         const run = yield* Effect.promise(() => running.done)
         expect(run.code).toBe(code)
         expect(run.stderr).toContain("interrupted")
-        expect(listAll(cache).filter((file) => !fs.statSync(path.join(cache, file)).isDirectory())).toEqual([])
+        // Nothing under a final name, no lock: only the partial file and its resume record.
+        const files = listAll(cache).filter((file) => !fs.statSync(path.join(cache, file)).isDirectory())
+        expect(files.map((file) => path.basename(file)).sort()).toEqual(["m.onnx.partial", "partial.json"])
         expect(listAll(to)).toEqual([])
+        const kept = fs.statSync(path.join(cache, files.find((file) => file.endsWith(".partial"))!)).size
+        expect(kept).toBeGreaterThan(0)
+
+        // The next run resumes from there.
+        const again = yield* cli([
+          "fetch",
+          "-t",
+          "http",
+          "-k",
+          JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: cache }),
+          "--to",
+          to,
+          "--hash",
+          "--json"
+        ])
+        expect(again.code).toBe(0)
+        expect(JSON.parse(again.stdout).files).toMatchObject([{ name: "m.onnx", sha256: sha256(model) }])
+        expect(server.requests("/m.onnx").at(-1)).toMatchObject({ status: 206, range: `bytes=${kept}-` })
       }))
   }
 })

@@ -1,7 +1,9 @@
-import { describe, expect, it } from "@effect/vitest"
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as esbuild from "esbuild"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { tempDir, writeFiles } from "./helpers.js"
 
@@ -9,13 +11,33 @@ import { tempDir, writeFiles } from "./helpers.js"
 // unprivileged user "nobody" (65534); otherwise as the current user.
 const asUser = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {}
 
+// That user may not reach the checkout (a folder only its owner can read, say
+// mode 0700): the child is bundled into one file, in a folder anyone can read.
+let childDir = ""
+let child = ""
+beforeAll(async () => {
+  childDir = fs.mkdtempSync(path.join(os.tmpdir(), "mlup-storage-child-"))
+  fs.chmodSync(childDir, 0o755)
+  child = path.join(childDir, "load-child.mjs")
+  await esbuild.build({
+    entryPoints: [path.resolve(import.meta.dirname, "fixtures", "load-child.ts")],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    outfile: child,
+    logLevel: "error"
+  })
+  fs.chmodSync(child, 0o644)
+}, 60_000)
+afterAll(() => fs.rmSync(childDir, { recursive: true, force: true }))
+
 const loadInChild = (pathToFiles: string, needLoadFile: boolean) =>
   Effect.sync(() =>
     JSON.parse(
-      execFileSync(process.execPath, ["--import", "tsx", "test/fixtures/load-child.ts", pathToFiles, String(needLoadFile)], {
+      execFileSync(process.execPath, [child, pathToFiles, String(needLoadFile)], {
         ...asUser,
-        encoding: "utf8",
-        env: { ...process.env, TSX_TSCONFIG_PATH: path.resolve("tsconfig.json") }
+        cwd: childDir,
+        encoding: "utf8"
       })
     )
   )

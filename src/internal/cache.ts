@@ -5,9 +5,11 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as crypto from "node:crypto"
+import * as nodeFs from "node:fs/promises"
 import * as os from "node:os"
-import type * as StorageError from "../StorageError.js"
+import * as StorageError from "../StorageError.js"
 import * as errors from "./errors.js"
 
 /**
@@ -39,16 +41,53 @@ export const safeName = (name: string): string => {
 }
 
 /**
- * Writes JSON so that a reader sees the old content or the new, never a part.
+ * Flushes a file (or a folder's entries) to the device: fsync. A folder that
+ * cannot be opened for it (some platforms) is skipped.
+ *
+ * @internal
+ */
+export const sync = (fs: FileSystem.FileSystem, target: string): Effect.Effect<void, StorageError.WriteFailed> =>
+  Effect.scoped(Effect.flatMap(fs.open(target, { flag: "r" }), (handle) => handle.sync)).pipe(
+    Effect.catchIf(
+      (error) => error._tag === "SystemError" && (error.reason === "BadResource" || error.reason === "InvalidData"),
+      () => Effect.void
+    ),
+    Effect.mapError(errors.writeFailed(target, "flush (fsync)"))
+  )
+
+/**
+ * Moves a complete file into place so that it survives a power loss: the file
+ * is flushed before the rename, its folder after.
+ *
+ * @internal
+ */
+export const commit = (
+  fs: FileSystem.FileSystem,
+  from: string,
+  to: string
+): Effect.Effect<void, StorageError.WriteFailed> =>
+  sync(fs, from).pipe(
+    Effect.zipRight(Effect.mapError(fs.rename(from, to), errors.writeFailed(to, "rename into place"))),
+    Effect.zipRight(sync(fs, dirname(to)))
+  )
+
+const dirname = (file: string): string => {
+  const at = Math.max(file.lastIndexOf("/"), file.lastIndexOf("\\"))
+  return at <= 0 ? (at === 0 ? file.slice(0, 1) : ".") : file.slice(0, at)
+}
+
+/**
+ * Writes JSON so that a reader sees the old content or the new, never a part,
+ * and so that it survives a power loss (flushed, renamed, folder flushed).
  *
  * @internal
  */
 export const writeJsonAtomic = (fs: FileSystem.FileSystem, file: string, value: unknown) => {
   const temporary = `${file}.${crypto.randomUUID()}.tmp`
   return fs.writeFileString(temporary, JSON.stringify(value)).pipe(
-    Effect.zipRight(fs.rename(temporary, file)),
-    Effect.tapError(() => Effect.ignore(fs.remove(temporary))),
-    Effect.mapError(errors.writeFailed(file, "write"))
+    Effect.mapError(errors.writeFailed(file, "write")),
+    Effect.zipRight(commit(fs, temporary, file)),
+    Effect.tapError(() => Effect.ignore(fs.remove(temporary)))
   )
 }
 
@@ -73,15 +112,158 @@ export const removeAll = (fs: FileSystem.FileSystem, ...files: ReadonlyArray<str
     discard: true
   })
 
+/**
+ * What a file is on disk, beyond its content: a verified file whose identity
+ * is unchanged need not be hashed again. Any write (even one that restores the
+ * mtime) changes the ctime.
+ *
+ * @internal
+ */
+export type Identity = string
+
+/**
+ * The identity of a file (size, mtime, inode, ctime, in nanoseconds); none
+ * when it cannot be read.
+ *
+ * @internal
+ */
+export const identityOf = (file: string): Effect.Effect<Option.Option<Identity>> =>
+  Effect.tryPromise(() => nodeFs.stat(file, { bigint: true })).pipe(
+    Effect.map((info) => `${info.size}:${info.mtimeNs}:${info.ino}:${info.ctimeNs}`),
+    Effect.option
+  )
+
+/**
+ * The sha256 digests of a file, one per `partSize` bytes (one for the whole
+ * file when `partSize` is its size): how a verified file is recorded, so that
+ * parts downloaded in parallel are hashed as they arrive.
+ *
+ * @internal
+ */
+export const digestsOf = (
+  fs: FileSystem.FileSystem,
+  file: string,
+  partSize: number
+): Effect.Effect<ReadonlyArray<string>, StorageError.PathNotFound | StorageError.PermissionDenied | StorageError.ReadFailed> =>
+  Effect.suspend(() => {
+    const digests: Array<string> = []
+    let hash = crypto.createHash("sha256")
+    let inPart = 0
+    return fs.stream(file, { chunkSize: 1024 * 1024 }).pipe(
+      Stream.runForEach((chunk) =>
+        Effect.sync(() => {
+          let offset = 0
+          while (offset < chunk.byteLength) {
+            const take = Math.min(chunk.byteLength - offset, partSize - inPart)
+            hash.update(chunk.subarray(offset, offset + take))
+            offset += take
+            inPart += take
+            if (inPart === partSize) {
+              digests.push(hash.digest("hex"))
+              hash = crypto.createHash("sha256")
+              inPart = 0
+            }
+          }
+        })
+      ),
+      Effect.mapError(errors.fromPlatformError(file, "read")),
+      Effect.map(() => {
+        if (inPart > 0 || digests.length === 0) digests.push(hash.digest("hex"))
+        return digests
+      })
+    )
+  })
+
+/**
+ * What the cache recorded of a verified file.
+ *
+ * @internal
+ */
+export interface Verified {
+  readonly size: number
+  /** sha256 of each `partSize` bytes (a single digest: of the whole file). */
+  readonly digests: ReadonlyArray<string>
+  readonly partSize: number
+  readonly identity?: Identity | undefined
+}
+
+/**
+ * How a cached file is re-checked: `"changed"` re-hashes it when its identity
+ * on disk differs from the recorded one, `"always"` on every load.
+ *
+ * @internal
+ */
+export type VerifyMode = "changed" | "always"
+
+/**
+ * Checks a cached file against what was recorded when it was verified.
+ * Succeeds with the (possibly new) identity when the file is intact, fails
+ * with the digests it has now when it is not: such a file is never delivered.
+ *
+ * @internal
+ */
+export const checkCached = (
+  fs: FileSystem.FileSystem,
+  file: string,
+  recorded: Verified,
+  mode: VerifyMode
+): Effect.Effect<{ readonly identity: Identity; readonly rehashed: boolean }, { readonly actual: string }> =>
+  Effect.gen(function*() {
+    const identity = yield* identityOf(file)
+    if (Option.isNone(identity)) return yield* Effect.fail({ actual: "no file" })
+    if (!identity.value.startsWith(`${recorded.size}:`)) {
+      return yield* Effect.fail({ actual: `a file of ${identity.value.split(":")[0]} bytes` })
+    }
+    if (mode === "changed" && recorded.identity === identity.value) {
+      return { identity: identity.value, rehashed: false }
+    }
+    const digests = yield* Effect.orElseSucceed(digestsOf(fs, file, recorded.partSize), () => ["unreadable"])
+    if (digests.join(",") !== recorded.digests.join(",")) {
+      return yield* Effect.fail({ actual: digests.length === 1 ? digests[0]! : `parts ${digests.join(",")}` })
+    }
+    // Hashing read the file, not changed it; its identity then is the one to record.
+    return { identity: Option.getOrElse(yield* identityOf(file), () => identity.value), rehashed: true }
+  })
+
+/**
+ * Fails with `InsufficientSpace` when the folder's file system has fewer than
+ * `needed` bytes free (`reclaimable`: bytes the download will free first, a
+ * partial file it replaces). Unknown free space (no statfs) passes.
+ *
+ * @internal
+ */
+export const ensureSpace = (
+  dir: string,
+  needed: number,
+  reclaimable = 0
+): Effect.Effect<void, StorageError.InsufficientSpace> =>
+  Effect.gen(function*() {
+    if (needed <= 0) return
+    const stats = yield* Effect.option(Effect.tryPromise(() => nodeFs.statfs(dir)))
+    if (Option.isNone(stats)) return
+    const available = Number(stats.value.bavail) * Number(stats.value.bsize)
+    if (available + reclaimable < needed) {
+      return yield* new StorageError.InsufficientSpace({ path: dir, needed, available: available + reclaimable })
+    }
+  })
+
 interface LockContent {
   readonly pid: number
   readonly host: string
   readonly token: string
+  readonly since: number
 }
 
-/** How often the holder touches its lock, and after how long a lock of another host is stale. */
-const heartbeat = Duration.seconds(2)
-const staleAfterOnOtherHost = Duration.seconds(30)
+/**
+ * How often the holder touches its lock (the heartbeat); after how long
+ * without one a lock is stale whoever holds it; and, on the same host, after
+ * how long a lock whose pid is gone is stale (a few missed beats: a pid is
+ * only a hint, as containers reuse them and may share a host name).
+ */
+const heartbeat = Duration.seconds(1)
+const staleAfter = Duration.seconds(30)
+const staleAfterDeadPid = Duration.seconds(4)
+const warnEvery = Duration.seconds(10)
 
 const processIsAlive = (pid: number): boolean => {
   try {
@@ -94,87 +276,147 @@ const processIsAlive = (pid: number): boolean => {
 
 /**
  * An exclusive lock on a cache entry, across fibers and processes: a file
- * created with O_EXCL that names its holder. A lock whose holder died (same
- * host: its pid is gone; another host: no heartbeat for 30 s) is taken over,
- * not waited on. Released when the scope closes. Succeeds with whether it had
- * to wait for another holder.
+ * created with O_EXCL that names its holder (pid, host, a random token) and
+ * whose mtime the holder touches every second (the heartbeat).
+ *
+ * A lock is stale, and taken over, when its heartbeat stopped for 30 s
+ * (whatever it names: an empty or unreadable lock file, a pid reused by
+ * another process, a holder on another host), or for 4 s when it names a pid
+ * of this host that is gone. Waiting is logged at WARN with the holder and
+ * how long, and bounded by `timeout` (`LockTimeout`). A lock file that could
+ * be created but not written (a full disk) is still held, by its inode.
+ * Released when the scope closes. Succeeds with whether it had to wait.
  *
  * @internal
  */
 export const lock = (
   fs: FileSystem.FileSystem,
   file: string,
-  location: string
-): Effect.Effect<{ readonly waited: boolean }, StorageError.WriteFailed, Scope.Scope> =>
+  options: { readonly location: string; readonly timeout: Duration.Duration }
+): Effect.Effect<
+  { readonly waited: boolean },
+  StorageError.WriteFailed | StorageError.LockTimeout,
+  Scope.Scope
+> =>
   Effect.gen(function*() {
-    const content: LockContent = { pid: process.pid, host: os.hostname(), token: crypto.randomUUID() }
+    const content: LockContent = {
+      pid: process.pid,
+      host: os.hostname(),
+      token: crypto.randomUUID(),
+      since: Date.now()
+    }
     const text = JSON.stringify(content)
+    const inodeOf = (target: string) =>
+      Effect.map(Effect.option(fs.stat(target)), (info) => Option.flatMap(info, (info) => info.ino))
+
+    // Ours when it holds our token, or (written empty on a full disk) our inode.
+    const isOurs = (ino: Option.Option<number>) =>
+      Effect.gen(function*() {
+        const held = yield* readJson<LockContent>(fs, file)
+        if (Option.isSome(held)) return held.value.token === content.token
+        const now = yield* inodeOf(file)
+        return Option.isSome(now) && Option.isSome(ino) && now.value === ino.value
+      })
 
     // One atomic attempt: the finalizer is registered only if the file was created.
-    const tryCreate = Effect.uninterruptible(
-      fs.writeFileString(file, text, { flag: "wx" }).pipe(
-        Effect.as(true),
+    const tryCreate = Effect.uninterruptible(Effect.scoped(Effect.gen(function*() {
+      const created = yield* fs.open(file, { flag: "wx" }).pipe(
+        Effect.map(Option.some),
         Effect.catchIf(
           (error) => error._tag === "SystemError" && error.reason === "AlreadyExists",
-          () => Effect.succeed(false)
+          () => Effect.succeed(Option.none())
         ),
-        Effect.mapError(errors.writeFailed(file, "create the lock")),
-        Effect.tap((created) =>
-          created
-            ? Effect.addFinalizer(() =>
-              // Only our own lock is removed (a holder presumed dead may have been replaced).
-              readJson<LockContent>(fs, file).pipe(
-                Effect.flatMap((held) =>
-                  Option.isSome(held) && held.value.token === content.token ? removeAll(fs, file) : Effect.void
-                )
-              )
-            )
-            : Effect.void
-        )
+        Effect.mapError(errors.writeFailed(file, "create the lock"))
+      )
+      if (Option.isNone(created)) return Option.none<Option.Option<number>>()
+      const ino = Option.flatMap(yield* Effect.option(created.value.stat), (info) => info.ino)
+      // A full disk may refuse even these bytes: the empty file is still the lock.
+      yield* Effect.ignore(created.value.writeAll(new TextEncoder().encode(text)))
+      return Option.some(ino)
+    }))).pipe(
+      Effect.tap((created) =>
+        Option.isSome(created)
+          ? Effect.addFinalizer(() =>
+            // Only our own lock is removed (a holder presumed dead may have been replaced).
+            Effect.flatMap(isOurs(created.value), (ours) => (ours ? removeAll(fs, file) : Effect.void))
+          )
+          : Effect.void
       )
     )
 
-    const isStale = Effect.gen(function*() {
-      const held = yield* readJson<LockContent>(fs, file)
-      if (Option.isNone(held)) return Option.none<string>()
-      const { host, pid } = held.value
-      if (host === content.host) return processIsAlive(pid) ? Option.none() : Option.some(JSON.stringify(held.value))
+    // Who holds the lock, and whether it is stale.
+    const judge = Effect.gen(function*() {
       const info = yield* Effect.option(fs.stat(file))
-      const modified = Option.flatMap(info, (info) => info.mtime)
-      const age = Option.match(modified, { onNone: () => 0, onSome: (mtime) => Date.now() - mtime.getTime() })
-      return age > Duration.toMillis(staleAfterOnOtherHost) ? Option.some(JSON.stringify(held.value)) : Option.none()
+      if (Option.isNone(info)) return Option.none<{ holder: string; stale: boolean; ino: Option.Option<number> }>()
+      const age = Option.match(info.value.mtime, { onNone: () => 0, onSome: (m) => Date.now() - m.getTime() })
+      const held = yield* readJson<LockContent>(fs, file)
+      const holder = Option.match(held, {
+        onNone: () => "an unknown holder (the lock file is empty or unreadable)",
+        onSome: (held) => `pid ${held.pid} on ${held.host}`
+      })
+      const deadHere = Option.isSome(held) && held.value.host === content.host && !processIsAlive(held.value.pid)
+      const stale = age > Duration.toMillis(staleAfter) ||
+        (deadHere && age > Duration.toMillis(staleAfterDeadPid))
+      return Option.some({ holder: `${holder}, last heartbeat ${(age / 1000).toFixed(1)} s ago`, stale, ino: info.value.ino })
     })
 
     // Takes a dead holder's lock out of the way: moved aside atomically, then
     // checked to be the one judged stale (else put back: it is a new holder's).
-    const takeOver = (stale: string) =>
+    const takeOver = (holder: string, ino: Option.Option<number>) =>
       Effect.gen(function*() {
         const aside = `${file}.${crypto.randomUUID()}.stale`
         const moved = yield* Effect.option(fs.rename(file, aside))
         if (Option.isNone(moved)) return
-        const taken = yield* readJson<LockContent>(fs, aside)
-        if (Option.isSome(taken) && JSON.stringify(taken.value) !== stale) {
+        const taken = yield* inodeOf(aside)
+        if (Option.isNone(ino) || Option.isNone(taken) || taken.value !== ino.value) {
           yield* Effect.ignore(fs.link(aside, file))
+          yield* removeAll(fs, aside)
+          return
         }
         yield* removeAll(fs, aside)
-        yield* Effect.logWarning(`Took over the lock of ${location} from a process that is gone (${stale})`)
+        yield* Effect.logWarning(`Took over the lock of ${options.location} from ${holder}: it is stale`)
       })
 
+    const startedAt = Date.now()
+    let lastWarning = 0
     let waited = false
-    while (!(yield* tryCreate)) {
-      const stale = yield* isStale
-      if (Option.isSome(stale)) {
-        yield* takeOver(stale.value)
-        continue
+    let created = yield* tryCreate
+    while (Option.isNone(created)) {
+      const state = yield* judge
+      if (Option.isSome(state) && state.value.stale) {
+        yield* takeOver(state.value.holder, state.value.ino)
+      } else {
+        const holder = Option.match(state, { onNone: () => "a holder that just left", onSome: (s) => s.holder })
+        const waitedFor = Date.now() - startedAt
+        if (waitedFor >= Duration.toMillis(options.timeout)) {
+          return yield* new StorageError.LockTimeout({
+            location: options.location,
+            lockFile: file,
+            holder,
+            seconds: Math.round(waitedFor / 1000)
+          })
+        }
+        if (!waited || Date.now() - lastWarning >= Duration.toMillis(warnEvery)) {
+          yield* Effect.logWarning(
+            `Waiting for the lock of ${options.location} (${file}), held by ${holder}, for ${
+              (waitedFor / 1000).toFixed(0)
+            } s (giving up after ${Duration.format(options.timeout)})`
+          )
+          lastWarning = Date.now()
+        }
+        waited = true
+        yield* Effect.sleep(Duration.millis(40 + Math.floor(Math.random() * 60)))
       }
-      if (!waited) yield* Effect.logInfo(`Waiting for another process or fiber that is fetching ${location}`)
-      waited = true
-      yield* Effect.sleep(Duration.millis(40 + Math.floor(Math.random() * 60)))
+      created = yield* tryCreate
     }
-    // The heartbeat tells processes on other hosts that the holder is alive.
+    const ino = created.value
+    // The heartbeat tells every other process that the holder is alive; it stops touching a lock that is not ours.
     yield* Effect.forkScoped(
       Effect.repeat(
-        Effect.ignore(Effect.suspend(() => fs.utimes(file, new Date(), new Date()))),
+        Effect.flatMap(isOurs(ino), (ours) =>
+          ours
+            ? Effect.ignore(Effect.suspend(() => fs.utimes(file, new Date(), new Date())))
+            : Effect.logWarning(`The lock of ${options.location} was taken over while this process held it`)),
         Schedule.spaced(heartbeat)
       )
     )

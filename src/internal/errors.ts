@@ -133,7 +133,7 @@ const withoutValue = (message: string, value: unknown): string => {
  *
  * @internal
  */
-export const writeFailed = (path: string, operation: string) =>
+export const writeFailed = (path: string, operation: string, where: "cache" | "target" = "cache") =>
 (
   error: PlatformError.PlatformError
 ): StorageError.WriteFailed => {
@@ -141,24 +141,71 @@ export const writeFailed = (path: string, operation: string) =>
   return new StorageError.WriteFailed({
     path,
     operation,
-    reason: writeReasonFor(code) ?? error.description ?? error.message,
+    reason: writeReasonFor(code, where) ?? error.description ?? error.message,
     ...(code === undefined ? {} : { code }),
     cause: error
   })
 }
 
-const writeReasonFor = (code: string | undefined): string | undefined => {
+const writeReasonFor = (code: string | undefined, where: "cache" | "target"): string | undefined => {
+  // The fix names the folder that was being written: the cache's (cache_dir) or the target's (--to).
+  const elsewhere = where === "cache" ? "point cache_dir at" : "choose"
   switch (code) {
     case "ENOSPC":
-      return "no space left on the device: free some, or point cache_dir elsewhere"
+      return `no space left on the device: free some, or ${elsewhere} another folder`
     case "EDQUOT":
       return "the disk quota is exhausted"
     case "EROFS":
-      return "the file system is read-only: point cache_dir at a writable folder"
+      return `the file system is read-only: ${elsewhere} a writable folder`
     case "EACCES":
     case "EPERM":
-      return "permission denied: point cache_dir at a folder this process may write"
+      return `permission denied: ${elsewhere} a folder this process may write, or fix its permissions`
     default:
       return reasonFor(code)
   }
 }
+
+/** Query parameters whose values are secrets: signatures, credentials, tokens, keys (presigned S3, GCS, Azure SAS). */
+const secretParameter = /sig|signature|credential|token|key|secret|password|passwd|auth/i
+
+/**
+ * A URL as it may be shown: credentials (`user:pass@`) and the values of
+ * secret query parameters (presigned S3 / GCS URLs, Azure SAS, tokens) are
+ * replaced by `REDACTED`. Anything that is not a URL is returned as is.
+ *
+ * @internal
+ */
+export const redactUrl = (text: string): string => {
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    return text
+  }
+  let changed = false
+  if (url.username !== "" || url.password !== "") {
+    url.username = "REDACTED"
+    url.password = ""
+    changed = true
+  }
+  for (const name of [...new Set(url.searchParams.keys())]) {
+    if (secretParameter.test(name)) {
+      url.searchParams.set(name, "REDACTED")
+      changed = true
+    }
+  }
+  return changed ? url.href : text
+}
+
+/**
+ * Text with every URL in it redacted (see `redactUrl`): the last guard before
+ * a message, a log line or JSON output leaves the process.
+ *
+ * @internal
+ */
+export const redactText = (text: string): string =>
+  text.replace(/\b[a-z][a-z0-9+.-]*:\/\/[^\s"'<>]+/gi, (match) => {
+    // Trailing punctuation belongs to the sentence, not the URL.
+    const trail = /[),.;:\]]+$/.exec(match)?.[0] ?? ""
+    return redactUrl(match.slice(0, match.length - trail.length)) + trail
+  })

@@ -19,23 +19,30 @@ import * as transfer from "./transfer.js"
 /**
  * What the cache knows of a complete, verified file. Written after the file is
  * in place, removed before it is replaced: a file without it is not trusted.
+ * Holds the URL's key, not the URL (which may carry credentials).
  *
  * @internal
  */
 export interface Meta {
-  readonly url: string
+  readonly key: string
   readonly name: string
   readonly size: number
   readonly sha256: string
   readonly etag?: string
   readonly lastModified?: string
   readonly fetchedAt: number
+  /** The file's identity on disk when it was last verified. */
+  readonly identity?: cache.Identity
 }
 
-/** What a partial download needs to resume: the validator for If-Range. */
+/**
+ * What a partial download needs to resume: the validator it was started with
+ * (a strong ETag, else Last-Modified) and the total size the server announced.
+ */
 interface PartialMeta {
-  readonly url: string
+  readonly key: string
   readonly validator: string
+  readonly kind: "etag" | "last-modified"
   readonly total?: number
 }
 
@@ -48,6 +55,8 @@ export interface FetchOptions {
   readonly schedule: Schedule.Schedule<unknown, transfer.Retryable>
   readonly maxRetryAfter: Duration.Duration
   readonly offline: boolean
+  readonly lockTimeout: Duration.Duration
+  readonly verify: cache.VerifyMode
 }
 
 /** @internal */
@@ -102,9 +111,12 @@ const statusFailure = (url: string, response: HttpClientResponse.HttpClientRespo
 
 /**
  * Fetches one URL into the cache and returns the cached file. Under the
- * entry's lock: reuses a cached copy the server confirms (304), resumes a
- * partial download with Range + If-Range, streams the body into a staging
- * file while hashing it, verifies it, and only then renames it into place.
+ * entry's lock: re-checks a cached copy (re-hashed when its identity on disk
+ * changed) and reuses it when the server confirms it (304); resumes a partial
+ * download with Range + If-Range, and accepts the 206 only when it carries
+ * the partial's validator and total size (else starts over); checks the free
+ * space before the body; streams the body into a staging file while hashing
+ * it, verifies it, flushes it and only then renames it into place.
  *
  * @internal
  */
@@ -122,51 +134,88 @@ export const fetch = (
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const client = yield* HttpClient.HttpClient
+    // What messages, logs and progress show: never the URL's credentials or signature.
+    const location = errors.redactUrl(url)
+    const key = cache.keyOf(url)
     const name = nameOf(url)
-    const dir = path.join(options.cacheDir, "http", cache.keyOf(url))
+    const dir = path.join(options.cacheDir, "http", key)
     const file = path.join(dir, name)
     const metaFile = path.join(dir, "meta.json")
     const partial = path.join(dir, `${name}.partial`)
     const partialMetaFile = path.join(dir, "partial.json")
-    const progress = tracker.file(url, name)
+    const progress = tracker.file(location, name)
     const expected = expectedSha256?.toLowerCase()
 
     const readMeta = Effect.gen(function*() {
       const meta = yield* cache.readJson<Meta>(fs, metaFile)
-      if (Option.isNone(meta) || meta.value.url !== url || meta.value.name !== name) return Option.none<Meta>()
-      const info = yield* Effect.option(fs.stat(file))
-      return Option.isSome(info) && Number(info.value.size) === meta.value.size ? meta : Option.none<Meta>()
+      if (Option.isNone(meta) || meta.value.key !== key || meta.value.name !== name) return Option.none<Meta>()
+      return expected === undefined || meta.value.sha256 === expected ? meta : Option.none<Meta>()
     })
+
+    // A cached copy is delivered only when it is still what was verified:
+    // re-hashed when its identity changed (or always, with verify "always").
+    const recheck = (meta: Meta) =>
+      cache.checkCached(
+        fs,
+        file,
+        { size: meta.size, digests: [meta.sha256], partSize: Math.max(1, meta.size), identity: meta.identity },
+        options.verify
+      ).pipe(
+        Effect.tap(({ identity, rehashed }) =>
+          rehashed && identity !== meta.identity
+            ? Effect.ignore(cache.writeJsonAtomic(fs, metaFile, { ...meta, identity } satisfies Meta))
+            : Effect.void
+        ),
+        Effect.as(meta)
+      )
+    const corrupted = (meta: Meta, actual: string) =>
+      new StorageError.ChecksumMismatch({
+        location: `${location} (the cached copy in ${file})`,
+        algorithm: "sha256",
+        expected: meta.sha256,
+        actual
+      })
 
     const fromCache = (meta: Meta) =>
       Effect.as(progress.cached(meta.size), { file, name, size: meta.size } satisfies Fetched)
 
     if (options.offline) {
       const meta = yield* readMeta
-      if (Option.isSome(meta) && (expected === undefined || meta.value.sha256 === expected)) {
-        return yield* fromCache(meta.value)
+      if (Option.isNone(meta)) {
+        return yield* new StorageError.NotCached({ location, cacheDir: options.cacheDir })
       }
-      return yield* new StorageError.NotCached({ location: url, cacheDir: options.cacheDir })
+      const checked = yield* Effect.either(recheck(meta.value))
+      if (checked._tag === "Left") {
+        yield* cache.removeAll(fs, metaFile, file)
+        return yield* corrupted(meta.value, checked.left.actual)
+      }
+      return yield* fromCache(meta.value)
     }
 
     yield* cache.ensureDir(fs, dir)
     const waitStarted = Date.now()
 
     return yield* Effect.scoped(Effect.gen(function*() {
-      const { waited } = yield* cache.lock(fs, path.join(dir, "lock"), url)
-      const cached = Option.filter(
-        yield* readMeta,
-        (meta) => expected === undefined || meta.sha256 === expected
-      )
+      const { waited } = yield* cache.lock(fs, path.join(dir, "lock"), { location, timeout: options.lockTimeout })
+      let cached = yield* readMeta
+      if (Option.isSome(cached)) {
+        const checked = yield* Effect.either(recheck(cached.value))
+        if (checked._tag === "Left") {
+          yield* Effect.logWarning(
+            `The cached copy of ${location} (${file}) changed on disk (${corrupted(cached.value, checked.left.actual).message}); fetching it again`
+          )
+          yield* cache.removeAll(fs, metaFile, file)
+          cached = Option.none()
+        }
+      }
       // Another process or fiber fetched it while this one waited: nothing to ask the server.
       if (waited && Option.isSome(cached) && cached.value.fetchedAt >= waitStarted) {
         return yield* fromCache(cached.value)
       }
 
-      const writeError = (target: string, operation: string) => errors.writeFailed(target, operation)
-
-      // A verified staging file goes into place. The old metadata goes first, so
-      // no moment pairs a new file with old metadata.
+      // A verified staging file goes into place (flushed, renamed, folder
+      // flushed). The old metadata goes first, so no moment pairs a new file
+      // with old metadata.
       const complete = (
         written: number,
         digest: string,
@@ -176,22 +225,24 @@ export const fetch = (
           if (expected !== undefined && digest !== expected) {
             yield* cache.removeAll(fs, partial, partialMetaFile)
             return yield* new StorageError.ChecksumMismatch({
-              location: url,
+              location,
               algorithm: "sha256",
               expected,
               actual: digest
             })
           }
           yield* cache.removeAll(fs, metaFile)
-          yield* Effect.mapError(fs.rename(partial, file), writeError(file, "rename into place"))
+          yield* cache.commit(fs, partial, file)
+          const identity = yield* cache.identityOf(file)
           const meta: Meta = {
-            url,
+            key,
             name,
             size: written,
             sha256: digest,
             ...(validators.etag === undefined ? {} : { etag: validators.etag }),
             ...(validators.lastModified === undefined ? {} : { lastModified: validators.lastModified }),
-            fetchedAt: Date.now()
+            fetchedAt: Date.now(),
+            ...(Option.isSome(identity) ? { identity: identity.value } : {})
           }
           yield* cache.writeJsonAtomic(fs, metaFile, meta)
           yield* cache.removeAll(fs, partialMetaFile)
@@ -206,67 +257,105 @@ export const fetch = (
           Effect.as(hash)
         )
 
+      const sizeOf = (target: string) =>
+        Effect.map(Effect.option(fs.stat(target)), Option.match({ onNone: () => 0, onSome: (info) => Number(info.size) }))
+
+      // Conditions go to every hop; the caller's headers (secrets) only to the URL's own origin.
+      const origin = new URL(url).origin
+      const send = (target: string, conditions: Record<string, string>) =>
+        client.execute(
+          HttpClientRequest.get(target).pipe(
+            HttpClientRequest.setHeaders(
+              new URL(target).origin === origin
+                ? Object.fromEntries(
+                  Object.entries(options.headers).map(([key, value]) => [key, Redacted.value(value)])
+                )
+                : {}
+            ),
+            HttpClientRequest.setHeaders(conditions)
+          )
+        ).pipe(
+          Effect.timeoutFail({
+            duration: options.connectTimeout,
+            onTimeout: () =>
+              new transfer.Retryable({ reason: `no response within ${Duration.format(options.connectTimeout)}` })
+          }),
+          Effect.catchTags({
+            RequestError: (error) =>
+              Effect.fail(
+                new transfer.Retryable({ reason: `request failed: ${errors.redactText(String(error.cause ?? error.message))}` })
+              ),
+            ResponseError: (error) =>
+              Effect.fail(
+                new transfer.Retryable({ reason: `bad response: ${errors.redactText(String(error.cause ?? error.message))}` })
+              )
+          })
+        )
+
+      // One request, redirects followed.
+      const request = (conditions: Record<string, string>) =>
+        Effect.gen(function*() {
+          let response = yield* send(url, conditions)
+          for (let hops = 0; isRedirect(response.status) && response.headers["location"] !== undefined; hops++) {
+            if (hops === maxRedirects) {
+              return yield* new StorageError.RequestRejected({
+                location,
+                status: response.status,
+                reason: `more than ${maxRedirects} redirects`
+              })
+            }
+            yield* Effect.ignore(response.text)
+            response = yield* send(new URL(response.headers["location"], response.request.url).href, conditions)
+          }
+          return response
+        })
+
       const attempt = Effect.gen(function*() {
         // A partial file is resumed only with the validator it was started with.
-        const partialMeta = Option.filter(
+        let partialMeta = Option.filter(
           yield* cache.readJson<PartialMeta>(fs, partialMetaFile),
-          (meta) => meta.url === url
+          (meta) => meta.key === key && (meta.kind === "etag" || meta.kind === "last-modified")
         )
-        const partialSize = Option.isSome(partialMeta)
-          ? Option.match(yield* Effect.option(fs.stat(partial)), {
-            onNone: () => 0,
-            onSome: (info) => Number(info.size)
-          })
-          : 0
+        let partialSize = Option.isSome(partialMeta) ? yield* sizeOf(partial) : 0
 
-        // Conditions and range go to every hop; the caller's headers (secrets) only to the URL's own origin.
         const conditions: Record<string, string> = { "accept-encoding": "identity" }
         if (Option.isSome(cached)) {
           if (cached.value.etag !== undefined) conditions["if-none-match"] = cached.value.etag
           else if (cached.value.lastModified !== undefined) conditions["if-modified-since"] = cached.value.lastModified
         }
-        if (partialSize > 0 && Option.isSome(partialMeta)) {
-          conditions["range"] = `bytes=${partialSize}-`
-          conditions["if-range"] = partialMeta.value.validator
-        }
-        const origin = new URL(url).origin
-        const send = (target: string) =>
-          client.execute(
-            HttpClientRequest.get(target).pipe(
-              HttpClientRequest.setHeaders(
-                new URL(target).origin === origin
-                  ? Object.fromEntries(
-                    Object.entries(options.headers).map(([key, value]) => [key, Redacted.value(value)])
-                  )
-                  : {}
-              ),
-              HttpClientRequest.setHeaders(conditions)
-            )
-          ).pipe(
-            Effect.timeoutFail({
-              duration: options.connectTimeout,
-              onTimeout: () =>
-                new transfer.Retryable({ reason: `no response within ${Duration.format(options.connectTimeout)}` })
-            }),
-            Effect.catchTags({
-              RequestError: (error) =>
-                Effect.fail(new transfer.Retryable({ reason: `request failed: ${error.cause ?? error.message}` })),
-              ResponseError: (error) =>
-                Effect.fail(new transfer.Retryable({ reason: `bad response: ${error.cause ?? error.message}` }))
-            })
-          )
+        const resumeConditions = (meta: PartialMeta): Record<string, string> => ({
+          ...conditions,
+          range: `bytes=${partialSize}-`,
+          "if-range": meta.validator
+        })
+        const resumeFrom = partialSize > 0 ? Option.getOrUndefined(partialMeta) : undefined
+        let response = yield* request(resumeFrom !== undefined ? resumeConditions(resumeFrom) : conditions)
 
-        let response = yield* send(url)
-        for (let hops = 0; isRedirect(response.status) && response.headers["location"] !== undefined; hops++) {
-          if (hops === maxRedirects) {
-            return yield* new StorageError.RequestRejected({
-              location: url,
-              status: response.status,
-              reason: `more than ${maxRedirects} redirects`
-            })
+        // A 206 is appended to the partial file only when it continues the same
+        // version: the partial's validator and total size, from the partial's
+        // end. A server that ignores If-Range answers a newer version with 206
+        // all the same: then the partial goes, and the download starts over.
+        if (response.status === 206 && resumeFrom !== undefined) {
+          const range = parseContentRange(response.headers["content-range"])
+          const meta = resumeFrom
+          const validatorNow = meta.kind === "etag"
+            ? strongEtag(response.headers["etag"])
+            : response.headers["last-modified"]
+          const mismatch = range === undefined || range.start !== partialSize
+            ? "the server answered another range"
+            : validatorNow !== meta.validator
+            ? `the server's ${meta.kind === "etag" ? "ETag" : "Last-Modified"} is now ${validatorNow ?? "absent"}, not ${meta.validator}`
+            : meta.total !== undefined && range.total !== meta.total
+            ? `the total size is now ${range.total ?? "unknown"}, not ${meta.total}`
+            : undefined
+          if (mismatch !== undefined) {
+            yield* Effect.ignore(response.text)
+            yield* Effect.logWarning(`Not resuming ${location}: ${mismatch}; starting over from byte 0`)
+            yield* cache.removeAll(fs, partial, partialMetaFile)
+            partialMeta = Option.none()
+            partialSize = 0
+            response = yield* request(conditions)
           }
-          yield* Effect.ignore(response.text)
-          response = yield* send(new URL(response.headers["location"], response.request.url).href)
         }
 
         if (response.status === 304 && Option.isSome(cached)) {
@@ -276,14 +365,19 @@ export const fetch = (
         if (response.status === 416) {
           yield* Effect.ignore(response.text)
           const range = parseContentRange(response.headers["content-range"])
-          if (partialSize > 0 && Option.isSome(partialMeta) && range?.total === partialSize) {
+          const validatorNow = Option.isSome(partialMeta) && partialMeta.value.kind === "etag"
+            ? strongEtag(response.headers["etag"])
+            : response.headers["last-modified"]
+          if (
+            partialSize > 0 && Option.isSome(partialMeta) && range?.total === partialSize &&
+            (validatorNow === undefined || validatorNow === partialMeta.value.validator)
+          ) {
             // The partial file already holds every byte (the last attempt ended
             // after the body, on a wrong Content-Length): verify it and finish.
-            const validator = partialMeta.value.validator
-            const quoted = validator.startsWith("\"")
+            const meta = partialMeta.value
             return yield* complete(partialSize, (yield* hashOf(partial, crypto.createHash("sha256"))).digest("hex"), {
-              etag: quoted ? validator : undefined,
-              lastModified: quoted ? undefined : validator
+              etag: meta.kind === "etag" ? meta.validator : undefined,
+              lastModified: meta.kind === "last-modified" ? meta.validator : undefined
             })
           }
           // The partial file is no prefix of what the server has now: start over.
@@ -291,7 +385,7 @@ export const fetch = (
           return yield* new transfer.Retryable({ reason: "the server refused to resume (416); starting over" })
         }
         if (response.status !== 200 && response.status !== 206) {
-          return yield* Effect.zipRight(Effect.ignore(response.text), Effect.fail(statusFailure(url, response)))
+          return yield* Effect.zipRight(Effect.ignore(response.text), Effect.fail(statusFailure(location, response)))
         }
 
         let start = 0
@@ -299,26 +393,39 @@ export const fetch = (
         const contentLength = response.headers["content-length"]
         if (response.status === 206) {
           const range = parseContentRange(response.headers["content-range"])
-          if (range === undefined || range.start !== partialSize) {
+          if (!(partialSize > 0 && Option.isSome(partialMeta)) || range === undefined || range.start !== partialSize) {
+            yield* Effect.ignore(response.text)
             yield* cache.removeAll(fs, partial, partialMetaFile)
-            return yield* new transfer.Retryable({ reason: "the server answered a different range; starting over" })
+            return yield* new transfer.Retryable({ reason: "the server answered a range that was not asked for; starting over" })
           }
           start = partialSize
           total = range.total
         } else {
           // 200: a new file, or a server that ignores Range: start from byte 0.
+          // The old partial goes first, so that its space is free for the new one.
           total = contentLength === undefined ? undefined : Number(contentLength)
+          if (partialSize > 0 || Option.isSome(partialMeta)) yield* cache.removeAll(fs, partial, partialMetaFile)
+          partialSize = 0
         }
 
-        const validator = strongEtag(response.headers["etag"]) ?? response.headers["last-modified"]
-        if (validator !== undefined) {
-          yield* cache.writeJsonAtomic(fs, partialMetaFile, {
-            url,
-            validator,
-            ...(total === undefined ? {} : { total })
-          } satisfies PartialMeta)
-        } else {
-          yield* cache.removeAll(fs, partialMetaFile)
+        // Is there room for the rest? Checked before any byte is written.
+        if (total !== undefined) {
+          yield* Effect.catchAll(cache.ensureSpace(dir, total - start), (error) =>
+            Effect.zipRight(Effect.ignore(response.text), Effect.fail(error)))
+        }
+
+        // The resume record is written only when it changes (on a full disk
+        // even this small write may fail: a resume must not need it).
+        const etag = strongEtag(response.headers["etag"])
+        const lastModified = response.headers["last-modified"]
+        const record: PartialMeta | undefined = etag !== undefined
+          ? { key, validator: etag, kind: "etag", ...(total === undefined ? {} : { total }) }
+          : lastModified !== undefined
+          ? { key, validator: lastModified, kind: "last-modified", ...(total === undefined ? {} : { total }) }
+          : undefined
+        if (start === 0) {
+          if (record !== undefined) yield* cache.writeJsonAtomic(fs, partialMetaFile, record)
+          else yield* cache.removeAll(fs, partialMetaFile)
         }
 
         const hash = crypto.createHash("sha256")
@@ -344,12 +451,12 @@ export const fetch = (
             stallTimeout: options.stallTimeout
           })
           : Effect.scoped(Effect.flatMap(
-            Effect.mapError(fs.open(partial, { flag: start > 0 ? "a" : "w" }), writeError(partial, "open")),
+            Effect.mapError(fs.open(partial, { flag: start > 0 ? "a" : "w" }), errors.writeFailed(partial, "open")),
             (handle) =>
               transfer.drain({
                 body: Stream.mapError(response.stream, (error) =>
                   new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })),
-                write: (bytes) => Effect.mapError(handle.writeAll(bytes), writeError(partial, "write")),
+                write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(partial, "write")),
                 onBytes,
                 progress,
                 stallTimeout: options.stallTimeout
@@ -363,21 +470,16 @@ export const fetch = (
           yield* cache.removeAll(fs, partial, partialMetaFile)
           return yield* new transfer.Retryable({ reason: `the body had ${written} bytes, more than the ${total} announced` })
         }
-        return yield* complete(written, hash.digest("hex"), {
-          etag: strongEtag(response.headers["etag"]),
-          lastModified: response.headers["last-modified"]
-        })
+        return yield* complete(written, hash.digest("hex"), { etag, lastModified })
       })
 
+      // Interrupted or failed: the partial file stays in the cache (never
+      // under the final name), with its resume record: the next run resumes it.
       return yield* transfer.retrying({
-        location: url,
+        location,
         schedule: options.schedule,
         maxRetryAfter: options.maxRetryAfter,
         attempt
-      }).pipe(
-        // Interrupted: no staging file is left behind (a killed process leaves
-        // one, which the next run resumes).
-        Effect.onInterrupt(() => cache.removeAll(fs, partial, partialMetaFile))
-      )
+      })
     }))
   })

@@ -68,6 +68,8 @@ export const drain = (options: {
       const out = fs.createWriteStream(options.file, {
         flags: options.flags,
         highWaterMark,
+        // fsync before close: bytes reported written are on the device (a resume, a rename, trust them).
+        flush: true,
         ...(options.start === undefined ? {} : { start: options.start })
       })
       out.on("error", (error) => (writeError = error))
@@ -108,7 +110,12 @@ export const drain = (options: {
               new StorageError.WriteFailed({
                 path: options.file,
                 operation: "write",
-                reason: writeError.code === "ENOSPC" ? "no space left on the device" : writeError.message,
+                reason: writeError.code === "ENOSPC" || writeError.code === "EDQUOT"
+                  ? "no space left on the device: free some, or point cache_dir elsewhere (the partial file " +
+                    "stays in the cache, and the next run resumes it)"
+                  : writeError.code === "EFBIG"
+                  ? "the file is larger than this process may write (ulimit -f)"
+                  : writeError.message,
                 ...(writeError.code === undefined ? {} : { code: writeError.code }),
                 cause: writeError
               })

@@ -40,6 +40,8 @@ export interface Settings {
   readonly stallTimeout: Duration.Duration
   readonly schedule: Schedule.Schedule<unknown, transfer.Retryable>
   readonly offline: boolean
+  readonly lockTimeout: Duration.Duration
+  readonly verify: cache.VerifyMode
 }
 
 /** One object of a snapshot: where it came from and what it was. */
@@ -50,10 +52,31 @@ interface Entry {
   readonly etag: string
 }
 
+/** One file of a published snapshot: its object, and how it was verified. */
+interface Recorded extends Entry {
+  readonly digests: ReadonlyArray<string>
+  readonly partSize: number
+  readonly identity?: cache.Identity | undefined
+}
+
 /** What `current.json` says: the complete snapshot now visible. */
 interface Manifest {
+  readonly version: 2
   readonly snapshot: string
-  readonly files: ReadonlyArray<Entry>
+  readonly files: ReadonlyArray<Recorded>
+}
+
+/**
+ * The resume record of a large object downloaded in ranged parts: the
+ * version (ETag, size) and part size it was started with, and the sha256 of
+ * each part already on disk (flushed before it was recorded).
+ */
+interface PartsRecord {
+  readonly key: string
+  readonly etag: string
+  readonly size: number
+  readonly partSize: number
+  readonly parts: Readonly<Record<string, string>>
 }
 
 /** @internal */
@@ -193,22 +216,55 @@ export const make = (settings: Settings) =>
         size: entry.size
       }))
 
+    const partialsDir = path.join(entryDir, "partials")
+    const partialOf = (entry: Entry) => {
+      const base = path.join(partialsDir, cache.keyOf(entry.key))
+      return { data: `${base}.part`, record: `${base}.json` }
+    }
+
+    // What a large object's partial file already holds, from an earlier run
+    // (killed, interrupted, failed): the parts recorded for this very version,
+    // re-hashed. Anything else is removed.
+    const resumable = (entry: Entry) =>
+      Effect.gen(function*() {
+        const { data, record } = partialOf(entry)
+        const held = yield* cache.readJson<PartsRecord>(fs, record)
+        const info = yield* Effect.option(fs.stat(data))
+        if (
+          Option.isNone(held) || Option.isNone(info) || held.value.key !== entry.key ||
+          held.value.etag !== entry.etag || held.value.size !== entry.size ||
+          held.value.partSize !== settings.partSize || Number(info.value.size) !== entry.size
+        ) {
+          yield* cache.removeAll(fs, data, record)
+          return new Map<number, string>()
+        }
+        const parts = new Map<number, string>()
+        const digests = yield* Effect.orElseSucceed(cache.digestsOf(fs, data, settings.partSize), () => [])
+        for (const [index, digest] of Object.entries(held.value.parts)) {
+          if (digests[Number(index)] === digest) parts.set(Number(index), digest)
+        }
+        return parts
+      })
+
     // One object into `target`: one streamed GET (with MD5 checked when the
-    // ETag is one), or, when large, parallel ranged GETs pinned to the ETag.
+    // ETag is one), or, when large, parallel ranged GETs pinned to the ETag
+    // into a partial file that survives the run (each part recorded once it
+    // is flushed), so that a later run fetches only the parts still missing.
+    // Succeeds with the sha256 digests of the file, one per part.
     const download = (entry: Entry, target: string, tracker: transfer.Tracker) =>
       Effect.gen(function*() {
         const location = `s3://${settings.bucket}/${entry.key}`
         const progress = tracker.file(location, entry.name)
         yield* cache.ensureDir(fs, path.dirname(target))
-        yield* progress.start(entry.size, 0)
         const bodyOf = (output: GetObjectCommandOutput) =>
           Stream.fromAsyncIterable(
             output.Body as AsyncIterable<Uint8Array>,
             (cause) => new transfer.Retryable({ reason: `the body was cut off: ${String(cause)}` })
           )
         // One GET of [start, end) (the whole object when end is undefined) into
-        // its place in the file. A retry starts the range over, with a fresh hash.
-        const writeRange = (start: number, end: number | undefined, hashWith?: string) =>
+        // its place in the file, hashed with each of `algorithms`. A retry starts
+        // the range over, with fresh hashes.
+        const writeRange = (file: string, start: number, end: number | undefined, algorithms: ReadonlyArray<string>) =>
           Effect.scoped(Effect.gen(function*() {
             const output = yield* Effect.mapError(
               s3.getObject({
@@ -228,13 +284,15 @@ export const make = (settings: Settings) =>
                 actual: output.ETag
               })
             }
-            const hash = hashWith === undefined ? undefined : crypto.createHash(hashWith)
-            const onBytes = (chunk: Uint8Array) => hash?.update(chunk)
+            const hashes = algorithms.map((algorithm) => crypto.createHash(algorithm))
+            const onBytes = (chunk: Uint8Array) => {
+              for (const hash of hashes) hash.update(chunk)
+            }
             const flags = end === undefined ? "w" as const : "r+" as const
             const written = nodeDrain.isNodeReadable(output.Body)
               ? yield* nodeDrain.drain({
                 body: output.Body,
-                file: target,
+                file,
                 flags,
                 start,
                 onBytes,
@@ -244,53 +302,81 @@ export const make = (settings: Settings) =>
                 ...(end === undefined ? {} : { highWaterMark: 64 * 1024 })
               })
               : yield* Effect.flatMap(
-                Effect.mapError(fs.open(target, { flag: flags }), errors.writeFailed(target, "open")),
+                Effect.mapError(fs.open(file, { flag: flags }), errors.writeFailed(file, "open")),
                 (handle) =>
                   Effect.zipRight(
                     handle.seek(start, "start"),
                     transfer.drain({
                       body: bodyOf(output),
-                      write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(target, "write")),
+                      write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(file, "write")),
                       onBytes,
                       progress,
                       stallTimeout: settings.stallTimeout
-                    })
+                    }).pipe(Effect.zipLeft(Effect.mapError(handle.sync, errors.writeFailed(file, "flush (fsync)"))))
                   )
               )
             const expected = (end ?? entry.size) - start
             if (written !== expected) {
               return yield* new transfer.Retryable({ reason: `got ${written} of ${expected} bytes` })
             }
-            return hash?.digest("hex")
+            return hashes.map((hash) => hash.digest("hex"))
           }))
 
         if (entry.size < settings.multipartThreshold) {
+          yield* progress.start(entry.size, 0)
           const md5 = /^"?[0-9a-f]{32}"?$/.test(entry.etag)
-          const actual = yield* retrying(location, writeRange(0, undefined, md5 ? "md5" : undefined))
+          const [sha256, actual] = yield* retrying(location, writeRange(target, 0, undefined, md5 ? ["sha256", "md5"] : ["sha256"]))
           const expected = entry.etag.replace(/"/g, "")
           if (actual !== undefined && actual !== expected) {
             yield* cache.removeAll(fs, target)
             return yield* new StorageError.ChecksumMismatch({ location, algorithm: "md5 (ETag)", expected, actual })
           }
-        } else {
-          // The whole file exists at its size first; each part writes its own range.
-          yield* Effect.scoped(Effect.flatMap(
-            Effect.mapError(fs.open(target, { flag: "w" }), errors.writeFailed(target, "open")),
-            (handle) => Effect.mapError(handle.truncate(entry.size), errors.writeFailed(target, "allocate"))
-          ))
-          const parts = Math.ceil(entry.size / settings.partSize)
-          yield* Effect.forEach(
-            Array.from({ length: parts }, (_, i) => i),
-            (i) => {
-              const start = i * settings.partSize
-              const end = Math.min(entry.size, start + settings.partSize)
-              return retrying(location, writeRange(start, end))
-            },
-            { concurrency: settings.partConcurrency, discard: true }
-          )
+          yield* progress.finish(entry.size)
+          return { digests: [sha256!], partSize: Math.max(1, entry.size) }
         }
-        const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat"))
+
+        const { data, record } = partialOf(entry)
+        const done = yield* resumable(entry)
+        const count = Math.ceil(entry.size / settings.partSize)
+        if (done.size === 0) {
+          // The whole file exists at its size first; each part writes its own range.
+          yield* cache.ensureDir(fs, partialsDir)
+          yield* Effect.scoped(Effect.flatMap(
+            Effect.mapError(fs.open(data, { flag: "w" }), errors.writeFailed(data, "open")),
+            (handle) => Effect.mapError(handle.truncate(entry.size), errors.writeFailed(data, "allocate"))
+          ))
+        } else {
+          yield* Effect.logInfo(`Resuming ${location}: ${done.size} of ${count} parts are already in the cache`)
+        }
+        const partBytes = (i: number) => Math.min(entry.size, (i + 1) * settings.partSize) - i * settings.partSize
+        yield* progress.start(entry.size, [...done.keys()].reduce((sum, i) => sum + partBytes(i), 0))
+        // Parts are recorded one at a time, each once it is on the device.
+        const recordLock = yield* Effect.makeSemaphore(1)
+        const writeRecord = Effect.suspend(() =>
+          cache.writeJsonAtomic(fs, record, {
+            key: entry.key,
+            etag: entry.etag,
+            size: entry.size,
+            partSize: settings.partSize,
+            parts: Object.fromEntries([...done].map(([index, sha]) => [String(index), sha]))
+          } satisfies PartsRecord)
+        )
+        const recordPart = (i: number, digest: string) =>
+          recordLock.withPermits(1)(Effect.zipRight(Effect.sync(() => done.set(i, digest)), writeRecord))
+        if (done.size === 0) yield* writeRecord
+        yield* Effect.forEach(
+          Array.from({ length: count }, (_, i) => i).filter((i) => !done.has(i)),
+          (i) => {
+            const start = i * settings.partSize
+            const end = Math.min(entry.size, start + settings.partSize)
+            return Effect.flatMap(retrying(location, writeRange(data, start, end, ["sha256"])), ([digest]) =>
+              recordPart(i, digest!))
+          },
+          { concurrency: settings.partConcurrency, discard: true }
+        )
+        const info = yield* Effect.mapError(fs.stat(data), errors.fromPlatformError(data, "stat"))
         if (Number(info.size) !== entry.size) {
+          yield* cache.removeAll(fs, data, record)
           return yield* new StorageError.ChecksumMismatch({
             location,
             algorithm: "size",
@@ -298,62 +384,135 @@ export const make = (settings: Settings) =>
             actual: String(info.size)
           })
         }
+        yield* cache.commit(fs, data, target)
+        yield* cache.removeAll(fs, record)
         yield* progress.finish(entry.size)
+        return {
+          digests: Array.from({ length: count }, (_, i) => done.get(i)!),
+          partSize: settings.partSize
+        }
       })
+
+    // A file of the current snapshot, checked as the HTTP cache checks its
+    // files: re-hashed when its identity changed (or always).
+    const check = (file: string, recorded: Recorded) =>
+      Effect.either(cache.checkCached(fs, file, recorded, settings.verify))
+
+    const fileOf = (snapshot: string, entry: Entry) => path.join(entryDir, "snapshots", snapshot, ...entry.name.split("/"))
+    const readManifest = Effect.map(
+      cache.readJson<Manifest>(fs, manifestFile),
+      Option.filter((manifest) => manifest.version === 2)
+    )
+    // The identities of a published snapshot's files, as they are now (after every link and rename).
+    const withIdentities = (manifest: Manifest) =>
+      Effect.map(
+        Effect.forEach(manifest.files, (entry) => cache.identityOf(fileOf(manifest.snapshot, entry))),
+        (identities): Manifest => ({
+          ...manifest,
+          files: manifest.files.map((entry, i) => ({ ...entry, identity: Option.getOrUndefined(identities[i]!) }))
+        })
+      )
 
     const load: Effect.Effect<ReadonlyArray<Delivered>, StorageError.StorageError> = Effect.gen(function*() {
       const tracker = yield* transfer.makeTracker
       if (settings.offline) {
-        const manifest = yield* cache.readJson<Manifest>(fs, manifestFile)
+        const manifest = yield* readManifest
         if (Option.isNone(manifest)) {
           return yield* new StorageError.NotCached({ location: base, cacheDir: settings.cacheDir })
         }
-        const files = fromManifest({
-          ...manifest.value,
-          files: manifest.value.files.filter((entry) => settings.mask.test(entry.name) || entry.key === settings.prefix)
-        })
-        for (const file of files) yield* tracker.file(`s3://${settings.bucket}/${file.name}`, file.name).cached(file.size)
-        return files
+        const entries = manifest.value.files.filter((entry) => settings.mask.test(entry.name) || entry.key === settings.prefix)
+        for (const entry of entries) {
+          const file = fileOf(manifest.value.snapshot, entry)
+          const checked = yield* check(file, entry)
+          if (checked._tag === "Left") {
+            return yield* new StorageError.ChecksumMismatch({
+              location: `s3://${settings.bucket}/${entry.key} (the cached copy in ${file})`,
+              algorithm: "sha256",
+              expected: entry.digests.join(","),
+              actual: checked.left.actual
+            })
+          }
+          yield* tracker.file(`s3://${settings.bucket}/${entry.key}`, entry.name).cached(entry.size)
+        }
+        return fromManifest({ ...manifest.value, files: entries })
       }
 
       const selected: ReadonlyArray<Entry> = yield* Effect.flatMap(listAll, select)
       yield* cache.ensureDir(fs, entryDir)
       return yield* Effect.scoped(Effect.gen(function*() {
-        yield* cache.lock(fs, path.join(entryDir, "lock"), base)
+        yield* cache.lock(fs, path.join(entryDir, "lock"), { location: base, timeout: settings.lockTimeout })
         // Staging folders left by a process that died: nobody else holds the lock, so they are orphans.
         const leftovers = (yield* Effect.orElseSucceed(fs.readDirectory(entryDir), () => []))
           .filter((name) => name.startsWith("staging-"))
         yield* cache.removeAll(fs, ...leftovers.map((name) => path.join(entryDir, name)))
-
-        const current = yield* cache.readJson<Manifest>(fs, manifestFile)
-        const previous = new Map(
-          Option.match(current, { onNone: () => [], onSome: (manifest) => manifest.files })
-            .map((entry) => [entry.key, { entry, snapshot: Option.getOrThrow(current).snapshot }])
+        // Partial objects of versions no longer selected go; the others are resumed.
+        const wanted = new Set(selected.map((entry) => cache.keyOf(entry.key)))
+        const partials = yield* Effect.orElseSucceed(fs.readDirectory(partialsDir), () => [])
+        yield* cache.removeAll(
+          fs,
+          ...partials.filter((name) => !wanted.has(name.replace(/\.(part|json)$/, ""))).map((name) => path.join(partialsDir, name))
         )
+
+        const current = yield* readManifest
+        // The files of the current snapshot that are still intact (re-hashed when they changed on disk).
+        const intact = new Map<string, Recorded>()
+        let rehashed = false
+        if (Option.isSome(current)) {
+          for (const entry of current.value.files) {
+            const file = fileOf(current.value.snapshot, entry)
+            const checked = yield* check(file, entry)
+            if (checked._tag === "Right") {
+              intact.set(entry.key, { ...entry, identity: checked.right.identity })
+              rehashed ||= checked.right.rehashed
+            } else {
+              yield* Effect.logWarning(
+                `The cached copy of s3://${settings.bucket}/${entry.key} (${file}) changed on disk ` +
+                  `(${checked.left.actual}); fetching it again`
+              )
+            }
+          }
+        }
         const unchanged = (entry: Entry) => {
-          const before = previous.get(entry.key)
-          return before !== undefined && before.entry.etag === entry.etag && before.entry.size === entry.size &&
-            before.entry.name === entry.name
+          const before = intact.get(entry.key)
+          return before !== undefined && before.etag === entry.etag && before.size === entry.size &&
+            before.name === entry.name
         }
         if (Option.isSome(current) && current.value.files.length === selected.length && selected.every(unchanged)) {
-          const files = fromManifest(current.value)
-          for (const [i, file] of files.entries()) {
-            yield* tracker.file(`s3://${settings.bucket}/${selected[i]!.key}`, file.name).cached(file.size)
+          const manifest: Manifest = { ...current.value, files: selected.map((entry) => intact.get(entry.key)!) }
+          if (rehashed) yield* Effect.ignore(cache.writeJsonAtomic(fs, manifestFile, manifest))
+          for (const entry of manifest.files) {
+            yield* tracker.file(`s3://${settings.bucket}/${entry.key}`, entry.name).cached(entry.size)
           }
-          return files
+          return fromManifest(manifest)
         }
+
+        // Room for what is still to fetch (partial objects count for what they hold)?
+        const toFetch = selected.filter((entry) => !unchanged(entry))
+        const held = yield* Effect.forEach(toFetch, (entry) =>
+          Effect.map(cache.readJson<PartsRecord>(fs, partialOf(entry).record), (record) =>
+            Option.match(record, {
+              onNone: () => 0,
+              onSome: (record) =>
+                record.etag === entry.etag && record.size === entry.size
+                  ? Object.keys(record.parts).length * record.partSize
+                  : 0
+            })))
+        yield* cache.ensureSpace(
+          entryDir,
+          toFetch.reduce((sum, entry) => sum + entry.size, 0) - held.reduce((sum, bytes) => sum + bytes, 0)
+        )
 
         // A new snapshot: staged whole, then made visible at once.
         const id = `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`
         const staging = path.join(entryDir, `staging-${id}`)
         const snapshot = path.join(entryDir, "snapshots", id)
         yield* cache.ensureDir(fs, staging)
-        const staged = Effect.forEach(selected, (entry) => {
+        const stage = Effect.forEach(selected, (entry) => {
           const target = path.join(staging, ...entry.name.split("/"))
-          const before = previous.get(entry.key)
-          if (before !== undefined && unchanged(entry)) {
-            // Unchanged since the last snapshot: linked, not fetched again.
-            const source = path.join(entryDir, "snapshots", before.snapshot, ...entry.name.split("/"))
+          if (unchanged(entry)) {
+            // Unchanged since the last snapshot, and intact: linked, not fetched again.
+            const before = intact.get(entry.key)!
+            const source = fileOf(Option.getOrThrow(current).snapshot, entry)
             return cache.ensureDir(fs, path.dirname(target)).pipe(
               Effect.zipRight(
                 Effect.mapError(
@@ -361,19 +520,22 @@ export const make = (settings: Settings) =>
                   errors.writeFailed(target, "link")
                 )
               ),
-              Effect.zipRight(tracker.file(`s3://${settings.bucket}/${entry.key}`, entry.name).cached(entry.size))
+              Effect.zipRight(tracker.file(`s3://${settings.bucket}/${entry.key}`, entry.name).cached(entry.size)),
+              Effect.as<Recorded>(before)
             )
           }
-          return download(entry, target, tracker)
-        }, { concurrency: settings.concurrency, discard: true })
+          return Effect.map(download(entry, target, tracker), (verified): Recorded => ({ ...entry, ...verified }))
+        }, { concurrency: settings.concurrency })
 
-        yield* staged.pipe(
-          Effect.zipRight(cache.ensureDir(fs, path.dirname(snapshot))),
-          Effect.zipRight(Effect.mapError(fs.rename(staging, snapshot), errors.writeFailed(snapshot, "publish"))),
-          // An interrupted or failed load leaves the last complete snapshot and nothing else.
+        const recorded = yield* stage.pipe(
+          Effect.zipLeft(cache.ensureDir(fs, path.dirname(snapshot))),
+          Effect.zipLeft(Effect.mapError(fs.rename(staging, snapshot), errors.writeFailed(snapshot, "publish"))),
+          Effect.zipLeft(cache.sync(fs, path.dirname(snapshot))),
+          // An interrupted or failed load leaves the last complete snapshot (and
+          // the partial objects, for the next run) and nothing else.
           Effect.onExit(() => cache.removeAll(fs, staging))
         )
-        const manifest: Manifest = { snapshot: id, files: selected }
+        const manifest = yield* withIdentities({ version: 2, snapshot: id, files: recorded })
         yield* cache.writeJsonAtomic(fs, manifestFile, manifest)
         // Older snapshots go; the one just replaced stays, for readers that still use its paths.
         const keep = new Set([id, ...Option.match(current, { onNone: () => [], onSome: (m) => [m.snapshot] })])

@@ -5,6 +5,7 @@ import * as Either from "effect/Either"
 import * as Effect from "effect/Effect"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
+import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Stream from "effect/Stream"
 import * as Progress from "../Progress.js"
 import * as StorageError from "../StorageError.js"
@@ -54,12 +55,22 @@ export const retrying = <A, E>(options: {
       Schedule.modifyDelay(([, failure], delay) =>
         failure.retryAfter === undefined ? delay : Duration.max(delay, Duration.millis(failure.retryAfter))
       ),
-      Schedule.tapInput((failure: Retryable) =>
-        Effect.flatMap(Ref.get(attempts), (n) =>
-          Effect.logWarning(`Attempt ${n} for ${options.location} failed (${failure.reason}); retrying`))
-      ),
       Schedule.whileInput((failure: Retryable) =>
         failure.retryAfter === undefined || failure.retryAfter <= Duration.toMillis(options.maxRetryAfter)
+      ),
+      // Only an attempt that will be followed by another is logged as retried;
+      // the last one's failure is the error the caller gets.
+      Schedule.onDecision(([, failure], decision) =>
+        decision._tag === "Continue"
+          ? Effect.flatMap(Ref.get(attempts), (n) => {
+            const wait = Math.max(0, ScheduleIntervals.start(decision.intervals) - Date.now())
+            return Effect.logWarning(
+              `Attempt ${n} for ${options.location} failed (${failure.reason}); retrying in ${
+                (wait / 1000).toFixed(1)
+              } s`
+            )
+          })
+          : Effect.void
       )
     )
     const isRetryable = (error: unknown): error is Retryable => error instanceof Retryable

@@ -5,7 +5,9 @@ import * as Stream from "effect/Stream"
 import * as crypto from "node:crypto"
 import * as LoadedFile from "../../LoadedFile.js"
 import * as StorageError from "../../StorageError.js"
+import * as cache from "../cache.js"
 import * as errors from "../errors.js"
+import * as nodeFs from "node:fs/promises"
 
 /** One delivered file, as the command line reports it. @internal */
 export interface Delivered {
@@ -34,63 +36,128 @@ export const describe = (files: ReadonlyArray<LoadedFile.LoadedFile>): Effect.Ef
       }))
 
 /**
- * Places the files in `dir`: each is copied (or written, for bytes) into a
- * staging folder inside `dir`, then, once all are complete, each is renamed
- * into place, so that no file in `dir` is ever partial. The staging folder is
- * removed when the scope closes, whatever happened.
+ * Places the files in `dir`, all of them or none:
+ *
+ * 1. Each is staged in a folder inside `dir` (so on the same file system):
+ *    hard-linked from the cache when `link` is set and the cache is on the
+ *    same file system (no second copy on disk), copied otherwise, written for
+ *    bytes; then flushed.
+ * 2. Once every file is staged, the switch: each file already in `dir` under
+ *    a new file's name is moved aside (into the staging folder), and the new
+ *    one renamed into place. If any step fails, every step taken is undone in
+ *    reverse, so `dir` is as it was. The switch is not interruptible (it takes
+ *    a few renames).
+ * 3. The folders are flushed; the staging folder (and what was moved aside)
+ *    is removed when the scope closes, whatever happened.
+ *
+ * A name that leaves `dir`, two files with one name, and a folder on the way
+ * that is a symbolic link (never followed out of `dir`) fail before anything
+ * is written.
  *
  * @internal
  */
 export const placeAll = (
   files: ReadonlyArray<Source>,
-  dir: string
+  dir: string,
+  options: { readonly link: boolean } = { link: false }
 ): Effect.Effect<Array<Delivered>, StorageError.WriteFailed | LoadedFile.BytesReleasedError, FileSystem.FileSystem | Path.Path> =>
   Effect.scoped(Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const root = path.resolve(dir)
-    yield* fs.makeDirectory(root, { recursive: true }).pipe(Effect.mapError(errors.writeFailed(root, "create")))
-    const staging = yield* fs.makeTempDirectoryScoped({ directory: root, prefix: ".mlup-storage-staging-" }).pipe(
-      Effect.mapError(errors.writeFailed(root, "create a staging folder in"))
-    )
-    const targetOf = (name: string) => {
-      const target = path.resolve(root, name)
+    const isLink = (target: string) =>
+      Effect.map(
+        Effect.option(Effect.tryPromise(() => nodeFs.lstat(target))),
+        (info) => info._tag === "Some" && info.value.isSymbolicLink()
+      )
+    const exists = (target: string) => Effect.isSuccess(Effect.tryPromise(() => nodeFs.lstat(target)))
+    const refuse = (target: string, reason: string) =>
+      new StorageError.WriteFailed({ path: target, operation: "place", reason })
+    yield* fs.makeDirectory(root, { recursive: true }).pipe(Effect.mapError(errors.writeFailed(root, "create", "target")))
+
+    // Every name is checked before anything is written.
+    const seen = new Set<string>()
+    const planned: Array<{ readonly file: Source; readonly relative: string }> = []
+    for (const file of files) {
+      const target = path.resolve(root, file.name)
       const relative = path.relative(root, target)
-      return relative === "" || relative.startsWith("..") || path.isAbsolute(relative) ? undefined : relative
-    }
-    const staged = yield* Effect.forEach(files, (file) =>
-      Effect.gen(function*() {
-        const relative = targetOf(file.name)
-        if (relative === undefined) {
-          return yield* new StorageError.WriteFailed({
-            path: path.join(root, file.name),
-            operation: "place",
-            reason: "the file's name points outside the target folder"
-          })
+      if (relative === "" || relative.startsWith("..") || path.isAbsolute(relative)) {
+        return yield* refuse(path.join(root, file.name), "the file's name points outside the target folder")
+      }
+      if (seen.has(relative)) {
+        return yield* refuse(target, `two files are delivered under this name (${file.name}): nothing was placed`)
+      }
+      seen.add(relative)
+      // No folder on the way may be a symbolic link: it would lead out of the target folder.
+      const segments = relative.split(path.sep)
+      for (let i = 1; i < segments.length; i++) {
+        const folder = path.join(root, ...segments.slice(0, i))
+        if (yield* isLink(folder)) {
+          return yield* refuse(folder, "is a symbolic link: files are never written through one (remove it)")
         }
-        const at = path.join(staging, relative)
-        yield* fs.makeDirectory(path.dirname(at), { recursive: true }).pipe(
-          Effect.mapError(errors.writeFailed(path.dirname(at), "create"))
-        )
+      }
+      planned.push({ file, relative })
+    }
+
+    const staging = yield* fs.makeTempDirectoryScoped({ directory: root, prefix: ".mlup-storage-staging-" }).pipe(
+      Effect.mapError(errors.writeFailed(root, "create a staging folder in", "target"))
+    )
+    const makeParent = (file: string) =>
+      fs.makeDirectory(path.dirname(file), { recursive: true }).pipe(
+        Effect.mapError(errors.writeFailed(path.dirname(file), "create", "target"))
+      )
+    const staged = yield* Effect.forEach(planned, ({ file, relative }) =>
+      Effect.gen(function*() {
+        const at = path.join(staging, "new", relative)
+        yield* makeParent(at)
         if (file.file._tag === "Path") {
-          yield* fs.copyFile(file.file.path, at).pipe(Effect.mapError(errors.writeFailed(at, "copy to")))
+          const source = file.file.path
+          const linked = options.link ? yield* Effect.isSuccess(fs.link(source, at)) : false
+          if (!linked) yield* fs.copyFile(source, at).pipe(Effect.mapError(errors.writeFailed(at, "copy to", "target")))
         } else {
           const bytes = yield* LoadedFile.getBytes(file.file)
-          yield* fs.writeFile(at, bytes).pipe(Effect.mapError(errors.writeFailed(at, "write")))
+          yield* fs.writeFile(at, bytes).pipe(Effect.mapError(errors.writeFailed(at, "write", "target")))
         }
-        return { file, at, relative }
+        yield* cache.sync(fs, at)
+        return { file, at, relative, target: path.join(root, relative) }
       }), { concurrency: 4 })
-    // Every file is complete: now each is moved into place (a rename: atomic).
-    return yield* Effect.forEach(staged, ({ at, file, relative }) =>
+
+    // The switch: all or nothing.
+    const undo: Array<Effect.Effect<void>> = []
+    const step = (
+      from: string,
+      to: string,
+      operation: string
+    ) =>
+      fs.rename(from, to).pipe(
+        Effect.mapError(errors.writeFailed(to, operation, "target")),
+        Effect.tap(() => Effect.sync(() => undo.push(Effect.ignore(fs.rename(to, from)))))
+      )
+    const switchAll = Effect.forEach(staged, ({ at, relative, target }) =>
       Effect.gen(function*() {
-        const target = path.join(root, relative)
-        yield* fs.makeDirectory(path.dirname(target), { recursive: true }).pipe(
-          Effect.mapError(errors.writeFailed(path.dirname(target), "create"))
+        yield* makeParent(target)
+        if (yield* exists(target)) {
+          const aside = path.join(staging, "previous", relative)
+          yield* makeParent(aside)
+          yield* step(target, aside, "move the previous version aside of")
+        }
+        yield* step(at, target, "move into place")
+      }), { discard: true })
+    yield* Effect.uninterruptible(
+      switchAll.pipe(
+        Effect.tapError(() =>
+          Effect.gen(function*() {
+            for (const action of undo.reverse()) yield* action
+          })
         )
-        yield* fs.rename(at, target).pipe(Effect.mapError(errors.writeFailed(target, "move into place")))
-        const { file: _file, ...delivered } = file
-        return { ...delivered, path: target }
-      }))
+      )
+    )
+    const folders = new Set([root, ...staged.map(({ target }) => path.dirname(target))])
+    yield* Effect.forEach(folders, (folder) => Effect.ignore(cache.sync(fs, folder)), { discard: true })
+    return staged.map(({ file, target }) => {
+      const { file: _file, ...delivered } = file
+      return { ...delivered, path: target }
+    })
   }))
 
 /**

@@ -54,10 +54,11 @@ export const readConfigFile = (
       )
     )
     const json = path.extname(file).toLowerCase() === ".json"
+    // The parser's own message quotes the text around the error, which may hold
+    // secrets (secret_access_key, headers): only the line and column are told.
     const parsed = yield* Effect.try({
       try: () => (json ? JSON.parse(text) : Yaml.parse(text)) as unknown,
-      catch: (cause) =>
-        fail(`is not valid ${json ? "JSON" : "YAML"}: ${cause instanceof Error ? cause.message : String(cause)}`, cause)
+      catch: (cause) => fail(`is not valid ${json ? "JSON" : "YAML"}${whereIn(text, cause)}`)
     })
     if (!isRecord(parsed)) return yield* fail("does not hold a mapping (key: value) at its top level")
     const hasOwn = (key: string) => Object.prototype.hasOwnProperty.call(parsed, key)
@@ -85,13 +86,32 @@ export const readConfigFile = (
     }
   })
 
+/**
+ * Where a JSON or YAML parser failed, as " (line L, column C)": never the
+ * text itself, which may hold secrets.
+ *
+ * @internal
+ */
+export const whereIn = (text: string, cause: unknown): string => {
+  const yamlPosition = (cause as { readonly linePos?: ReadonlyArray<{ line: number; col: number }> } | undefined)
+    ?.linePos?.[0]
+  if (yamlPosition !== undefined) return ` (line ${yamlPosition.line}, column ${yamlPosition.col})`
+  const message = cause instanceof Error ? cause.message : ""
+  const position = /at position (\d+)/.exec(message)?.[1]
+  if (position !== undefined) {
+    const before = text.slice(0, Number(position)).split("\n")
+    return ` (line ${before.length}, column ${before.at(-1)!.length + 1})`
+  }
+  return /Unexpected end of JSON input/.test(message) ? " (it ends too early)" : ""
+}
+
 const parseKwargsFlag = (text: string): Either.Either<Record<string, unknown>, CliError.InvalidArgument> => {
   const invalid = (reason: string) => Either.left(new CliError.InvalidArgument({ argument: "--kwargs", reason }))
   let value: unknown
   try {
     value = JSON.parse(text)
   } catch (cause) {
-    return invalid(`is not valid JSON (${cause instanceof Error ? cause.message : String(cause)})`)
+    return invalid(`is not valid JSON${whereIn(text, cause)}`)
   }
   return isRecord(value) ? Either.right(value) : invalid("is not a JSON object ({\"path_to_files\": \"...\"})")
 }
