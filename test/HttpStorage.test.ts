@@ -10,12 +10,14 @@ import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
+import * as cache from "../src/internal/cache.js"
 import * as HttpStorage from "../src/HttpStorage.js"
 import * as Progress from "../src/Progress.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "./contract.js"
-import { bytesOf, contents, filesUnder, fingerprint, platform, tempDir } from "./helpers.js"
+import { bytesOf, contents, filesUnder, fingerprint, platform, spyFileSystem, tempDir } from "./helpers.js"
 import * as TestServer from "./servers/http.js"
 
 const root = path.resolve(import.meta.dirname, "..")
@@ -358,8 +360,9 @@ withServers("HttpStorage: interruption and concurrency", (it) => {
     })))
 })
 
-const runChild = (url: string, cacheDir: string) => {
-  const child = spawn(process.execPath, ["--import", "tsx", "test/fixtures/http-child.ts", url, cacheDir], {
+const runChild = (url: string, cacheDir: string, extra?: Partial<HttpStorage.Options>) => {
+  const args = ["--import", "tsx", "test/fixtures/http-child.ts", url, cacheDir, ...(extra === undefined ? [] : [JSON.stringify(extra)])]
+  const child = spawn(process.execPath, args, {
     cwd: root,
     stdio: ["ignore", "pipe", "pipe"]
   })
@@ -470,4 +473,367 @@ withServers("HttpStorage: options and selection", (it) => {
       const [file] = yield* contents(fromConfig)
       expect(file).toMatchObject({ tag: "Bytes", bytes: fingerprint(model) })
     }))
+})
+
+withServers("HttpStorage: integrity against real servers and disks", (it) => {
+  const noRetry = Schedule.stop
+  const v1 = bytesOf(2 * 1024 * 1024, 21)
+  const v2 = bytesOf(2 * 1024 * 1024, 22)
+  const partialOf = (cacheDir: string) => filesUnder(cacheDir).find((file) => file.endsWith(".partial"))
+
+  // A first run is cut off after 1 MiB of v1 (its partial stays); then the server has v2.
+  const cutOffThenChanged = (server: TestServer.TestHttpServer, cacheDir: string, next: Uint8Array, extra = {}) =>
+    Effect.gen(function*() {
+      server.fault("/m.onnx", { kind: "drop", after: 1024 * 1024 })
+      const first = yield* Effect.flip(contents(yield* make({ urls: server.url("/m.onnx"), cacheDir, retrySchedule: noRetry })))
+      expect(first._tag).toBe("TransientFailure")
+      expect(partialOf(cacheDir)).toBeDefined()
+      server.put("/m.onnx", next, extra)
+    })
+
+  it.scoped("a server that ignores If-Range answers a resume with 206 of a new version: no splice, the new version whole", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make({ ignoreIfRange: true })
+      server.put("/m.onnx", v1)
+      const cacheDir = yield* tempDir
+      yield* cutOffThenChanged(server, cacheDir, v2)
+      const storage = yield* make({ urls: server.url("/m.onnx"), cacheDir })
+      expect((yield* contents(storage))[0]!.bytes).toBe(fingerprint(v2))
+      // The resume was asked for, its 206 refused (another ETag), and the file fetched from byte 0.
+      expect(server.requests("/m.onnx").slice(1).map((r) => [r.status, r.range])).toEqual([
+        [206, "bytes=1048576-"],
+        [200, undefined]
+      ])
+      // Later runs revalidate the right file, not a splice.
+      expect((yield* contents(storage))[0]!.bytes).toBe(fingerprint(v2))
+      expect(server.requests("/m.onnx").at(-1)!.status).toBe(304)
+    }))
+
+  it.scoped("without an ETag, a 206 whose Last-Modified or total size differs starts over", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make({ ignoreIfRange: true })
+      const longer = bytesOf(3 * 1024 * 1024, 23)
+      server.put("/m.onnx", v1, { etag: false, lastModified: "Tue, 24 Nov 2026 10:00:00 GMT" })
+      const cacheDir = yield* tempDir
+      // Same Last-Modified (a clock that did not move), other total size.
+      yield* cutOffThenChanged(server, cacheDir, longer, { etag: false, lastModified: "Tue, 24 Nov 2026 10:00:00 GMT" })
+      const storage = yield* make({ urls: server.url("/m.onnx"), cacheDir })
+      expect((yield* contents(storage))[0]!.bytes).toBe(fingerprint(longer))
+      expect(server.requests("/m.onnx").slice(1).map((r) => r.status)).toEqual([206, 200])
+
+      // Other Last-Modified, same size.
+      const other = yield* tempDir
+      server.put("/m.onnx", v1, { etag: false, lastModified: "Tue, 24 Nov 2026 10:00:00 GMT" })
+      yield* cutOffThenChanged(server, other, v2, { etag: false, lastModified: "Wed, 25 Nov 2026 10:00:00 GMT" })
+      expect((yield* contents(yield* make({ urls: server.url("/m.onnx"), cacheDir: other })))[0]!.bytes).toBe(
+        fingerprint(v2)
+      )
+    }))
+
+  it.scoped("a weak ETag is never used to resume: the next run starts from byte 0", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", v1, { etag: "W/\"weak\"", lastModified: false })
+      const cacheDir = yield* tempDir
+      yield* cutOffThenChanged(server, cacheDir, v1, { etag: "W/\"weak\"", lastModified: false })
+      expect((yield* contents(yield* make({ urls: server.url("/m.onnx"), cacheDir })))[0]!.bytes).toBe(fingerprint(v1))
+      expect(server.requests("/m.onnx").slice(1).map((r) => [r.status, r.range, r.ifRange])).toEqual([
+        [200, undefined, undefined]
+      ])
+    }))
+
+  // One byte changed in the cached file, same size, mtime put back.
+  const tamper = (file: string) => {
+    const info = fs.statSync(file)
+    const fd = fs.openSync(file, "r+")
+    const byte = Buffer.alloc(1)
+    fs.readSync(fd, byte, 0, 1, 1000)
+    byte[0] = byte[0]! ^ 0x01
+    fs.writeSync(fd, byte, 0, 1, 1000)
+    fs.closeSync(fd)
+    fs.utimesSync(file, info.atime, info.mtime)
+  }
+
+  it.scoped("a cached file changed on disk is re-hashed: fetched again online, a typed error offline, never delivered", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const cacheDir = yield* tempDir
+      for (const sha256 of [TestServer.sha256(model), undefined]) {
+        const options = { urls: server.url("/m.onnx"), cacheDir, sha256 }
+        const [first] = yield* contents(yield* make(options))
+        tamper(first!.path)
+        // Online: the server would answer 304; the copy is fetched again instead.
+        const before = server.requests("/m.onnx").length
+        expect((yield* contents(yield* make(options)))[0]!.bytes).toBe(fingerprint(model))
+        expect(server.requests("/m.onnx").slice(before).map((r) => [r.status, r.ifNoneMatch])).toEqual([[200, undefined]])
+        // Offline: a typed error, and the copy is removed.
+        tamper(first!.path)
+        const error = yield* Effect.flip(contents(yield* make({ ...options, offline: true })))
+        expect(error).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "sha256", expected: TestServer.sha256(model) })
+        expect(error.message).toContain(first!.path)
+        expect(fs.existsSync(first!.path)).toBe(false)
+        expect(yield* Effect.flip(contents(yield* make({ ...options, offline: true })))).toMatchObject({ _tag: "NotCached" })
+      }
+    }))
+
+  it.scoped("verify: an intact cached file is hashed again only when it changed, or always with verify \"always\"", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const cacheDir = yield* tempDir
+      const reads = (verify: "changed" | "always") =>
+        Effect.gen(function*() {
+          const spy = yield* spyFileSystem()
+          const storage = yield* make({ urls: server.url("/m.onnx"), cacheDir, verify }).pipe(
+            Effect.provide(Layer.merge(platform, spy.layer))
+          )
+          yield* contents(storage)
+          return spy.log.wholeReads.filter((file) => file.endsWith("m.onnx"))
+        })
+      yield* reads("changed")
+      expect(yield* reads("changed")).toEqual([])
+      expect(yield* reads("always")).toHaveLength(1)
+      // A touch changes the identity: hashed once, found intact, and the new identity recorded.
+      const file = path.join(cacheDir, filesUnder(cacheDir).find((name) => name.endsWith("m.onnx"))!)
+      fs.utimesSync(file, new Date(), new Date(Date.now() - 5000))
+      expect(yield* reads("changed")).toHaveLength(1)
+      expect(yield* reads("changed")).toEqual([])
+      expect(server.requests("/m.onnx").map((r) => r.status)).toEqual([200, 304, 304, 304, 304])
+    }))
+
+  it.scoped("two URLs delivered under one name are invalid options naming both (credentials redacted)", () =>
+    Effect.gen(function*() {
+      const a = "https://user:hunter2@models.example/a/model.bin"
+      const b = "https://models.example/b/model.bin?X-Amz-Signature=abc123&X-Amz-Credential=AKIA"
+      const error = yield* Effect.flip(make({ urls: [a, b] }))
+      expect(error._tag).toBe("InvalidStorageOptions")
+      const problem = error.issues.find((issue) => issue.field === "urls")!.problem
+      expect(problem).toContain("https://REDACTED@models.example/a/model.bin")
+      expect(problem).toContain("https://models.example/b/model.bin?X-Amz-Signature=REDACTED&X-Amz-Credential=REDACTED")
+      expect(problem).not.toMatch(/hunter2|abc123|AKIA/)
+      // Storage.validate (what `mlup-storage check` runs) says the same, without making anything.
+      const invalid = yield* Effect.flip(Storage.validate({ storage_type: "http", storage_kwargs: { urls: [a, b] } }))
+      expect(invalid._tag).toBe("InvalidStorageOptions")
+    }))
+
+  it.scoped("URLs with credentials or signatures are redacted in errors, logs and progress", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      const cacheDir = yield* tempDir
+      const url = server.url("/missing.onnx").replace("http://", "http://admin:hunter2@") + "?sig=s3cr3t&token=t0k3n&v=1"
+      server.fault("/missing.onnx", { kind: "status", status: 503 })
+      const logs: Array<string> = []
+      const logger = Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => logs.push(String(message))))
+      const progress = yield* Progress.make
+      const events: Array<Progress.Event> = []
+      yield* Effect.forkScoped(Stream.runForEach(yield* progress.subscribe, (e) => Effect.sync(() => events.push(e))))
+      const error = yield* Effect.flip(
+        contents(yield* make({ urls: url, cacheDir, retrySchedule: Schedule.recurs(1) })).pipe(
+          Effect.provideService(Progress.Progress, progress),
+          Effect.provide(logger),
+          Logger.withMinimumLogLevel(LogLevel.Debug)
+        )
+      )
+      expect(error._tag).toBe("RemoteNotFound")
+      const shown = [error.message, JSON.stringify(error), ...logs, ...events.map((e) => e.location)].join("\n")
+      expect(logs.some((line) => line.includes("retrying"))).toBe(true)
+      expect(shown).toContain("REDACTED")
+      expect(shown).not.toMatch(/hunter2|s3cr3t|t0k3n/)
+      // Nor is the URL written into the cache (it is keyed by a digest).
+      for (const file of filesUnder(cacheDir)) {
+        expect(fs.readFileSync(path.join(cacheDir, file), "utf8")).not.toMatch(/hunter2|s3cr3t|t0k3n/)
+      }
+    }))
+
+  it.scoped("the last attempt is not logged as retried", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      server.fault("/m.onnx", { kind: "status", status: 500 }, { kind: "status", status: 500 })
+      const cacheDir = yield* tempDir
+      const logs: Array<string> = []
+      const logger = Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => logs.push(String(message))))
+      const error = yield* Effect.flip(
+        contents(yield* make({ urls: server.url("/m.onnx"), cacheDir, retrySchedule: Schedule.recurs(1) })).pipe(
+          Effect.provide(logger),
+          Logger.withMinimumLogLevel(LogLevel.Debug)
+        )
+      )
+      expect(error).toMatchObject({ _tag: "TransientFailure", attempts: 2 })
+      expect(logs.filter((line) => line.includes("retrying"))).toEqual([
+        expect.stringMatching(/^Attempt 1 for .* failed \(HTTP 500\); retrying in \d+\.\d s$/)
+      ])
+    }))
+})
+
+withServers("HttpStorage: locks that are never judged wrongly", (it) => {
+  const lockOf = (cacheDir: string, url: string) => path.join(cacheDir, "http", cache.keyOf(url), "lock")
+  const leaveLock = (file: string, content: string, ageSeconds: number) => {
+    fs.mkdirSync(path.dirname(file), { recursive: true })
+    fs.writeFileSync(file, content)
+    const then = new Date(Date.now() - ageSeconds * 1000)
+    fs.utimesSync(file, then, then)
+  }
+  const withLogs = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.gen(function*() {
+      const logs: Array<string> = []
+      const logger = Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => logs.push(String(message))))
+      const result = yield* Effect.either(effect.pipe(Effect.provide(logger), Logger.withMinimumLogLevel(LogLevel.Info)))
+      return { result, logs }
+    })
+
+  it.scoped("an empty lock file (a crash between create and write) without a heartbeat for a minute is taken over", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const cacheDir = yield* tempDir
+      leaveLock(lockOf(cacheDir, server.url("/m.onnx")), "", 60)
+      const { result, logs } = yield* withLogs(contents(yield* make({ urls: server.url("/m.onnx"), cacheDir })))
+      expect(result._tag).toBe("Right")
+      expect(logs.some((line) => line.includes("Took over the lock") && line.includes("unknown holder"))).toBe(true)
+    }))
+
+  it.scoped("a lock naming a pid that is alive again (pid 1, or this very process) but without a heartbeat is taken over", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      for (const pid of [1, process.pid]) {
+        const cacheDir = yield* tempDir
+        leaveLock(
+          lockOf(cacheDir, server.url("/m.onnx")),
+          JSON.stringify({ pid, host: os.hostname(), token: "a-restarted-container", since: Date.now() - 120_000 }),
+          60
+        )
+        const { result, logs } = yield* withLogs(contents(yield* make({ urls: server.url("/m.onnx"), cacheDir })))
+        expect(result._tag).toBe("Right")
+        expect(logs.some((line) => line.includes("Took over the lock") && line.includes(`pid ${pid} on`))).toBe(true)
+      }
+    }))
+
+  it.scoped("a live lock: the wait is logged at WARN with the holder and how long, and ends with LockTimeout", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const cacheDir = yield* tempDir
+      const lock = lockOf(cacheDir, server.url("/m.onnx"))
+      leaveLock(lock, "", 0)
+      // Someone keeps it alive: its heartbeat.
+      const beat = setInterval(() => fs.utimesSync(lock, new Date(), new Date()), 200)
+      yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(beat)))
+      const { result, logs } = yield* withLogs(
+        contents(yield* make({ urls: server.url("/m.onnx"), cacheDir, lockTimeout: "1500 millis" }))
+      )
+      expect(result._tag === "Left" && result.left).toMatchObject({
+        _tag: "LockTimeout",
+        lockFile: lock,
+        seconds: expect.any(Number)
+      })
+      expect(result._tag === "Left" && result.left.message).toContain("raise lock_timeout")
+      expect(logs.some((line) => /^Waiting for the lock of .* held by an unknown holder/.test(line))).toBe(true)
+      expect(server.requests("/m.onnx")).toEqual([])
+    }))
+
+  it.scoped("two processes: the second gives up after its lock_timeout, naming the first's pid", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const server = yield* TestServer.make({ chunkSize: 16 * 1024, delayMs: 50 })
+      server.put("/m.onnx", model)
+      const cacheDir = yield* tempDir
+      const first = runChild(server.url("/m.onnx"), cacheDir)
+      yield* Effect.repeat(Effect.sync(() => fs.existsSync(lockOf(cacheDir, server.url("/m.onnx")))), {
+        until: (found) => found,
+        schedule: Schedule.spaced("10 millis")
+      })
+      const second = runChild(server.url("/m.onnx"), cacheDir, { lockTimeout: "1 second" })
+      const b = yield* Effect.promise(() => second.done)
+      expect(b).toMatchObject({ error: { _tag: "LockTimeout", holder: expect.stringContaining(`pid ${first.child.pid} on`) } })
+      // The first was still downloading all along (the second sent no request).
+      expect(first.child.exitCode).toBe(null)
+      expect(server.requests("/m.onnx")).toHaveLength(1)
+      first.child.kill("SIGKILL")
+      yield* Effect.promise(() => first.done)
+    })), 60_000)
+})
+
+withServers("HttpStorage: a full disk", (it) => {
+  // A 1 MiB tmpfs of the test's own: a mount namespace of an unprivileged user namespace (no root needed).
+  const onSmallDisk = (cacheDir: string) => {
+    const child = spawn(
+      "unshare",
+      [
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "sh",
+        "-c",
+        "mount -t tmpfs -o size=1m tmpfs \"$1\" && shift && exec \"$@\"",
+        "sh",
+        cacheDir,
+        process.execPath,
+        "--import",
+        "tsx",
+        "test/fixtures/http-repl-child.ts"
+      ],
+      { cwd: root, stdio: ["pipe", "pipe", "inherit"] }
+    )
+    const answers: Array<(line: string) => void> = []
+    let buffered = ""
+    child.stdout.on("data", (chunk) => {
+      buffered += chunk
+      let at: number
+      while ((at = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, at)
+        buffered = buffered.slice(at + 1)
+        answers.shift()?.(line)
+      }
+    })
+    return {
+      load: (options: HttpStorage.Options) =>
+        Effect.promise(() =>
+          new Promise<any>((resolve) => {
+            answers.push((line) => resolve(JSON.parse(line)))
+            child.stdin.write(JSON.stringify({ ...options, cacheDir, retries: 0 }) + "\n")
+          })
+        ),
+      close: Effect.sync(() => child.kill())
+    }
+  }
+
+  it.scoped("free space is checked first; after ENOSPC a run can still start, and frees the old partial for a new version", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      const big = bytesOf(3 * 1024 * 1024, 31)
+      const small = bytesOf(200 * 1024, 32)
+      const cacheDir = yield* tempDir
+      const disk = onSmallDisk(cacheDir)
+      yield* Effect.addFinalizer(() => disk.close)
+      const urls = server.url("/m.onnx")
+
+      // Size known: refused before any byte is written, naming the bytes and the folder.
+      server.put("/m.onnx", big)
+      const refused = yield* disk.load({ urls })
+      expect(refused.error).toMatchObject({ _tag: "InsufficientSpace", needed: big.byteLength })
+      expect(refused.error.available).toBeLessThanOrEqual(1024 * 1024)
+      expect(refused.error.path).toContain(path.join(cacheDir, "http"))
+      expect(refused.cache).toEqual([])
+
+      // Size unknown (chunked): the partial fills the disk, and the run fails with a typed error.
+      server.put("/m.onnx", big, { chunked: true })
+      const filled = yield* disk.load({ urls })
+      expect(filled.error).toMatchObject({ _tag: "WriteFailed", code: "ENOSPC" })
+      expect(filled.free).toBeLessThan(64 * 1024)
+      expect(filled.cache.map(([name]: [string]) => name).sort()).toEqual(["m.onnx.partial", "partial.json"])
+
+      // The next run starts on the full disk, resumes, and says what it needs (the total is known now).
+      const again = yield* disk.load({ urls })
+      expect(again.error).toMatchObject({ _tag: "InsufficientSpace" })
+      expect(again.error.needed).toBeLessThan(big.byteLength)
+      expect(server.requests("/m.onnx").at(-1)).toMatchObject({ status: 206 })
+
+      // A new version on the server: the old partial goes first, and the new file fits.
+      server.put("/m.onnx", small)
+      const done = yield* disk.load({ urls })
+      expect(done.files).toEqual([{ name: "m.onnx", size: small.byteLength }])
+      expect(done.cache.map(([name]: [string]) => name).sort()).toEqual(["m.onnx", "meta.json"])
+    }), 60_000)
 })

@@ -28,6 +28,8 @@ export interface Resource {
   readonly content: Uint8Array | { readonly file: string; readonly size: number }
   readonly etag?: string | false
   readonly lastModified?: string | false
+  /** No Content-Length: the body is sent chunked, its size unknown until it ends. */
+  readonly chunked?: boolean
 }
 
 export interface RequestLog {
@@ -43,6 +45,11 @@ export interface RequestLog {
 export interface Options {
   /** Every response ignores Range and sends the whole body (200). */
   ignoreRange?: boolean
+  /**
+   * Range is honoured but If-Range ignored, as simple static servers and some
+   * proxies do: a resume gets a 206 of whatever version is there now.
+   */
+  ignoreIfRange?: boolean
   /** Requests must carry this Authorization header: 401 without one, 403 with a wrong one. */
   authorization?: string
   /** Bytes per write of a body, and a pause between writes (to make a transfer slow enough to interrupt). */
@@ -151,7 +158,7 @@ export class TestHttpServer {
     const rangeHeader = req.headers.range
     const ifRange = req.headers["if-range"]
     const rangeApplies = rangeHeader !== undefined && !this.options.ignoreRange &&
-      (ifRange === undefined || ifRange === etag || ifRange === lastModified)
+      (this.options.ignoreIfRange || ifRange === undefined || ifRange === etag || ifRange === lastModified)
     if (rangeApplies) {
       const match = /^bytes=(\d+)-$/.exec(rangeHeader)
       if (match !== null) start = Number(match[1])
@@ -165,7 +172,7 @@ export class TestHttpServer {
     const announced = fault?.kind === "wrongLength" ? length + 100 : length
     respond(start > 0 ? 206 : 200, {
       ...validators,
-      "content-length": announced,
+      ...(resource.chunked ? {} : { "content-length": announced }),
       "accept-ranges": "bytes",
       ...(start > 0 ? { "content-range": `bytes ${start}-${size - 1}/${size}` } : {})
     })
