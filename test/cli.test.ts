@@ -519,3 +519,220 @@ describe("mlup-storage on a terminal", () => {
       expect(output.text).toMatch(/name\s+size\s+path/)
     }))
 })
+
+describe("mlup-storage: the target folder never lies", () => {
+  it.scopedLive("two URLs with one file name: invalid configuration naming both, nothing placed", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/a/model.bin", new TextEncoder().encode("a"))
+      server.put("/b/model.bin", new TextEncoder().encode("b"))
+      const dir = yield* tempDir
+      const to = path.join(dir, "out")
+      const run = yield* fetchWith(
+        "http",
+        { urls: [server.url("/a/model.bin"), server.url("/b/model.bin")], cache_dir: path.join(dir, "cache") },
+        "--to",
+        to,
+        "--json"
+      )
+      expect(run.code).toBe(Cli.InvalidConfiguration)
+      expect(run.stderr).toContain(server.url("/a/model.bin"))
+      expect(run.stderr).toContain(server.url("/b/model.bin"))
+      expect(JSON.parse(run.stdout).errors[0].issues[0]).toMatchObject({ field: "urls" })
+      expect(fs.existsSync(to)).toBe(false)
+      expect(server.log).toEqual([])
+    }))
+
+  // Nested names come from S3 keys (m/a.bin, m/sub/x.bin).
+  const s3Models = (files: Record<string, string>) =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["models"])
+      for (const [key, content] of Object.entries(files)) {
+        yield* Effect.promise(() => server.put("models", key, new TextEncoder().encode(content)))
+      }
+      const dir = yield* tempDir
+      return {
+        dir,
+        kwargs: {
+          bucket: "models",
+          path_to_files: "m/",
+          file_mask: "bin",
+          endpoint: server.endpoint,
+          access_key_id: S3.accessKeyId,
+          secret_access_key: S3.secretAccessKey,
+          cache_dir: path.join(dir, "cache")
+        }
+      }
+    })
+
+  it.scopedLive("a later move that fails undoes the earlier ones: the target is as it was", () =>
+    Effect.gen(function*() {
+      const { dir, kwargs } = yield* s3Models({ "m/a.bin": "new a", "m/sub/x.bin": "new x" })
+      const to = path.join(dir, "out")
+      // a.bin (an older version) is there; "sub" is a file, so sub/x.bin cannot be placed.
+      writeFiles(to, { "a.bin": "old a", sub: "not a folder" })
+      const run = yield* fetchWith("s3", kwargs, "--to", to)
+      expect(run.code).toBe(Cli.WriteFailed)
+      expect(fs.readFileSync(path.join(to, "a.bin"), "utf8")).toBe("old a")
+      expect(fs.readFileSync(path.join(to, "sub"), "utf8")).toBe("not a folder")
+      expect(listAll(to).sort()).toEqual(["a.bin", "sub"])
+      expect(run.stderr).not.toContain("cache_dir")
+      // Once the obstacle is gone, both arrive.
+      fs.rmSync(path.join(to, "sub"))
+      expect((yield* fetchWith("s3", kwargs, "--to", to)).code).toBe(0)
+      expect(fs.readFileSync(path.join(to, "a.bin"), "utf8")).toBe("new a")
+      expect(fs.readFileSync(path.join(to, "sub", "x.bin"), "utf8")).toBe("new x")
+    }))
+
+  it.scopedLive("a symbolic link inside the target is never followed out of it", () =>
+    Effect.gen(function*() {
+      const { dir, kwargs } = yield* s3Models({ "m/sub/x.bin": "x" })
+      const outside = path.join(dir, "outside")
+      fs.mkdirSync(outside)
+      const to = path.join(dir, "out")
+      fs.mkdirSync(to)
+      fs.symlinkSync(outside, path.join(to, "sub"))
+      const run = yield* fetchWith("s3", kwargs, "--to", to)
+      expect(run.code).toBe(Cli.WriteFailed)
+      expect(run.stderr).toContain("symbolic link")
+      expect(fs.readdirSync(outside)).toEqual([])
+    }))
+
+  it.scopedLive("--to hard-links from the cache (one copy on disk); --no-cache leaves no cache behind", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const dir = yield* tempDir
+      const cache = path.join(dir, "cache")
+      const to = path.join(dir, "out")
+      const linked = yield* fetchWith("http", { urls: server.url("/m.onnx"), cache_dir: cache }, "--to", to)
+      expect(linked.code).toBe(0)
+      const cached = path.join(cache, listAll(cache).find((file) => file.endsWith("m.onnx"))!)
+      expect(fs.statSync(path.join(to, "m.onnx")).ino).toBe(fs.statSync(cached).ino)
+      // The link changed the cached file's ctime: the next run re-hashes it once, finds it intact, and uses it.
+      const again = yield* fetchWith("http", { urls: server.url("/m.onnx"), cache_dir: cache }, "--to", to, "--hash", "--json")
+      expect(again.code).toBe(0)
+      expect(JSON.parse(again.stdout).files[0].sha256).toBe(sha256(model))
+
+      const defaultCache = path.join(dir, "default-cache")
+      const bare = path.join(dir, "bare")
+      const run = yield* cli(
+        ["fetch", "-t", "http", "-k", JSON.stringify({ urls: server.url("/m.onnx") }), "--to", bare, "--no-cache"],
+        { MLUP_STORAGE_CACHE: defaultCache }
+      )
+      expect(run.code).toBe(0)
+      expect(listAll(bare)).toEqual(["m.onnx"])
+      expect(sha256(fs.readFileSync(path.join(bare, "m.onnx")))).toBe(sha256(model))
+      expect(fs.existsSync(defaultCache)).toBe(false)
+      const withoutTo = yield* fetchWith("http", { urls: server.url("/m.onnx") }, "--no-cache")
+      expect(withoutTo.code).toBe(Cli.InvalidConfiguration)
+    }))
+
+  it.scopedLive("--verify re-hashes every cached file before use; a tampered one is fetched again", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const dir = yield* tempDir
+      const kwargs = { urls: server.url("/m.onnx"), cache_dir: path.join(dir, "cache") }
+      expect((yield* fetchWith("http", kwargs)).code).toBe(0)
+      const cached = path.join(dir, "cache", listAll(path.join(dir, "cache")).find((file) => file.endsWith("m.onnx"))!)
+      const bytes = fs.readFileSync(cached)
+      bytes[10] = bytes[10]! ^ 0xff
+      fs.writeFileSync(cached, bytes)
+      const run = yield* fetchWith("http", kwargs, "--verify", "--hash", "--json")
+      expect(run.code).toBe(0)
+      expect(JSON.parse(run.stdout).files[0].sha256).toBe(sha256(model))
+      expect(server.requests("/m.onnx").map((r) => r.status)).toEqual([200, 200])
+    }))
+
+  it.scopedLive("files are flushed before their rename and folders after (strace)", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const dir = yield* tempDir
+      const trace = path.join(dir, "trace")
+      const kwargs = JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: path.join(dir, "cache") })
+      // Asynchronously: the server answers from this very process.
+      const code = yield* Effect.promise(() =>
+        new Promise<number | null>((resolve) =>
+          spawn("strace", [
+            "-f", "-qq", "-o", trace, "-e", "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
+            process.execPath, bin, "fetch", "-t", "http", "-k", kwargs, "--to", path.join(dir, "out"), "-q"
+          ], { env: cleanEnv(), stdio: "ignore" }).on("exit", resolve)
+        )
+      )
+      expect(code).toBe(0)
+      const calls = fs.readFileSync(trace, "utf8").split("\n")
+      const fdOf = new Map<string, string>()
+      const order: Array<string> = []
+      for (const line of calls) {
+        const open = /openat\(AT_FDCWD, "([^"]+)".*\) = (\d+)$/.exec(line)
+        if (open !== null) fdOf.set(open[2]!, open[1]!)
+        const sync = /\bf(?:data)?sync\((\d+)\)/.exec(line)
+        if (sync !== null) order.push(`sync ${fdOf.get(sync[1]!)}`)
+        const rename = /rename(?:at2?)?\((?:AT_FDCWD, )?"([^"]+)", (?:AT_FDCWD, )?"([^"]+)"/.exec(line)
+        if (rename !== null) order.push(`rename ${rename[1]} -> ${rename[2]}`)
+      }
+      const into = order.findIndex((step) => /^rename .*m\.onnx\.partial -> .*\/m\.onnx$/.test(step))
+      expect(into).toBeGreaterThan(0)
+      const partial = order[into]!.split(" ")[1]
+      const file = order[into]!.split(" -> ")[1]!
+      expect(order.slice(0, into)).toContain(`sync ${partial}`)
+      expect(order.slice(into)).toContain(`sync ${path.dirname(file)}`)
+      // And the file placed in the target: flushed in staging before the switch, the folder after.
+      const placed = order.findIndex((step) => step.startsWith("rename ") && step.endsWith(`${path.join(dir, "out", "m.onnx")}`))
+      expect(placed).toBeGreaterThan(into)
+      expect(order.slice(into, placed).some((step) => /^sync .*\.mlup-storage-staging-.*m\.onnx$/.test(step))).toBe(true)
+      expect(order.slice(placed)).toContain(`sync ${path.join(dir, "out")}`)
+    }))
+})
+
+describe("mlup-storage: secrets never shown", () => {
+  it.scopedLive("a YAML syntax error names line and column, never the text around it", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, {
+        "mlup.yaml": "ml:\n  storage_type: s3\n  storage_kwargs:\n    secret_access_key: hunter2-secret\n    bucket: [models\n"
+      })
+      for (const json of [[], ["--json"]]) {
+        const run = yield* cli(["fetch", "--config", path.join(dir, "mlup.yaml"), ...json])
+        expect(run.code).toBe(Cli.InvalidConfiguration)
+        expect(run.stderr + run.stdout).toMatch(/line \d+, column \d+/)
+        expect(run.stderr + run.stdout).not.toContain("hunter2")
+      }
+      const kwargs = yield* cli(["fetch", "-t", "s3", "-k", "{\"secret_access_key\": \"hunter2-secret\", bucket}"])
+      expect(kwargs.code).toBe(Cli.InvalidConfiguration)
+      expect(kwargs.stderr).toContain("line 1, column")
+      expect(kwargs.stderr).not.toContain("hunter2")
+    }))
+
+  it.scopedLive("credentials and signatures in URLs are redacted on stderr, in logs and in --json", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      const url = server.url("/gone.onnx").replace("http://", "http://admin:hunter2@") +
+        "?X-Amz-Signature=s3cr3t&X-Amz-Credential=AKIAEXAMPLE&X-Amz-Security-Token=t0k3n"
+      server.fault("/gone.onnx", { kind: "status", status: 503 })
+      const run = yield* cli(["--log-level", "debug", "fetch", "-t", "http", "-k", JSON.stringify({ urls: url }), "--json"], {
+        MLUP_STORAGE_CACHE: path.join(yield* tempDir, "cache")
+      })
+      expect(run.code).toBe(Cli.NotFound)
+      expect(run.stderr).toContain("retrying")
+      expect(run.stderr + run.stdout).toContain("REDACTED")
+      expect(run.stderr + run.stdout).not.toMatch(/hunter2|s3cr3t|AKIAEXAMPLE|t0k3n/)
+    }))
+
+  it.scopedLive("the resume hint appears only where a partial download can resume", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const cache = path.join(yield* tempDir, "cache")
+      server.fault("/m.onnx", { kind: "status", status: 400 })
+      const rejected = yield* fetchWith("http", { urls: server.url("/m.onnx"), cache_dir: cache, retries: 0 })
+      expect(rejected.code).toBe(Cli.NetworkFailure)
+      expect(rejected.stderr).not.toContain("resume")
+      server.fault("/m.onnx", { kind: "drop", after: 1024 * 1024 })
+      const dropped = yield* fetchWith("http", { urls: server.url("/m.onnx"), cache_dir: cache, retries: 0 })
+      expect(dropped.code).toBe(Cli.NetworkFailure)
+      expect(dropped.stderr).toContain("the next run resumes it")
+    }))
+})
