@@ -154,6 +154,49 @@ withServer("S3Storage: cache and snapshots", (it) => {
       expect(fs.existsSync(first[0]!.path)).toBe(false)
     }))
 
+  it.scoped("a cached file changed on disk: re-hashed, fetched again online, a typed error offline (also for ranged parts)", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"])
+      const large = bytesOf(3 * 1024 * 1024 + 11, 8)
+      yield* Effect.promise(() => server.put("b", "m/a.bin", model))
+      yield* Effect.promise(() => server.put("b", "m/large.bin", large))
+      const cacheDir = yield* tempDir
+      const options = {
+        bucket: "b",
+        prefix: "m",
+        fileMask: "bin$",
+        endpoint: server.endpoint,
+        ...keys,
+        cacheDir,
+        multipartThresholdMb: 2,
+        partSizeMb: 1
+      }
+      const first = yield* contents(yield* S3Storage.make(options))
+      const gets = server.gets().length
+      // One byte changed (same size, mtime put back).
+      const tamper = (file: string) => {
+        const info = fs.statSync(file)
+        const fd = fs.openSync(file, "r+")
+        const byte = Buffer.alloc(1)
+        fs.readSync(fd, byte, 0, 1, 2 * 1024 * 1024 + 1)
+        byte[0] = byte[0]! ^ 0xff
+        fs.writeSync(fd, byte, 0, 1, 2 * 1024 * 1024 + 1)
+        fs.closeSync(fd)
+        fs.utimesSync(file, info.atime, info.mtime)
+      }
+      for (const file of first) tamper(file.path)
+      const again = yield* contents(yield* S3Storage.make(options))
+      expect(again.map((file) => file.bytes)).toEqual([fingerprint(model), fingerprint(large)])
+      // Both fetched again, in their 1 MiB parts (3 and 4), not taken from the cache.
+      expect(server.gets().length - gets).toBe(3 + 4)
+
+      const [tampered] = again
+      tamper(tampered!.path)
+      const error = yield* Effect.flip(contents(yield* S3Storage.make({ ...options, offline: true })))
+      expect(error).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "sha256" })
+      expect(error.message).toContain(tampered!.path)
+    }))
+
   it.scoped("large objects: parallel ranged GETs", () =>
     Effect.gen(function*() {
       const server = yield* S3.make(["b"])
