@@ -17,7 +17,7 @@ import * as HttpStorage from "../src/HttpStorage.js"
 import * as Progress from "../src/Progress.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "./contract.js"
-import { bytesOf, contents, filesUnder, fingerprint, platform, spyFileSystem, tempDir } from "./helpers.js"
+import { bytesOf, contents, filesUnder, fingerprint, flipByte, platform, spyFileSystem, tempDir } from "./helpers.js"
 import * as TestServer from "./servers/http.js"
 
 const root = path.resolve(import.meta.dirname, "..")
@@ -188,10 +188,11 @@ withServers("HttpStorage: faults", (it) => {
       expect((yield* contents(storage))[0]!.bytes).toBe(fingerprint(model))
       // The body ended short of what was announced: the resume asks for the rest. When every byte had
       // reached the disk, the server has nothing left to send (416) and the file is verified and kept.
+      // When some had not, the 206's total size is not the one first announced (that was the lie): the
+      // resume is refused and the file fetched again from byte 0.
       const statuses = server.requests("/m.onnx").map((r) => r.status)
       expect(statuses.slice(0, 3)).toEqual([500, 503, 200])
-      expect(statuses.length).toBe(4)
-      expect([206, 416]).toContain(statuses[3])
+      expect([[416], [206, 200]]).toContainEqual(statuses.slice(3))
     }))
 
   it.scoped("429 with Retry-After: the storage waits at least as long as asked", () =>
@@ -542,18 +543,6 @@ withServers("HttpStorage: integrity against real servers and disks", (it) => {
       ])
     }))
 
-  // One byte changed in the cached file, same size, mtime put back.
-  const tamper = (file: string) => {
-    const info = fs.statSync(file)
-    const fd = fs.openSync(file, "r+")
-    const byte = Buffer.alloc(1)
-    fs.readSync(fd, byte, 0, 1, 1000)
-    byte[0] = byte[0]! ^ 0x01
-    fs.writeSync(fd, byte, 0, 1, 1000)
-    fs.closeSync(fd)
-    fs.utimesSync(file, info.atime, info.mtime)
-  }
-
   it.scoped("a cached file changed on disk is re-hashed: fetched again online, a typed error offline, never delivered", () =>
     Effect.gen(function*() {
       const server = yield* TestServer.make()
@@ -562,13 +551,13 @@ withServers("HttpStorage: integrity against real servers and disks", (it) => {
       for (const sha256 of [TestServer.sha256(model), undefined]) {
         const options = { urls: server.url("/m.onnx"), cacheDir, sha256 }
         const [first] = yield* contents(yield* make(options))
-        tamper(first!.path)
+        flipByte(first!.path, 1000)
         // Online: the server would answer 304; the copy is fetched again instead.
         const before = server.requests("/m.onnx").length
         expect((yield* contents(yield* make(options)))[0]!.bytes).toBe(fingerprint(model))
         expect(server.requests("/m.onnx").slice(before).map((r) => [r.status, r.ifNoneMatch])).toEqual([[200, undefined]])
         // Offline: a typed error, and the copy is removed.
-        tamper(first!.path)
+        flipByte(first!.path, 1000)
         const error = yield* Effect.flip(contents(yield* make({ ...options, offline: true })))
         expect(error).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "sha256", expected: TestServer.sha256(model) })
         expect(error.message).toContain(first!.path)

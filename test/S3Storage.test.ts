@@ -10,7 +10,7 @@ import * as Progress from "../src/Progress.js"
 import * as S3Storage from "../src/S3Storage.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "./contract.js"
-import { bytesOf, contents, filesUnder, fingerprint, platform, tempDir } from "./helpers.js"
+import { bytesOf, contents, filesUnder, fingerprint, platform, tempDir, flipByte } from "./helpers.js"
 import * as S3 from "./servers/s3.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -173,25 +173,14 @@ withServer("S3Storage: cache and snapshots", (it) => {
       }
       const first = yield* contents(yield* S3Storage.make(options))
       const gets = server.gets().length
-      // One byte changed (same size, mtime put back).
-      const tamper = (file: string) => {
-        const info = fs.statSync(file)
-        const fd = fs.openSync(file, "r+")
-        const byte = Buffer.alloc(1)
-        fs.readSync(fd, byte, 0, 1, 2 * 1024 * 1024 + 1)
-        byte[0] = byte[0]! ^ 0xff
-        fs.writeSync(fd, byte, 0, 1, 2 * 1024 * 1024 + 1)
-        fs.closeSync(fd)
-        fs.utimesSync(file, info.atime, info.mtime)
-      }
-      for (const file of first) tamper(file.path)
+      for (const file of first) flipByte(file.path, 2 * 1024 * 1024 + 1)
       const again = yield* contents(yield* S3Storage.make(options))
       expect(again.map((file) => file.bytes)).toEqual([fingerprint(model), fingerprint(large)])
       // Both fetched again, in their 1 MiB parts (3 and 4), not taken from the cache.
       expect(server.gets().length - gets).toBe(3 + 4)
 
       const [tampered] = again
-      tamper(tampered!.path)
+      flipByte(tampered!.path, 2 * 1024 * 1024 + 1)
       const error = yield* Effect.flip(contents(yield* S3Storage.make({ ...options, offline: true })))
       expect(error).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "sha256" })
       expect(error.message).toContain(tampered!.path)

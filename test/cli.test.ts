@@ -438,15 +438,8 @@ describe("mlup-storage exit codes", () => {
         const dir = yield* tempDir
         const cache = path.join(dir, "cache")
         const to = path.join(dir, "out")
-        const running = start([
-          "fetch",
-          "-t",
-          "http",
-          "-k",
-          JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: cache }),
-          "--to",
-          to
-        ])
+        const args = ["fetch", "-t", "http", "-k", JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: cache }), "--to", to]
+        const running = start(args)
         // Wait until bytes are arriving in the cache's staging file.
         yield* Effect.promise(async () => {
           while (
@@ -467,17 +460,7 @@ describe("mlup-storage exit codes", () => {
         expect(kept).toBeGreaterThan(0)
 
         // The next run resumes from there.
-        const again = yield* cli([
-          "fetch",
-          "-t",
-          "http",
-          "-k",
-          JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: cache }),
-          "--to",
-          to,
-          "--hash",
-          "--json"
-        ])
+        const again = yield* cli([...args, "--hash", "--json"])
         expect(again.code).toBe(0)
         expect(JSON.parse(again.stdout).files).toMatchObject([{ name: "m.onnx", sha256: sha256(model) }])
         expect(server.requests("/m.onnx").at(-1)).toMatchObject({ status: 206, range: `bytes=${kept}-` })

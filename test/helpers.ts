@@ -116,3 +116,15 @@ export const filesUnder = (dir: string): Array<string> =>
     .filter((entry) => entry.isFile())
     .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
     .sort()
+
+/** Changes one byte of a file in place (same size), and puts its mtime back: a silent corruption. */
+export const flipByte = (file: string, offset: number): void => {
+  const info = fs.statSync(file)
+  const fd = fs.openSync(file, "r+")
+  const byte = Buffer.alloc(1)
+  fs.readSync(fd, byte, 0, 1, offset)
+  byte[0] = byte[0]! ^ 0xff
+  fs.writeSync(fd, byte, 0, 1, offset)
+  fs.closeSync(fd)
+  fs.utimesSync(file, info.atime, info.mtime)
+}
