@@ -33,7 +33,7 @@ import type * as StorageError from "./StorageError.js"
  * @since 0.3.0
  * @category constants
  */
-export const version = "0.3.0"
+export const version = "0.4.0"
 
 /**
  * The exit codes of `mlup-storage`, one per kind of failure a deploy script

@@ -17,7 +17,7 @@ import * as HttpStorage from "../src/HttpStorage.js"
 import * as Progress from "../src/Progress.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "./contract.js"
-import { bytesOf, contents, filesUnder, fingerprint, flipByte, platform, spyFileSystem, tempDir } from "./helpers.js"
+import { bytesOf, contents, filesUnder, fingerprint, flipByte, onSmallDisk, platform, spyFileSystem, tempDir } from "./helpers.js"
 import * as TestServer from "./servers/http.js"
 
 const root = path.resolve(import.meta.dirname, "..")
@@ -745,62 +745,19 @@ withServers("HttpStorage: locks that are never judged wrongly", (it) => {
 })
 
 withServers("HttpStorage: a full disk", (it) => {
-  // A 1 MiB tmpfs of the test's own: a mount namespace of an unprivileged user namespace (no root needed).
-  const onSmallDisk = (cacheDir: string) => {
-    const child = spawn(
-      "unshare",
-      [
-        "--user",
-        "--map-root-user",
-        "--mount",
-        "sh",
-        "-c",
-        "mount -t tmpfs -o size=1m tmpfs \"$1\" && shift && exec \"$@\"",
-        "sh",
-        cacheDir,
-        process.execPath,
-        "--import",
-        "tsx",
-        "test/fixtures/http-repl-child.ts"
-      ],
-      { cwd: root, stdio: ["pipe", "pipe", "inherit"] }
-    )
-    const answers: Array<(line: string) => void> = []
-    let buffered = ""
-    child.stdout.on("data", (chunk) => {
-      buffered += chunk
-      let at: number
-      while ((at = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, at)
-        buffered = buffered.slice(at + 1)
-        answers.shift()?.(line)
-      }
-    })
-    return {
-      load: (options: HttpStorage.Options) =>
-        Effect.promise(() =>
-          new Promise<any>((resolve) => {
-            answers.push((line) => resolve(JSON.parse(line)))
-            child.stdin.write(JSON.stringify({ ...options, cacheDir, retries: 0 }) + "\n")
-          })
-        ),
-      close: Effect.sync(() => child.kill())
-    }
-  }
-
   it.scoped("free space is checked first; after ENOSPC a run can still start, and frees the old partial for a new version", () =>
     Effect.gen(function*() {
       const server = yield* TestServer.make()
       const big = bytesOf(3 * 1024 * 1024, 31)
       const small = bytesOf(200 * 1024, 32)
       const cacheDir = yield* tempDir
-      const disk = onSmallDisk(cacheDir)
-      yield* Effect.addFinalizer(() => disk.close)
-      const urls = server.url("/m.onnx")
+      const disk = yield* onSmallDisk(cacheDir)
+      const load = (kwargs: object) =>
+        disk.load({ storage_type: "http", storage_kwargs: { urls: server.url("/m.onnx"), retries: 0, ...kwargs } })
 
       // Size known: refused before any byte is written, naming the bytes and the folder.
       server.put("/m.onnx", big)
-      const refused = yield* disk.load({ urls })
+      const refused = yield* load({})
       expect(refused.error).toMatchObject({ _tag: "InsufficientSpace", needed: big.byteLength })
       expect(refused.error.available).toBeLessThanOrEqual(1024 * 1024)
       expect(refused.error.path).toContain(path.join(cacheDir, "http"))
@@ -808,20 +765,20 @@ withServers("HttpStorage: a full disk", (it) => {
 
       // Size unknown (chunked): the partial fills the disk, and the run fails with a typed error.
       server.put("/m.onnx", big, { chunked: true })
-      const filled = yield* disk.load({ urls })
+      const filled = yield* load({})
       expect(filled.error).toMatchObject({ _tag: "WriteFailed", code: "ENOSPC" })
       expect(filled.free).toBeLessThan(64 * 1024)
       expect(filled.cache.map(([name]: [string]) => name).sort()).toEqual(["m.onnx.partial", "partial.json"])
 
       // The next run starts on the full disk, resumes, and says what it needs (the total is known now).
-      const again = yield* disk.load({ urls })
+      const again = yield* load({})
       expect(again.error).toMatchObject({ _tag: "InsufficientSpace" })
       expect(again.error.needed).toBeLessThan(big.byteLength)
       expect(server.requests("/m.onnx").at(-1)).toMatchObject({ status: 206 })
 
       // A new version on the server: the old partial goes first, and the new file fits.
       server.put("/m.onnx", small)
-      const done = yield* disk.load({ urls })
+      const done = yield* load({})
       expect(done.files).toEqual([{ name: "m.onnx", size: small.byteLength }])
       expect(done.cache.map(([name]: [string]) => name).sort()).toEqual(["m.onnx", "meta.json"])
     }), 60_000)

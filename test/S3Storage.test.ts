@@ -10,7 +10,7 @@ import * as Progress from "../src/Progress.js"
 import * as S3Storage from "../src/S3Storage.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "./contract.js"
-import { bytesOf, contents, filesUnder, fingerprint, platform, tempDir, flipByte } from "./helpers.js"
+import { bytesOf, contents, filesUnder, fingerprint, platform, tempDir, flipByte, onSmallDisk } from "./helpers.js"
 import * as S3 from "./servers/s3.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -185,6 +185,26 @@ withServer("S3Storage: cache and snapshots", (it) => {
       expect(error).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "sha256" })
       expect(error.message).toContain(tampered!.path)
     }))
+
+  it.scoped("a full disk: too little space for the objects is InsufficientSpace before any GET; what fits is fetched", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"])
+      yield* Effect.promise(() => server.put("b", "m/big.bin", bytesOf(3 * 1024 * 1024, 41)))
+      yield* Effect.promise(() => server.put("b", "m/small.bin", bytesOf(100 * 1024, 42)))
+      const cacheDir = yield* tempDir
+      const disk = yield* onSmallDisk(cacheDir)
+      const load = (fileMask: string) =>
+        disk.load({
+          storage_type: "s3",
+          storage_kwargs: { bucket: "b", prefix: "m", file_mask: fileMask, endpoint: server.endpoint, access_key_id: S3.accessKeyId, secret_access_key: S3.secretAccessKey, retries: 0 }
+        })
+      const refused = yield* load("bin$")
+      expect(refused.error).toMatchObject({ _tag: "InsufficientSpace", needed: 3 * 1024 * 1024 + 100 * 1024 })
+      expect(refused.error.available).toBeLessThanOrEqual(1024 * 1024)
+      expect(server.gets()).toEqual([])
+      const small = yield* load("small")
+      expect(small.files).toEqual([{ name: "small.bin", size: 100 * 1024 }])
+    }), 60_000)
 
   it.scoped("large objects: parallel ranged GETs", () =>
     Effect.gen(function*() {

@@ -1,4 +1,5 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
+import { spawn } from "node:child_process"
 import * as crypto from "node:crypto"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as FileSystem from "@effect/platform/FileSystem"
@@ -128,3 +129,58 @@ export const flipByte = (file: string, offset: number): void => {
   fs.closeSync(fd)
   fs.utimesSync(file, info.atime, info.mtime)
 }
+
+/**
+ * A process that loads on a 1 MiB tmpfs mounted at `cacheDir`, in a mount
+ * namespace of an unprivileged user namespace of its own (no root needed):
+ * a real full disk. `load` sends it a selection (its `cache_dir` is set) and
+ * answers with the outcome, the cache's files (name, size) and the free bytes.
+ * The process ends with the scope.
+ */
+export const onSmallDisk = (cacheDir: string) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const child = spawn(
+        "unshare",
+        [
+          "--user",
+          "--map-root-user",
+          "--mount",
+          "sh",
+          "-c",
+          "mount -t tmpfs -o size=1m tmpfs \"$1\" && shift && exec \"$@\"",
+          "sh",
+          cacheDir,
+          process.execPath,
+          "--import",
+          "tsx",
+          "test/fixtures/repl-child.ts"
+        ],
+        { cwd: path.resolve(import.meta.dirname, ".."), stdio: ["pipe", "pipe", "inherit"] }
+      )
+      const answers: Array<(line: string) => void> = []
+      let buffered = ""
+      child.stdout.on("data", (chunk) => {
+        buffered += chunk
+        let at: number
+        while ((at = buffered.indexOf("\n")) >= 0) {
+          const line = buffered.slice(0, at)
+          buffered = buffered.slice(at + 1)
+          answers.shift()?.(line)
+        }
+      })
+      return {
+        child,
+        load: (selection: { readonly storage_type: string; readonly storage_kwargs: object }) =>
+          Effect.promise(() =>
+            new Promise<any>((resolve) => {
+              answers.push((line) => resolve(JSON.parse(line)))
+              child.stdin.write(
+                JSON.stringify({ ...selection, storage_kwargs: { ...selection.storage_kwargs, cache_dir: cacheDir } }) + "\n"
+              )
+            })
+          )
+      }
+    }),
+    ({ child }) => Effect.sync(() => child.kill())
+  )
