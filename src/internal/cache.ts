@@ -318,7 +318,7 @@ export const lock = (
         return Option.isSome(now) && Option.isSome(ino) && now.value === ino.value
       })
 
-    // One atomic attempt: the finalizer is registered only if the file was created.
+    // One atomic attempt: the finalizer is registered if, and as soon as, the file was created.
     const tryCreate = Effect.uninterruptible(Effect.scoped(Effect.gen(function*() {
       const created = yield* fs.open(file, { flag: "wx" }).pipe(
         Effect.map(Option.some),
@@ -333,7 +333,7 @@ export const lock = (
       // A full disk may refuse even these bytes: the empty file is still the lock.
       yield* Effect.ignore(created.value.writeAll(new TextEncoder().encode(text)))
       return Option.some(ino)
-    }))).pipe(
+    })).pipe(
       Effect.tap((created) =>
         Option.isSome(created)
           ? Effect.addFinalizer(() =>
@@ -342,7 +342,7 @@ export const lock = (
           )
           : Effect.void
       )
-    )
+    ))
 
     // Who holds the lock, and whether it is stale.
     const judge = Effect.gen(function*() {
