@@ -26,6 +26,34 @@ const readmeExample = (): string => {
   return block[1]!
 }
 
+/** The README's install line (the first `npm install` in its Install section's sh block). */
+const readmeInstallLine = (): Array<string> => {
+  const readme = fs.readFileSync(path.join(root, "README.md"), "utf8")
+  const line = /## Install[\s\S]*?```sh\n(npm install [^\n]*)\n/.exec(readme)?.[1]
+  if (line === undefined) throw new Error("README.md has no install line")
+  return line.split(/\s+/)
+}
+
+/** Every `npm install` line of the README and the docs. */
+const installLines = (): Array<string> =>
+  [path.join(root, "README.md"), ...fs.readdirSync(path.join(root, "docs"), { recursive: true, encoding: "utf8" })
+    .filter((file) => file.endsWith(".md"))
+    .map((file) => path.join(root, "docs", file))]
+    .flatMap((file) => fs.readFileSync(file, "utf8").split("\n"))
+    .filter((line) => /^\s*(RUN\s+)?npm install /.test(line))
+
+describe("the install lines", () => {
+  it("pin every peer to the Effect 3 line (the registry's latest is Effect 4)", () => {
+    const lines = installLines()
+    expect(lines.length).toBeGreaterThanOrEqual(3)
+    for (const line of lines) {
+      expect(line).toMatch(/ effect@\^3\./)
+      expect(line).toMatch(/ @effect\/platform@\^0\.97\./)
+      expect(line).toMatch(/ @effect\/platform-node@\^0\.108\./)
+    }
+  })
+})
+
 describe("the packed package", () => {
   it.scoped("installs from its tarball, type-checks and runs in a consumer project", () =>
     Effect.gen(function*() {
@@ -50,15 +78,16 @@ describe("the packed package", () => {
         name: "consumer",
         private: true,
         type: "module",
-        dependencies: {
-          "mlup-storage": `file:../${tarball}`,
-          "effect": versionOf("effect"),
-          "@effect/platform": versionOf("@effect/platform"),
-          "@effect/platform-node": versionOf("@effect/platform-node"),
-          "@types/node": versionOf("@types/node")
-        }
+        dependencies: { "@types/node": versionOf("@types/node") }
       }))
-      run("npm", ["install", "--prefer-offline", "--ignore-scripts", "--no-audit", "--no-fund"], consumer)
+      // The README's install line as it is, with the tarball in place of the name: the peers it pins
+      // are resolved from the registry as a user's install resolves them.
+      const [npm, ...args] = readmeInstallLine().map((word) => (word === "mlup-storage" ? path.join(work, tarball) : word))
+      expect(npm).toBe("npm")
+      expect(args).toContain(path.join(work, tarball))
+      run("npm", [...args, "--prefer-offline", "--ignore-scripts", "--no-audit", "--no-fund"], consumer)
+      expect(JSON.parse(fs.readFileSync(path.join(consumer, "node_modules/effect/package.json"), "utf8")).version)
+        .toMatch(/^3\./)
       // One copy of effect: the package brings none of its own.
       expect(fs.existsSync(path.join(consumer, "node_modules/mlup-storage/node_modules/effect"))).toBe(false)
 
