@@ -1,21 +1,28 @@
-// Installs the project's dependencies when they are missing or older than
+// Installs the project's dependencies when they are missing or differ from
 // package-lock.json, so that `npm run demo` and `npm test` work on a fresh
-// clone. Uses only Node's standard library: it runs before anything is installed.
-import { createHash } from "node:crypto"
+// clone, and do nothing more after a plain `npm ci` or `npm install`. Uses
+// only Node's standard library: it runs before anything is installed.
 import { execSync } from "node:child_process"
-import { existsSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 
-const lock = readFileSync(new URL("../package-lock.json", import.meta.url))
-const digest = createHash("sha256").update(lock).digest("hex")
-const stamp = new URL("../node_modules/.mlup-storage-setup", import.meta.url)
+const read = (path) => JSON.parse(readFileSync(new URL(path, import.meta.url), "utf8"))
 
-if (!existsSync(stamp) || readFileSync(stamp, "utf8") !== digest) {
+// npm records what it installed in node_modules/.package-lock.json: every
+// package of the lock must be there at its version (optional ones, such as
+// other platforms' binaries, may be absent).
+const installed = () => {
+  if (!existsSync(new URL("../node_modules/.package-lock.json", import.meta.url))) return false
+  const wanted = read("../package-lock.json").packages
+  const have = read("../node_modules/.package-lock.json").packages
+  return Object.entries(wanted).every(([key, entry]) =>
+    key === "" || have[key]?.version === entry.version || (entry.optional === true && have[key] === undefined)
+  )
+}
+
+if (!installed()) {
   console.log("[setup] installing dependencies (npm ci)…")
   // onnxruntime-node ships its CPU binaries in the package; its install script
-  // would download more, which fails offline.
-  execSync("npm ci --no-audit --no-fund", {
-    stdio: "inherit",
-    env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: "skip" }
-  })
-  writeFileSync(stamp, digest)
+  // would download CUDA libraries, which fails offline. npm 11 skips it (the
+  // allowScripts field of package.json); older npm needs the variable.
+  execSync("npm ci", { stdio: "inherit", env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: "skip" } })
 }

@@ -137,6 +137,10 @@ export const make = (settings: Settings) =>
         }
       })
     }
+    // The SDK warns, on every client made under Node 20, that its releases of
+    // 2027 will need Node 22. This library supports Node 20 (with the SDK
+    // versions that do): the warning is noise to its users, not a fault.
+    process.env["AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"] ??= "true"
     const s3 = yield* Effect.provideService(makeS3Service, S3ClientInstance.S3ClientInstance, new S3Client(config))
     const base = `s3://${settings.bucket}/${settings.prefix}`
     const entryDir = path.join(
