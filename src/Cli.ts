@@ -9,6 +9,7 @@
  *
  * @since 0.3.0
  */
+import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import type * as CliApp from "@effect/cli/CliApp"
@@ -209,6 +210,13 @@ const exitWith = (code: ExitCode): Effect.Effect<void, Exit> =>
   code === ExitCode.Success ? Effect.void : Effect.fail(new Exit({ code }))
 
 const sourceOptions = {
+  uri: Args.text({ name: "uri" }).pipe(
+    Args.withDescription(
+      "Where the model is, as a URI: s3://bucket/prefix, https://host/path/model.onnx, file:///models/iris " +
+        "(the storage_uri kwarg; other options go in --kwargs or --config)."
+    ),
+    Args.optional
+  ),
   storageType: Options.text("storage-type").pipe(
     Options.withAlias("t"),
     Options.withDescription("The storage: disk, http, s3, mlup's full names, or module#export for your own."),

@@ -50,6 +50,14 @@ const MiB = 1024 * 1024
 
 const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
 
+// A key prefix inside the bucket; a URI here (s3://bucket/prefix) is refused, never taken as a key.
+const KeyPrefix = Schema.String.pipe(
+  Schema.filter((value) =>
+    !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ||
+    "is a URI, not a key prefix: give the prefix inside the bucket (iris/v3/), or the whole URI as storage_uri"
+  )
+)
+
 const positiveInt = (max: number) =>
   Schema.Int.pipe(Schema.between(1, max, { message: () => `must be a whole number from 1 to ${max}` }))
 
@@ -79,8 +87,8 @@ export const Kwargs = Schema.Struct({
   bucket: Schema.String.pipe(Schema.minLength(1, { message: () => "must not be empty" })).annotations({
     missingMessage: () => "is missing: give the bucket that holds the model"
   }),
-  prefix: Schema.optionalWith(Schema.String, { exact: true }),
-  path_to_files: Schema.optionalWith(Schema.String, { exact: true }),
+  prefix: Schema.optionalWith(KeyPrefix, { exact: true }),
+  path_to_files: Schema.optionalWith(KeyPrefix, { exact: true }),
   file_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),
   files_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),
   endpoint: Schema.optionalWith(

@@ -21,6 +21,7 @@ import * as internal from "./internal/storage.js"
 import * as MemoryStorage from "./MemoryStorage.js"
 import * as S3Storage from "./S3Storage.js"
 import * as StorageError from "./StorageError.js"
+import * as StorageUri from "./StorageUri.js"
 
 /**
  * The service: `load` delivers the model's files as `LoadedFile`s, within a
@@ -245,9 +246,25 @@ export const validate = (
     const decoded = yield* Schema.decodeUnknown(Selection, { errors: "all" })(selection).pipe(
       Effect.mapError(errors.fromParseError(String(selection?.storage_type ?? "(selection)"), selection))
     )
-    const storageType = decoded.storage_type
+    // storage_uri (KServe's name) stands for the storage and the kwargs that locate the files.
+    const expanded = yield* StorageUri.expand({
+      storage_type: selection?.storage_type,
+      storage_kwargs: decoded.storage_kwargs
+    })
+    const storageType = expanded.storage_type ?? decoded.storage_type
     const definition = yield* resolve(storageType, options)
-    const raw = decoded.storage_kwargs
+    if (expanded.fromUri !== undefined && (yield* resolve(expanded.fromUri)) !== definition) {
+      return yield* new StorageError.InvalidStorageOptions({
+        storageType,
+        issues: [
+          new StorageError.OptionIssue({
+            field: StorageUri.kwarg,
+            problem: `is a URI of the ${expanded.fromUri} storage, but storage_type names ${storageType}: give one of them`
+          })
+        ]
+      })
+    }
+    const raw = expanded.storage_kwargs ?? decoded.storage_kwargs
     const input = definition === MemoryStorage.definition && options !== undefined && "model" in options &&
         !("model" in raw)
       ? { ...raw, model: options.model }
@@ -380,9 +397,14 @@ export const selectionFromConfig = (
     const nest = <A>(config: Config.Config<A>) =>
       options?.prefix === undefined ? config : Config.nested(config, options.prefix)
     const prefixed = (name: string) => options?.prefix === undefined ? name : `${options.prefix}_${name}`
-    const storageType = yield* nest(Config.withDefault(Config.string("STORAGE_TYPE"), MemoryStorage.storageType))
+    // STORAGE_URI (KServe's name; read as a secret: a presigned URL is one) names the storage, unless STORAGE_TYPE does.
+    const uri = yield* nest(Config.option(Config.redacted("STORAGE_URI")))
+    const fromUri = Option.isSome(uri) ? yield* StorageUri.parse(Redacted.value(uri.value)) : undefined
+    const storageType = yield* nest(
+      Config.withDefault(Config.string("STORAGE_TYPE"), fromUri?.storage_type ?? MemoryStorage.storageType)
+    )
     const definition = yield* resolve(storageType, options)
-    const kwargs: Record<string, unknown> = {}
+    const kwargs: Record<string, unknown> = Option.isSome(uri) ? { [StorageUri.kwarg]: Redacted.value(uri.value) } : {}
     const all = yield* nest(Config.option(Config.redacted("STORAGE_KWARGS")))
     if (Option.isSome(all)) {
       Object.assign(

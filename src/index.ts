@@ -51,3 +51,10 @@ export * as Storage from "./Storage.js"
  * @since 0.1.0
  */
 export * as StorageError from "./StorageError.js"
+
+/**
+ * Sources as URIs (`s3://`, `https://`, `file://`), as KServe's `storage_uri`.
+ *
+ * @since 0.4.0
+ */
+export * as StorageUri from "./StorageUri.js"

@@ -719,3 +719,47 @@ describe("mlup-storage: secrets never shown", () => {
       expect(dropped.stderr).toContain("the next run resumes it")
     }))
 })
+
+describe("mlup-storage: sources as URIs", () => {
+  it.scopedLive("fetch s3://bucket/prefix/, https://…, file:///…, and STORAGE_URI", () =>
+    Effect.gen(function*() {
+      const s3 = yield* S3.make(["models"])
+      yield* Effect.promise(() => s3.put("models", "iris/v1/model.onnx", model))
+      const dir = yield* tempDir
+      const s3Kwargs = JSON.stringify({
+        file_mask: "onnx$",
+        endpoint: s3.endpoint,
+        access_key_id: S3.accessKeyId,
+        secret_access_key: S3.secretAccessKey,
+        cache_dir: path.join(dir, "cache")
+      })
+      const fromS3 = yield* cli(["fetch", "s3://models/iris/v1/", "-k", s3Kwargs, "--to", path.join(dir, "s3"), "--hash", "--json"])
+      expect(fromS3.code).toBe(0)
+      expect(JSON.parse(fromS3.stdout)).toMatchObject({ storageType: "s3", files: [{ name: "model.onnx", sha256: sha256(model) }] })
+
+      const server = yield* TestServer.make()
+      server.put("/m/model.onnx", model)
+      const fromHttp = yield* cli(["fetch", server.url("/m/model.onnx"), "--json"], { MLUP_STORAGE_CACHE: path.join(dir, "cache") })
+      expect(fromHttp.code).toBe(0)
+      expect(JSON.parse(fromHttp.stdout)).toMatchObject({ storageType: "http", files: [{ name: "model.onnx" }] })
+
+      writeFiles(dir, { "local/iris.pckl": "weights" })
+      const fromFile = yield* cli(["fetch", `file://${path.join(dir, "local")}`, "--json"])
+      expect(fromFile.code).toBe(0)
+      expect(JSON.parse(fromFile.stdout)).toMatchObject({ storageType: "disk", files: [{ name: "iris.pckl" }] })
+
+      const fromEnv = yield* cli(["fetch", "--json"], {
+        STORAGE_URI: server.url("/m/model.onnx"),
+        MLUP_STORAGE_CACHE: path.join(dir, "cache")
+      })
+      expect(fromEnv.code).toBe(0)
+      expect(JSON.parse(fromEnv.stdout)).toMatchObject({ storageType: "http", files: [{ name: "model.onnx" }] })
+
+      // A URI where a key prefix goes is refused, not mangled into s3://models/s3://models/iris/.
+      const mangled = yield* fetchWith("s3", { bucket: "models", prefix: "s3://models/iris/" })
+      expect(mangled.code).toBe(Cli.InvalidConfiguration)
+      expect(mangled.stderr).toContain("storage_uri")
+      const unknown = yield* cli(["check", "ftp://host/model.onnx"])
+      expect(unknown.code).toBe(Cli.InvalidConfiguration)
+    }))
+})

@@ -9,9 +9,12 @@ import * as CliError from "../../CliError.js"
 import * as MemoryStorage from "../../MemoryStorage.js"
 import * as Storage from "../../Storage.js"
 import type * as StorageError from "../../StorageError.js"
+import * as StorageUri from "../../StorageUri.js"
 
 /** @internal */
 export interface SourceFlags {
+  /** A URI (`s3://…`, `https://…`, `file://…`): the `storage_uri` kwarg. */
+  readonly uri: Option.Option<string>
   readonly storageType: Option.Option<string>
   readonly kwargs: Option.Option<string>
   readonly config: Option.Option<string>
@@ -129,7 +132,10 @@ export const selectionOf = (
   flags: SourceFlags
 ): Effect.Effect<Storage.Selection, ReadonlyArray<SourceError>, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
-    if (Option.isNone(flags.storageType) && Option.isNone(flags.kwargs) && Option.isNone(flags.config)) {
+    if (
+      Option.isNone(flags.uri) && Option.isNone(flags.storageType) && Option.isNone(flags.kwargs) &&
+      Option.isNone(flags.config)
+    ) {
       return yield* Storage.selectionFromConfig(
         Option.isSome(flags.envPrefix) ? { prefix: flags.envPrefix.value } : undefined
       ).pipe(Effect.mapError((error) => [error]))
@@ -148,9 +154,15 @@ export const selectionOf = (
       else fromFlag = parsed.right
     }
     if (problems.length > 0) return yield* Effect.fail(problems)
+    // The URI argument names the storage (and where the files are), unless --storage-type does.
     return {
-      storage_type: Option.getOrUndefined(flags.storageType) ?? fromFile.storage_type,
-      storage_kwargs: { ...fromFile.storage_kwargs, ...fromFlag }
+      storage_type: Option.getOrUndefined(flags.storageType) ??
+        (Option.isSome(flags.uri) ? undefined : fromFile.storage_type),
+      storage_kwargs: {
+        ...fromFile.storage_kwargs,
+        ...fromFlag,
+        ...(Option.isSome(flags.uri) ? { [StorageUri.kwarg]: flags.uri.value } : {})
+      }
     }
   })
 
@@ -165,8 +177,10 @@ export const validatedOf = (
 ): Effect.Effect<Storage.Validated, ReadonlyArray<SourceError>, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const selection = yield* selectionOf(flags)
+    // With a URI, the storage is the URI's (validate checks that storage_type agrees).
+    const uri = selection.storage_kwargs?.[StorageUri.kwarg] !== undefined
     const storageType = selection.storage_type ?? MemoryStorage.storageType
-    const definition = yield* Storage.resolve(storageType).pipe(Effect.mapError((error) => [error]))
+    const definition = uri ? undefined : yield* Storage.resolve(storageType).pipe(Effect.mapError((error) => [error]))
     if (definition === MemoryStorage.definition) {
       return yield* Effect.fail([
         new CliError.InvalidArgument({

@@ -1,0 +1,137 @@
+/**
+ * Sources as URIs, as KServe's `storage_uri`, the AWS CLI and init containers
+ * name them: `s3://bucket/prefix`, `https://host/path/model.onnx`,
+ * `file:///models/iris` (or an absolute path). A URI is another way to write
+ * mlup's `storage_type` and the kwargs that say where the files are; every
+ * other kwarg (`file_mask`, `sha256`, `cache_dir`, …) is given beside it.
+ *
+ * @since 0.4.0
+ */
+import * as Either from "effect/Either"
+import * as url from "node:url"
+import * as errors from "./internal/errors.js"
+import * as StorageError from "./StorageError.js"
+
+/**
+ * The kwarg that holds a URI (KServe's name), in `storage_kwargs` or, as
+ * `STORAGE_URI`, in the environment.
+ *
+ * @since 0.4.0
+ * @category constants
+ */
+export const kwarg = "storage_uri"
+
+/**
+ * What a URI stands for: a storage and the kwargs that locate the files.
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export interface Parsed {
+  readonly storage_type: "s3" | "http" | "disk"
+  readonly storage_kwargs: Readonly<Record<string, unknown>>
+}
+
+const invalid = (storageType: string, problem: string) =>
+  new StorageError.InvalidStorageOptions({
+    storageType,
+    issues: [new StorageError.OptionIssue({ field: kwarg, problem })]
+  })
+
+/**
+ * Reads a URI: `s3://bucket[/prefix]` (the S3 storage: `bucket`, `prefix`),
+ * `http://…` / `https://…` (the HTTP storage: `urls`), `file:///path` or an
+ * absolute path (the Disk storage: `path_to_files`). Anything else is
+ * `InvalidStorageOptions` on `storage_uri`; the URI is shown redacted.
+ *
+ * @since 0.4.0
+ * @category parsing
+ */
+export const parse = (uri: string): Either.Either<Parsed, StorageError.InvalidStorageOptions> => {
+  const shown = errors.redactUrl(uri)
+  if (uri.startsWith("/")) return Either.right({ storage_type: "disk", storage_kwargs: { path_to_files: uri } })
+  let parsed: URL
+  try {
+    parsed = new URL(uri)
+  } catch {
+    return Either.left(invalid("(storage_uri)", `${shown} is not a URI: give s3://bucket/prefix, https://host/path, or file:///path`))
+  }
+  switch (parsed.protocol) {
+    case "s3:": {
+      if (parsed.hostname === "") return Either.left(invalid("s3", `${shown} names no bucket (s3://bucket/prefix)`))
+      if (parsed.search !== "" || parsed.hash !== "") {
+        return Either.left(invalid("s3", `${shown} has a query or fragment, which an S3 URI does not take`))
+      }
+      // The key prefix as written (S3 keys are not URL-encoded in s3:// URIs).
+      const prefix = uri.slice(`s3://${parsed.host}`.length).replace(/^\/+/, "")
+      return Either.right({
+        storage_type: "s3",
+        storage_kwargs: { bucket: parsed.hostname, ...(prefix === "" ? {} : { prefix }) }
+      })
+    }
+    case "http:":
+    case "https:":
+      return Either.right({ storage_type: "http", storage_kwargs: { urls: uri } })
+    case "file:": {
+      if (parsed.host !== "" && parsed.host !== "localhost") {
+        return Either.left(invalid("disk", `${shown} names a host; a file URI is file:///path`))
+      }
+      return Either.right({ storage_type: "disk", storage_kwargs: { path_to_files: url.fileURLToPath(parsed) } })
+    }
+    default:
+      return Either.left(
+        invalid(
+          "(storage_uri)",
+          `${shown}: the scheme ${parsed.protocol.slice(0, -1)} is not supported (s3, http, https, file)`
+        )
+      )
+  }
+}
+
+/**
+ * A selection with `storage_kwargs.storage_uri` expanded into the storage and
+ * its kwargs. `storage_type`, when given too, must name the URI's storage (by
+ * any of its names, checked by the caller); a kwarg that the URI sets (`bucket`,
+ * `prefix`, `path_to_files`, `urls`) may not be given beside it. A selection
+ * without `storage_uri` is returned as it is.
+ *
+ * @since 0.4.0
+ * @category parsing
+ */
+export const expand = (selection: {
+  readonly storage_type?: string | undefined
+  readonly storage_kwargs?: Readonly<Record<string, unknown>> | undefined
+}): Either.Either<
+  { readonly storage_type?: string | undefined; readonly storage_kwargs?: Readonly<Record<string, unknown>> | undefined; readonly fromUri?: Parsed["storage_type"] },
+  StorageError.InvalidStorageOptions
+> => {
+  const kwargs = selection.storage_kwargs
+  if (kwargs === undefined || !Object.prototype.hasOwnProperty.call(kwargs, kwarg)) return Either.right(selection)
+  const uri = kwargs[kwarg]
+  if (typeof uri !== "string") return Either.left(invalid(selection.storage_type ?? "(storage_uri)", "must be a string (a URI)"))
+  return Either.flatMap(parse(uri), (parsed) => {
+    const { [kwarg]: _uri, ...rest } = kwargs
+    const clashes = Object.keys(parsed.storage_kwargs).filter((key) =>
+      Object.prototype.hasOwnProperty.call(rest, key) ||
+      (key === "prefix" && Object.prototype.hasOwnProperty.call(rest, "path_to_files"))
+    )
+    if (clashes.length > 0) {
+      return Either.left(
+        new StorageError.InvalidStorageOptions({
+          storageType: parsed.storage_type,
+          issues: clashes.map((key) =>
+            new StorageError.OptionIssue({
+              field: key,
+              problem: `is given by storage_uri (${errors.redactUrl(uri)}) too: give one or the other`
+            })
+          )
+        })
+      )
+    }
+    return Either.right({
+      storage_type: selection.storage_type ?? parsed.storage_type,
+      storage_kwargs: { ...parsed.storage_kwargs, ...rest },
+      fromUri: parsed.storage_type
+    })
+  })
+}

@@ -1,0 +1,84 @@
+import { describe, expect, it } from "@effect/vitest"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as ConfigProvider from "effect/ConfigProvider"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Storage from "../src/Storage.js"
+import * as StorageUri from "../src/StorageUri.js"
+
+describe("StorageUri", () => {
+  it("reads s3, http(s), file URIs and absolute paths", () => {
+    expect(StorageUri.parse("s3://models/iris/v3/")).toEqual(
+      Either.right({ storage_type: "s3", storage_kwargs: { bucket: "models", prefix: "iris/v3/" } })
+    )
+    expect(StorageUri.parse("s3://models")).toEqual(Either.right({ storage_type: "s3", storage_kwargs: { bucket: "models" } }))
+    // Keys are taken as written: no URL decoding, spaces and percent signs kept.
+    expect(StorageUri.parse("s3://b/a b/100%.onnx")).toEqual(
+      Either.right({ storage_type: "s3", storage_kwargs: { bucket: "b", prefix: "a b/100%.onnx" } })
+    )
+    expect(StorageUri.parse("https://host/path/model.onnx?token=x")).toEqual(
+      Either.right({ storage_type: "http", storage_kwargs: { urls: "https://host/path/model.onnx?token=x" } })
+    )
+    expect(StorageUri.parse("file:///models/iris%20v1")).toEqual(
+      Either.right({ storage_type: "disk", storage_kwargs: { path_to_files: "/models/iris v1" } })
+    )
+    expect(StorageUri.parse("/mnt/models")).toEqual(
+      Either.right({ storage_type: "disk", storage_kwargs: { path_to_files: "/mnt/models" } })
+    )
+  })
+
+  it("refuses what it cannot read, naming storage_uri and never showing a secret", () => {
+    for (const uri of ["ftp://host/m.onnx", "models/iris", "s3:///prefix", "file://otherhost/m", "gopher://u:hunter2@h/"]) {
+      const result = StorageUri.parse(uri)
+      expect(Either.isLeft(result)).toBe(true)
+      if (Either.isLeft(result)) {
+        expect(result.left.issues[0]!.field).toBe("storage_uri")
+        expect(result.left.message).not.toContain("hunter2")
+      }
+    }
+  })
+
+  it.effect("storage_uri in storage_kwargs selects the storage; a clash with a kwarg or storage_type is refused", () =>
+    Effect.gen(function*() {
+      const validated = yield* Storage.validate({
+        storage_kwargs: { storage_uri: "s3://models/iris/", file_mask: "onnx$", endpoint: "http://127.0.0.1:9000" }
+      })
+      expect(validated.storageType).toBe("s3")
+      expect(validated.kwargs).toMatchObject({ bucket: "models", prefix: "iris/", endpoint: "http://127.0.0.1:9000" })
+      // mlup's full name of the same storage agrees with the URI.
+      const disk = yield* Storage.validate({
+        storage_type: "mlup.ml.storage.local_disk.DiskStorage",
+        storage_kwargs: { storage_uri: "file:///models" }
+      })
+      expect(disk.definition.name).toBe("disk")
+
+      const clash = yield* Effect.flip(Storage.validate({ storage_kwargs: { storage_uri: "s3://b/p", prefix: "q" } }))
+      expect(clash._tag === "InvalidStorageOptions" && clash.issues.map((issue) => issue.field)).toEqual(["prefix"])
+      const other = yield* Effect.flip(Storage.validate({ storage_type: "http", storage_kwargs: { storage_uri: "s3://b/p" } }))
+      expect(other._tag === "InvalidStorageOptions" && other.issues[0]!.field).toBe("storage_uri")
+    }).pipe(Effect.provide(NodeContext.layer)))
+
+  it.effect("a URI given as the S3 prefix is refused, never taken as a key", () =>
+    Effect.gen(function*() {
+      for (const field of ["prefix", "path_to_files"]) {
+        const error = yield* Effect.flip(
+          Storage.validate({ storage_type: "s3", storage_kwargs: { bucket: "models", [field]: "s3://models/iris/" } })
+        )
+        expect(error._tag === "InvalidStorageOptions" && error.issues[0]).toMatchObject({ field })
+        expect(error.message).toContain("storage_uri")
+      }
+    }).pipe(Effect.provide(NodeContext.layer)))
+
+  it.effect("STORAGE_URI (KServe's variable) selects the storage from the environment", () =>
+    Effect.gen(function*() {
+      const selection = yield* Storage.selectionFromConfig().pipe(
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map([
+          ["STORAGE_URI", "https://models.example/iris/model.onnx"],
+          ["STORAGE_KWARGS_SHA256", "a".repeat(64)]
+        ]), { pathDelim: "_" }))
+      )
+      const validated = yield* Storage.validate(selection)
+      expect(validated.storageType).toBe("http")
+      expect(validated.kwargs).toMatchObject({ urls: "https://models.example/iris/model.onnx", sha256: "a".repeat(64) })
+    }).pipe(Effect.provide(NodeContext.layer)))
+})
