@@ -62,6 +62,8 @@ export const ExitCode = {
   WriteFailed: 7,
   /** Another process held the cache entry's lock past `lock_timeout` (its heartbeat says it is alive). */
   Busy: 8,
+  /** The server's TLS certificate was not accepted (give the CA that signs it). */
+  TlsFailure: 9,
   /** Interrupted by SIGINT (Ctrl-C): nothing partial in the target; a partial download stays in the cache and resumes. */
   Interrupted: 130,
   /** Terminated by SIGTERM (a container being stopped): as SIGINT. */
@@ -116,6 +118,8 @@ export const exitCodeOf = (error: Failure): ExitCode => {
       return ExitCode.WriteFailed
     case "LockTimeout":
       return ExitCode.Busy
+    case "TlsFailure":
+      return ExitCode.TlsFailure
     case "ReadFailed":
       return ExitCode.Failure
   }
@@ -129,6 +133,8 @@ const hints: Record<number, string> = {
     "Check the credentials (headers, access keys) or the permissions; the values are never printed.",
   [ExitCode.IntegrityFailure]:
     "The bytes do not match the expected checksum (the bad file was removed): check the sha256 option and the source.",
+  [ExitCode.TlsFailure]:
+    "Give the CA that signs the server's certificate: ca_bundle in the kwargs, or SSL_CERT_FILE / AWS_CA_BUNDLE / NODE_EXTRA_CA_CERTS (a PEM file).",
   [ExitCode.Busy]:
     "Another process is fetching the same files into this cache: wait for it, raise lock_timeout, or use another cache_dir."
 }

@@ -30,6 +30,7 @@ import * as Path from "@effect/platform/Path"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
@@ -38,6 +39,7 @@ import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as http from "./internal/http.js"
+import * as network_ from "./internal/network.js"
 import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
@@ -110,6 +112,11 @@ const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redac
  *   re-hashes it on every load. A copy that no longer matches is fetched
  *   again (offline: `ChecksumMismatch`), never delivered.
  *
+ * - `ca_bundle`: a PEM file of certificate authorities trusted besides Node's
+ *   own (a company's proxy or CA); `SSL_CERT_FILE` and `AWS_CA_BUNDLE` are
+ *   read too. Proxies come from `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`.
+ *   Both need the Node wiring (`NodeStorage`).
+ *
  * Two URLs delivered under the same file name are invalid (name both).
  *
  * @since 0.2.0
@@ -138,7 +145,8 @@ export const Kwargs = Schema.Struct({
     { default: () => 4 }
   ),
   lock_timeout: Seconds(1800),
-  verify: Schema.optionalWith(Verify, { default: () => "changed" as const })
+  verify: Schema.optionalWith(Verify, { default: () => "changed" as const }),
+  ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
 }).pipe(Schema.filter((kwargs) => {
   // Files are delivered by name (into --to, say): two URLs must not share one.
   const urls: ReadonlyArray<string> = typeof kwargs.urls === "string" ? [kwargs.urls] : kwargs.urls
@@ -190,6 +198,7 @@ export interface Options {
   readonly concurrency?: number | undefined
   readonly lockTimeout?: Duration.DurationInput | undefined
   readonly verify?: "changed" | "always" | undefined
+  readonly caBundle?: string | undefined
 }
 
 const invalid = (field: string, problem: string) =>
@@ -248,7 +257,21 @@ export const makeResolved = (
     }
     const readBytes = read_.readBytes(fs, path)
 
-    const fetchOne = (url: string, tracker: transfer.Tracker) =>
+    // On Node, each load's requests go through agents with the environment's
+    // proxies and CAs (and ca_bundle's); elsewhere, through the platform's client.
+    const network = yield* Effect.serviceOption(network_.Network)
+    const extraCa = kwargs.ca_bundle === undefined
+      ? []
+      : [yield* network_.readCaBundle("ca_bundle", path.resolve(kwargs.ca_bundle), storageType)]
+    if (Option.isNone(network) && kwargs.ca_bundle !== undefined) {
+      return yield* invalid("ca_bundle", "needs the Node wiring (NodeStorage's layers), which this platform does not have")
+    }
+    const clientForLoad = Option.match(network, {
+      onNone: () => Effect.succeed(client),
+      onSome: (network) => network.client(storageType, extraCa)
+    })
+
+    const fetchOne = (url: string, tracker: transfer.Tracker, client: HttpClient.HttpClient) =>
       http.fetch(url, expected.get(url), options, tracker).pipe(
         Effect.provideService(HttpClient.HttpClient, client),
         Effect.provideService(FileSystem.FileSystem, fs),
@@ -260,8 +283,8 @@ export const makeResolved = (
         )
       )
 
-    const load = Effect.flatMap(transfer.makeTracker, (tracker) =>
-      Effect.forEach(urls, (url) => fetchOne(url, tracker), { concurrency: kwargs.concurrency }))
+    const load = Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, client]) =>
+      Effect.forEach(urls, (url) => fetchOne(url, tracker, client), { concurrency: kwargs.concurrency }))
 
     const deliverLocal = (file: string) =>
       Effect.gen(function*() {
@@ -279,7 +302,8 @@ export const makeResolved = (
     // delivered, say) is handed over from the disk.
     const loadBytesSingleFile = (location: string) =>
       Schema.is(Url)(location)
-        ? Effect.flatMap(transfer.makeTracker, (tracker) => fetchOne(location, tracker))
+        ? Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, client]) =>
+          fetchOne(location, tracker, client))
         : deliverLocal(location)
 
     return yield* internal.make({ storageType, load, loadBytesSingleFile })
@@ -313,7 +337,8 @@ export const make = (
     offline: options.offline,
     concurrency: options.concurrency,
     lock_timeout: seconds(options.lockTimeout),
-    verify: options.verify
+    verify: options.verify,
+    ca_bundle: options.caBundle
   }).pipe(
     Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule))
   )

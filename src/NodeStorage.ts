@@ -12,12 +12,14 @@ import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as HttpClient from "@effect/platform/HttpClient"
 import type * as Path from "@effect/platform/Path"
 import type * as ConfigError from "effect/ConfigError"
+import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as v8 from "node:v8"
 import * as vm from "node:vm"
 import * as DiskStorage from "./DiskStorage.js"
 import * as GarbageCollector from "./GarbageCollector.js"
 import * as HttpStorage from "./HttpStorage.js"
+import * as network_ from "./internal/network.js"
 import * as MemoryStorage from "./MemoryStorage.js"
 import * as S3Storage from "./S3Storage.js"
 import * as Storage from "./Storage.js"
@@ -65,16 +67,41 @@ export const layerGarbageCollector: Layer.Layer<GarbageCollector.GarbageCollecto
   garbageCollector
 )
 
+const network: network_.Network["Type"] = {
+  client: (storageType, extraCa) =>
+    Effect.map(
+      network_.agentsFor(storageType, extraCa),
+      (agents) =>
+        NodeHttpClient.make.pipe(
+          Effect.provideService(NodeHttpClient.HttpAgent, {
+            [NodeHttpClient.HttpAgentTypeId]: NodeHttpClient.HttpAgentTypeId,
+            http: agents.http,
+            https: agents.https
+          }),
+          Effect.runSync
+        )
+    )
+}
+
 /**
  * Everything a storage needs on Node: `FileSystem`, `Path`, an `HttpClient`
- * (node:http, with its keep-alive agent) and the collector.
+ * (node:http) and the collector. The remote storages' requests go through
+ * node:http agents (keep-alive) that honour `HTTPS_PROXY` / `HTTP_PROXY` /
+ * `NO_PROXY` and trust the CAs of `SSL_CERT_FILE` / `AWS_CA_BUNDLE` (and of
+ * a storage's `ca_bundle`) besides Node's own.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layer: Layer.Layer<
   FileSystem.FileSystem | Path.Path | HttpClient.HttpClient | GarbageCollector.GarbageCollector
-> = Layer.mergeAll(NodeFileSystem.layer, NodePath.layer, NodeHttpClient.layer, layerGarbageCollector)
+> = Layer.mergeAll(
+  NodeFileSystem.layer,
+  NodePath.layer,
+  NodeHttpClient.layer,
+  layerGarbageCollector,
+  Layer.succeed(network_.Network, network)
+)
 
 /**
  * The Memory storage with Node's collector.

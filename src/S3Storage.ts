@@ -19,6 +19,7 @@
  *
  * @since 0.2.0
  */
+import type { S3Client } from "@aws-sdk/client-s3"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as Duration from "effect/Duration"
@@ -68,8 +69,14 @@ const positiveInt = (max: number) =>
  *   a key (a single file) or a folder of keys; default the whole bucket.
  * - `file_mask` (or `files_mask`): a regular expression searched in each name
  *   below the prefix (or, for a single key, in the key); default mlup's.
- * - `endpoint` (MinIO, Ceph, R2…), `region` (default `us-east-1`),
- *   `path_style` (default: true when an endpoint is given).
+ * - `endpoint` (MinIO, Ceph, R2…): else `AWS_ENDPOINT_URL_S3`,
+ *   `AWS_ENDPOINT_URL` or the profile's `endpoint_url`; `path_style`
+ *   (default: true when a custom endpoint is in effect). `region`: else
+ *   `AWS_REGION`, the profile's `region`, `AWS_DEFAULT_REGION`, else
+ *   `us-east-1` for a custom endpoint (none at all: `InvalidStorageOptions`).
+ *   Region redirects are followed.
+ * - `ca_bundle`: as the HTTP storage (also `AWS_CA_BUNDLE`, `SSL_CERT_FILE`);
+ *   proxies from `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`.
  * - `access_key_id`, `secret_access_key`, `session_token`: secrets (Redacted).
  *   Without them the AWS SDK's default provider chain applies (environment,
  *   profile, web identity, instance metadata).
@@ -95,7 +102,7 @@ export const Kwargs = Schema.Struct({
     Schema.String.pipe(Schema.filter((value) => URL.canParse(value) || "is not a valid URL")),
     { exact: true }
   ),
-  region: Schema.optionalWith(Schema.String, { default: () => "us-east-1" }),
+  region: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
   path_style: Schema.optionalWith(Schema.Boolean, { exact: true }),
   access_key_id: Schema.optionalWith(Secret, { exact: true }),
   secret_access_key: Schema.optionalWith(Secret, { exact: true }),
@@ -110,7 +117,8 @@ export const Kwargs = Schema.Struct({
   stall_timeout: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 60 }),
   retries: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 100)), { default: () => 5 }),
   lock_timeout: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 1800 }),
-  verify: Schema.optionalWith(HttpStorage.Verify, { default: () => "changed" as const })
+  verify: Schema.optionalWith(HttpStorage.Verify, { default: () => "changed" as const }),
+  ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
 })
 
 /**
@@ -148,6 +156,14 @@ export interface Options {
   readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined
   readonly lockTimeout?: Duration.DurationInput | undefined
   readonly verify?: "changed" | "always" | undefined
+  readonly caBundle?: string | undefined
+  /**
+   * An S3 client of the application's own (custom credential providers,
+   * request handlers, retries): used as it is, and never destroyed by the
+   * storage. Without one, the storage makes a client per load and destroys it
+   * when the load's scope closes.
+   */
+  readonly client?: S3Client | undefined
 }
 
 const issue = (field: string, problem: string) => new StorageError.OptionIssue({ field, problem })
@@ -160,7 +176,8 @@ const issue = (field: string, problem: string) => new StorageError.OptionIssue({
  */
 export const makeResolved = (
   kwargs: Kwargs,
-  retrySchedule?: Schedule.Schedule<unknown, unknown>
+  retrySchedule?: Schedule.Schedule<unknown, unknown>,
+  client?: S3Client
 ): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
@@ -192,7 +209,9 @@ export const makeResolved = (
       mask: kwargs.file_mask ?? kwargs.files_mask ?? mask_.compileDefault(),
       endpoint: kwargs.endpoint,
       region: kwargs.region,
-      pathStyle: kwargs.path_style ?? kwargs.endpoint !== undefined,
+      pathStyle: kwargs.path_style,
+      client,
+      caBundle: kwargs.ca_bundle,
       credentials: kwargs.access_key_id !== undefined && kwargs.secret_access_key !== undefined
         ? {
           accessKeyId: kwargs.access_key_id,
@@ -272,8 +291,9 @@ export const make = (
     lock_timeout: options.lockTimeout === undefined
       ? undefined
       : Duration.toSeconds(Duration.decode(options.lockTimeout)),
-    verify: options.verify
-  }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule)))
+    verify: options.verify,
+    ca_bundle: options.caBundle
+  }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule, options.client)))
 
 /**
  * The S3 storage as a layer, for any platform that provides `FileSystem` and

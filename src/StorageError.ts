@@ -502,6 +502,34 @@ export class InsufficientSpace extends Schema.TaggedError<InsufficientSpace>("ml
 }
 
 /**
+ * The server's TLS certificate was not accepted (an unknown authority, a
+ * self-signed or expired certificate, a name that does not match). Not
+ * retried: another attempt gets the same certificate.
+ *
+ * @since 0.4.0
+ * @category errors
+ */
+export class TlsFailure extends Schema.TaggedError<TlsFailure>("mlup-storage/TlsFailure")("TlsFailure", {
+  location: Schema.String,
+  code: Schema.String,
+  reason: Schema.String
+}) {
+  /**
+   * @since 0.4.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.4.0
+   */
+  override get message(): string {
+    return `The TLS certificate of ${this.location} was not accepted (${this.code}: ${this.reason}). ` +
+      "If your company's proxy or CA signs it, give that CA: ca_bundle, or SSL_CERT_FILE / AWS_CA_BUNDLE / " +
+      "NODE_EXTRA_CA_CERTS (a PEM file)"
+  }
+}
+
+/**
  * Every error a storage can fail with.
  *
  * @since 0.1.0
@@ -525,6 +553,7 @@ export type StorageError =
   | WriteFailed
   | LockTimeout
   | InsufficientSpace
+  | TlsFailure
 
 /**
  * The schema of every storage error, to encode or decode them (for example
@@ -550,7 +579,8 @@ export const StorageError: Schema.Union<[
   typeof NotCached,
   typeof WriteFailed,
   typeof LockTimeout,
-  typeof InsufficientSpace
+  typeof InsufficientSpace,
+  typeof TlsFailure
 ]> = Schema.Union(
   InvalidStorageOptions,
   UnknownStorageType,
@@ -568,7 +598,8 @@ export const StorageError: Schema.Union<[
   NotCached,
   WriteFailed,
   LockTimeout,
-  InsufficientSpace
+  InsufficientSpace,
+  TlsFailure
 )
 
 /**

@@ -13,6 +13,7 @@ import * as crypto from "node:crypto"
 import * as StorageError from "../StorageError.js"
 import * as cache from "./cache.js"
 import * as errors from "./errors.js"
+import * as network from "./network.js"
 import * as nodeDrain from "./nodeDrain.js"
 import * as transfer from "./transfer.js"
 
@@ -281,10 +282,15 @@ export const fetch = (
               new transfer.Retryable({ reason: `no response within ${Duration.format(options.connectTimeout)}` })
           }),
           Effect.catchTags({
-            RequestError: (error) =>
-              Effect.fail(
-                new transfer.Retryable({ reason: `request failed: ${errors.redactText(String(error.cause ?? error.message))}` })
-              ),
+            RequestError: (error) => {
+              // A certificate that is not accepted is not accepted on a retry either.
+              const tls = network.tlsFailureOf(error.cause)
+              return tls !== undefined
+                ? Effect.fail(new StorageError.TlsFailure({ location, code: tls.code, reason: errors.redactText(tls.message) }))
+                : Effect.fail(
+                  new transfer.Retryable({ reason: `request failed: ${errors.redactText(String(error.cause ?? error.message))}` })
+                )
+            },
             ResponseError: (error) =>
               Effect.fail(
                 new transfer.Retryable({ reason: `bad response: ${errors.redactText(String(error.cause ?? error.message))}` })

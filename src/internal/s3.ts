@@ -9,11 +9,17 @@ import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as Config from "effect/Config"
 import * as crypto from "node:crypto"
+import * as nodeFs from "node:fs"
+import * as os from "node:os"
+import * as nodePath from "node:path"
 import * as StorageError from "../StorageError.js"
 import * as cache from "./cache.js"
 import * as errors from "./errors.js"
+import * as network from "./network.js"
 import * as nodeDrain from "./nodeDrain.js"
 import * as transfer from "./transfer.js"
 
@@ -23,8 +29,11 @@ export interface Settings {
   readonly prefix: string
   readonly mask: RegExp
   readonly endpoint: string | undefined
-  readonly region: string
-  readonly pathStyle: boolean
+  readonly region: string | undefined
+  readonly pathStyle: boolean | undefined
+  /** The caller's own client (credential providers, handlers, retries): used as it is, never destroyed. */
+  readonly client: S3Client | undefined
+  readonly caBundle: string | undefined
   readonly credentials:
     | {
       readonly accessKeyId: Redacted.Redacted<string>
@@ -79,6 +88,9 @@ interface PartsRecord {
   readonly parts: Readonly<Record<string, string>>
 }
 
+/** The effect-aws service over one client. */
+type S3Service = Effect.Effect.Success<typeof makeS3Service>
+
 /** @internal */
 export interface Delivered {
   readonly file: string
@@ -100,6 +112,17 @@ const fromSdk = (location: string) => (error: unknown): StorageError.StorageErro
     : undefined
   const message = Predicate.hasProperty(error, "message") ? String(error.message) : String(error)
   const reason = code === undefined ? message : `${code}: ${message}`
+  // No credentials anywhere in the SDK's chain: no request was sent, and a retry finds none either.
+  const name = Predicate.hasProperty(error, "name") ? String(error.name) : ""
+  if (name === "CredentialsProviderError" || /Could not load credentials/i.test(message)) {
+    return new StorageError.Unauthorized({
+      location,
+      reason: "no credentials: give access_key_id and secret_access_key, or set AWS_ACCESS_KEY_ID / " +
+        "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a role (web identity, container or instance)"
+    })
+  }
+  const tls = network.tlsFailureOf(error)
+  if (tls !== undefined) return new StorageError.TlsFailure({ location, code: tls.code, reason: tls.message })
   if (status === 401 || status === 403) {
     return new StorageError.Unauthorized({ location, status, reason })
   }
@@ -112,6 +135,77 @@ const fromSdk = (location: string) => (error: unknown): StorageError.StorageErro
   return new transfer.Retryable({ reason, status })
 }
 
+/** The keys of one profile of the AWS config file (`AWS_CONFIG_FILE`, else `~/.aws/config`). */
+const profileOf = (file: string, profile: string): Record<string, string> => {
+  let text: string
+  try {
+    text = nodeFs.readFileSync(file, "utf8")
+  } catch {
+    return {}
+  }
+  const wanted = profile === "default" ? ["default", "profile default"] : [`profile ${profile}`]
+  const keys: Record<string, string> = {}
+  let inside = false
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.replace(/[#;].*$/, "").trim()
+    const section = /^\[\s*(.+?)\s*\]$/.exec(line)
+    if (section !== null) {
+      inside = wanted.includes(section[1]!)
+      continue
+    }
+    // Top-level keys only (not the nested "s3 =" blocks, which start indented).
+    const pair = /^([A-Za-z0-9_]+)\s*=\s*(.*)$/.exec(line)
+    if (inside && pair !== null && !/^\s/.test(raw)) keys[pair[1]!.toLowerCase()] = pair[2]!
+  }
+  return keys
+}
+
+/**
+ * Where the client goes, as the AWS CLI and KServe decide it: the endpoint
+ * from the kwargs, else `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL` or the
+ * profile's `endpoint_url` (unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`); a
+ * custom endpoint means path-style addressing. The region from the kwargs,
+ * else `AWS_REGION`, the profile's `region`, `AWS_DEFAULT_REGION`, else
+ * `us-east-1` for a custom endpoint; none at all is an invalid option.
+ *
+ * @internal
+ */
+export const resolveEndpointAndRegion = (settings: Pick<Settings, "endpoint" | "region" | "pathStyle">) =>
+  Effect.gen(function*() {
+    const env = (name: string) =>
+      Effect.map(
+        Effect.orElseSucceed(Config.option(Config.string(name)), () => Option.none<string>()),
+        Option.filter((value) => value.trim() !== "")
+      )
+    const configFile = Option.getOrElse(yield* env("AWS_CONFIG_FILE"), () => nodePath.join(os.homedir(), ".aws", "config"))
+    const profile = profileOf(configFile, Option.getOrElse(yield* env("AWS_PROFILE"), () => "default"))
+    const ignoreConfigured = Option.getOrElse(yield* env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"), () => "") === "true"
+    const configured = ignoreConfigured ? Option.none<string>() : Option.orElse(
+      yield* env("AWS_ENDPOINT_URL_S3"),
+      () => Option.orElse(Option.fromNullable(profile["endpoint_url"]), () => Option.none<string>())
+    ).pipe((first) => first)
+    const endpoint = settings.endpoint ??
+      Option.getOrUndefined(configured) ??
+      (ignoreConfigured ? undefined : Option.getOrUndefined(yield* env("AWS_ENDPOINT_URL")))
+    const region = settings.region ??
+      Option.getOrUndefined(yield* env("AWS_REGION")) ??
+      profile["region"] ??
+      Option.getOrUndefined(yield* env("AWS_DEFAULT_REGION")) ??
+      (endpoint !== undefined ? "us-east-1" : undefined)
+    if (region === undefined) {
+      return yield* new StorageError.InvalidStorageOptions({
+        storageType: "s3",
+        issues: [
+          new StorageError.OptionIssue({
+            field: "region",
+            problem: "is not set: give region, or set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)"
+          })
+        ]
+      })
+    }
+    return { endpoint, region, pathStyle: settings.pathStyle ?? endpoint !== undefined }
+  })
+
 /**
  * The S3 storage's work: list, select, fetch into a staged snapshot, publish.
  *
@@ -121,32 +215,53 @@ export const make = (settings: Settings) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const config: S3ClientConfig = {
-      region: settings.region,
-      forcePathStyle: settings.pathStyle,
-      // Retries are the storage's own (one policy, logged, replaceable).
-      maxAttempts: 1,
-      ...(settings.endpoint === undefined ? {} : { endpoint: settings.endpoint }),
-      ...(settings.credentials === undefined ? {} : {
-        credentials: {
-          accessKeyId: Redacted.value(settings.credentials.accessKeyId),
-          secretAccessKey: Redacted.value(settings.credentials.secretAccessKey),
-          ...(settings.credentials.sessionToken === undefined
-            ? {}
-            : { sessionToken: Redacted.value(settings.credentials.sessionToken) })
-        }
-      })
-    }
+    const resolved = yield* resolveEndpointAndRegion(settings)
+    const extraCa = settings.caBundle === undefined
+      ? []
+      : [yield* network.readCaBundle("ca_bundle", path.resolve(settings.caBundle), "s3")]
     // The SDK warns, on every client made under Node 20, that its releases of
     // 2027 will need Node 22. This library supports Node 20 (with the SDK
     // versions that do): the warning is noise to its users, not a fault.
     process.env["AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"] ??= "true"
-    const s3 = yield* Effect.provideService(makeS3Service, S3ClientInstance.S3ClientInstance, new S3Client(config))
+
+    // A client for one load: the caller's (never destroyed here), or one made
+    // on agents with the environment's proxies and CAs, destroyed (with its
+    // sockets) when the load's scope closes.
+    const clientForLoad = Effect.gen(function*() {
+      if (settings.client !== undefined) {
+        return yield* Effect.provideService(makeS3Service, S3ClientInstance.S3ClientInstance, settings.client)
+      }
+      const agents = yield* network.agentsFor("s3", extraCa)
+      const config: S3ClientConfig = {
+        region: resolved.region,
+        forcePathStyle: resolved.pathStyle,
+        // A bucket in another region than the one configured answers with a redirect: followed.
+        followRegionRedirects: true,
+        // Retries are the storage's own (one policy, logged, replaceable).
+        maxAttempts: 1,
+        requestHandler: { httpAgent: agents.http, httpsAgent: agents.https },
+        ...(resolved.endpoint === undefined ? {} : { endpoint: resolved.endpoint }),
+        ...(settings.credentials === undefined ? {} : {
+          credentials: {
+            accessKeyId: Redacted.value(settings.credentials.accessKeyId),
+            secretAccessKey: Redacted.value(settings.credentials.secretAccessKey),
+            ...(settings.credentials.sessionToken === undefined
+              ? {}
+              : { sessionToken: Redacted.value(settings.credentials.sessionToken) })
+          }
+        })
+      }
+      const client = yield* Effect.acquireRelease(
+        Effect.sync(() => new S3Client(config)),
+        (client) => Effect.sync(() => client.destroy())
+      )
+      return yield* Effect.provideService(makeS3Service, S3ClientInstance.S3ClientInstance, client)
+    })
     const base = `s3://${settings.bucket}/${settings.prefix}`
     const entryDir = path.join(
       settings.cacheDir,
       "s3",
-      cache.keyOf(settings.endpoint ?? "aws", settings.region, settings.bucket, settings.prefix)
+      cache.keyOf(resolved.endpoint ?? "aws", resolved.region, settings.bucket, settings.prefix)
     )
     const manifestFile = path.join(entryDir, "current.json")
 
@@ -154,7 +269,7 @@ export const make = (settings: Settings) =>
       transfer.retrying({ location, schedule: settings.schedule, maxRetryAfter: Duration.minutes(1), attempt })
 
     // Every key under the prefix, page by page (1,000 keys a page).
-    const listAll = retrying(
+    const listAll = (s3: S3Service) => retrying(
       base,
       Effect.gen(function*() {
         const objects: Array<{ key: string; size: number; etag: string }> = []
@@ -255,7 +370,7 @@ export const make = (settings: Settings) =>
     // into a partial file that survives the run (each part recorded once it
     // is flushed), so that a later run fetches only the parts still missing.
     // Succeeds with the sha256 digests of the file, one per part.
-    const download = (entry: Entry, target: string, tracker: transfer.Tracker) =>
+    const download = (s3: S3Service, entry: Entry, target: string, tracker: transfer.Tracker) =>
       Effect.gen(function*() {
         const location = `s3://${settings.bucket}/${entry.key}`
         const progress = tracker.file(location, entry.name)
@@ -417,7 +532,7 @@ export const make = (settings: Settings) =>
         })
       )
 
-    const load: Effect.Effect<ReadonlyArray<Delivered>, StorageError.StorageError> = Effect.gen(function*() {
+    const load: Effect.Effect<ReadonlyArray<Delivered>, StorageError.StorageError, Scope.Scope> = Effect.gen(function*() {
       const tracker = yield* transfer.makeTracker
       if (settings.offline) {
         const manifest = yield* readManifest
@@ -441,7 +556,8 @@ export const make = (settings: Settings) =>
         return fromManifest({ ...manifest.value, files: entries })
       }
 
-      const selected: ReadonlyArray<Entry> = yield* Effect.flatMap(listAll, select)
+      const s3 = yield* clientForLoad
+      const selected: ReadonlyArray<Entry> = yield* Effect.flatMap(listAll(s3), select)
       yield* cache.ensureDir(fs, entryDir)
       return yield* Effect.scoped(Effect.gen(function*() {
         yield* cache.lock(fs, path.join(entryDir, "lock"), { location: base, timeout: settings.lockTimeout })
@@ -528,7 +644,7 @@ export const make = (settings: Settings) =>
               Effect.as<Recorded>(before)
             )
           }
-          return Effect.map(download(entry, target, tracker), (verified): Recorded => ({ ...entry, ...verified }))
+          return Effect.map(download(s3, entry, target, tracker), (verified): Recorded => ({ ...entry, ...verified }))
         }, { concurrency: settings.concurrency })
 
         const recorded = yield* stage.pipe(

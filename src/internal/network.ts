@@ -1,0 +1,325 @@
+/**
+ * The networks of companies, on Node: proxies (`HTTPS_PROXY`, `HTTP_PROXY`,
+ * `NO_PROXY`, either case) and certificate authorities of their own
+ * (`ca_bundle`, `SSL_CERT_FILE`, `AWS_CA_BUNDLE`; `NODE_EXTRA_CA_CERTS` is
+ * Node's own), as node:http agents that both the HTTP storage's client and
+ * the AWS SDK use.
+ *
+ * @internal
+ */
+import type * as HttpClient from "@effect/platform/HttpClient"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as fs from "node:fs"
+import * as http from "node:http"
+import * as https from "node:https"
+import * as net from "node:net"
+import * as tls from "node:tls"
+import * as StorageError from "../StorageError.js"
+import * as errors from "./errors.js"
+
+/** @internal */
+export interface Settings {
+  readonly httpsProxy: URL | undefined
+  readonly httpProxy: URL | undefined
+  /** NO_PROXY entries, lower case: hosts, `.domain` / `domain` suffixes, `host:port`, `*`. */
+  readonly noProxy: ReadonlyArray<string>
+  /** Extra certificate authorities (PEM), trusted besides Node's own. */
+  readonly ca: ReadonlyArray<string>
+  /** Where the extra CAs came from, for messages. */
+  readonly caFiles: ReadonlyArray<string>
+}
+
+const either = (upper: string) =>
+  Config.option(Config.string(upper)).pipe(
+    Config.zipWith(Config.option(Config.string(upper.toLowerCase())), (a, b) => Option.orElse(a, () => b)),
+    Config.map(Option.filter((value) => value.trim() !== ""))
+  )
+
+const proxyUrl = (name: string, value: Option.Option<string>): Effect.Effect<URL | undefined, StorageError.OptionIssue> =>
+  Option.match(value, {
+    onNone: () => Effect.succeed(undefined),
+    onSome: (text) => {
+      // "proxy:3128" (no scheme) is http://proxy:3128, as curl reads it.
+      const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`
+      try {
+        const url = new URL(withScheme)
+        if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error("scheme")
+        return Effect.succeed(url)
+      } catch {
+        return Effect.fail(
+          new StorageError.OptionIssue({ field: name, problem: `is not a proxy URL (http://host:port): ${errors.redactUrl(text)}` })
+        )
+      }
+    }
+  })
+
+/**
+ * Reads a CA bundle (PEM): a missing or unreadable file, or one with no
+ * certificate, is an invalid option naming the field and the file.
+ *
+ * @internal
+ */
+export const readCaBundle = (
+  field: string,
+  file: string,
+  storageType: string
+): Effect.Effect<string, StorageError.InvalidStorageOptions> =>
+  Effect.try({
+    try: () => fs.readFileSync(file, "utf8"),
+    catch: (cause) => (cause as { code?: string }).code ?? "unreadable"
+  }).pipe(
+    Effect.filterOrFail((text) => text.includes("-----BEGIN CERTIFICATE-----"), () => "holds no PEM certificate"),
+    Effect.mapError((problem) =>
+      new StorageError.InvalidStorageOptions({
+        storageType,
+        issues: [
+          new StorageError.OptionIssue({
+            field,
+            problem: `${file}: ${problem === "ENOENT" ? "no such file" : problem}`
+          })
+        ]
+      })
+    )
+  )
+
+/**
+ * The network settings from the environment (through Effect's `Config`). A
+ * malformed value is an invalid option of the storage, naming the variable.
+ *
+ * @internal
+ */
+export const settings = (storageType: string): Effect.Effect<Settings, StorageError.InvalidStorageOptions> =>
+  Effect.gen(function*() {
+    const read = <A>(config: Config.Config<A>) => Effect.orElseSucceed(config, () => undefined)
+    const httpsProxy = yield* proxyUrl("HTTPS_PROXY", (yield* read(either("HTTPS_PROXY"))) ?? Option.none())
+    const httpProxy = yield* proxyUrl("HTTP_PROXY", (yield* read(either("HTTP_PROXY"))) ?? Option.none())
+    const noProxy = Option.match((yield* read(either("NO_PROXY"))) ?? Option.none(), {
+      onNone: () => [],
+      onSome: (text) => text.split(/[\s,]+/).map((entry) => entry.trim().toLowerCase()).filter((entry) => entry !== "")
+    })
+    const caFiles: Array<string> = []
+    const ca: Array<string> = []
+    for (const name of ["SSL_CERT_FILE", "AWS_CA_BUNDLE"]) {
+      const file = (yield* read(Config.option(Config.string(name)))) ?? Option.none()
+      if (Option.isNone(file) || file.value === "") continue
+      caFiles.push(file.value)
+      ca.push(yield* Effect.mapError(readCaBundle(name, file.value, storageType), (error) => error.issues[0]!))
+    }
+    return { httpsProxy, httpProxy, noProxy, ca, caFiles }
+  }).pipe(
+    Effect.mapError((issue) =>
+      issue instanceof StorageError.InvalidStorageOptions
+        ? issue
+        : new StorageError.InvalidStorageOptions({ storageType, issues: [issue] })
+    )
+  )
+
+/**
+ * Whether NO_PROXY exempts a host (and port): `*`, the host itself,
+ * `host:port`, or a domain suffix (`.example.com` or `example.com`).
+ *
+ * @internal
+ */
+export const bypasses = (noProxy: ReadonlyArray<string>, host: string, port: string): boolean => {
+  const name = host.toLowerCase().replace(/^\[|\]$/g, "")
+  return noProxy.some((entry) => {
+    if (entry === "*") return true
+    const [entryHost, entryPort] = entry.startsWith("[")
+      ? [entry.slice(1, entry.indexOf("]")), entry.slice(entry.indexOf("]") + 2) || undefined]
+      : entry.split(":") as [string, string | undefined]
+    if (entryPort !== undefined && entryPort !== port) return false
+    const suffix = entryHost!.replace(/^\*?\./, "")
+    return name === suffix || name.endsWith(`.${suffix}`)
+  })
+}
+
+/**
+ * The proxy for a URL, or none (no proxy set for its scheme, or NO_PROXY).
+ *
+ * @internal
+ */
+export const proxyFor = (settings: Settings, target: URL): URL | undefined => {
+  const proxy = target.protocol === "https:" ? settings.httpsProxy : settings.httpProxy
+  if (proxy === undefined) return undefined
+  const port = target.port || (target.protocol === "https:" ? "443" : "80")
+  return bypasses(settings.noProxy, target.hostname, port) ? undefined : proxy
+}
+
+const proxyAuthorization = (proxy: URL): Record<string, string> =>
+  proxy.username === ""
+    ? {}
+    : {
+      "proxy-authorization": `Basic ${
+        Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString("base64")
+      }`
+    }
+
+const connectToProxy = (proxy: URL): net.Socket => {
+  const port = Number(proxy.port || (proxy.protocol === "https:" ? 443 : 80))
+  const socket = proxy.protocol === "https:"
+    ? tls.connect({ host: proxy.hostname, port, servername: proxy.hostname })
+    : net.connect({ host: proxy.hostname, port })
+  return socket
+}
+
+/**
+ * An https.Agent that tunnels through the proxy with CONNECT (TLS to the
+ * target inside the tunnel), with the extra CAs, keep-alive on.
+ */
+class HttpsAgent extends https.Agent {
+  constructor(private readonly settings: Settings, options: https.AgentOptions) {
+    super(options)
+  }
+  override createConnection(options: any, callback?: (error: Error | null, socket: any) => void): any {
+    const host: string = options.host ?? options.hostname ?? "localhost"
+    const port = String(options.port ?? 443)
+    const proxy = proxyFor(this.settings, new URL(`https://${host.includes(":") ? `[${host}]` : host}:${port}`))
+    if (proxy === undefined) return (https.Agent.prototype as any).createConnection.call(this, options, callback)
+    const request = http.request({
+      host: proxy.hostname,
+      port: Number(proxy.port || (proxy.protocol === "https:" ? 443 : 80)),
+      method: "CONNECT",
+      path: `${host}:${port}`,
+      headers: { host: `${host}:${port}`, ...proxyAuthorization(proxy) },
+      createConnection: () => connectToProxy(proxy)
+    })
+    request.once("connect", (response, socket) => {
+      if (response.statusCode !== 200) {
+        socket.destroy()
+        callback?.(
+          Object.assign(
+            new Error(
+              `the proxy ${errors.redactUrl(proxy.href)} refused the tunnel to ${host}:${port} (HTTP ${response.statusCode})`
+            ),
+            { code: "EPROXY" }
+          ),
+          undefined
+        )
+        return
+      }
+      const secure = tls.connect({ ...options, socket, servername: options.servername ?? (net.isIP(host) ? undefined : host) })
+      callback?.(null, secure)
+    })
+    request.once("error", (error) => callback?.(error, undefined))
+    request.end()
+    return undefined
+  }
+}
+
+/**
+ * An http.Agent that sends requests for proxied hosts to the proxy, in
+ * absolute form (`GET http://host/path`), as forward proxies expect.
+ */
+class HttpAgent extends http.Agent {
+  constructor(private readonly settings: Settings, options: http.AgentOptions) {
+    super(options)
+  }
+  private proxyOf(options: { host?: string | null; hostname?: string | null; port?: number | string | null }) {
+    const host = options.host ?? options.hostname ?? "localhost"
+    const port = String(options.port ?? 80)
+    return { proxy: proxyFor(this.settings, new URL(`http://${host.includes(":") ? `[${host}]` : host}:${port}`)), host, port }
+  }
+  // Called with the request before its first line is written: the path becomes absolute.
+  addRequest(request: http.ClientRequest, options: any): void {
+    const { host, port, proxy } = this.proxyOf(options)
+    if (proxy !== undefined) {
+      const hostPart = host.includes(":") ? `[${host}]` : host
+      request.path = `http://${hostPart}${port === "80" ? "" : `:${port}`}${request.path}`
+      for (const [key, value] of Object.entries(proxyAuthorization(proxy))) request.setHeader(key, value)
+    }
+    ;(http.Agent.prototype as any).addRequest.call(this, request, options)
+  }
+  override createConnection(options: any, callback?: (error: Error | null, socket: any) => void): any {
+    const { proxy } = this.proxyOf(options)
+    if (proxy === undefined) return (http.Agent.prototype as any).createConnection.call(this, options, callback)
+    return connectToProxy(proxy)
+  }
+}
+
+/**
+ * node:http agents for the settings (and extra CAs), keep-alive on; destroyed
+ * when the scope closes.
+ *
+ * @internal
+ */
+export const makeAgents = (
+  settings: Settings,
+  extraCa: ReadonlyArray<string> = []
+): Effect.Effect<{ readonly http: http.Agent; readonly https: https.Agent }, never, Scope.Scope> => {
+  const ca = [...settings.ca, ...extraCa]
+  return Effect.acquireRelease(
+    Effect.sync(() => ({
+      http: new HttpAgent(settings, { keepAlive: true }),
+      https: new HttpsAgent(settings, {
+        keepAlive: true,
+        ...(ca.length === 0 ? {} : { ca: [...tls.rootCertificates, ...ca] })
+      })
+    })),
+    (agents) =>
+      Effect.sync(() => {
+        agents.http.destroy()
+        agents.https.destroy()
+      })
+  )
+}
+
+/**
+ * node:http agents from the environment's proxies and CAs, plus the extra CAs
+ * a storage's `ca_bundle` names; destroyed when the scope closes.
+ *
+ * @internal
+ */
+export const agentsFor = (storageType: string, extraCa: ReadonlyArray<string>) =>
+  Effect.flatMap(settings(storageType), (settings) => makeAgents(settings, extraCa))
+
+/**
+ * What the Node wiring offers the storages: an HTTP client on agents with the
+ * environment's proxies and CAs (plus extra CAs), for one load. Absent on
+ * other platforms (where the platform's own client is used as it is).
+ *
+ * @internal
+ */
+export class Network extends Context.Tag("mlup-storage/internal/Network")<Network, {
+  readonly client: (
+    storageType: string,
+    extraCa: ReadonlyArray<string>
+  ) => Effect.Effect<HttpClient.HttpClient, StorageError.InvalidStorageOptions, Scope.Scope>
+}>() {}
+
+/** Certificate errors of Node's TLS (OpenSSL's verification codes). */
+const tlsCodes = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_UNTRUSTED",
+  "CERT_REJECTED",
+  "CERT_SIGNATURE_FAILURE",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "HOSTNAME_MISMATCH",
+  "INVALID_CA"
+])
+
+/**
+ * The TLS certificate failure in an error's cause chain, if any.
+ *
+ * @internal
+ */
+export const tlsFailureOf = (error: unknown): { readonly code: string; readonly message: string } | undefined => {
+  let current: unknown = error
+  for (let depth = 0; depth < 6 && current !== undefined && current !== null; depth++) {
+    const code = (current as { code?: unknown }).code
+    if (typeof code === "string" && tlsCodes.has(code)) {
+      return { code, message: String((current as { message?: unknown }).message ?? code) }
+    }
+    current = (current as { cause?: unknown }).cause
+  }
+  return undefined
+}
