@@ -7,6 +7,9 @@ export default defineConfig({
     hookTimeout: 60_000,
     // s3rver (the S3 test server) pages listings with a DES cipher, which
     // OpenSSL 3 only offers through its legacy provider.
-    poolOptions: { forks: { execArgv: ["--openssl-legacy-provider"] } }
+    poolOptions: { forks: { execArgv: ["--openssl-legacy-provider"] } },
+    // The test servers' own AWS SDK clients: no Node-version notice in the output.
+    // No instance-metadata requests from the SDK, ever (no traffic off loopback).
+    env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true", AWS_EC2_METADATA_DISABLED: "true" }
   }
 })

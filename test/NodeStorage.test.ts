@@ -1,9 +1,19 @@
 import { describe, expect, it } from "@effect/vitest"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
+import * as crypto from "node:crypto"
+import * as fs from "node:fs"
 import * as path from "node:path"
+import type * as HttpStorage from "../src/HttpStorage.js"
 import * as NodeStorage from "../src/NodeStorage.js"
 import * as Storage from "../src/Storage.js"
 import { bytesOf, tempDir, writeFiles } from "./helpers.js"
+import * as Certificates from "./servers/certificates.js"
+import * as TestServer from "./servers/http.js"
+import * as TestProxy from "./servers/proxy.js"
+import * as S3 from "./servers/s3.js"
+
+const sha256 = (bytes: Uint8Array) => crypto.createHash("sha256").update(bytes).digest("hex")
 
 const MiB = 1024 * 1024
 
@@ -34,5 +44,98 @@ describe("NodeStorage", () => {
       expect(during - before).toBeGreaterThan(60 * MiB)
       expect(kept?.byteLength).toBe(0)
       expect(after - before).toBeLessThan(16 * MiB)
+    }))
+})
+
+describe("NodeStorage: the networks of companies (a real proxy and TLS on loopback)", () => {
+  const model = bytesOf(300 * 1024, 51)
+  const withEnv = (env: Record<string, string>) =>
+    Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+  const load = (options: HttpStorage.Options) =>
+    Effect.scoped(Effect.flatMap(Storage.Storage, (storage) => storage.load)).pipe(
+      Effect.map((files) => files.map((file) => (file._tag === "Path" ? sha256(fs.readFileSync(file.path)) : file._tag))),
+      Effect.provide(NodeStorage.layerHttp(options))
+    )
+
+  it.scoped("HTTP_PROXY: plain HTTP goes to the proxy in absolute form; NO_PROXY exempts a host", () =>
+    Effect.gen(function*() {
+      const proxy = yield* TestProxy.make()
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const cacheDir = yield* tempDir
+      const url = server.url("/m.onnx")
+      expect(yield* load({ urls: url, cacheDir }).pipe(withEnv({ HTTP_PROXY: proxy.url }))).toEqual([sha256(model)])
+      expect(proxy.log).toEqual([{ method: "GET", target: url, authorization: undefined }])
+      // Lower case works too; NO_PROXY (a host, a domain suffix, host:port) bypasses it.
+      for (const noProxy of ["127.0.0.1", "example.com,127.0.0.1", `127.0.0.1:${server.port}`, "*"]) {
+        yield* load({ urls: url, cacheDir: yield* tempDir }).pipe(withEnv({ http_proxy: proxy.url, no_proxy: noProxy }))
+      }
+      expect(proxy.log).toHaveLength(1)
+    }))
+
+  it.scoped("HTTPS_PROXY: HTTPS goes through a CONNECT tunnel, with the proxy's credentials, never shown", () =>
+    Effect.gen(function*() {
+      const proxy = yield* TestProxy.make(`Basic ${Buffer.from("corp:pr0xy-pass").toString("base64")}`)
+      const certificates = yield* Certificates.make
+      const server = yield* TestServer.make({ tls: certificates })
+      server.put("/m.onnx", model)
+      const url = server.url("/m.onnx")
+      const proxyUrl = proxy.url.replace("http://", "http://corp:pr0xy-pass@")
+      const files = yield* load({ urls: url, cacheDir: yield* tempDir, caBundle: certificates.caFile }).pipe(
+        withEnv({ HTTPS_PROXY: proxyUrl })
+      )
+      expect(files).toEqual([sha256(model)])
+      expect(proxy.log.map((entry) => [entry.method, entry.target])).toEqual([["CONNECT", `127.0.0.1:${server.port}`]])
+      expect(server.requests("/m.onnx").map((entry) => entry.status)).toEqual([200])
+      // A malformed proxy is an invalid option naming the variable, never echoing its password.
+      const bad = yield* Effect.flip(load({ urls: url, cacheDir: yield* tempDir }).pipe(withEnv({ HTTPS_PROXY: "http://corp:pr0xy-pass@[::1" })))
+      expect(bad).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "HTTPS_PROXY" }] })
+      expect(bad.message).not.toContain("pr0xy-pass")
+    }))
+
+  it.scoped("a certificate from an unknown CA is TlsFailure at once (no retry); ca_bundle or SSL_CERT_FILE trusts it", () =>
+    Effect.gen(function*() {
+      const certificates = yield* Certificates.make
+      const server = yield* TestServer.make({ tls: certificates })
+      server.put("/m.onnx", model)
+      const url = server.url("/m.onnx")
+      const error = yield* Effect.flip(load({ urls: url, cacheDir: yield* tempDir, retries: 3 }).pipe(withEnv({})))
+      expect(error).toMatchObject({ _tag: "TlsFailure", code: "UNABLE_TO_VERIFY_LEAF_SIGNATURE" })
+      expect(error.message).toContain("ca_bundle")
+      expect(server.log).toEqual([])
+      expect(yield* load({ urls: url, cacheDir: yield* tempDir, caBundle: certificates.caFile }).pipe(withEnv({}))).toEqual([
+        sha256(model)
+      ])
+      expect(yield* load({ urls: url, cacheDir: yield* tempDir }).pipe(withEnv({ SSL_CERT_FILE: certificates.caFile })))
+        .toEqual([sha256(model)])
+      expect(yield* load({ urls: url, cacheDir: yield* tempDir }).pipe(withEnv({ AWS_CA_BUNDLE: certificates.caFile })))
+        .toEqual([sha256(model)])
+      const missing = yield* Effect.flip(load({ urls: url, caBundle: "/nonexistent/ca.pem" }))
+      expect(missing).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "ca_bundle" }] })
+    }))
+
+  it.scoped("S3 through HTTP_PROXY, with the endpoint from AWS_ENDPOINT_URL_S3 (path-style) and no region given", () =>
+    Effect.gen(function*() {
+      const proxy = yield* TestProxy.make()
+      const s3 = yield* S3.make(["models"])
+      yield* Effect.promise(() => s3.put("models", "iris/model.onnx", model))
+      const files = yield* Effect.scoped(Effect.flatMap(Storage.Storage, (storage) => storage.load)).pipe(
+        Effect.map((files) => files.map((file) => (file._tag === "Path" ? sha256(fs.readFileSync(file.path)) : file._tag))),
+        Effect.provide(NodeStorage.layerS3({
+          bucket: "models",
+          prefix: "iris/",
+          fileMask: "onnx$",
+          accessKeyId: S3.accessKeyId,
+          secretAccessKey: S3.secretAccessKey,
+          cacheDir: yield* tempDir
+        })),
+        withEnv({ HTTP_PROXY: proxy.url, AWS_ENDPOINT_URL_S3: s3.endpoint, AWS_CONFIG_FILE: "/nonexistent" })
+      )
+      expect(files).toEqual([sha256(model)])
+      // Path-style (the bucket in the path, not in the host name), through the proxy.
+      expect(proxy.log.map((entry) => entry.target)).toEqual([
+        `${s3.endpoint}/models/?list-type=2&prefix=iris%2F`,
+        `${s3.endpoint}/models/iris/model.onnx?x-id=GetObject`
+      ])
     }))
 })

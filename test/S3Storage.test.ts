@@ -1,4 +1,6 @@
 import { expect, layer } from "@effect/vitest"
+import { ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
@@ -6,7 +8,9 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
+import * as path from "node:path"
 import * as Progress from "../src/Progress.js"
+import * as s3Internal from "../src/internal/s3.js"
 import * as S3Storage from "../src/S3Storage.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "./contract.js"
@@ -321,5 +325,78 @@ withServer("S3Storage: cache and snapshots", (it) => {
       expect(inCode.issues.map((issue) => issue.field).sort()).toEqual(["partSizeMb", "stallTimeout"])
       expect(second.message).toContain("path_to_files: conflicts with prefix")
       expect(second.message).toContain("secret_access_key: is missing")
+    }))
+})
+
+withServer("S3Storage: AWS conventions", (it) => {
+  const resolve = (env: Record<string, string>, settings: { endpoint?: string; region?: string; pathStyle?: boolean } = {}) =>
+    s3Internal.resolveEndpointAndRegion({
+      endpoint: settings.endpoint,
+      region: settings.region,
+      pathStyle: settings.pathStyle
+    }).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries({ AWS_CONFIG_FILE: "/nonexistent", ...env })))))
+
+  it.scoped("region: the kwarg, else AWS_REGION, the profile's, AWS_DEFAULT_REGION; none at all is an invalid option", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const config = path.join(dir, "config")
+      fs.writeFileSync(config, [
+        "[default]",
+        "region = eu-central-1",
+        "[profile minio]",
+        "region = ap-south-1",
+        "endpoint_url = http://minio.internal:9000",
+        "s3 =",
+        "  addressing_style = path"
+      ].join("\n"))
+      expect((yield* resolve({ AWS_REGION: "eu-west-3", AWS_CONFIG_FILE: config }, { region: "us-west-2" })).region).toBe("us-west-2")
+      expect((yield* resolve({ AWS_REGION: "eu-west-3", AWS_DEFAULT_REGION: "sa-east-1", AWS_CONFIG_FILE: config })).region)
+        .toBe("eu-west-3")
+      expect((yield* resolve({ AWS_DEFAULT_REGION: "sa-east-1", AWS_CONFIG_FILE: config })).region).toBe("eu-central-1")
+      expect((yield* resolve({ AWS_DEFAULT_REGION: "sa-east-1" })).region).toBe("sa-east-1")
+      expect(yield* resolve({ AWS_PROFILE: "minio", AWS_CONFIG_FILE: config })).toEqual({
+        region: "ap-south-1",
+        endpoint: "http://minio.internal:9000",
+        pathStyle: true
+      })
+      const none = yield* Effect.flip(resolve({}))
+      expect(none).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "region" }] })
+      expect(none.message).toContain("AWS_REGION")
+    }))
+
+  it.effect("endpoint: the kwarg, else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL; a custom endpoint is path-style", () =>
+    Effect.gen(function*() {
+      expect(yield* resolve({ AWS_ENDPOINT_URL: "http://a:1", AWS_ENDPOINT_URL_S3: "http://b:2" })).toEqual({
+        endpoint: "http://b:2",
+        region: "us-east-1",
+        pathStyle: true
+      })
+      expect((yield* resolve({ AWS_ENDPOINT_URL: "http://a:1" })).endpoint).toBe("http://a:1")
+      expect((yield* resolve({ AWS_ENDPOINT_URL: "http://a:1" }, { endpoint: "http://c:3", pathStyle: false }))).toEqual({
+        endpoint: "http://c:3",
+        region: "us-east-1",
+        pathStyle: false
+      })
+      expect(
+        yield* resolve({ AWS_ENDPOINT_URL_S3: "http://b:2", AWS_IGNORE_CONFIGURED_ENDPOINT_URLS: "true", AWS_REGION: "eu-west-1" })
+      ).toEqual({ endpoint: undefined, region: "eu-west-1", pathStyle: false })
+    }))
+
+  it.scoped("an application's own S3Client is used, and not destroyed", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"])
+      yield* Effect.promise(() => server.put("b", "m/a.bin", model))
+      const client = new S3Client({
+        region: "us-east-1",
+        endpoint: server.endpoint,
+        forcePathStyle: true,
+        credentials: { accessKeyId: S3.accessKeyId, secretAccessKey: S3.secretAccessKey }
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => client.destroy()))
+      const storage = yield* S3Storage.make({ bucket: "b", prefix: "m", fileMask: "bin$", client, cacheDir: yield* tempDir })
+      expect((yield* contents(storage)).map((file) => file.bytes)).toEqual([fingerprint(model)])
+      // Still usable after the load.
+      const listed = yield* Effect.promise(() => client.send(new ListObjectsV2Command({ Bucket: "b" })))
+      expect(listed.Contents?.map((object) => object.Key)).toEqual(["m/a.bin"])
     }))
 })

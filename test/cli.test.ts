@@ -41,13 +41,23 @@ interface Run {
   readonly stderr: string
 }
 
-/** The environment without any STORAGE_* variable of the machine running the tests. */
+/**
+ * The environment without any STORAGE_*, AWS_* or proxy variable of the
+ * machine running the tests; the AWS SDK finds no profile and never asks an
+ * instance-metadata address (no traffic off loopback).
+ */
 const cleanEnv = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => {
   const env: NodeJS.ProcessEnv = {}
   for (const [key, value] of Object.entries(process.env)) {
-    if (!/^(MLUP_)?STORAGE_/.test(key)) env[key] = value
+    if (!/^((MLUP_)?STORAGE_|AWS_|(HTTPS?|NO)_PROXY$)/i.test(key)) env[key] = value
   }
-  return { ...env, ...extra }
+  return {
+    ...env,
+    AWS_EC2_METADATA_DISABLED: "true",
+    AWS_CONFIG_FILE: "/nonexistent/aws-config",
+    AWS_SHARED_CREDENTIALS_FILE: "/nonexistent/aws-credentials",
+    ...extra
+  }
 }
 
 const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
@@ -761,5 +771,35 @@ describe("mlup-storage: sources as URIs", () => {
       expect(mangled.stderr).toContain("storage_uri")
       const unknown = yield* cli(["check", "ftp://host/model.onnx"])
       expect(unknown.code).toBe(Cli.InvalidConfiguration)
+    }))
+})
+
+describe("mlup-storage: AWS conventions", () => {
+  it.scopedLive("S3 without any credentials: Unauthorized (exit 4) at once, not retried as a network failure", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["models"])
+      const started = Date.now()
+      const run = yield* cli(["fetch", "s3://models/m/", "-k", JSON.stringify({ endpoint: server.endpoint, retries: 5 })])
+      expect(run.code).toBe(Cli.Unauthorized)
+      expect(run.stderr).toContain("no credentials")
+      expect(run.stderr).not.toContain("retrying")
+      expect(Date.now() - started).toBeLessThan(5000)
+      expect(server.log).toEqual([])
+    }))
+
+  it.scopedLive("the endpoint and region from the environment (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION), as KServe sets them", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["models"])
+      yield* Effect.promise(() => server.put("models", "m/model.onnx", model))
+      const run = yield* cli(["fetch", "s3://models/m/", "-k", JSON.stringify({ file_mask: "onnx$" }), "--json", "-q"], {
+        AWS_ENDPOINT_URL: server.endpoint,
+        AWS_DEFAULT_REGION: "eu-west-1",
+        AWS_ACCESS_KEY_ID: S3.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: S3.secretAccessKey,
+        MLUP_STORAGE_CACHE: path.join(yield* tempDir, "cache")
+      })
+      expect(run.code).toBe(0)
+      expect(JSON.parse(run.stdout).files).toMatchObject([{ name: "model.onnx", size: model.byteLength }])
+      expect(run.stderr).toBe("")
     }))
 })

@@ -180,7 +180,8 @@ export const redactUrl = (text: string): string => {
   try {
     url = new URL(text)
   } catch {
-    return text
+    // Not a URL, but it may still carry credentials (a malformed proxy URL, say).
+    return text.replace(/(\/\/)[^/@\s]*@/, "$1REDACTED@")
   }
   let changed = false
   if (url.username !== "" || url.password !== "") {

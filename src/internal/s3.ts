@@ -215,7 +215,10 @@ export const make = (settings: Settings) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const resolved = yield* resolveEndpointAndRegion(settings)
+    // The caller's own client knows its endpoint and region (the cache is keyed by what the kwargs say).
+    const resolved = settings.client !== undefined
+      ? { endpoint: settings.endpoint, region: settings.region ?? "(the client's)", pathStyle: settings.pathStyle ?? false }
+      : yield* resolveEndpointAndRegion(settings)
     const extraCa = settings.caBundle === undefined
       ? []
       : [yield* network.readCaBundle("ca_bundle", path.resolve(settings.caBundle), "s3")]

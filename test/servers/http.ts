@@ -8,6 +8,7 @@ import type * as Scope from "effect/Scope"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as http from "node:http"
+import * as https from "node:https"
 import type { AddressInfo } from "node:net"
 
 export type Fault =
@@ -55,6 +56,8 @@ export interface Options {
   /** Bytes per write of a body, and a pause between writes (to make a transfer slow enough to interrupt). */
   chunkSize?: number
   delayMs?: number
+  /** Serve HTTPS with this key and certificate (PEM). */
+  tls?: { readonly key: string; readonly cert: string }
 }
 
 export class TestHttpServer {
@@ -62,13 +65,15 @@ export class TestHttpServer {
   readonly faults = new Map<string, Array<Fault>>()
   readonly log: Array<RequestLog> = []
   readonly options: Options
-  private readonly server: http.Server
+  private readonly server: http.Server | https.Server
   private readonly sockets = new Set<import("node:net").Socket>()
 
   constructor(options: Options = {}) {
     this.options = options
-    this.server = http.createServer((req, res) => this.handle(req, res))
-    this.server.on("connection", (socket) => {
+    this.server = options.tls === undefined
+      ? http.createServer((req, res) => this.handle(req, res))
+      : https.createServer({ key: options.tls.key, cert: options.tls.cert }, (req, res) => this.handle(req, res))
+    this.server.on(this.options.tls === undefined ? "connection" : "secureConnection", (socket) => {
       this.sockets.add(socket)
       socket.on("close", () => this.sockets.delete(socket))
     })
@@ -83,7 +88,7 @@ export class TestHttpServer {
   }
 
   url(path: string): string {
-    return `http://127.0.0.1:${this.port}${path}`
+    return `${this.options.tls === undefined ? "http" : "https"}://127.0.0.1:${this.port}${path}`
   }
 
   /** Serves `content` at `path`; its ETag is derived from the content unless given. */
