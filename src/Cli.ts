@@ -11,6 +11,8 @@
  */
 import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
+import * as HelpDoc from "@effect/cli/HelpDoc"
+import * as ValidationError from "@effect/cli/ValidationError"
 import * as Options from "@effect/cli/Options"
 import type * as CliApp from "@effect/cli/CliApp"
 import * as Cause from "effect/Cause"
@@ -299,7 +301,10 @@ export const fetch = Command.make(
     ),
     hash: Options.boolean("hash").pipe(Options.withDescription("Print each file's sha256.")),
     json,
-    quiet: Options.boolean("quiet").pipe(Options.withAlias("q"), Options.withDescription("No progress output."))
+    quiet: Options.boolean("quiet").pipe(
+      Options.withAlias("q"),
+      Options.withDescription("No progress output; print only the delivered paths, one per line (or --json).")
+    )
   },
   (flags) =>
     Effect.gen(function*() {
@@ -356,6 +361,9 @@ export const fetch = Command.make(
           null,
           2
         ))
+      } else if (flags.quiet) {
+        // Quiet: the delivered paths, one per line, for scripts (`$(mlup-storage fetch -q …)`).
+        for (const file of delivered) yield* Console.log(file.path)
       } else {
         const header = ["name", "size", "path", ...(flags.hash ? ["sha256"] : [])]
         const rows = delivered.map((file) => [
@@ -425,15 +433,73 @@ export const command = Command.make("mlup-storage").pipe(
 export const run = (
   argv: ReadonlyArray<string>,
   options?: { readonly version?: string }
-): Effect.Effect<ExitCode, never, Storage.Requirements | CliApp.CliApp.Environment> =>
-  Command.run(command, { name: "mlup-storage", version: options?.version ?? version })(argv).pipe(
+): Effect.Effect<ExitCode, never, Storage.Requirements | CliApp.CliApp.Environment> => {
+  const args = withGlobalOptionsFirst(argv)
+  const json = args.includes("--json")
+  return Command.run(command, { name: "mlup-storage", version: options?.version ?? version })(args).pipe(
     Effect.as(ExitCode.Success as ExitCode),
-    Effect.catchAll((error) =>
-      error instanceof Exit ? Effect.succeed(error.code) : Effect.succeed(ExitCode.InvalidConfiguration)
-    ),
+    Effect.catchAll((error) => {
+      if (error instanceof Exit) return Effect.succeed(error.code)
+      // A usage error: @effect/cli has printed it on stderr; with --json, stdout says so too.
+      const message = ValidationError.isValidationError(error) && "error" in error
+        ? stripAnsi(HelpDoc.toAnsiText(error.error)).trim()
+        : String(error)
+      return json
+        ? Effect.as(
+          Console.log(JSON.stringify(
+            {
+              ok: false,
+              exitCode: ExitCode.InvalidConfiguration,
+              errors: [{ tag: "UsageError", message: errorsInternal.redactText(message) }]
+            },
+            null,
+            2
+          )),
+          ExitCode.InvalidConfiguration as ExitCode
+        )
+        : Effect.succeed(ExitCode.InvalidConfiguration as ExitCode)
+    }),
     Effect.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause)
         ? Effect.failCause(cause as Cause.Cause<never>)
-        : Effect.as(Console.error(`error: unexpected failure\n${errorsInternal.redactText(Cause.pretty(cause))}`), ExitCode.Failure)
+        : Effect.as(
+          Console.error(`error: unexpected failure\n${errorsInternal.redactText(Cause.pretty(cause))}`),
+          ExitCode.Failure
+        )
     )
   )
+}
+
+/**
+ * `--log-level` is an option of the whole program, which @effect/cli reads
+ * only before the subcommand: wherever it is given, it is moved there.
+ *
+ * @since 0.4.0
+ * @category running
+ */
+export const withGlobalOptionsFirst = (argv: ReadonlyArray<string>): Array<string> => {
+  const [node, script, ...rest] = argv
+  const global: Array<string> = []
+  const others: Array<string> = []
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i]!
+    if (arg === "--") {
+      others.push(...rest.slice(i))
+      break
+    }
+    if (arg.startsWith("--log-level=")) global.push(arg)
+    else if (arg === "--log-level" && i + 1 < rest.length) global.push(arg, rest[++i]!)
+    else others.push(arg)
+  }
+  return [node ?? "node", script ?? "mlup-storage", ...global, ...others]
+}
+
+/**
+ * Text without ANSI escape sequences (colours, styles, cursor moves).
+ *
+ * @since 0.4.0
+ * @category running
+ */
+export const stripAnsi = (text: string): string =>
+  // eslint-disable-next-line no-control-regex
+  text.replace(/\u001b\[[0-9;?]*[ -\/]*[@-~]|\u001b\][^\u0007]*(\u0007|\u001b\\)/g, "")

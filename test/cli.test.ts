@@ -7,6 +7,8 @@ import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { ExitCode as Cli } from "../src/Cli.js"
+import * as progressView from "../src/internal/cli/progress.js"
+import * as Progress from "../src/Progress.js"
 import { bytesOf, tempDir, writeFiles } from "./helpers.js"
 import * as TestServer from "./servers/http.js"
 import * as S3 from "./servers/s3.js"
@@ -802,4 +804,82 @@ describe("mlup-storage: AWS conventions", () => {
       expect(JSON.parse(run.stdout).files).toMatchObject([{ name: "model.onnx", size: model.byteLength }])
       expect(run.stderr).toBe("")
     }))
+})
+
+describe("mlup-storage: output for scripts and terminals", () => {
+  it.scopedLive("-q prints only the delivered paths; --log-level works after the subcommand", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "models/a.pckl": "a", "models/b.pckl": "b" })
+      const run = yield* cli(["fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: path.join(dir, "models") }), "-q"])
+      expect(run.code).toBe(0)
+      expect(run.stdout).toBe(`${path.join(dir, "models", "a.pckl")}\n${path.join(dir, "models", "b.pckl")}\n`)
+      expect(run.stderr).toBe("")
+      const late = yield* cli(["fetch", `file://${path.join(dir, "models")}`, "--log-level", "debug", "-q"])
+      expect(late.code).toBe(0)
+      expect(late.stdout.split("\n").filter((line) => line !== "")).toHaveLength(2)
+    }))
+
+  it.scopedLive("with --json, a usage error is JSON on stdout too", () =>
+    Effect.gen(function*() {
+      const run = yield* cli(["fetch", "--no-such-flag", "--json"])
+      expect(run.code).toBe(Cli.InvalidConfiguration)
+      expect(JSON.parse(run.stdout)).toMatchObject({ ok: false, exitCode: Cli.InvalidConfiguration, errors: [{ tag: "UsageError" }] })
+    }))
+
+  it.scopedLive("no ANSI codes when the output is not a terminal, or with NO_COLOR, --help included", () =>
+    Effect.gen(function*() {
+      for (const args of [["--help"], ["fetch", "--help"], ["fetch", "--no-such-flag"]]) {
+        const run = yield* cli(args)
+        expect(run.stdout + run.stderr).not.toContain("\u001b[")
+      }
+      // On a terminal (script(1) gives a pseudo-terminal), colours, unless NO_COLOR says otherwise.
+      const onTty = (env: string) =>
+        execFileSync("script", ["-qfec", `${env} ${process.execPath} ${bin} --help`, "/dev/null"], {
+          encoding: "utf8",
+          env: cleanEnv()
+        })
+      expect(onTty("")).toContain("\u001b[")
+      expect(onTty("NO_COLOR=1")).not.toContain("\u001b[")
+    }))
+
+  it("the progress view fits the terminal's width, speed and time left included, and follows a resize", () =>
+    Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const written: Array<string> = []
+      const terminal = { isTTY: true, columns: 80, write: (text: string) => void written.push(text) }
+      const progress = yield* Progress.make
+      const view = yield* progressView.render(yield* progress.subscribe, terminal)
+      const MiB = 1024 * 1024
+      const event = (done: number): Progress.Event => ({
+        location: "https://models.example/a/very/long/path/to/the-model-with-a-long-name.onnx",
+        name: "the-model-with-a-long-name.onnx",
+        done,
+        total: 3000 * MiB,
+        overallDone: done,
+        overallTotal: 3000 * MiB,
+        phase: "fetching"
+      })
+      yield* progress.publish(event(0))
+      yield* Effect.sleep("500 millis")
+      written.length = 0
+      yield* progress.publish(event(1200 * MiB))
+      yield* Effect.sleep("300 millis")
+      const lines = () =>
+        written.join("").split("\n").map((line) => line.replace(/\u001b\[\d*[A-Za-z]/g, "")).filter((line) => line.includes("MiB/s"))
+      const at80 = lines()
+      expect(at80.length).toBeGreaterThan(0)
+      for (const line of at80) {
+        expect(line.length).toBeLessThanOrEqual(79)
+        expect(line).toMatch(/MiB\/s \d+(s|m\d+s|h\d+m) left$/)
+      }
+      written.length = 0
+      terminal.columns = 60
+      yield* progress.publish(event(1500 * MiB))
+      yield* Effect.sleep("300 millis")
+      for (const line of lines()) {
+        expect(line.length).toBeLessThanOrEqual(59)
+        expect(line).toMatch(/MiB\/s .* left$/)
+      }
+      yield* view.finish
+    }))))
 })

@@ -136,5 +136,14 @@ describe("the packed package", () => {
         }
       })()
       expect(internal).toContain("ERR_PACKAGE_PATH_NOT_EXPORTED")
+      // The binary is a program, not a module: importing it does not run the command line.
+      const bin = (() => {
+        try {
+          return run(process.execPath, ["-e", "import('mlup-storage/bin').then(() => console.log('ran'))"], consumer)
+        } catch (error) {
+          return String((error as { stderr?: string }).stderr)
+        }
+      })()
+      expect(bin).toContain("ERR_PACKAGE_PATH_NOT_EXPORTED")
     }), { timeout: 240_000 })
 })

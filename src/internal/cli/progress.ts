@@ -46,12 +46,13 @@ export interface Output {
 }
 
 const BAR = 24
+const NAME = 24
 const MAX_LIVE = 8
 
-const bar = (done: number, total: number | undefined): string => {
-  if (total === undefined || total === 0) return `[${"·".repeat(BAR)}]`
-  const filled = Math.min(BAR, Math.floor((done / total) * BAR))
-  return `[${"#".repeat(filled)}${"-".repeat(BAR - filled)}]`
+const bar = (done: number, total: number | undefined, width: number): string => {
+  if (total === undefined || total === 0) return `[${"·".repeat(width)}]`
+  const filled = Math.min(width, Math.floor((done / total) * width))
+  return `[${"#".repeat(filled)}${"-".repeat(width - filled)}]`
 }
 
 const percent = (done: number, total: number | undefined) =>
@@ -80,8 +81,9 @@ export const render = (
     let dirty = false
     let lastPlain = Date.now()
 
-    const width = Math.max(40, output.columns)
-    const fit = (line: string) => (line.length > width - 1 ? line.slice(0, width - 1) : line)
+    // Read at every draw: a resized terminal gets lines of its new width.
+    const width = () => Math.max(40, output.columns)
+    const fit = (line: string) => (line.length > width() - 1 ? line.slice(0, width() - 1) : line)
     const speedOf = (done: number, startedWith: number, since: number) => {
       const seconds = (Date.now() - since) / 1000
       return seconds > 0.2 ? (done - startedWith) / seconds : 0
@@ -97,16 +99,29 @@ export const render = (
     }
     const draw = () => {
       const live = [...files.values()].filter((file) => file.phase === "fetching").slice(0, MAX_LIVE)
-      const lines = live.map((file) => {
-        const speed = speedOf(file.done, file.startedWith, file.startedAt)
-        return `${name(file.name, 24)} ${bar(file.done, file.total)} ${percent(file.done, file.total)} ` +
-          `${formatBytes(file.done)}/${file.total === undefined ? "?" : formatBytes(file.total)} ${rate(speed)} ${eta(file.done, file.total, speed)}`
-      })
-      const speed = speedOf(overallDone, overallStartedWith ?? 0, startedAt)
+      // The figures (percent, bytes, speed, time left) always fit; the name and
+      // the bar share what is left of the line, the bar going first when short.
+      const line = (label: string, done: number, total: number | undefined, speed: number) => {
+        const figures = `${percent(done, total)} ${formatBytes(done)}/${total === undefined ? "?" : formatBytes(total)} ` +
+          `${rate(speed)} ${eta(done, total, speed)}`.trimEnd()
+        const room = width() - 1 - figures.length - 1
+        const nameWidth = Math.max(8, Math.min(NAME, room - (BAR + 3)))
+        const barWidth = Math.min(BAR, room - nameWidth - 3)
+        return barWidth >= 6
+          ? `${name(label, nameWidth)} ${bar(done, total, barWidth)} ${figures}`
+          : `${name(label, Math.max(8, Math.min(NAME, room - 1)))} ${figures}`
+      }
+      const lines = live.map((file) =>
+        line(file.name, file.done, file.total, speedOf(file.done, file.startedWith, file.startedAt))
+      )
       const finished = [...files.values()].filter((file) => file.phase !== "fetching").length
       lines.push(
-        `${name(`total (${finished}/${files.size} files)`, 24)} ${bar(overallDone, overallTotal)} ${percent(overallDone, overallTotal)} ` +
-          `${formatBytes(overallDone)}/${formatBytes(overallTotal)} ${rate(speed)} ${eta(overallDone, overallTotal, speed)}`
+        line(
+          `total (${finished}/${files.size} files)`,
+          overallDone,
+          overallTotal,
+          speedOf(overallDone, overallStartedWith ?? 0, startedAt)
+        )
       )
       clear()
       output.write(lines.map((line) => `${fit(line)}\n`).join(""))
