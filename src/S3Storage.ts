@@ -168,6 +168,9 @@ export interface Options {
 
 const issue = (field: string, problem: string) => new StorageError.OptionIssue({ field, problem })
 
+/** The module that uses the AWS SDK, beside this one. */
+const sdkPart = "./internal/s3.js"
+
 /**
  * An S3 storage from decoded kwargs (and, from code, a retry Schedule).
  *
@@ -230,8 +233,23 @@ export const makeResolved = (
       lockTimeout: Duration.seconds(kwargs.lock_timeout),
       verify: kwargs.verify
     }
-    // The AWS SDK is loaded only when an S3 storage is made.
-    const s3 = yield* Effect.promise(() => import("./internal/s3.js"))
+    // The AWS SDK (an optional peer dependency) is loaded only when an S3
+    // storage is made, by a path bundlers do not follow: an application that
+    // uses no S3 storage neither installs nor bundles it.
+    const s3 = yield* Effect.tryPromise({
+      try: () => import(/* @vite-ignore */ /* webpackIgnore: true */ new URL(sdkPart, import.meta.url).href) as Promise<typeof import("./internal/s3.js")>,
+      catch: (cause) =>
+        new StorageError.InvalidStorageOptions({
+          storageType,
+          issues: [
+            issue(
+              "storage_type",
+              "the S3 storage needs the AWS SDK: npm install @aws-sdk/client-s3@^3 @effect-aws/client-s3@^1.11 " +
+                `(in a bundled application, keep mlup-storage external) [${String((cause as { code?: unknown })?.code ?? cause)}]`
+            )
+          ]
+        })
+    })
     const work = yield* s3.make(settings).pipe(
       Effect.provideService(FileSystem.FileSystem, fs),
       Effect.provideService(Path.Path, path)
