@@ -18,6 +18,7 @@ import { execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { bundleReport, measureBundles } from "./bundle.js"
 
 const MiB = 1024 * 1024
 const sizeMiB = Number(process.env["BENCH_SIZE_MIB"] ?? 1024)
@@ -263,6 +264,7 @@ about as fast as one GetObject. Peak memory does not grow with the file size. Tw
 the Node wiring uses node:http's client (with undici's, garbage reached 59–67 MiB before V8 collected
 it), and each part of a ranged download buffers 64 KiB.
 
+${bundleReport(await measureBundles())}
 ## Reproduce
 
 \`\`\`sh
