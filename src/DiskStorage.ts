@@ -8,6 +8,8 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
@@ -317,6 +319,33 @@ export const layer = (
   options: Options
 ): Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
   Layer.effect(internal.Storage, make(options))
+
+/**
+ * The storage as a layer whose options come from Effect's `Config`: each
+ * option a `Config` (or a plain value), as `PgClient.layerConfig` takes them.
+ * A missing or malformed value is a `ConfigError`; options that do not
+ * validate are `InvalidStorageOptions`.
+ *
+ * @example
+ * ```ts
+ * import * as Config from "effect/Config"
+ * DiskStorage.layerConfig({
+ *   pathToFiles: Config.string("MODEL_DIR"),
+ *   fileMask: Config.withDefault(Config.string("MODEL_MASK"), String.raw`\\.onnx$`),
+ *   needLoadFile: true
+ * })
+ * ```
+ *
+ * @since 0.4.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options>
+): Layer.Layer<
+  internal.Storage,
+  StorageError.InvalidStorageOptions | ConfigError.ConfigError,
+  FileSystem.FileSystem | Path.Path
+> => Layer.effect(internal.Storage, Effect.flatMap(Config.unwrap(config), make))
 
 /**
  * @since 0.1.0

@@ -28,6 +28,8 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as Path from "@effect/platform/Path"
 import * as Duration from "effect/Duration"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -245,7 +247,7 @@ export const makeResolved = (
     }
 
     const options: http.FetchOptions = {
-      cacheDir: path.resolve(kwargs.cache_dir ?? cache.defaultCacheDir(path)),
+      cacheDir: path.resolve(kwargs.cache_dir ?? (yield* cache.defaultCacheDir(path))),
       headers: kwargs.headers,
       connectTimeout: Duration.seconds(kwargs.connect_timeout),
       stallTimeout: Duration.seconds(kwargs.stall_timeout),
@@ -358,6 +360,33 @@ export const layer = (
   StorageError.InvalidStorageOptions,
   HttpClient.HttpClient | FileSystem.FileSystem | Path.Path
 > => Layer.effect(internal.Storage, make(options))
+
+/**
+ * The storage as a layer whose options come from Effect's `Config`: each
+ * option a `Config` (or a plain value), as `PgClient.layerConfig` takes them.
+ * A missing or malformed value is a `ConfigError`; options that do not
+ * validate are `InvalidStorageOptions`.
+ *
+ * @example
+ * ```ts
+ * import * as Config from "effect/Config"
+ * HttpStorage.layerConfig({
+ *   urls: Config.string("MODEL_URL"),
+ *   headers: { authorization: Config.redacted("MODEL_TOKEN") },
+ *   sha256: Config.option(Config.string("MODEL_SHA256")).pipe(Config.map(Option.getOrUndefined))
+ * })
+ * ```
+ *
+ * @since 0.4.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options>
+): Layer.Layer<
+  internal.Storage,
+  StorageError.InvalidStorageOptions | ConfigError.ConfigError,
+  HttpClient.HttpClient | FileSystem.FileSystem | Path.Path
+> => Layer.effect(internal.Storage, Effect.flatMap(Config.unwrap(config), make))
 
 /**
  * @since 0.2.0

@@ -11,6 +11,7 @@ import * as NodePath from "@effect/platform-node/NodePath"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as HttpClient from "@effect/platform/HttpClient"
 import type * as Path from "@effect/platform/Path"
+import type * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -167,3 +168,36 @@ export const layerConfig = (
   options?: Storage.ConfigOptions
 ): Layer.Layer<Storage.Storage, StorageError.StorageError | ConfigError.ConfigError> =>
   Storage.layerConfig(options).pipe(Layer.provide(layer))
+
+/**
+ * `DiskStorage.layerConfig` on Node.
+ *
+ * @since 0.4.0
+ * @category layers
+ */
+export const layerDiskConfig = (
+  config: Config.Config.Wrap<DiskStorage.Options>
+): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
+  DiskStorage.layerConfig(config).pipe(Layer.provide(layer))
+
+/**
+ * `HttpStorage.layerConfig` on Node.
+ *
+ * @since 0.4.0
+ * @category layers
+ */
+export const layerHttpConfig = (
+  config: Config.Config.Wrap<HttpStorage.Options>
+): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
+  HttpStorage.layerConfig(config).pipe(Layer.provide(layer))
+
+/**
+ * `S3Storage.layerConfig` on Node.
+ *
+ * @since 0.4.0
+ * @category layers
+ */
+export const layerS3Config = (
+  config: Config.Config.Wrap<S3Storage.Options>
+): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
+  S3Storage.layerConfig(config).pipe(Layer.provide(layer))

@@ -23,6 +23,8 @@ import type { S3Client } from "@aws-sdk/client-s3"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as Duration from "effect/Duration"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Redacted from "effect/Redacted"
@@ -222,7 +224,7 @@ export const makeResolved = (
           sessionToken: kwargs.session_token
         }
         : undefined,
-      cacheDir: path.resolve(kwargs.cache_dir ?? cache.defaultCacheDir(path)),
+      cacheDir: path.resolve(kwargs.cache_dir ?? (yield* cache.defaultCacheDir(path))),
       concurrency: kwargs.concurrency,
       partSize: kwargs.part_size_mb * MiB,
       partConcurrency: kwargs.part_concurrency,
@@ -324,6 +326,34 @@ export const layer = (
   options: Options
 ): Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
   Layer.effect(internal.Storage, make(options))
+
+/**
+ * The storage as a layer whose options come from Effect's `Config`: each
+ * option a `Config` (or a plain value), as `PgClient.layerConfig` takes them.
+ * A missing or malformed value is a `ConfigError`; options that do not
+ * validate are `InvalidStorageOptions`.
+ *
+ * @example
+ * ```ts
+ * import * as Config from "effect/Config"
+ * S3Storage.layerConfig({
+ *   bucket: Config.string("MODEL_BUCKET"),
+ *   prefix: Config.string("MODEL_PREFIX"),
+ *   accessKeyId: Config.redacted("MINIO_ACCESS_KEY"),
+ *   secretAccessKey: Config.redacted("MINIO_SECRET_KEY")
+ * })
+ * ```
+ *
+ * @since 0.4.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options>
+): Layer.Layer<
+  internal.Storage,
+  StorageError.InvalidStorageOptions | ConfigError.ConfigError,
+  FileSystem.FileSystem | Path.Path
+> => Layer.effect(internal.Storage, Effect.flatMap(Config.unwrap(config), make))
 
 /**
  * @since 0.2.0

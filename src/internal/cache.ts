@@ -1,5 +1,6 @@
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
+import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -18,9 +19,20 @@ import * as errors from "./errors.js"
  *
  * @internal
  */
-export const defaultCacheDir = (path: Path.Path): string =>
-  process.env["MLUP_STORAGE_CACHE"] ??
-    path.join(process.env["XDG_CACHE_HOME"] ?? path.join(os.homedir(), ".cache"), "mlup-storage")
+export const defaultCacheDir = (path: Path.Path): Effect.Effect<string> =>
+  Effect.gen(function*() {
+    // Read through Effect's Config (the environment by default), so that an application's
+    // ConfigProvider decides; an unreadable value counts as unset.
+    const read = (name: string) =>
+      Effect.map(
+        Effect.orElseSucceed(Config.option(Config.string(name)), () => Option.none<string>()),
+        Option.filter((value) => value !== "")
+      )
+    const explicit = yield* read("MLUP_STORAGE_CACHE")
+    if (Option.isSome(explicit)) return explicit.value
+    const xdg = yield* read("XDG_CACHE_HOME")
+    return path.join(Option.getOrElse(xdg, () => path.join(os.homedir(), ".cache")), "mlup-storage")
+  })
 
 /**
  * A short, stable, file-name-safe key for a remote location.

@@ -468,7 +468,7 @@ export const make = (settings: Settings) =>
             (handle) => Effect.mapError(handle.truncate(entry.size), errors.writeFailed(data, "allocate"))
           ))
         } else {
-          yield* Effect.logInfo(`Resuming ${location}: ${done.size} of ${count} parts are already in the cache`)
+          yield* Effect.logDebug(`Resuming ${location}: ${done.size} of ${count} parts are already in the cache`)
         }
         const partBytes = (i: number) => Math.min(entry.size, (i + 1) * settings.partSize) - i * settings.partSize
         yield* progress.start(entry.size, [...done.keys()].reduce((sum, i) => sum + partBytes(i), 0))

@@ -159,7 +159,7 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
     lastLog = now
     const { done, total } = overall()
     const rate = done / MiB / Math.max(0.001, (now - startedAt) / 1000)
-    return Effect.logInfo(
+    return Effect.logDebug(
       `Fetching: ${(done / MiB).toFixed(1)} of ${(total / MiB).toFixed(1)} MiB (${rate.toFixed(1)} MiB/s)`
     )
   })
@@ -209,7 +209,7 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
             const seconds = (Date.now() - startedAt) / 1000
             return Effect.zipRight(
               publish("done"),
-              Effect.logInfo(`Fetched ${location} (${(size / MiB).toFixed(1)} MiB) in ${seconds.toFixed(1)} s`)
+              Effect.logDebug(`Fetched ${location} (${(size / MiB).toFixed(1)} MiB) in ${seconds.toFixed(1)} s`)
             )
           })
       }
