@@ -322,7 +322,8 @@ export const layer = (
 
 /**
  * The storage as a layer whose options come from Effect's `Config`: each
- * option a `Config` (or a plain value), as `PgClient.layerConfig` takes them.
+ * option a `Config` (`Config.succeed` for a constant), as `PgClient.layerConfig`
+ * takes them.
  * A missing or malformed value is a `ConfigError`; options that do not
  * validate are `InvalidStorageOptions`.
  *
@@ -332,7 +333,7 @@ export const layer = (
  * DiskStorage.layerConfig({
  *   pathToFiles: Config.string("MODEL_DIR"),
  *   fileMask: Config.withDefault(Config.string("MODEL_MASK"), String.raw`\\.onnx$`),
- *   needLoadFile: true
+ *   needLoadFile: Config.succeed(true)
  * })
  * ```
  *

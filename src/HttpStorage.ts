@@ -363,7 +363,8 @@ export const layer = (
 
 /**
  * The storage as a layer whose options come from Effect's `Config`: each
- * option a `Config` (or a plain value), as `PgClient.layerConfig` takes them.
+ * option a `Config` (`Config.succeed` for a constant), as `PgClient.layerConfig`
+ * takes them.
  * A missing or malformed value is a `ConfigError`; options that do not
  * validate are `InvalidStorageOptions`.
  *

@@ -1,4 +1,5 @@
 import { expect, layer } from "@effect/vitest"
+import * as Config from "effect/Config"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -782,4 +783,33 @@ withServers("HttpStorage: a full disk", (it) => {
       expect(done.files).toEqual([{ name: "m.onnx", size: small.byteLength }])
       expect(done.cache.map(([name]: [string]) => name).sort()).toEqual(["m.onnx", "meta.json"])
     }), 60_000)
+})
+
+withServers("HttpStorage: options from Config", (it) => {
+  it.scoped("layerConfig takes each option as a Config; the default cache folder is read through Config too", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const cacheDir = yield* tempDir
+      const files = yield* Effect.scoped(Effect.flatMap(Storage.Storage, (storage) => storage.load)).pipe(
+        Effect.provide(HttpStorage.layerConfig({
+          urls: Config.string("MODEL_URL"),
+          sha256: Config.string("MODEL_SHA256"),
+          needLoadFile: Config.succeed(false)
+        }).pipe(Layer.provide(platform))),
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map([
+          ["MODEL_URL", server.url("/m.onnx")],
+          ["MODEL_SHA256", TestServer.sha256(model)],
+          ["MLUP_STORAGE_CACHE", cacheDir]
+        ])))
+      )
+      expect(files.map((file) => file._tag === "Path" && file.path.startsWith(cacheDir))).toEqual([true])
+      const missing = yield* Effect.flip(
+        Effect.scoped(Effect.flatMap(Storage.Storage, (storage) => storage.load)).pipe(
+          Effect.provide(HttpStorage.layerConfig({ urls: Config.string("MODEL_URL") }).pipe(Layer.provide(platform))),
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map()))
+        )
+      )
+      expect(missing._tag).toBe("ConfigError")
+    }))
 })
