@@ -10,6 +10,14 @@ export default defineConfig({
     poolOptions: { forks: { execArgv: ["--openssl-legacy-provider"] } },
     // The test servers' own AWS SDK clients: no Node-version notice in the output.
     // No instance-metadata requests from the SDK, ever (no traffic off loopback).
-    env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true", AWS_EC2_METADATA_DISABLED: "true" }
+    // No proxy of the machine running the tests either: the tests that use one start their own.
+    env: {
+      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true",
+      AWS_EC2_METADATA_DISABLED: "true",
+      HTTP_PROXY: "",
+      HTTPS_PROXY: "",
+      http_proxy: "",
+      https_proxy: ""
+    }
   }
 })
