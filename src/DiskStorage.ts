@@ -96,7 +96,7 @@ export const Mask: Schema.Schema<RegExp, string> = Schema.transformOrFail(
           ParseResult.fail(new ParseResult.Type(ast, source, `is not a valid regular expression (${problem})`)),
         onRight: ParseResult.succeed
       }),
-    encode: (regexp) => ParseResult.succeed(regexp.source)
+    encode: (regexp) => ParseResult.succeed(mask_.sourceOf(regexp))
   }
 )
 
@@ -161,7 +161,7 @@ export const Kwargs: Schema.Schema<ResolvedOptions, {
     strict: true,
     decode: (kwargs, _, ast) => {
       const { file_mask, files_mask } = kwargs
-      if (file_mask !== undefined && files_mask !== undefined && file_mask.source !== files_mask.source) {
+      if (file_mask !== undefined && files_mask !== undefined && mask_.sourceOf(file_mask) !== mask_.sourceOf(files_mask)) {
         return ParseResult.fail(
           new ParseResult.Pointer(
             "files_mask",
@@ -169,7 +169,7 @@ export const Kwargs: Schema.Schema<ResolvedOptions, {
             new ParseResult.Type(
               ast,
               kwargs,
-              `conflicts with file_mask (/${file_mask.source}/ against /${files_mask.source}/): give only one of them`
+              `conflicts with file_mask (/${mask_.sourceOf(file_mask)}/ against /${mask_.sourceOf(files_mask)}/): give only one of them`
             )
           )
         )
@@ -205,7 +205,7 @@ export const makeResolved = (
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const mask = options.fileMask
-    const maskSource = mask.source
+    const maskSource = mask_.sourceOf(mask)
 
     const stat = (file: string) => Effect.mapError(fs.stat(file), errors.fromPlatformError(file, "stat"))
 

@@ -193,7 +193,7 @@ export const makeResolved = (
     }
     if (
       kwargs.file_mask !== undefined && kwargs.files_mask !== undefined &&
-      kwargs.file_mask.source !== kwargs.files_mask.source
+      mask_.sourceOf(kwargs.file_mask) !== mask_.sourceOf(kwargs.files_mask)
     ) {
       problems.push(issue("files_mask", "conflicts with file_mask: give only one of them"))
     }

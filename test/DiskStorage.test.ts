@@ -2,13 +2,16 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as DiskStorage from "../src/DiskStorage.js"
 import * as GarbageCollector from "../src/GarbageCollector.js"
+import * as mask_ from "../src/internal/mask.js"
 import * as LoadedFile from "../src/LoadedFile.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "./contract.js"
@@ -328,4 +331,97 @@ describe("DiskStorage", () => {
       const gc = yield* Effect.provide(GarbageCollector.TestGarbageCollector, context)
       expect(yield* gc.calls).toBe(1)
     }).pipe(Effect.scoped))
+})
+
+describe("DiskStorage: file_mask as Python's re reads it (checked against python3)", () => {
+  // Names with Unicode letters and digits, marks, other numerals, odd spaces, punctuation and
+  // regex metacharacters, and a newline (a legal file name, which tells `$` and `.` apart).
+  const names = [
+    "model.pckl", "Model.PCKL", "model.onnx", "weights-1.bin", "a_b.c-d.pckl", "модель.pckl", "模型.bin", "café.pckl",
+    "cafe\u0301.pckl", "x²", "٣.bin", "Ⅻ.txt", "１２３", "a b.pckl", "a\u00a0b", "a\tb", "tab\u001cfs", "bom\ufeff",
+    "(x).pckl", "[y]", "{z}", "a+b", "a*b", "a?b", "^x$", "a|b", "back\\slash", "dollar$", "line\n", "line\nnext",
+    "aa", "aaa", "abab", "x{", "}", "#hash", "sp ace", "\b", "A", "a", "", "ǅ", "ß", "ſ", "K", "Ω", "ω",
+    "😀.pckl", "e\u0301", "ΜΟΝΤΕΛΟ", "under_score", "-dash", ".hidden.pckl", "v1.2.3.tar.gz", "x-y_z.0"
+  ]
+  const curated = [
+    String.raw`(\w.-_)*.pckl`, String.raw`\w+`, String.raw`^\w+\.pckl$`, String.raw`\d`, String.raw`\D+$`, String.raw`\s`, String.raw`\S+`,
+    String.raw`\b\w`, String.raw`\Ba`, String.raw`\W`, String.raw`a\b`, "a{,2}", "a{2}", "a{,}", "x{", "{", "}", "a{x}", String.raw`[\w.-]+$`,
+    String.raw`[^\d]`, ".", ".pckl", "(?i)MODEL", "(?i)ſ", "(?i)k", "(?i)ω", "(?s)line.", "line.", "(?m)^next", "^next", "$", "pckl$", "line$",
+    String.raw`\Apckl`, String.raw`pckl\Z`, String.raw`line\Z`, "(?P<n>a)(?P=n)", String.raw`(a)\1`, "[]a]", "[^]a]+", String.raw`\.`,
+    String.raw`\#`, String.raw`\ `, String.raw`\x41`, String.raw`\u0430`, String.raw`\U0001F600`, String.raw`\0`, String.raw`[\b]`,
+    String.raw`(?a)\w+$`, String.raw`(?a)\d`, String.raw`(?a)\s`, "(?#comment)a", "a|b", "(?=a)a", "(?<=a)b", "(?<!a)b", "[a-z]+$",
+    "[а-я]+", String.raw`[\u0400-\u04ff]`, String.raw`\d+`, "²", "[[y]", "[a-]", "[-a]", String.raw`[\]]`, String.raw`[\\]`, "a*?b",
+    "a+?", "(a|b)+$", String.raw`\n`, String.raw`\t`, "[^a]", "[\\s]", "[\\w\\s]+", "[\\d.]+", "ǅ", "(?i)ǆ", "^$", "^", "(?u)\\w",
+    // Refused (Python accepts them; this library says so): scoped flags, atomic, possessive, conditionals, \N{…}.
+    "(?i:a)", "(?>a)", "a*+", "a++", "a?+", "a{1,2}+", "(a)(?(1)b|c)", String.raw`\N{DIGIT ONE}`, String.raw`[\W]`, String.raw`[^\D]`,
+    // Invalid in Python too.
+    "(", "[a", "a{2,1}", String.raw`\q`, "(?<n>a)", String.raw`\k<n>`, "*", "(?P<n>a)(?P=m)", String.raw`\2(a)`, "(?L)a", "a)"
+  ]
+  // Random masks from atoms, quantifiers and groups.
+  const atoms = [
+    "a", "b", ".", String.raw`\w`, String.raw`\W`, String.raw`\d`, String.raw`\D`, String.raw`\s`, String.raw`\S`, String.raw`\b`,
+    String.raw`\B`, "[a-z]", String.raw`[\w.]`, "[^a]", "$", "^", "x", "л", "²", String.raw`\.`, "-", "_", "{", "}", String.raw`\\`
+  ]
+  const quantifiers = ["", "", "", "*", "+", "?", "{,2}", "{1,}", "{2}", "*?"]
+  let seed = 7
+  const random = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648
+    return seed % n
+  }
+  const generated = Array.from({ length: 300 }, () => {
+    let mask = ""
+    for (let k = 0, n = 1 + random(4); k < n; k++) {
+      const atom = atoms[random(atoms.length)]!
+      const grouped = random(5) === 0 ? `(${atom}|${atoms[random(atoms.length)]})` : atom
+      mask += grouped + (/^[\^$]|\\[bB]$/.test(atom) && grouped === atom ? "" : quantifiers[random(quantifiers.length)])
+    }
+    return (random(6) === 0 ? "(?i)" : "") + mask
+  })
+  const masks = [...new Set([...curated, ...generated])]
+
+  it("every mask selects what Python selects, or is refused by name; a mask Python refuses is refused too", () => {
+    const python = JSON.parse(execFileSync("python3", ["-c", `
+import json, re, sys
+data = json.load(sys.stdin)
+out = []
+for mask in data["masks"]:
+    try:
+        pattern = re.compile(mask)
+    except Exception as error:
+        out.append({"error": str(error)})
+        continue
+    out.append({"selected": [name for name in data["names"] if pattern.search(name)]})
+print(json.dumps(out))
+`], { input: JSON.stringify({ masks, names }), encoding: "utf8", maxBuffer: 64 * 1024 * 1024 }))
+    const refusedByName = /does not support|not supported/
+    let compared = 0
+    let refused = 0
+    masks.forEach((mask, k) => {
+      const expected = python[k] as { error?: string; selected?: Array<string> }
+      const ours = mask_.compile(mask)
+      if (expected.error !== undefined) {
+        expect({ mask, ours: Either.isLeft(ours) }).toEqual({ mask, ours: true })
+        return
+      }
+      if (Either.isLeft(ours)) {
+        expect({ mask, refusal: ours.left }).toEqual({ mask, refusal: expect.stringMatching(refusedByName) })
+        refused++
+        return
+      }
+      expect({ mask, selected: names.filter((name) => ours.right.test(name)) }).toEqual({ mask, selected: expected.selected })
+      compared++
+    })
+    // Most masks are compared; only the constructs listed in the docs are refused.
+    expect(compared).toBeGreaterThan(masks.length * 0.8)
+    expect(refused).toBeLessThanOrEqual(12)
+  })
+
+  it.effect("a refused construct or an over-long mask is InvalidStorageOptions naming file_mask, up front", () =>
+    Effect.gen(function*() {
+      for (const mask of ["(?i:model)", "a".repeat(40_000)]) {
+        const error = yield* Effect.flip(Storage.validate({ storage_type: "disk", storage_kwargs: { path_to_files: "/m", file_mask: mask } }))
+        expect(error._tag === "InvalidStorageOptions" && error.issues.map((issue) => issue.field)).toEqual(["file_mask"])
+        expect(error.message.length).toBeLessThan(600)
+      }
+    }).pipe(Effect.provide(NodeContext.layer)))
 })

@@ -19,6 +19,7 @@ import * as nodePath from "node:path"
 import * as StorageError from "../StorageError.js"
 import * as cache from "./cache.js"
 import * as errors from "./errors.js"
+import * as mask_ from "./mask.js"
 import * as network from "./network.js"
 import * as nodeDrain from "./nodeDrain.js"
 import * as transfer from "./transfer.js"
@@ -305,7 +306,7 @@ export const make = (settings: Settings) =>
         const exact = objects.find((object) => object.key === settings.prefix)
         if (exact !== undefined && settings.prefix !== "") {
           if (!settings.mask.test(exact.key)) {
-            return yield* new StorageError.FileDoesNotMatchMask({ path: base, mask: settings.mask.source })
+            return yield* new StorageError.FileDoesNotMatchMask({ path: base, mask: mask_.sourceOf(settings.mask) })
           }
           return [{ ...exact, name: exact.key.split("/").at(-1)! }]
         }
@@ -323,7 +324,7 @@ export const make = (settings: Settings) =>
           }
           return yield* new StorageError.NothingMatched({
             folder: `s3://${settings.bucket}/${folder}`,
-            mask: settings.mask.source,
+            mask: mask_.sourceOf(settings.mask),
             names: below.map((object) => object.name).sort().slice(0, namesShown),
             entries: below.length
           })
