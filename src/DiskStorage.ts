@@ -243,7 +243,7 @@ export const makeResolved = (
     const loadFolder = (folder: string) =>
       Effect.gen(function*() {
         const names = yield* Effect.mapError(fs.readDirectory(folder), errors.fromPlatformError(folder, "list"))
-        const matched = names.filter((name) => mask.test(name)).sort()
+        const matched = (yield* mask_.select(mask, names, { storageType, field: "file_mask" })).sort()
         const found = Option.reduceCompact(
           yield* Effect.forEach(matched, (name) => entry(name, folder), { concurrency: 16 }),
           [] as Array<{ readonly file: string; readonly size: number }>,
@@ -270,7 +270,7 @@ export const makeResolved = (
       if (info.type === "Directory") return yield* loadFolder(target)
       if (info.type !== "File") return yield* notAFile(target, info.type)
       // As mlup does: for a single file the mask is searched in the path as given.
-      if (!mask.test(options.pathToFiles)) {
+      if ((yield* mask_.select(mask, [options.pathToFiles], { storageType, field: "file_mask" })).length === 0) {
         return yield* new StorageError.FileDoesNotMatchMask({ path: options.pathToFiles, mask: maskSource })
       }
       return [yield* deliver(target, Number(info.size))]

@@ -425,3 +425,41 @@ print(json.dumps(out))
       }
     }).pipe(Effect.provide(NodeContext.layer)))
 })
+
+describe("DiskStorage: hostile masks never hang a load", () => {
+  it("masks that may backtrack catastrophically are told apart from the others", () => {
+    for (const mask of ["(a+)+$", "(a|aa)*b", "(\\w+\\s?)*$", "((ab)*)+", "(a)\\1", "(?P<x>a)(?P=x)", "(x{2,})+"]) {
+      expect({ mask, risky: mask_.mayBacktrack(mask) }).toEqual({ mask, risky: true })
+    }
+    for (const mask of [String.raw`(\w.-_)*.pckl`, String.raw`\.onnx$`, "(ab)+", "a+b*c?", "[(a+)+]", "(a|b)", String.raw`\(a+\)+`]) {
+      expect({ mask, risky: mask_.mayBacktrack(mask) }).toEqual({ mask, risky: false })
+    }
+  })
+
+  it.live("(a+)+$ against a long name: the event loop keeps running, and the load ends with a typed error", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { [`${"a".repeat(40)}!`]: "x", "model.pckl": "w" })
+      let ticks = 0
+      const timer = setInterval(() => ticks++, 100)
+      yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(timer)))
+      const started = Date.now()
+      const error = yield* Effect.flip(loadWith({ pathToFiles: dir, fileMask: "(a+)+$" }))
+      expect(error).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "file_mask" }] })
+      expect(error.message).toContain("backtracks")
+      expect(Date.now() - started).toBeLessThan(20_000)
+      // The process was not blocked: the timer ran all along.
+      expect(ticks).toBeGreaterThan(50)
+    }).pipe(Effect.scoped), 30_000)
+
+  it.live("and an interruption ends it at once", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { [`${"a".repeat(40)}!`]: "x" })
+      const fiber = yield* Effect.fork(loadWith({ pathToFiles: dir, fileMask: "(a+)+$" }))
+      yield* Effect.sleep("300 millis")
+      const started = Date.now()
+      yield* Fiber.interrupt(fiber)
+      expect(Date.now() - started).toBeLessThan(2000)
+    }).pipe(Effect.scoped))
+})

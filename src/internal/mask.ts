@@ -1,4 +1,8 @@
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import { Worker } from "node:worker_threads"
+import * as StorageError from "../StorageError.js"
 
 /**
  * mlup's default `file_mask`.
@@ -304,3 +308,91 @@ export const fromRegExp = (regexp: RegExp): RegExp =>
  * @internal
  */
 export const compileDefault = (): RegExp => Either.getOrThrow(compile(defaultMask))
+
+/**
+ * Whether a mask may backtrack catastrophically: a repetition (`*`, `+`,
+ * `{…}`) of a group that itself repeats or alternates (`(a+)+`, `(a|aa)*`),
+ * or a back-reference. Such masks are matched off the event loop, bounded.
+ *
+ * @internal
+ */
+export const mayBacktrack = (source: string): boolean => {
+  const groups: Array<{ risky: boolean }> = []
+  let previousGroupRisky = false
+  for (let i = 0; i < source.length; i++) {
+    const char = source[i]!
+    const repeats = char === "*" || char === "+" || (char === "{" && /^\{\d*,?\d*\}/.test(source.slice(i)))
+    if (repeats) {
+      if (previousGroupRisky) return true
+      if (groups.length > 0) groups[groups.length - 1]!.risky = true
+    }
+    previousGroupRisky = false
+    if (char === "\\") {
+      if (/[1-9]/.test(source[i + 1] ?? "") || source.startsWith("(?P=", i)) return true
+      i++
+    } else if (char === "[") {
+      const end = source.indexOf("]", i + 2)
+      i = end === -1 ? source.length : end
+    } else if (char === "(") {
+      if (source.startsWith("(?P=", i)) return true
+      groups.push({ risky: false })
+    } else if (char === "|") {
+      if (groups.length > 0) groups[groups.length - 1]!.risky = true
+    } else if (char === ")") {
+      const group = groups.pop()
+      previousGroupRisky = group?.risky ?? false
+      if (previousGroupRisky && groups.length > 0) groups[groups.length - 1]!.risky = true
+    }
+  }
+  return false
+}
+
+/** Matches names in a worker thread, which a timeout or an interruption terminates. */
+const workerCode = `
+const { parentPort, workerData } = require("node:worker_threads")
+const regexp = new RegExp(workerData.source, workerData.flags)
+parentPort.postMessage(workerData.names.map((name) => regexp.test(name)))
+`
+
+/**
+ * The names a mask selects. A mask that may backtrack catastrophically is
+ * matched in a worker thread, so that it never blocks the process: after
+ * `timeout` (or when interrupted) the worker is terminated, and a timeout is
+ * `InvalidStorageOptions` naming `field`.
+ *
+ * @internal
+ */
+export const select = (
+  regexp: RegExp,
+  names: ReadonlyArray<string>,
+  options: { readonly storageType: string; readonly field: string; readonly timeout?: Duration.DurationInput }
+): Effect.Effect<Array<string>, StorageError.InvalidStorageOptions> => {
+  const source = sourceOf(regexp)
+  if (names.length === 0 || !mayBacktrack(source)) return Effect.sync(() => names.filter((name) => regexp.test(name)))
+  const timeout = Duration.decode(options.timeout ?? "10 seconds")
+  return Effect.async<Array<boolean>>((resume) => {
+    const worker = new Worker(workerCode, {
+      eval: true,
+      workerData: { source: regexp.source, flags: regexp.flags, names }
+    })
+    worker.once("message", (flags: Array<boolean>) => resume(Effect.succeed(flags)))
+    worker.once("error", (error) => resume(Effect.die(error)))
+    return Effect.promise(() => worker.terminate())
+  }).pipe(
+    Effect.timeoutFail({
+      duration: timeout,
+      onTimeout: () =>
+        new StorageError.InvalidStorageOptions({
+          storageType: options.storageType,
+          issues: [
+            new StorageError.OptionIssue({
+              field: options.field,
+              problem: `took more than ${Duration.format(timeout)} to match ${names.length} name(s) (it backtracks ` +
+                `catastrophically, as (a+)+$ does): write it without a repetition of a repetition`
+            })
+          ]
+        })
+    }),
+    Effect.map((flags) => names.filter((_, i) => flags[i]))
+  )
+}

@@ -305,7 +305,7 @@ export const make = (settings: Settings) =>
       Effect.gen(function*() {
         const exact = objects.find((object) => object.key === settings.prefix)
         if (exact !== undefined && settings.prefix !== "") {
-          if (!settings.mask.test(exact.key)) {
+          if ((yield* mask_.select(settings.mask, [exact.key], { storageType: "s3", field: "file_mask" })).length === 0) {
             return yield* new StorageError.FileDoesNotMatchMask({ path: base, mask: mask_.sourceOf(settings.mask) })
           }
           return [{ ...exact, name: exact.key.split("/").at(-1)! }]
@@ -316,7 +316,10 @@ export const make = (settings: Settings) =>
           .filter((object) => object.key.startsWith(folder))
           .map((object) => ({ ...object, name: object.key.slice(folder.length) }))
           .filter((object) => object.name.split("/").every((segment) => segment !== "" && segment !== "." && segment !== ".."))
-        const matched = below.filter((object) => settings.mask.test(object.name))
+        const selectedNames = new Set(
+          yield* mask_.select(settings.mask, below.map((object) => object.name), { storageType: "s3", field: "file_mask" })
+        )
+        const matched = below.filter((object) => selectedNames.has(object.name))
           .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
         if (matched.length === 0) {
           if (below.length === 0 && objects.length === 0) {
@@ -543,7 +546,13 @@ export const make = (settings: Settings) =>
         if (Option.isNone(manifest)) {
           return yield* new StorageError.NotCached({ location: base, cacheDir: settings.cacheDir })
         }
-        const entries = manifest.value.files.filter((entry) => settings.mask.test(entry.name) || entry.key === settings.prefix)
+        const kept = new Set(
+          yield* mask_.select(settings.mask, manifest.value.files.map((entry) => entry.name), {
+            storageType: "s3",
+            field: "file_mask"
+          })
+        )
+        const entries = manifest.value.files.filter((entry) => kept.has(entry.name) || entry.key === settings.prefix)
         for (const entry of entries) {
           const file = fileOf(manifest.value.snapshot, entry)
           const checked = yield* check(file, entry)
