@@ -100,8 +100,37 @@ export const Mask: Schema.Schema<RegExp, string> = Schema.transformOrFail(
   }
 )
 
+/**
+ * A yes/no option (`need_load_file`, `offline`): a boolean, or, from configs
+ * written by hand and env files, the text pydantic reads as one:
+ * `true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`, `t`/`f`, `y`/`n` (any
+ * case). mlup's dataclass would take any non-empty text, `"false"` included,
+ * as true; this never does: other text is an invalid option.
+ *
+ * @since 0.4.0
+ * @category schemas
+ */
+export const BooleanFlag: Schema.Schema<boolean, boolean | string> = Schema.Union(
+  Schema.Boolean,
+  Schema.transformOrFail(Schema.String, Schema.Boolean, {
+    strict: true,
+    decode: (text, _, ast) => {
+      const word = text.trim().toLowerCase()
+      if (["true", "yes", "on", "1", "t", "y"].includes(word)) return ParseResult.succeed(true)
+      if (["false", "no", "off", "0", "f", "n"].includes(word)) return ParseResult.succeed(false)
+      return ParseResult.fail(
+        new ParseResult.Type(ast, text, "must be true or false (a boolean, or the text \"true\" / \"false\")")
+      )
+    },
+    encode: (value) => ParseResult.succeed(String(value))
+  })
+).annotations({ message: () => "must be true or false (a boolean, or the text \"true\" / \"false\")" })
+
 const PathToFiles = Schema.propertySignature(
-  Schema.String.pipe(Schema.minLength(1, { message: () => "must not be empty" }))
+  Schema.String.pipe(
+    Schema.minLength(1, { message: () => "must not be empty" }),
+    Schema.filter((value) => !value.includes("\u0000") || "contains a NUL byte, which no path may hold")
+  )
 ).annotations({
   missingMessage: () => "is missing: give the model file, or the folder that holds it"
 })
@@ -148,13 +177,13 @@ export const Kwargs: Schema.Schema<ResolvedOptions, {
   readonly path_to_files: string
   readonly file_mask?: string
   readonly files_mask?: string
-  readonly need_load_file?: boolean
+  readonly need_load_file?: boolean | string
 }> = Schema.transformOrFail(
   Schema.Struct({
     path_to_files: PathToFiles,
     file_mask: Schema.optionalWith(Mask, { exact: true }),
     files_mask: Schema.optionalWith(Mask, { exact: true }),
-    need_load_file: Schema.optionalWith(Schema.Boolean, { exact: true })
+    need_load_file: Schema.optionalWith(BooleanFlag, { exact: true })
   }),
   Schema.typeSchema(OptionsSchema),
   {
@@ -226,13 +255,16 @@ export const makeResolved = (
         reason: `it is neither a regular file nor a folder (${type})`
       })
 
-    // A matching entry of the folder: a regular file (a link to one included),
-    // or nothing for folders, dangling links and special files.
+    // A matching entry of the folder: a regular file, or a folder (a link to
+    // either included), as mlup hands them over; nothing for dangling links and
+    // special files.
     const entry = (name: string, folder: string) => {
       const file = path.join(folder, name)
       return stat(file).pipe(
         Effect.map((info) =>
-          info.type === "File" ? Option.some({ file, size: Number(info.size) }) : Option.none()
+          info.type === "File" || info.type === "Directory"
+            ? Option.some({ file, size: info.type === "File" ? Number(info.size) : 0, folder: info.type === "Directory" })
+            : Option.none()
         ),
         Effect.catchTag("PathNotFound", () =>
           Effect.as(Effect.logDebug(`Skipping ${file}: a link to nothing`), Option.none())
@@ -246,7 +278,7 @@ export const makeResolved = (
         const matched = (yield* mask_.select(mask, names, { storageType, field: "file_mask" })).sort()
         const found = Option.reduceCompact(
           yield* Effect.forEach(matched, (name) => entry(name, folder), { concurrency: 16 }),
-          [] as Array<{ readonly file: string; readonly size: number }>,
+          [] as Array<{ readonly file: string; readonly size: number; readonly folder: boolean }>,
           (files, file) => {
             files.push(file)
             return files
@@ -261,7 +293,12 @@ export const makeResolved = (
           })
         }
         yield* Effect.logDebug(`Found ${found.length} file(s) in ${folder} by /${maskSource}/`)
-        return yield* Effect.forEach(found, ({ file, size }) => deliver(file, size))
+        // A folder (a TensorFlow SavedModel, say) is handed over by its path, whatever need_load_file says:
+        // its deserializer reads it.
+        return yield* Effect.forEach(found, ({ file, folder, size }) =>
+          folder
+            ? Effect.succeed(LoadedFile.path({ path: file, name: path.basename(file), size: 0 }))
+            : deliver(file, size))
       })
 
     const load = Effect.gen(function*() {

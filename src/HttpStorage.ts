@@ -37,6 +37,7 @@ import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
+import * as DiskStorage from "./DiskStorage.js"
 import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
@@ -132,7 +133,7 @@ export const Kwargs = Schema.Struct({
   sha256: Schema.optionalWith(Schema.Union(Sha256, Schema.Record({ key: Schema.String, value: Sha256 })), {
     exact: true
   }),
-  need_load_file: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  need_load_file: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
   cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
   connect_timeout: Seconds(30),
   stall_timeout: Seconds(60),
@@ -141,7 +142,7 @@ export const Kwargs = Schema.Struct({
     { default: () => 5 }
   ),
   max_retry_after: Seconds(60),
-  offline: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  offline: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
   concurrency: Schema.optionalWith(
     Schema.Int.pipe(Schema.between(1, 64, { message: () => "must be a whole number from 1 to 64" })),
     { default: () => 4 }

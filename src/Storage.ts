@@ -167,9 +167,10 @@ const importDefinition = (
 ): Effect.Effect<StorageDefinition, StorageError.UnknownStorageType, Path.Path> =>
   Effect.gen(function*() {
     const path = yield* Path.Path
+    // "module#export", or a module path alone for its default export.
     const at = storageType.lastIndexOf("#")
-    const specifier = storageType.slice(0, at)
-    const exportName = storageType.slice(at + 1) || "default"
+    const specifier = at === -1 ? storageType : storageType.slice(0, at)
+    const exportName = (at === -1 ? "" : storageType.slice(at + 1)) || "default"
     const unknown = (reason: string, cause?: unknown) =>
       new StorageError.UnknownStorageType({
         storageType,
@@ -213,7 +214,10 @@ export const resolve = (
   const registry = registryOf(options)
   const found = registry.get(storageType)
   if (found !== undefined) return Effect.succeed(found)
-  if (storageType.includes("#")) return importDefinition(storageType, knownNames(registry))
+  // A module: "module#export", or a path ("./my-storages.js", "/opt/storages.mjs", a file: URL) for its default export.
+  if (storageType.includes("#") || /^(\.{1,2}\/|\/|file:)|\.[cm]?[jt]s$/.test(storageType)) {
+    return importDefinition(storageType, knownNames(registry))
+  }
   return Effect.fail(new StorageError.UnknownStorageType({ storageType, known: knownNames(registry) }))
 }
 
@@ -243,6 +247,28 @@ export const validate = (
   options?: SelectionOptions
 ): Effect.Effect<Validated, StorageError.InvalidStorageOptions | StorageError.UnknownStorageType, Path.Path> =>
   Effect.gen(function*() {
+    // The selection itself (not its storage_kwargs) is what is wrong when it is no mapping.
+    if (typeof selection !== "object" || selection === null || Array.isArray(selection)) {
+      return yield* new StorageError.InvalidStorageOptions({
+        storageType: "(selection)",
+        issues: [
+          new StorageError.OptionIssue({
+            field: "selection",
+            problem: `must be a mapping with storage_type and storage_kwargs, got ${
+              selection === null ? "null" : Array.isArray(selection) ? "an array" : `a value of type ${typeof selection}`
+            }`
+          })
+        ]
+      })
+    }
+    // JSON.parse makes "__proto__" an own key; no storage has such an option, and it is never dropped in silence.
+    const rawKwargs = (selection as { readonly storage_kwargs?: unknown }).storage_kwargs
+    if (typeof rawKwargs === "object" && rawKwargs !== null && Object.prototype.hasOwnProperty.call(rawKwargs, "__proto__")) {
+      return yield* new StorageError.InvalidStorageOptions({
+        storageType: String(selection.storage_type ?? "(selection)"),
+        issues: [new StorageError.OptionIssue({ field: "__proto__", problem: "is not an option of any storage" })]
+      })
+    }
     const decoded = yield* Schema.decodeUnknown(Selection, { errors: "all" })(selection).pipe(
       Effect.mapError(errors.fromParseError(String(selection?.storage_type ?? "(selection)"), selection))
     )

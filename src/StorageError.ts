@@ -11,6 +11,15 @@ import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 
 /**
+ * A value quoted in a message, at most about 300 characters (a 10 MB path
+ * must not make a 10 MB message); the error's fields keep it whole.
+ */
+const cap = (value: string | undefined): string => {
+  if (value === undefined) return ""
+  return value.length <= 300 ? value : `${value.slice(0, 200)}…(${value.length - 280} more characters)…${value.slice(-80)}`
+}
+
+/**
  * @since 0.1.0
  * @category type ids
  */
@@ -56,8 +65,8 @@ export class InvalidStorageOptions extends Schema.TaggedError<InvalidStorageOpti
    * @since 0.1.0
    */
   override get message(): string {
-    const issues = this.issues.map((issue) => `${issue.field}: ${issue.problem}`).join("; ")
-    return `Invalid options for storage "${this.storageType}": ${issues}`
+    const issues = this.issues.map((issue) => `${cap(issue.field)}: ${cap(issue.problem)}`).join("; ")
+    return `Invalid options for storage "${cap(this.storageType)}": ${issues}`
   }
 }
 
@@ -85,8 +94,8 @@ export class UnknownStorageType extends Schema.TaggedError<UnknownStorageType>(
    * @since 0.1.0
    */
   override get message(): string {
-    const reason = this.reason === undefined ? "" : ` (${this.reason})`
-    return `Unknown storage_type "${this.storageType}"${reason}. Known storage types: ${
+    const reason = this.reason === undefined ? "" : ` (${cap(this.reason)})`
+    return `Unknown storage_type "${cap(this.storageType)}"${reason}. Known storage types: ${
       this.known.join(", ")
     }; a custom storage is named as "module-specifier#exportName"`
   }
@@ -110,7 +119,7 @@ export class PathNotFound extends Schema.TaggedError<PathNotFound>("mlup-storage
    * @since 0.1.0
    */
   override get message(): string {
-    return `No file or folder at ${this.path}: check path_to_files`
+    return `No file or folder at ${cap(this.path)}: check path_to_files`
   }
 }
 
@@ -135,7 +144,7 @@ export class FileDoesNotMatchMask extends Schema.TaggedError<FileDoesNotMatchMas
    * @since 0.1.0
    */
   override get message(): string {
-    return `The file ${this.path} does not match the mask /${this.mask}/ (searched in its path): change file_mask or path_to_files`
+    return `The file ${cap(this.path)} does not match the mask /${cap(this.mask)}/ (searched in its path): change file_mask or path_to_files`
   }
 }
 
@@ -165,10 +174,10 @@ export class NothingMatched extends Schema.TaggedError<NothingMatched>("mlup-sto
    * @since 0.1.0
    */
   override get message(): string {
-    const shown = this.names.map((name) => JSON.stringify(name)).join(", ")
+    const shown = this.names.map((name) => cap(JSON.stringify(name))).join(", ")
     const more = this.entries > this.names.length ? `, and ${this.entries - this.names.length} more` : ""
     const there = this.entries === 0 ? "the folder is empty" : `it holds ${shown}${more}`
-    return `No file in ${this.folder} matches the mask /${this.mask}/ (searched in each file name): ${there}`
+    return `No file in ${cap(this.folder)} matches the mask /${cap(this.mask)}/ (searched in each file name): ${there}`
   }
 }
 
@@ -194,7 +203,7 @@ export class PermissionDenied extends Schema.TaggedError<PermissionDenied>("mlup
    * @since 0.1.0
    */
   override get message(): string {
-    return `Permission denied to ${this.operation} ${this.path}: give the process read access`
+    return `Permission denied to ${cap(this.operation)} ${cap(this.path)}: give the process read access`
   }
 }
 
@@ -221,8 +230,8 @@ export class ReadFailed extends Schema.TaggedError<ReadFailed>("mlup-storage/Rea
    * @since 0.1.0
    */
   override get message(): string {
-    const code = this.code === undefined ? "" : ` [${this.code}]`
-    return `Could not ${this.operation} ${this.path}${code}: ${this.reason}`
+    const code = this.code === undefined ? "" : ` [${cap(this.code)}]`
+    return `Could not ${cap(this.operation)} ${cap(this.path)}${code}: ${cap(this.reason)}`
   }
 }
 
@@ -251,7 +260,7 @@ export class RemoteNotFound extends Schema.TaggedError<RemoteNotFound>("mlup-sto
    */
   override get message(): string {
     const status = this.status === undefined ? "" : ` (HTTP ${this.status})`
-    return `Not found: ${this.location}${status}${this.reason === undefined ? "" : `: ${this.reason}`}`
+    return `Not found: ${cap(this.location)}${status}${this.reason === undefined ? "" : `: ${cap(this.reason)}`}`
   }
 }
 
@@ -277,8 +286,8 @@ export class Unauthorized extends Schema.TaggedError<Unauthorized>("mlup-storage
    */
   override get message(): string {
     const status = this.status === undefined ? "" : ` (HTTP ${this.status})`
-    return `Access denied to ${this.location}${status}: check the credentials or headers${
-      this.reason === undefined ? "" : ` (${this.reason})`
+    return `Access denied to ${cap(this.location)}${status}: check the credentials or headers${
+      this.reason === undefined ? "" : ` (${cap(this.reason)})`
     }`
   }
 }
@@ -307,7 +316,7 @@ export class RequestRejected extends Schema.TaggedError<RequestRejected>("mlup-s
    * @since 0.2.0
    */
   override get message(): string {
-    return `The server rejected the request for ${this.location} (HTTP ${this.status}): ${this.reason}`
+    return `The server rejected the request for ${cap(this.location)} (HTTP ${this.status}): ${cap(this.reason)}`
   }
 }
 
@@ -336,7 +345,7 @@ export class TransientFailure extends Schema.TaggedError<TransientFailure>("mlup
    * @since 0.2.0
    */
   override get message(): string {
-    return `Could not fetch ${this.location} after ${this.attempts} attempt(s): ${this.reason}`
+    return `Could not fetch ${cap(this.location)} after ${this.attempts} attempt(s): ${cap(this.reason)}`
   }
 }
 
@@ -361,7 +370,7 @@ export class StallTimeout extends Schema.TaggedError<StallTimeout>("mlup-storage
    * @since 0.2.0
    */
   override get message(): string {
-    return `The transfer of ${this.location} stalled: no bytes for ${this.seconds} s (${this.attempts} attempt(s))`
+    return `The transfer of ${cap(this.location)} stalled: no bytes for ${this.seconds} s (${this.attempts} attempt(s))`
   }
 }
 
@@ -390,7 +399,7 @@ export class ChecksumMismatch extends Schema.TaggedError<ChecksumMismatch>("mlup
    * @since 0.2.0
    */
   override get message(): string {
-    return `${this.location} failed verification: expected ${this.algorithm} ${this.expected}, got ${this.actual} (the file was removed)`
+    return `${cap(this.location)} failed verification: expected ${cap(this.algorithm)} ${cap(this.expected)}, got ${cap(this.actual)} (the file was removed)`
   }
 }
 
@@ -413,7 +422,7 @@ export class NotCached extends Schema.TaggedError<NotCached>("mlup-storage/NotCa
    * @since 0.2.0
    */
   override get message(): string {
-    return `${this.location} is not in the cache ${this.cacheDir}, and the storage is offline: fetch it once online`
+    return `${cap(this.location)} is not in the cache ${cap(this.cacheDir)}, and the storage is offline: fetch it once online`
   }
 }
 
@@ -439,8 +448,8 @@ export class WriteFailed extends Schema.TaggedError<WriteFailed>("mlup-storage/W
    * @since 0.2.0
    */
   override get message(): string {
-    const code = this.code === undefined ? "" : ` [${this.code}]`
-    return `Could not ${this.operation} ${this.path}${code}: ${this.reason}`
+    const code = this.code === undefined ? "" : ` [${cap(this.code)}]`
+    return `Could not ${cap(this.operation)} ${cap(this.path)}${code}: ${cap(this.reason)}`
   }
 }
 
@@ -466,8 +475,8 @@ export class LockTimeout extends Schema.TaggedError<LockTimeout>("mlup-storage/L
    * @since 0.4.0
    */
   override get message(): string {
-    return `Gave up after ${this.seconds} s waiting for ${this.holder} to finish fetching ${this.location} ` +
-      `(lock ${this.lockFile}): raise lock_timeout, or stop that process`
+    return `Gave up after ${this.seconds} s waiting for ${cap(this.holder)} to finish fetching ${cap(this.location)} ` +
+      `(lock ${cap(this.lockFile)}): raise lock_timeout, or stop that process`
   }
 }
 
@@ -496,7 +505,7 @@ export class InsufficientSpace extends Schema.TaggedError<InsufficientSpace>("ml
    */
   override get message(): string {
     const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
-    return `Not enough space in ${this.path}: ${this.needed} bytes (${mib(this.needed)}) are needed, ` +
+    return `Not enough space in ${cap(this.path)}: ${this.needed} bytes (${mib(this.needed)}) are needed, ` +
       `${this.available} (${mib(this.available)}) are available: free some, or point cache_dir elsewhere`
   }
 }
@@ -523,7 +532,7 @@ export class TlsFailure extends Schema.TaggedError<TlsFailure>("mlup-storage/Tls
    * @since 0.4.0
    */
   override get message(): string {
-    return `The TLS certificate of ${this.location} was not accepted (${this.code}: ${this.reason}). ` +
+    return `The TLS certificate of ${cap(this.location)} was not accepted (${cap(this.code)}: ${cap(this.reason)}). ` +
       "If your company's proxy or CA signs it, give that CA: ca_bundle, or SSL_CERT_FILE / AWS_CA_BUNDLE / " +
       "NODE_EXTRA_CA_CERTS (a PEM file)"
   }

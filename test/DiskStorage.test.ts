@@ -164,7 +164,7 @@ describe("DiskStorage", () => {
       expect(all.map((file) => file.name)).toEqual([...names].sort())
     }))
 
-  it.scoped("symbolic links: to a file it is loaded, to a folder or to nothing it is skipped", () =>
+  it.scoped("symbolic links: to a file it is loaded, to a folder it is handed over by path, to nothing it is skipped", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const elsewhere = yield* tempDir
@@ -175,6 +175,7 @@ describe("DiskStorage", () => {
       fs.symlinkSync(path.join(elsewhere, "missing.pckl"), path.join(dir, "dangling.pckl"))
       const files = yield* loadWith({ pathToFiles: dir, needLoadFile: true })
       expect(files).toEqual([
+        { tag: "Path", name: "folder.pckl", path: path.join(dir, "folder.pckl"), size: 0 },
         { tag: "Bytes", name: "link.pckl", path: path.join(dir, "link.pckl"), size: 4, text: "real" },
         { tag: "Bytes", name: "own.pckl", path: path.join(dir, "own.pckl"), size: 3, text: "own" }
       ])
@@ -194,16 +195,29 @@ describe("DiskStorage", () => {
       expect(error.message).toContain("link loop")
     }))
 
-  it.scoped("a sub-folder whose name matches the mask is not a file", () =>
+  it.scoped("a sub-folder whose name matches the mask is handed over by its path, as mlup does (need_load_file too)", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
-      writeFiles(dir, { "weights.pckl/inner.txt": "x", "other.txt": "y" })
-      const error = yield* Effect.flip(loadWith({ pathToFiles: dir }))
-      expect(error._tag).toBe("NothingMatched")
-      writeFiles(dir, { "real.pckl": "z" })
-      const files = yield* loadWith({ pathToFiles: dir })
-      expect(files.map((file) => file.name)).toEqual(["real.pckl"])
+      writeFiles(dir, { "saved_model.pckl/variables/v.index": "x", "other.txt": "y", "real.pckl": "z" })
+      for (const needLoadFile of [false, true]) {
+        const files = yield* loadWith({ pathToFiles: dir, needLoadFile })
+        expect(files.map((file) => [file.tag, file.name])).toEqual([
+          [needLoadFile ? "Bytes" : "Path", "real.pckl"],
+          ["Path", "saved_model.pckl"]
+        ])
+        expect(files[1]).toMatchObject({ path: path.join(dir, "saved_model.pckl"), size: 0 })
+      }
     }))
+
+  it.effect("need_load_file as text: \"true\" / \"false\" (and yes/no, 1/0) are read as pydantic reads them, never \"false\" as true", () =>
+    Effect.gen(function*() {
+      for (const [text, value] of [["true", true], ["False", false], ["no", false], ["1", true], ["0", false]] as const) {
+        const validated = yield* Storage.validate({ storage_type: "disk", storage_kwargs: { path_to_files: "/m", need_load_file: text } })
+        expect(validated.kwargs).toMatchObject({ needLoadFile: value })
+      }
+      const error = yield* Effect.flip(Storage.validate({ storage_type: "disk", storage_kwargs: { path_to_files: "/m", need_load_file: "maybe" } }))
+      expect(error._tag === "InvalidStorageOptions" && error.issues[0]).toMatchObject({ field: "need_load_file" })
+    }).pipe(Effect.provide(NodeContext.layer)))
 
   it.scoped("an empty folder is NothingMatched, saying so", () =>
     Effect.gen(function*() {

@@ -346,11 +346,11 @@ describe("mlup-storage exit codes", () => {
         "-t",
         "disk",
         "-k",
-        JSON.stringify({ path_to_files: 3, need_load_file: "yes", pasword: "x" })
+        JSON.stringify({ path_to_files: 3, need_load_file: "maybe", pasword: "x" })
       ])
       expect(run.code).toBe(Cli.InvalidConfiguration)
       expect(run.stderr).toContain("  - path_to_files: Expected string")
-      expect(run.stderr).toContain("  - need_load_file: Expected boolean")
+      expect(run.stderr).toContain("  - need_load_file: must be true or false")
       expect(run.stderr).toContain("  - pasword: is unexpected")
       const json = yield* cli(["check", "-t", "nope", "--json"])
       expect(json.code).toBe(Cli.InvalidConfiguration)
