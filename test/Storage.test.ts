@@ -114,7 +114,8 @@ describe("selection by storage_type / storage_kwargs", () => {
 
   it.scoped("a custom storage named by module specifier and export", () =>
     Effect.gen(function*() {
-      for (const storage_type of ["./test/fixtures/custom-storage.ts#greetings", "./test/fixtures/custom-storage.ts#", path.resolve("test/fixtures/custom-storage.ts#greetings")]) {
+      // A module path alone (no "#") is its default export, as the docs say.
+      for (const storage_type of ["./test/fixtures/custom-storage.ts#greetings", "./test/fixtures/custom-storage.ts#", path.resolve("test/fixtures/custom-storage.ts#greetings"), "./test/fixtures/custom-storage.ts", path.resolve("test/fixtures/custom-storage.ts")]) {
         const storage = yield* fromSelection({ storage_type, storage_kwargs: { greeting: "hello", password: "pw" } })
         expect(yield* names(storage)).toEqual(["greeting.txt"])
       }
@@ -283,5 +284,28 @@ describe("validation without making the storage", () => {
         // Text as written: the storage's schema reads "true" as true when it decodes.
         storage_kwargs: { path_to_files: "/a", file_mask: "\\.onnx$", need_load_file: "true" }
       })
+    }).pipe(Effect.provide(platform)))
+
+  it.effect("hostile selections: __proto__ from JSON, a selection that is no mapping, NUL bytes and huge values", () =>
+    Effect.gen(function*() {
+      const proto = yield* Effect.flip(
+        Storage.validate({ storage_type: "disk", storage_kwargs: JSON.parse("{\"path_to_files\": \"/m\", \"__proto__\": {\"x\": 1}}") })
+      )
+      expect(proto._tag === "InvalidStorageOptions" && proto.issues.map((issue) => issue.field)).toEqual(["__proto__"])
+      for (const selection of [null, [1, 2], "disk"]) {
+        const error = yield* Effect.flip(Storage.validate(selection as never))
+        expect(error._tag === "InvalidStorageOptions" && error.issues.map((issue) => issue.field)).toEqual(["selection"])
+      }
+      const nul = yield* Effect.flip(Storage.validate({ storage_type: "disk", storage_kwargs: { path_to_files: "/models/a\u0000b" } }))
+      expect(nul._tag === "InvalidStorageOptions" && nul.issues[0]).toMatchObject({ field: "path_to_files" })
+      expect(nul.message).not.toContain("\u0000")
+      // A 10 MB path: the error keeps it whole, its message quotes a few hundred characters of it.
+      const huge = `/${"x".repeat(10 * 1024 * 1024)}`
+      const failed = yield* Effect.flip(
+        Effect.flatMap(fromSelection({ storage_type: "disk", storage_kwargs: { path_to_files: huge } }), (storage) =>
+          Effect.scoped(storage.load))
+      )
+      expect("path" in failed && failed.path).toBe(huge)
+      expect(failed.message.length).toBeLessThan(1000)
     }).pipe(Effect.provide(platform)))
 })
