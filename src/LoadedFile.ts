@@ -20,7 +20,10 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as Equal from "effect/Equal"
 import { dual } from "effect/Function"
+import * as Hash from "effect/Hash"
+import * as Inspectable from "effect/Inspectable"
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
@@ -116,7 +119,59 @@ export class BytesReleasedError extends Schema.TaggedError<BytesReleasedError>("
   }
 }
 
-const Proto = { [TypeId]: TypeId }
+/** A size as people read it: 1.2 MB, 340 kB, 12 B (decimal units). */
+const formatSize = (size: number): string => {
+  const units = ["B", "kB", "MB", "GB", "TB"]
+  let value = size
+  let unit = 0
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000
+    unit++
+  }
+  return unit === 0 ? `${size} B` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`
+}
+
+/** How a file prints: `Path(model.onnx, 1.2 MB, /models/model.onnx)`, `Bytes(model.onnx, 1.2 MB)`, `Model(…)`. */
+const show = (file: LoadedFile): string => {
+  switch (file._tag) {
+    case "Model":
+      return `Model(${Inspectable.format(file.model).replace(/\s+/g, " ").slice(0, 80)})`
+    case "Path":
+      return `Path(${file.name}, ${formatSize(file.size)}, ${file.path})`
+    case "Bytes":
+      return `Bytes(${file.name}, ${formatSize(file.size)}${file.released ? ", released" : ""})`
+  }
+}
+
+// Files compare by what they are (Equal, Hash), as Effect's data types do: a model by its value, a
+// path or bytes by path, name and size (not by reading the bytes).
+const Proto = {
+  [TypeId]: TypeId,
+  [Equal.symbol](this: LoadedFile, that: unknown): boolean {
+    if (!isLoadedFile(that) || that._tag !== this._tag) return false
+    if (this._tag === "Model") return Equal.equals(this.model, (that as Model).model)
+    const other = that as Path | Bytes
+    return this.path === other.path && this.name === other.name && this.size === other.size
+  },
+  [Hash.symbol](this: LoadedFile): number {
+    return this._tag === "Model"
+      ? Hash.combine(Hash.string("Model"))(Hash.hash(this.model))
+      : Hash.cached(this, Hash.array([this._tag, this.path, this.name, this.size].map((part) => Hash.hash(part))))
+  },
+  toString(this: LoadedFile): string {
+    return show(this)
+  },
+  toJSON(this: LoadedFile) {
+    return this._tag === "Model"
+      ? { _tag: this._tag, model: Inspectable.toJSON(this.model) }
+      : this._tag === "Path"
+      ? { _tag: this._tag, path: this.path, name: this.name, size: this.size }
+      : { _tag: this._tag, path: this.path, name: this.name, size: this.size, released: this.released }
+  },
+  [Inspectable.NodeInspectSymbol](this: LoadedFile): string {
+    return show(this)
+  }
+}
 
 /**
  * @since 0.1.0
@@ -138,6 +193,9 @@ export const path = (options: { readonly path: string; readonly name: string; re
 
 class BytesImpl implements Bytes {
   readonly [TypeId]: TypeId = TypeId
+  readonly [Equal.symbol] = Proto[Equal.symbol]
+  readonly [Hash.symbol] = Proto[Hash.symbol]
+  readonly [Inspectable.NodeInspectSymbol] = Proto[Inspectable.NodeInspectSymbol]
   readonly _tag = "Bytes" as const
   readonly size: number
   #bytes: Uint8Array | undefined
@@ -161,6 +219,9 @@ class BytesImpl implements Bytes {
   }
   toJSON() {
     return { _tag: this._tag, path: this.path, name: this.name, size: this.size, released: this.released }
+  }
+  toString(): string {
+    return show(this)
   }
 }
 

@@ -14,7 +14,7 @@ import * as GarbageCollector from "../src/GarbageCollector.js"
 import * as mask_ from "../src/internal/mask.js"
 import * as LoadedFile from "../src/LoadedFile.js"
 import * as Storage from "../src/Storage.js"
-import { storageContract } from "./contract.js"
+import { storageContract } from "../src/Testing.js"
 import { bytesOf, openDescriptors, platform, spyFileSystem, tempDir, writeFiles } from "./helpers.js"
 
 const content = { a: bytesOf(1000, 1), b: bytesOf(70_000, 2) }

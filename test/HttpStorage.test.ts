@@ -17,7 +17,7 @@ import * as cache from "../src/internal/cache.js"
 import * as HttpStorage from "../src/HttpStorage.js"
 import * as Progress from "../src/Progress.js"
 import * as Storage from "../src/Storage.js"
-import { storageContract } from "./contract.js"
+import { storageContract } from "../src/Testing.js"
 import { bytesOf, contents, filesUnder, fingerprint, flipByte, onSmallDisk, platform, spyFileSystem, tempDir } from "./helpers.js"
 import * as TestServer from "./servers/http.js"
 

@@ -6,6 +6,11 @@ import * as path from "node:path"
 import * as mask from "../src/internal/mask.js"
 import * as LoadedFile from "../src/LoadedFile.js"
 import { tempDir } from "./helpers.js"
+import * as Data from "effect/Data"
+import * as Equal from "effect/Equal"
+import * as Hash from "effect/Hash"
+import * as HashSet from "effect/HashSet"
+import * as util from "node:util"
 
 describe("LoadedFile", () => {
   it("match branches on the kind of file, with full types", () => {
@@ -71,14 +76,38 @@ describe("masks (Python re syntax)", () => {
     expect(test(String.raw`(?P<v>\d+)-(?P=v)\.bin`, "12-13.bin")).toBe(false)
     expect(test("(?i)MODEL", "model.onnx")).toBe(true)
     expect(test("(?s)a.b", "a\nb")).toBe(true)
-    expect(test(String.raw`[\Z]`, "Z")).toBe(true)
     expect(test(String.raw`[]a]`, "]")).toBe(true)
     expect(test(String.raw`\\A`, "\\A")).toBe(true)
   })
 
   it("reports what it cannot compile", () => {
     expect(Either.isLeft(mask.compile("("))).toBe(true)
-    expect(mask.compile("(?x)a b")).toEqual(Either.left("the verbose flag (?x) is not supported"))
+    expect(mask.compile("(?x)a b")).toEqual(Either.left("uses the verbose flag (?x), which is not supported"))
+    // Python refuses \Z inside a class (a bad escape): so does this library.
+    expect(Either.isLeft(mask.compile(String.raw`[\Z]`))).toBe(true)
     expect(Either.isLeft(mask.compile("(?P=name"))).toBe(true)
   })
+})
+
+describe("LoadedFile as Effect data", () => {
+  it.scoped("files compare with Equal and hash alike; they print readably", () =>
+    Effect.gen(function*() {
+      const a = LoadedFile.path({ path: "/models/model.onnx", name: "model.onnx", size: 1_234_567 })
+      const same = LoadedFile.path({ path: "/models/model.onnx", name: "model.onnx", size: 1_234_567 })
+      const other = LoadedFile.path({ path: "/models/model.onnx", name: "model.onnx", size: 7 })
+      expect(Equal.equals(a, same)).toBe(true)
+      expect(Hash.hash(a)).toBe(Hash.hash(same))
+      expect(Equal.equals(a, other)).toBe(false)
+      expect(HashSet.size(HashSet.make(a, same, other))).toBe(2)
+      expect(Equal.equals(LoadedFile.model(Data.struct({ w: 1 })), LoadedFile.model(Data.struct({ w: 1 })))).toBe(true)
+      expect(Equal.equals(LoadedFile.model({ w: 1 }), LoadedFile.model({ w: 1 }))).toBe(false)
+
+      const bytes = yield* LoadedFile.bytes({ path: "/models/model.onnx", name: "model.onnx", bytes: new Uint8Array(1_234_567) })
+      expect(Equal.equals(bytes, a)).toBe(false)
+      expect(String(a)).toBe("Path(model.onnx, 1.2 MB, /models/model.onnx)")
+      expect(String(bytes)).toBe("Bytes(model.onnx, 1.2 MB)")
+      expect(util.inspect(bytes)).toBe("Bytes(model.onnx, 1.2 MB)")
+      expect(util.inspect([a])).toBe("[ Path(model.onnx, 1.2 MB, /models/model.onnx) ]")
+      expect(String(LoadedFile.model({ layers: 3 }))).toBe("Model({ \"layers\": 3 })")
+    }))
 })

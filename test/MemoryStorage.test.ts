@@ -3,7 +3,7 @@ import * as Effect from "effect/Effect"
 import * as MemoryStorage from "../src/MemoryStorage.js"
 import * as Storage from "../src/Storage.js"
 import * as NodeStorage from "../src/NodeStorage.js"
-import { storageContract } from "./contract.js"
+import { storageContract } from "../src/Testing.js"
 
 const model = { predict: (x: number) => 2 * x }
 

@@ -13,7 +13,7 @@ import * as Progress from "../src/Progress.js"
 import * as s3Internal from "../src/internal/s3.js"
 import * as S3Storage from "../src/S3Storage.js"
 import * as Storage from "../src/Storage.js"
-import { storageContract } from "./contract.js"
+import { storageContract } from "../src/Testing.js"
 import { bytesOf, contents, filesUnder, fingerprint, platform, tempDir, flipByte, onSmallDisk } from "./helpers.js"
 import * as S3 from "./servers/s3.js"
 

@@ -11,7 +11,7 @@ import * as LoadedFile from "../src/LoadedFile.js"
 import * as MemoryStorage from "../src/MemoryStorage.js"
 import * as Storage from "../src/Storage.js"
 import * as StorageError from "../src/StorageError.js"
-import { storageContract } from "./contract.js"
+import { storageContract } from "../src/Testing.js"
 import { greetings } from "./fixtures/custom-storage.js"
 import { platform, tempDir, writeFiles } from "./helpers.js"
 

@@ -65,6 +65,7 @@ describe("the packed package", () => {
       expect(listing).toContain("package/dist/index.d.ts")
       expect(listing).toContain("package/dist/NodeStorage.js")
       expect(listing).toContain("package/dist/bin.js")
+      expect(listing).toContain("package/dist/Testing.js")
       expect(listing.some((file) => file.startsWith("package/test/"))).toBe(false)
 
       const consumer = path.join(work, "consumer")

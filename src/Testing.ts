@@ -1,7 +1,15 @@
 /**
- * The contract every storage must pass. A storage's test file calls
- * `storageContract` with a fixture: a layer that supplies the storage and
- * what `load` must deliver.
+ * The contract every storage passes, for `@effect/vitest` (an optional peer
+ * dependency): the built-in storages run it in their own tests, and a custom
+ * storage's author runs it in theirs. `storageContract(name, fixture)`
+ * declares a `describe` block whose tests check that `load` delivers what the
+ * fixture expects, in order and again; that `loadBytesSingleFile` agrees;
+ * and that closing the load's scope (after success, failure or interruption)
+ * releases every buffer handed out and runs the collector once.
+ *
+ * Import it as `mlup-storage/testing`.
+ *
+ * @since 0.4.0
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
@@ -10,17 +18,36 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
+import * as crypto from "node:crypto"
 import * as fs from "node:fs"
-import * as GarbageCollector from "../src/GarbageCollector.js"
-import * as LoadedFile from "../src/LoadedFile.js"
-import * as Storage from "../src/Storage.js"
-import type * as StorageError from "../src/StorageError.js"
-import { fingerprint } from "./helpers.js"
+import * as GarbageCollector from "./GarbageCollector.js"
+import * as LoadedFile from "./LoadedFile.js"
+import type * as Storage from "./Storage.js"
+import * as internal from "./internal/storage.js"
+import type * as StorageError from "./StorageError.js"
 
+/** The digest and length of some bytes: compared instead of the bytes (deep equality on megabytes is slow). */
+const fingerprint = (bytes: Uint8Array): string =>
+  `${bytes.byteLength} bytes, sha256 ${crypto.createHash("sha256").update(bytes).digest("hex")}`
+
+/**
+ * One file `load` must deliver: a model held in memory, or a file (by path
+ * or as bytes) with its name and content.
+ *
+ * @since 0.4.0
+ * @category models
+ */
 export type Expected =
   | { readonly _tag: "Model"; readonly model: unknown }
   | { readonly _tag: "Path" | "Bytes"; readonly name: string; readonly content: Uint8Array }
 
+/**
+ * What the contract runs against: a layer that supplies the storage (the
+ * contract adds a counting garbage collector), and what `load` delivers.
+ *
+ * @since 0.4.0
+ * @category models
+ */
 export interface Fixture {
   /** Supplies the storage; the test adds a counting garbage collector. */
   readonly layer: Layer.Layer<Storage.Storage, StorageError.StorageError, GarbageCollector.GarbageCollector>
@@ -79,6 +106,26 @@ const viewsOf = (files: ReadonlyArray<LoadedFile.LoadedFile>): Array<Uint8Array>
   return views
 }
 
+/**
+ * Declares the contract's tests for one storage. The fixture is built anew
+ * (in the test's scope) for every test.
+ *
+ * @example
+ * ```ts
+ * import * as NodeContext from "@effect/platform-node/NodeContext"
+ * import * as Effect from "effect/Effect"
+ * import * as Layer from "effect/Layer"
+ * import { storageContract } from "mlup-storage/testing"
+ *
+ * storageContract("MyStorage", Effect.succeed({
+ *   layer: MyStorage.layer({ greeting: "hi" }).pipe(Layer.provide(NodeContext.layer)),
+ *   expected: [{ _tag: "Bytes", name: "greeting.txt", content: new TextEncoder().encode("hi") }]
+ * }))
+ * ```
+ *
+ * @since 0.4.0
+ * @category contract
+ */
 export const storageContract = (
   name: string,
   fixture: Effect.Effect<Fixture, never, Scope.Scope>
@@ -90,7 +137,7 @@ export const storageContract = (
       Effect.gen(function*() {
         const { expected, layer } = yield* fixture
         const context = yield* Layer.build(Layer.provideMerge(layer, GarbageCollector.layerTest))
-        const storage = yield* Effect.provide(Storage.Storage, context)
+        const storage = yield* Effect.provide(internal.Storage, context)
         return yield* Effect.provide(body(storage, expected), context)
       })
 
