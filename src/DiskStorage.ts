@@ -317,12 +317,9 @@ export const makeResolved = (
       Effect.gen(function*() {
         const target = path.resolve(file)
         const info = yield* stat(target)
+        // As mlup's load_bytes_single_file: anything that is not a file (a folder) is handed over by its path.
         if (info.type === "Directory") {
-          return yield* new StorageError.ReadFailed({
-            path: target,
-            operation: "load",
-            reason: "it is a folder, not a file"
-          })
+          return LoadedFile.path({ path: target, name: path.basename(target), size: 0 })
         }
         if (info.type !== "File") return yield* notAFile(target, info.type)
         return yield* deliver(target, Number(info.size))

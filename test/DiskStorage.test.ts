@@ -209,6 +209,17 @@ describe("DiskStorage", () => {
       }
     }))
 
+  it.scoped("loadBytesSingleFile on a folder hands it over by its path, as mlup's load_bytes_single_file does", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "saved_model/saved_model.pb": "pb" })
+      const file = yield* Effect.scoped(Effect.flatMap(
+        DiskStorage.make({ pathToFiles: dir, needLoadFile: true }),
+        (storage) => storage.loadBytesSingleFile(path.join(dir, "saved_model"))
+      )).pipe(Effect.provide(NodeContext.layer))
+      expect(file).toMatchObject({ _tag: "Path", name: "saved_model", path: path.join(dir, "saved_model"), size: 0 })
+    }))
+
   it.effect("need_load_file as text: \"true\" / \"false\" (and yes/no, 1/0) are read as pydantic reads them, never \"false\" as true", () =>
     Effect.gen(function*() {
       for (const [text, value] of [["true", true], ["False", false], ["no", false], ["1", true], ["0", false]] as const) {
