@@ -187,6 +187,39 @@ export const digestsOf = (
   })
 
 /**
+ * Feeds a file (or `length` bytes of it from `start`) into a hash, 1 MiB at a
+ * time, and succeeds with the hash.
+ *
+ * @internal
+ */
+export const hashInto = (
+  fs: FileSystem.FileSystem,
+  file: string,
+  hash: crypto.Hash,
+  range?: { readonly start: number; readonly length: number }
+): Effect.Effect<crypto.Hash, StorageError.PathNotFound | StorageError.PermissionDenied | StorageError.ReadFailed> =>
+  fs.stream(file, {
+    chunkSize: 1024 * 1024,
+    ...(range === undefined ? {} : { offset: range.start, bytesToRead: range.length })
+  }).pipe(
+    Stream.runForEach((chunk) => Effect.sync(() => hash.update(chunk))),
+    Effect.mapError(errors.fromPlatformError(file, "read")),
+    Effect.as(hash)
+  )
+
+/**
+ * The sha256 of `length` bytes of a file from `start` (one part of it): what
+ * a resume re-checks of the parts it keeps, without reading the others.
+ *
+ * @internal
+ */
+export const digestOfRange = (fs: FileSystem.FileSystem, file: string, start: number, length: number) =>
+  Effect.map(
+    Effect.suspend(() => hashInto(fs, file, crypto.createHash("sha256"), { start, length })),
+    (hash) => hash.digest("hex")
+  )
+
+/**
  * What the cache recorded of a verified file.
  *
  * @internal
@@ -233,8 +266,8 @@ export const checkCached = (
     if (digests.join(",") !== recorded.digests.join(",")) {
       return yield* Effect.fail({ actual: digests.length === 1 ? digests[0]! : `parts ${digests.join(",")}` })
     }
-    // Hashing read the file, not changed it; its identity then is the one to record.
-    return { identity: Option.getOrElse(yield* identityOf(file), () => identity.value), rehashed: true }
+    // Hashing read the file without changing it (the identity holds no atime): the identity stands.
+    return { identity: identity.value, rehashed: true }
   })
 
 /**

@@ -251,13 +251,6 @@ export const fetch = (
           return { file, name, size: written } satisfies Fetched
         })
 
-      const hashOf = (target: string, hash: crypto.Hash) =>
-        fs.stream(target, { chunkSize: 1024 * 1024 }).pipe(
-          Stream.runForEach((chunk) => Effect.sync(() => hash.update(chunk))),
-          Effect.mapError(errors.fromPlatformError(target, "read")),
-          Effect.as(hash)
-        )
-
       const sizeOf = (target: string) =>
         Effect.map(Effect.option(fs.stat(target)), Option.match({ onNone: () => 0, onSome: (info) => Number(info.size) }))
 
@@ -381,7 +374,7 @@ export const fetch = (
             // The partial file already holds every byte (the last attempt ended
             // after the body, on a wrong Content-Length): verify it and finish.
             const meta = partialMeta.value
-            return yield* complete(partialSize, (yield* hashOf(partial, crypto.createHash("sha256"))).digest("hex"), {
+            return yield* complete(partialSize, (yield* cache.hashInto(fs, partial, crypto.createHash("sha256"))).digest("hex"), {
               etag: meta.kind === "etag" ? meta.validator : undefined,
               lastModified: meta.kind === "last-modified" ? meta.validator : undefined
             })
@@ -437,7 +430,7 @@ export const fetch = (
         const hash = crypto.createHash("sha256")
         if (start > 0) {
           // The bytes already there count towards the hash.
-          yield* hashOf(partial, hash)
+          yield* cache.hashInto(fs, partial, hash)
         }
         yield* progress.start(total, start)
         let written = start

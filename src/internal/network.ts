@@ -94,17 +94,18 @@ export const readCaBundle = (
  */
 export const settings = (storageType: string): Effect.Effect<Settings, StorageError.InvalidStorageOptions> =>
   Effect.gen(function*() {
-    const read = <A>(config: Config.Config<A>) => Effect.orElseSucceed(config, () => undefined)
-    const httpsProxy = yield* proxyUrl("HTTPS_PROXY", (yield* read(either("HTTPS_PROXY"))) ?? Option.none())
-    const httpProxy = yield* proxyUrl("HTTP_PROXY", (yield* read(either("HTTP_PROXY"))) ?? Option.none())
-    const noProxy = Option.match((yield* read(either("NO_PROXY"))) ?? Option.none(), {
+    // An unreadable variable counts as unset.
+    const read = (config: Config.Config<Option.Option<string>>) => Effect.orElseSucceed(config, () => Option.none<string>())
+    const httpsProxy = yield* proxyUrl("HTTPS_PROXY", yield* read(either("HTTPS_PROXY")))
+    const httpProxy = yield* proxyUrl("HTTP_PROXY", yield* read(either("HTTP_PROXY")))
+    const noProxy = Option.match(yield* read(either("NO_PROXY")), {
       onNone: () => [],
       onSome: (text) => text.split(/[\s,]+/).map((entry) => entry.trim().toLowerCase()).filter((entry) => entry !== "")
     })
     const caFiles: Array<string> = []
     const ca: Array<string> = []
     for (const name of ["SSL_CERT_FILE", "AWS_CA_BUNDLE"]) {
-      const file = (yield* read(Config.option(Config.string(name)))) ?? Option.none()
+      const file = yield* read(Config.option(Config.string(name)))
       if (Option.isNone(file) || file.value === "") continue
       caFiles.push(file.value)
       ca.push(yield* Effect.mapError(readCaBundle(name, file.value, storageType), (error) => error.issues[0]!))

@@ -364,10 +364,13 @@ export const make = (settings: Settings) =>
           yield* cache.removeAll(fs, data, record)
           return new Map<number, string>()
         }
+        // Only the recorded parts are read again (not the rest of a large, mostly missing object).
         const parts = new Map<number, string>()
-        const digests = yield* Effect.orElseSucceed(cache.digestsOf(fs, data, settings.partSize), () => [])
         for (const [index, digest] of Object.entries(held.value.parts)) {
-          if (digests[Number(index)] === digest) parts.set(Number(index), digest)
+          const start = Number(index) * settings.partSize
+          const length = Math.min(entry.size, start + settings.partSize) - start
+          const now = yield* Effect.option(cache.digestOfRange(fs, data, start, length))
+          if (Option.isSome(now) && now.value === digest) parts.set(Number(index), digest)
         }
         return parts
       })

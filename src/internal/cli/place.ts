@@ -1,7 +1,6 @@
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as Effect from "effect/Effect"
-import * as Stream from "effect/Stream"
 import * as crypto from "node:crypto"
 import * as LoadedFile from "../../LoadedFile.js"
 import * as StorageError from "../../StorageError.js"
@@ -177,11 +176,7 @@ export const sha256 = (
     if (delivered.file?._tag === "Bytes") {
       hash.update(yield* LoadedFile.getBytes(delivered.file))
     } else {
-      const fs = yield* FileSystem.FileSystem
-      yield* fs.stream(delivered.path, { chunkSize: 1024 * 1024 }).pipe(
-        Stream.runForEach((chunk) => Effect.sync(() => hash.update(chunk))),
-        Effect.mapError(errors.fromPlatformError(delivered.path, "read"))
-      )
+      yield* cache.hashInto(yield* FileSystem.FileSystem, delivered.path, hash)
     }
     return hash.digest("hex")
   })
