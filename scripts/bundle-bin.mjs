@@ -1,38 +1,97 @@
-// Builds dist/bin.js, the `mlup-storage` command, as one file: the command
-// line's own code and its dependencies (@effect/cli, its printers, yaml) are
-// inlined, so that an application that uses only the library installs none of
-// them; the library's modules stay where tsc put them (dist/) and are imported,
-// as are the peers (effect, @effect/platform*, and the AWS SDK, optional).
+// Builds the `mlup-storage` command:
+//
+//   dist/bin.js          the launcher (src/internal/cli/launch.ts): runs the
+//                        bundle through V8 with a code cache
+//   dist/bin/main.cjs    the command line, the library's code and every package
+//                        they use (effect, @effect/platform*, @effect/cli, its
+//                        printers), in one minified file
+//   dist/bin/yaml.cjs    yaml, loaded only to read a YAML --config file
+//
+// Node then parses one file (from V8's cache after the first run) instead of
+// loading some 800 modules, which was most of the start-up time. The library's
+// own ESM build (dist/*.js, from tsc) is untouched: applications import that.
+// The AWS SDK stays outside (an optional peer): the bundle's S3 part requires
+// it from node_modules when an S3 storage is made.
+//
+//   node scripts/bundle-bin.mjs [outdir]     (default: dist)
 import * as esbuild from "esbuild"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
 const src = path.join(root, "src")
-const commandLineOwn = (file) =>
-  /^(bin|Cli|CliError)\.ts$/.test(path.relative(src, file)) || path.relative(src, file).startsWith(`internal${path.sep}cli${path.sep}`)
+const outdir = path.resolve(process.argv[2] ?? path.join(root, "dist"))
 
-const libraryExternal = {
-  name: "library-external",
+// The library loads its S3 part by a path bundlers do not follow (so that an
+// application's bundle holds no AWS SDK). In the command's bundle that part
+// must come from the same bundle (one copy of effect): the dynamic import is
+// made one esbuild follows (evaluated only when an S3 storage is made).
+const sdkPartLoader = /import\(\s*\/\*[^*]*\*\/\s*\/\*[^*]*\*\/\s*new URL\(sdkPart, import\.meta\.url\)\.href\)/
+const s3PartInBundle = {
+  name: "s3-part-in-bundle",
   setup(build) {
-    build.onResolve({ filter: /^\.\.?\// }, (args) => {
-      const file = path.resolve(args.resolveDir, args.path).replace(/\.js$/, ".ts")
-      if (!file.startsWith(src) || commandLineOwn(file)) return undefined
-      return { path: `./${path.relative(src, file).replace(/\.ts$/, ".js").split(path.sep).join("/")}`, external: true }
+    build.onLoad({ filter: /[\\/]src[\\/]S3Storage\.ts$/ }, async (args) => {
+      const text = await fs.promises.readFile(args.path, "utf8")
+      if (!sdkPartLoader.test(text)) throw new Error("scripts/bundle-bin.mjs: the S3 part's loader in S3Storage.ts changed")
+      return { contents: text.replace(sdkPartLoader, "import(\"./internal/s3.js\")"), loader: "ts" }
+    })
+  }
+}
+// A custom storage's module (storage_type "module#export") is imported by
+// Node's own loader: the launcher, an ES module, hands the bundle its
+// `import` as `__import` (V8 runs no `import()` of a script compiled with a
+// code cache).
+const customImport = /import\(url\)/
+const customStorageImport = {
+  name: "custom-storage-import",
+  setup(build) {
+    build.onLoad({ filter: /[\\/]src[\\/]Storage\.ts$/ }, async (args) => {
+      const text = await fs.promises.readFile(args.path, "utf8")
+      if (text.match(new RegExp(customImport.source, "g"))?.length !== 1) {
+        throw new Error("scripts/bundle-bin.mjs: the custom storage's import in Storage.ts changed")
+      }
+      return { contents: text.replace(customImport, "__import(url)"), loader: "ts" }
     })
   }
 }
 
+// yaml goes into a file of its own, required (through the bundle's own
+// require, relative to the bundle) when a YAML file is read.
+const yamlApart = {
+  name: "yaml-apart",
+  setup(build) {
+    build.onResolve({ filter: /^yaml$/ }, () => ({ path: "yaml", namespace: "yaml-apart" }))
+    build.onLoad({ filter: /.*/, namespace: "yaml-apart" }, () => ({ contents: "module.exports = require(\"./yaml.cjs\")", loader: "js" }))
+    build.onResolve({ filter: /^\.\/yaml\.cjs$/, namespace: "yaml-apart" }, () => ({ path: "./yaml.cjs", external: true }))
+  }
+}
+
+const common = { bundle: true, minify: true, platform: "node", target: "node20", legalComments: "none", logLevel: "warning" }
+fs.rmSync(path.join(outdir, "bin"), { recursive: true, force: true })
 await esbuild.build({
+  ...common,
   entryPoints: [path.join(src, "bin.ts")],
-  outfile: path.join(root, "dist", "bin.js"),
-  bundle: true,
-  platform: "node",
-  format: "esm",
-  target: "node20",
-  external: ["effect", "@effect/platform", "@effect/platform-node", "@aws-sdk/*", "@effect-aws/*"],
-  plugins: [libraryExternal],
-  // Inlined CommonJS modules (yaml's) require Node's own modules.
-  banner: { js: "import { createRequire as __mlupCreateRequire } from \"node:module\";\nconst require = __mlupCreateRequire(import.meta.url);" },
-  logLevel: "warning"
+  outfile: path.join(outdir, "bin", "main.cjs"),
+  format: "cjs",
+  external: ["@aws-sdk/*", "@smithy/*"],
+  plugins: [s3PartInBundle, customStorageImport, yamlApart]
 })
+// The bundle is run as a function's body (the launcher wraps it): no hashbang.
+const main = path.join(outdir, "bin", "main.cjs")
+fs.writeFileSync(main, fs.readFileSync(main, "utf8").replace(/^#!.*\n/, ""))
+fs.chmodSync(main, 0o644)
+await esbuild.build({
+  ...common,
+  stdin: { contents: "module.exports = require(\"yaml\")", resolveDir: root },
+  outfile: path.join(outdir, "bin", "yaml.cjs"),
+  format: "cjs"
+})
+await esbuild.build({
+  ...common,
+  entryPoints: [path.join(src, "internal", "cli", "launch.ts")],
+  outfile: path.join(outdir, "bin.js"),
+  format: "esm",
+  banner: { js: "#!/usr/bin/env node" }
+})
+fs.chmodSync(path.join(outdir, "bin.js"), 0o755)

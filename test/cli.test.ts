@@ -14,26 +14,17 @@ import * as TestServer from "./servers/http.js"
 import * as S3 from "./servers/s3.js"
 
 const root = path.resolve(import.meta.dirname, "..")
-// Inside node_modules, so that the build finds the project's packages, and
-// apart from dist/ (which the packed-package test rebuilds at the same time).
+// The command as it is published (the launcher and its bundle), built from src/
+// inside node_modules, so that the bundle finds the AWS SDK, and apart from
+// dist/ (which the packed-package test rebuilds at the same time).
 const build = path.join(root, "node_modules", ".cache", "mlup-storage-cli-test")
 const bin = path.join(build, "bin.js")
+// The children's cache folders (V8's code cache of the command among them).
+const xdgCache = path.join(build, "xdg-cache")
 
 beforeAll(() => {
   fs.rmSync(build, { recursive: true, force: true })
-  execFileSync(process.execPath, [
-    path.join(root, "node_modules/typescript/bin/tsc"),
-    "-p",
-    "tsconfig.build.json",
-    "--outDir",
-    build,
-    "--declaration",
-    "false",
-    "--declarationMap",
-    "false",
-    "--sourceMap",
-    "false"
-  ], { cwd: root, stdio: "inherit" })
+  execFileSync(process.execPath, [path.join(root, "scripts/bundle-bin.mjs"), build], { cwd: root, stdio: "inherit" })
 }, 120_000)
 
 interface Run {
@@ -58,6 +49,7 @@ const cleanEnv = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => {
     AWS_EC2_METADATA_DISABLED: "true",
     AWS_CONFIG_FILE: "/nonexistent/aws-config",
     AWS_SHARED_CREDENTIALS_FILE: "/nonexistent/aws-credentials",
+    XDG_CACHE_HOME: xdgCache,
     ...extra
   }
 }
@@ -107,6 +99,71 @@ describe("mlup-storage (the built binary)", () => {
       const check = yield* cli(["check", "--help"])
       expect(check.code).toBe(0)
       expect(check.stdout).toContain("--config")
+    }))
+
+  it.scopedLive("starts from V8's code cache in the user's cache folder once one run wrote it; a refused cache is replaced", () =>
+    Effect.gen(function*() {
+      const home = yield* tempDir
+      const folder = path.join(home, "mlup-storage", "compile-cache")
+      const first = yield* cli(["--version"], { XDG_CACHE_HOME: home })
+      expect(first.code).toBe(0)
+      const written = fs.readdirSync(folder)
+      expect(written).toHaveLength(1)
+      expect(written[0]).toMatch(new RegExp(`^main-${process.version}-${process.arch}-\\d+-\\d+\\.v8$`))
+      const cacheFile = path.join(folder, written[0]!)
+      expect(fs.statSync(cacheFile).mode & 0o777).toBe(0o600)
+      const before = fs.statSync(cacheFile).mtimeMs
+      // An accepted cache is not written again.
+      const second = yield* cli(["--version"], { XDG_CACHE_HOME: home })
+      expect(second.stdout).toBe(first.stdout)
+      expect(fs.statSync(cacheFile).mtimeMs).toBe(before)
+      // Garbage in the cache: V8 refuses it, the run is the same, and the cache is written anew
+      // (and the cache of an older bundle goes).
+      fs.writeFileSync(cacheFile, "not V8's code")
+      fs.writeFileSync(path.join(folder, "main-v0.0.0-x64-1-1.v8"), "old")
+      const third = yield* cli(["--help"], { XDG_CACHE_HOME: home })
+      expect(third.code).toBe(0)
+      expect(third.stdout).toContain("fetch")
+      expect(fs.statSync(cacheFile).size).toBeGreaterThan(100_000)
+      expect(fs.readdirSync(folder)).toEqual(written)
+      // Turned off, nothing is written.
+      const off = yield* tempDir
+      expect((yield* cli(["--version"], { XDG_CACHE_HOME: off, NODE_DISABLE_COMPILE_CACHE: "1" })).code).toBe(0)
+      expect(fs.readdirSync(off)).toEqual([])
+      // A cache folder that cannot be written: the command runs all the same.
+      fs.rmSync(path.join(home, "mlup-storage"), { recursive: true })
+      fs.writeFileSync(path.join(home, "mlup-storage"), "a file where the folder would go")
+      const unwritable = yield* cli(["--version"], { XDG_CACHE_HOME: home })
+      expect(unwritable.code).toBe(0)
+      expect(unwritable.stderr).toBe("")
+    }))
+
+  it.scopedLive("runs a custom storage named by its module (the module's own copy of the library and effect)", () =>
+    Effect.gen(function*() {
+      const custom = path.join(root, "test/fixtures/custom-storage.ts")
+      const run = (kwargs: unknown, ...flags: Array<string>) =>
+        Effect.promise(() =>
+          new Promise<Run>((resolve) => {
+            // tsx, so that the module (TypeScript, importing the library's src/) can be imported.
+            const child = spawn(process.execPath, ["--import", "tsx", bin, "fetch", "-t", `${custom}#greetings`, "-k", JSON.stringify(kwargs), ...flags], {
+              env: cleanEnv(),
+              cwd: root,
+              stdio: ["ignore", "pipe", "pipe"]
+            })
+            let stdout = ""
+            let stderr = ""
+            child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+            child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+            child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }))
+          })
+        )
+      const ok = yield* run({ greeting: "hi", times: 2, password: "hunter2" }, "--json")
+      expect(ok.code).toBe(0)
+      expect(JSON.parse(ok.stdout)).toMatchObject({ ok: true, files: [{ name: "greeting.txt", size: 5 }] })
+      const invalid = yield* run({ greeting: 3, password: "hunter2" }, "--json")
+      expect(invalid.code).toBe(Cli.InvalidConfiguration)
+      expect(JSON.parse(invalid.stdout).errors[0].tag).toBe("InvalidStorageOptions")
+      expect(invalid.stdout).not.toContain("hunter2")
     }))
 
   it.scopedLive("fetch --to --hash --json: the files are placed, complete, and described", () =>

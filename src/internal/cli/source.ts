@@ -4,7 +4,6 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
-import * as Yaml from "yaml"
 import * as CliError from "../../CliError.js"
 import * as MemoryStorage from "../../MemoryStorage.js"
 import * as Storage from "../../Storage.js"
@@ -59,8 +58,12 @@ export const readConfigFile = (
     const json = path.extname(file).toLowerCase() === ".json"
     // The parser's own message quotes the text around the error, which may hold
     // secrets (secret_access_key, headers): only the line and column are told.
+    // yaml is loaded only when a YAML file is read (start-up time).
+    const parse: (text: string) => unknown = json
+      ? JSON.parse
+      : (yield* Effect.promise(() => import("yaml"))).parse
     const parsed = yield* Effect.try({
-      try: () => (json ? JSON.parse(text) : Yaml.parse(text)) as unknown,
+      try: () => parse(text) as unknown,
       catch: (cause) => fail(`is not valid ${json ? "JSON" : "YAML"}${whereIn(text, cause)}`)
     })
     if (!isRecord(parsed)) return yield* fail("does not hold a mapping (key: value) at its top level")
