@@ -274,11 +274,8 @@ export const makeResolved = (
       onSome: (network) => network.client(storageType, extraCa)
     })
 
-    const fetchOne = (url: string, tracker: transfer.Tracker, client: HttpClient.HttpClient) =>
+    const fetchOne = (url: string, tracker: transfer.Tracker) =>
       http.fetch(url, expected.get(url), options, tracker).pipe(
-        Effect.provideService(HttpClient.HttpClient, client),
-        Effect.provideService(FileSystem.FileSystem, fs),
-        Effect.provideService(Path.Path, path),
         Effect.flatMap((fetched): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
           kwargs.need_load_file
             ? readBytes(fetched.file, fetched.name)
@@ -286,8 +283,19 @@ export const makeResolved = (
         )
       )
 
+    // The services are provided once per load, not once per file (thousands of files).
+    const withServices = (client: HttpClient.HttpClient) =>
+      <A, E>(self: Effect.Effect<A, E, HttpClient.HttpClient | FileSystem.FileSystem | Path.Path | Scope.Scope>) =>
+        self.pipe(
+          Effect.provideService(HttpClient.HttpClient, HttpClient.withTracerDisabledWhen(client, () => true)),
+          Effect.provideService(FileSystem.FileSystem, fs),
+          Effect.provideService(Path.Path, path)
+        )
+
     const load = Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, client]) =>
-      Effect.forEach(urls, (url) => fetchOne(url, tracker, client), { concurrency: kwargs.concurrency }))
+      Effect.forEach(urls, (url) => fetchOne(url, tracker), { concurrency: kwargs.concurrency }).pipe(
+        withServices(client)
+      ))
 
     const deliverLocal = (file: string) =>
       Effect.gen(function*() {
@@ -306,7 +314,7 @@ export const makeResolved = (
     const loadBytesSingleFile = (location: string) =>
       Schema.is(Url)(location)
         ? Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, client]) =>
-          fetchOne(location, tracker, client))
+          withServices(client)(fetchOne(location, tracker)))
         : deliverLocal(location)
 
     return yield* internal.make({ storageType, load, loadBytesSingleFile })

@@ -701,6 +701,27 @@ withServers("HttpStorage: locks that are never judged wrongly", (it) => {
       }
     }))
 
+  it.scoped("a cached copy the server confirms (304) is delivered without the lock; a new version waits for it", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const cacheDir = yield* tempDir
+      const storage = yield* make({ urls: server.url("/m.onnx"), cacheDir, lockTimeout: "1 second" })
+      yield* contents(storage)
+      // Another process downloads into this entry now: its lock, with a heartbeat.
+      const lock = lockOf(cacheDir, server.url("/m.onnx"))
+      leaveLock(lock, JSON.stringify({ pid: process.pid, host: os.hostname(), token: "another", since: Date.now() }), 0)
+      const beat = setInterval(() => fs.utimesSync(lock, new Date(), new Date()), 200)
+      yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(beat)))
+      expect((yield* contents(storage)).map((file) => file.bytes)).toEqual([fingerprint(model)])
+      expect(server.requests("/m.onnx").map((r) => r.status)).toEqual([200, 304])
+      // A new version is written under the lock only: this load waits, and gives up.
+      server.put("/m.onnx", weights)
+      const result = yield* Effect.either(contents(storage))
+      expect(result._tag === "Left" && result.left._tag).toBe("LockTimeout")
+      expect(fs.readFileSync(lock, "utf8")).toContain("another")
+    }))
+
   it.scoped("a live lock: the wait is logged at WARN with the holder and how long, and ends with LockTimeout", () =>
     Effect.gen(function*() {
       const server = yield* TestServer.make()

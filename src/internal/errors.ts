@@ -135,13 +135,20 @@ const withoutValue = (message: string, value: unknown): string => {
  */
 export const writeFailed = (path: string, operation: string, where: "cache" | "target" = "cache") =>
 (
-  error: PlatformError.PlatformError
+  // A platform error, or Node's own (the cache's synchronous calls).
+  error: PlatformError.PlatformError | unknown
 ): StorageError.WriteFailed => {
-  const code = nativeCode(error.cause)
+  const platform = Predicate.hasProperty(error, "_tag") && (error._tag === "SystemError" || error._tag === "BadArgument")
+  const code = nativeCode(platform ? (error as PlatformError.PlatformError).cause : error)
+  const fallback = platform
+    ? (error as PlatformError.PlatformError).description ?? (error as PlatformError.PlatformError).message
+    : error instanceof Error
+    ? error.message
+    : String(error)
   return new StorageError.WriteFailed({
     path,
     operation,
-    reason: writeReasonFor(code, where) ?? error.description ?? error.message,
+    reason: writeReasonFor(code, where) ?? fallback,
     ...(code === undefined ? {} : { code }),
     cause: error
   })

@@ -80,6 +80,8 @@ export const nameOf = (url: string): string => {
 }
 
 const maxRedirects = 10
+/** Bodies up to this size are not resumed (fetched again whole). */
+const resumableFrom = 512 * 1024
 const isRedirect = (status: number) =>
   status === 301 || status === 302 || status === 303 || status === 307 || status === 308
 
@@ -108,6 +110,15 @@ const statusFailure = (url: string, response: HttpClientResponse.HttpClientRespo
     })
   }
   return new StorageError.RequestRejected({ location: url, status, reason: `unexpected HTTP ${status}` })
+}
+
+/**
+ * Drops a response whose body is not wanted: on Node its connection is closed
+ * at once (the body may be large); elsewhere the body is read and dropped.
+ */
+const discard = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> => {
+  const readable = nodeDrain.readableOf(response)
+  return readable !== undefined ? Effect.sync(() => readable.destroy()) : Effect.ignore(Stream.runDrain(response.stream))
 }
 
 /**
@@ -148,7 +159,7 @@ export const fetch = (
     const expected = expectedSha256?.toLowerCase()
 
     const readMeta = Effect.gen(function*() {
-      const meta = yield* cache.readJson<Meta>(fs, metaFile)
+      const meta = yield* cache.readJson<Meta>(metaFile)
       if (Option.isNone(meta) || meta.value.key !== key || meta.value.name !== name) return Option.none<Meta>()
       return expected === undefined || meta.value.sha256 === expected ? meta : Option.none<Meta>()
     })
@@ -164,7 +175,7 @@ export const fetch = (
       ).pipe(
         Effect.tap(({ identity, rehashed }) =>
           rehashed && identity !== meta.identity
-            ? Effect.ignore(cache.writeJsonAtomic(fs, metaFile, { ...meta, identity } satisfies Meta))
+            ? Effect.ignore(cache.writeJsonAtomic(metaFile, { ...meta, identity } satisfies Meta))
             : Effect.void
         ),
         Effect.as(meta)
@@ -180,6 +191,71 @@ export const fetch = (
     const fromCache = (meta: Meta) =>
       Effect.as(progress.cached(meta.size), { file, name, size: meta.size } satisfies Fetched)
 
+    // The conditions that ask the server whether a cached copy is still current.
+    const validatorsOf = (meta: Option.Option<Meta>): Record<string, string> =>
+      Option.isNone(meta)
+        ? {}
+        : meta.value.etag !== undefined
+        ? { "if-none-match": meta.value.etag }
+        : meta.value.lastModified !== undefined
+        ? { "if-modified-since": meta.value.lastModified }
+        : {}
+
+    // Conditions go to every hop; the caller's headers (secrets) only to the URL's own origin.
+    const origin = new URL(url).origin
+    const send = (target: string, conditions: Record<string, string>) =>
+      client.execute(
+        HttpClientRequest.get(target).pipe(
+          HttpClientRequest.setHeaders(
+            new URL(target).origin === origin
+              ? Object.fromEntries(
+                Object.entries(options.headers).map(([key, value]) => [key, Redacted.value(value)])
+              )
+              : {}
+          ),
+          HttpClientRequest.setHeaders(conditions)
+        )
+      ).pipe(
+        Effect.timeoutFail({
+          duration: options.connectTimeout,
+          onTimeout: () =>
+            new transfer.Retryable({ reason: `no response within ${Duration.format(options.connectTimeout)}` })
+        }),
+        Effect.catchTags({
+          RequestError: (error) => {
+            // A certificate that is not accepted is not accepted on a retry either.
+            const tls = network.tlsFailureOf(error.cause)
+            return tls !== undefined
+              ? Effect.fail(new StorageError.TlsFailure({ location, code: tls.code, reason: errors.redactText(tls.message) }))
+              : Effect.fail(
+                new transfer.Retryable({ reason: `request failed: ${errors.redactText(String(error.cause ?? error.message))}` })
+              )
+          },
+          ResponseError: (error) =>
+            Effect.fail(
+              new transfer.Retryable({ reason: `bad response: ${errors.redactText(String(error.cause ?? error.message))}` })
+            )
+        })
+      )
+
+    // One request, redirects followed.
+    const request = (conditions: Record<string, string>) =>
+      Effect.gen(function*() {
+        let response = yield* send(url, conditions)
+        for (let hops = 0; isRedirect(response.status) && response.headers["location"] !== undefined; hops++) {
+          if (hops === maxRedirects) {
+            return yield* new StorageError.RequestRejected({
+              location,
+              status: response.status,
+              reason: `more than ${maxRedirects} redirects`
+            })
+          }
+          yield* Effect.ignore(response.text)
+          response = yield* send(new URL(response.headers["location"], response.request.url).href, conditions)
+        }
+        return response
+      })
+
     if (options.offline) {
       const meta = yield* readMeta
       if (Option.isNone(meta)) {
@@ -187,17 +263,48 @@ export const fetch = (
       }
       const checked = yield* Effect.either(recheck(meta.value))
       if (checked._tag === "Left") {
-        yield* cache.removeAll(fs, metaFile, file)
+        yield* cache.removeAll(metaFile, file)
         return yield* corrupted(meta.value, checked.left.actual)
       }
       return yield* fromCache(meta.value)
     }
 
-    yield* cache.ensureDir(fs, dir)
+    // Revalidation without the lock, the common case of a warm cache: a
+    // cached copy whose identity on disk is the one it was verified with is
+    // confirmed by the server (304) and delivered, in two system calls. Any
+    // other answer goes the locked way below, which writes: a 200 (a new
+    // version, or a server that ignores conditional requests) is used there
+    // unless the lock had to be waited for or the cache changed meanwhile.
+    let unlocked: { readonly response: HttpClientResponse.HttpClientResponse; readonly meta: Meta } | undefined
+    if (options.verify === "changed") {
+      const meta = yield* readMeta
+      if (Option.isSome(meta) && meta.value.identity !== undefined && Object.keys(validatorsOf(meta)).length > 0) {
+        const identity = yield* cache.identityOf(file)
+        if (Option.isSome(identity) && identity.value === meta.value.identity) {
+          const response = yield* Effect.catchIf(
+            Effect.map(request({ "accept-encoding": "identity", ...validatorsOf(meta) }), Option.some),
+            (error) => error instanceof transfer.Retryable,
+            () => Effect.succeedNone
+          )
+          if (Option.isSome(response)) {
+            if (response.value.status === 304) {
+              yield* Effect.ignore(response.value.text)
+              return yield* fromCache(meta.value)
+            }
+            if (response.value.status === 200) unlocked = { response: response.value, meta: meta.value }
+            else yield* discard(response.value)
+          }
+        }
+      }
+    }
+
+    yield* cache.ensureDir(dir)
     const waitStarted = Date.now()
 
     return yield* Effect.scoped(Effect.gen(function*() {
-      const { waited } = yield* cache.lock(fs, path.join(dir, "lock"), { location, timeout: options.lockTimeout })
+      // The unlocked answer is closed, whatever happens, unless it was used.
+      yield* Effect.addFinalizer(() => (unlocked === undefined ? Effect.void : discard(unlocked.response)))
+      const { waited } = yield* cache.lock(path.join(dir, "lock"), { location, timeout: options.lockTimeout })
       let cached = yield* readMeta
       if (Option.isSome(cached)) {
         const checked = yield* Effect.either(recheck(cached.value))
@@ -205,7 +312,7 @@ export const fetch = (
           yield* Effect.logWarning(
             `The cached copy of ${location} (${file}) changed on disk (${corrupted(cached.value, checked.left.actual).message}); fetching it again`
           )
-          yield* cache.removeAll(fs, metaFile, file)
+          yield* cache.removeAll(metaFile, file)
           cached = Option.none()
         }
       }
@@ -224,7 +331,7 @@ export const fetch = (
       ) =>
         Effect.gen(function*() {
           if (expected !== undefined && digest !== expected) {
-            yield* cache.removeAll(fs, partial, partialMetaFile)
+            yield* cache.removeAll(partial, partialMetaFile)
             return yield* new StorageError.ChecksumMismatch({
               location,
               algorithm: "sha256",
@@ -232,8 +339,9 @@ export const fetch = (
               actual: digest
             })
           }
-          yield* cache.removeAll(fs, metaFile)
-          yield* cache.commit(fs, partial, file)
+          yield* cache.removeAll(metaFile)
+          // One flush of the folder, after both renames (the file's, then its metadata's).
+          yield* cache.commit(partial, file, { syncFolder: false })
           const identity = yield* cache.identityOf(file)
           const meta: Meta = {
             key,
@@ -245,8 +353,8 @@ export const fetch = (
             fetchedAt: Date.now(),
             ...(Option.isSome(identity) ? { identity: identity.value } : {})
           }
-          yield* cache.writeJsonAtomic(fs, metaFile, meta)
-          yield* cache.removeAll(fs, partialMetaFile)
+          yield* cache.writeJsonAtomic(metaFile, meta)
+          yield* cache.removeAll(partialMetaFile)
           yield* progress.finish(written)
           return { file, name, size: written } satisfies Fetched
         })
@@ -254,81 +362,31 @@ export const fetch = (
       const sizeOf = (target: string) =>
         Effect.map(Effect.option(fs.stat(target)), Option.match({ onNone: () => 0, onSome: (info) => Number(info.size) }))
 
-      // Conditions go to every hop; the caller's headers (secrets) only to the URL's own origin.
-      const origin = new URL(url).origin
-      const send = (target: string, conditions: Record<string, string>) =>
-        client.execute(
-          HttpClientRequest.get(target).pipe(
-            HttpClientRequest.setHeaders(
-              new URL(target).origin === origin
-                ? Object.fromEntries(
-                  Object.entries(options.headers).map(([key, value]) => [key, Redacted.value(value)])
-                )
-                : {}
-            ),
-            HttpClientRequest.setHeaders(conditions)
-          )
-        ).pipe(
-          Effect.timeoutFail({
-            duration: options.connectTimeout,
-            onTimeout: () =>
-              new transfer.Retryable({ reason: `no response within ${Duration.format(options.connectTimeout)}` })
-          }),
-          Effect.catchTags({
-            RequestError: (error) => {
-              // A certificate that is not accepted is not accepted on a retry either.
-              const tls = network.tlsFailureOf(error.cause)
-              return tls !== undefined
-                ? Effect.fail(new StorageError.TlsFailure({ location, code: tls.code, reason: errors.redactText(tls.message) }))
-                : Effect.fail(
-                  new transfer.Retryable({ reason: `request failed: ${errors.redactText(String(error.cause ?? error.message))}` })
-                )
-            },
-            ResponseError: (error) =>
-              Effect.fail(
-                new transfer.Retryable({ reason: `bad response: ${errors.redactText(String(error.cause ?? error.message))}` })
-              )
-          })
-        )
-
-      // One request, redirects followed.
-      const request = (conditions: Record<string, string>) =>
-        Effect.gen(function*() {
-          let response = yield* send(url, conditions)
-          for (let hops = 0; isRedirect(response.status) && response.headers["location"] !== undefined; hops++) {
-            if (hops === maxRedirects) {
-              return yield* new StorageError.RequestRejected({
-                location,
-                status: response.status,
-                reason: `more than ${maxRedirects} redirects`
-              })
-            }
-            yield* Effect.ignore(response.text)
-            response = yield* send(new URL(response.headers["location"], response.request.url).href, conditions)
-          }
-          return response
-        })
-
       const attempt = Effect.gen(function*() {
         // A partial file is resumed only with the validator it was started with.
         let partialMeta = Option.filter(
-          yield* cache.readJson<PartialMeta>(fs, partialMetaFile),
+          yield* cache.readJson<PartialMeta>(partialMetaFile),
           (meta) => meta.key === key && (meta.kind === "etag" || meta.kind === "last-modified")
         )
         let partialSize = Option.isSome(partialMeta) ? yield* sizeOf(partial) : 0
 
-        const conditions: Record<string, string> = { "accept-encoding": "identity" }
-        if (Option.isSome(cached)) {
-          if (cached.value.etag !== undefined) conditions["if-none-match"] = cached.value.etag
-          else if (cached.value.lastModified !== undefined) conditions["if-modified-since"] = cached.value.lastModified
-        }
+        const conditions: Record<string, string> = { "accept-encoding": "identity", ...validatorsOf(cached) }
         const resumeConditions = (meta: PartialMeta): Record<string, string> => ({
           ...conditions,
           range: `bytes=${partialSize}-`,
           "if-range": meta.validator
         })
         const resumeFrom = partialSize > 0 ? Option.getOrUndefined(partialMeta) : undefined
-        let response = yield* request(resumeFrom !== undefined ? resumeConditions(resumeFrom) : conditions)
+        // The unlocked revalidation's 200, when it answered the question this attempt asks.
+        const answered = unlocked !== undefined && !waited && resumeFrom === undefined && Option.isSome(cached) &&
+            cached.value.fetchedAt === unlocked.meta.fetchedAt
+          ? unlocked.response
+          : undefined
+        if (unlocked !== undefined) {
+          if (answered === undefined) yield* discard(unlocked.response)
+          unlocked = undefined
+        }
+        let response = answered ?? (yield* request(resumeFrom !== undefined ? resumeConditions(resumeFrom) : conditions))
 
         // A 206 is appended to the partial file only when it continues the same
         // version: the partial's validator and total size, from the partial's
@@ -350,7 +408,7 @@ export const fetch = (
           if (mismatch !== undefined) {
             yield* Effect.ignore(response.text)
             yield* Effect.logWarning(`Not resuming ${location}: ${mismatch}; starting over from byte 0`)
-            yield* cache.removeAll(fs, partial, partialMetaFile)
+            yield* cache.removeAll(partial, partialMetaFile)
             partialMeta = Option.none()
             partialSize = 0
             response = yield* request(conditions)
@@ -380,7 +438,7 @@ export const fetch = (
             })
           }
           // The partial file is no prefix of what the server has now: start over.
-          yield* cache.removeAll(fs, partial, partialMetaFile)
+          yield* cache.removeAll(partial, partialMetaFile)
           return yield* new transfer.Retryable({ reason: "the server refused to resume (416); starting over" })
         }
         if (response.status !== 200 && response.status !== 206) {
@@ -394,7 +452,7 @@ export const fetch = (
           const range = parseContentRange(response.headers["content-range"])
           if (!(partialSize > 0 && Option.isSome(partialMeta)) || range === undefined || range.start !== partialSize) {
             yield* Effect.ignore(response.text)
-            yield* cache.removeAll(fs, partial, partialMetaFile)
+            yield* cache.removeAll(partial, partialMetaFile)
             return yield* new transfer.Retryable({ reason: "the server answered a range that was not asked for; starting over" })
           }
           start = partialSize
@@ -403,7 +461,7 @@ export const fetch = (
           // 200: a new file, or a server that ignores Range: start from byte 0.
           // The old partial goes first, so that its space is free for the new one.
           total = contentLength === undefined ? undefined : Number(contentLength)
-          if (partialSize > 0 || Option.isSome(partialMeta)) yield* cache.removeAll(fs, partial, partialMetaFile)
+          if (partialSize > 0 || Option.isSome(partialMeta)) yield* cache.removeAll(partial, partialMetaFile)
           partialSize = 0
         }
 
@@ -422,9 +480,14 @@ export const fetch = (
           : lastModified !== undefined
           ? { key, validator: lastModified, kind: "last-modified", ...(total === undefined ? {} : { total }) }
           : undefined
+        // A body of a few hundred KiB is fetched again rather than resumed:
+        // no record (two file creations fewer for each of many small files).
         if (start === 0) {
-          if (record !== undefined) yield* cache.writeJsonAtomic(fs, partialMetaFile, record)
-          else yield* cache.removeAll(fs, partialMetaFile)
+          if (record !== undefined && (total === undefined || total > resumableFrom)) {
+            yield* cache.writeJsonHint(partialMetaFile, record)
+          } else if (Option.isSome(partialMeta)) {
+            yield* cache.removeAll(partialMetaFile)
+          }
         }
 
         const hash = crypto.createHash("sha256")
@@ -466,7 +529,7 @@ export const fetch = (
           return yield* new transfer.Retryable({ reason: `the body ended after ${written} of ${total} bytes` })
         }
         if (total !== undefined && written > total) {
-          yield* cache.removeAll(fs, partial, partialMetaFile)
+          yield* cache.removeAll(partial, partialMetaFile)
           return yield* new transfer.Retryable({ reason: `the body had ${written} bytes, more than the ${total} announced` })
         }
         return yield* complete(written, hash.digest("hex"), { etag, lastModified })

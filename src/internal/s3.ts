@@ -354,14 +354,14 @@ export const make = (settings: Settings) =>
     const resumable = (entry: Entry) =>
       Effect.gen(function*() {
         const { data, record } = partialOf(entry)
-        const held = yield* cache.readJson<PartsRecord>(fs, record)
+        const held = yield* cache.readJson<PartsRecord>(record)
         const info = yield* Effect.option(fs.stat(data))
         if (
           Option.isNone(held) || Option.isNone(info) || held.value.key !== entry.key ||
           held.value.etag !== entry.etag || held.value.size !== entry.size ||
           held.value.partSize !== settings.partSize || Number(info.value.size) !== entry.size
         ) {
-          yield* cache.removeAll(fs, data, record)
+          yield* cache.removeAll(data, record)
           return new Map<number, string>()
         }
         // Only the recorded parts are read again (not the rest of a large, mostly missing object).
@@ -384,7 +384,7 @@ export const make = (settings: Settings) =>
       Effect.gen(function*() {
         const location = `s3://${settings.bucket}/${entry.key}`
         const progress = tracker.file(location, entry.name)
-        yield* cache.ensureDir(fs, path.dirname(target))
+        yield* cache.ensureDir(path.dirname(target))
         const bodyOf = (output: GetObjectCommandOutput) =>
           Stream.fromAsyncIterable(
             output.Body as AsyncIterable<Uint8Array>,
@@ -457,7 +457,7 @@ export const make = (settings: Settings) =>
           const [sha256, actual] = yield* retrying(location, writeRange(target, 0, undefined, md5 ? ["sha256", "md5"] : ["sha256"]))
           const expected = entry.etag.replace(/"/g, "")
           if (actual !== undefined && actual !== expected) {
-            yield* cache.removeAll(fs, target)
+            yield* cache.removeAll(target)
             return yield* new StorageError.ChecksumMismatch({ location, algorithm: "md5 (ETag)", expected, actual })
           }
           yield* progress.finish(entry.size)
@@ -469,7 +469,7 @@ export const make = (settings: Settings) =>
         const count = Math.ceil(entry.size / settings.partSize)
         if (done.size === 0) {
           // The whole file exists at its size first; each part writes its own range.
-          yield* cache.ensureDir(fs, partialsDir)
+          yield* cache.ensureDir(partialsDir)
           yield* Effect.scoped(Effect.flatMap(
             Effect.mapError(fs.open(data, { flag: "w" }), errors.writeFailed(data, "open")),
             (handle) => Effect.mapError(handle.truncate(entry.size), errors.writeFailed(data, "allocate"))
@@ -482,7 +482,7 @@ export const make = (settings: Settings) =>
         // Parts are recorded one at a time, each once it is on the device.
         const recordLock = yield* Effect.makeSemaphore(1)
         const writeRecord = Effect.suspend(() =>
-          cache.writeJsonAtomic(fs, record, {
+          cache.writeJsonAtomic(record, {
             key: entry.key,
             etag: entry.etag,
             size: entry.size,
@@ -505,7 +505,7 @@ export const make = (settings: Settings) =>
         )
         const info = yield* Effect.mapError(fs.stat(data), errors.fromPlatformError(data, "stat"))
         if (Number(info.size) !== entry.size) {
-          yield* cache.removeAll(fs, data, record)
+          yield* cache.removeAll(data, record)
           return yield* new StorageError.ChecksumMismatch({
             location,
             algorithm: "size",
@@ -513,8 +513,8 @@ export const make = (settings: Settings) =>
             actual: String(info.size)
           })
         }
-        yield* cache.commit(fs, data, target)
-        yield* cache.removeAll(fs, record)
+        yield* cache.commit(data, target)
+        yield* cache.removeAll(record)
         yield* progress.finish(entry.size)
         return {
           digests: Array.from({ length: count }, (_, i) => done.get(i)!),
@@ -529,7 +529,7 @@ export const make = (settings: Settings) =>
 
     const fileOf = (snapshot: string, entry: Entry) => path.join(entryDir, "snapshots", snapshot, ...entry.name.split("/"))
     const readManifest = Effect.map(
-      cache.readJson<Manifest>(fs, manifestFile),
+      cache.readJson<Manifest>(manifestFile),
       Option.filter((manifest) => manifest.version === 2)
     )
     // The identities of a published snapshot's files, as they are now (after every link and rename).
@@ -574,18 +574,17 @@ export const make = (settings: Settings) =>
 
       const s3 = yield* clientForLoad
       const selected: ReadonlyArray<Entry> = yield* Effect.flatMap(listAll(s3), select)
-      yield* cache.ensureDir(fs, entryDir)
+      yield* cache.ensureDir(entryDir)
       return yield* Effect.scoped(Effect.gen(function*() {
-        yield* cache.lock(fs, path.join(entryDir, "lock"), { location: base, timeout: settings.lockTimeout })
+        yield* cache.lock(path.join(entryDir, "lock"), { location: base, timeout: settings.lockTimeout })
         // Staging folders left by a process that died: nobody else holds the lock, so they are orphans.
         const leftovers = (yield* Effect.orElseSucceed(fs.readDirectory(entryDir), () => []))
           .filter((name) => name.startsWith("staging-"))
-        yield* cache.removeAll(fs, ...leftovers.map((name) => path.join(entryDir, name)))
+        yield* cache.removeAll(...leftovers.map((name) => path.join(entryDir, name)))
         // Partial objects of versions no longer selected go; the others are resumed.
         const wanted = new Set(selected.map((entry) => cache.keyOf(entry.key)))
         const partials = yield* Effect.orElseSucceed(fs.readDirectory(partialsDir), () => [])
         yield* cache.removeAll(
-          fs,
           ...partials.filter((name) => !wanted.has(name.replace(/\.(part|json)$/, ""))).map((name) => path.join(partialsDir, name))
         )
 
@@ -615,7 +614,7 @@ export const make = (settings: Settings) =>
         }
         if (Option.isSome(current) && current.value.files.length === selected.length && selected.every(unchanged)) {
           const manifest: Manifest = { ...current.value, files: selected.map((entry) => intact.get(entry.key)!) }
-          if (rehashed) yield* Effect.ignore(cache.writeJsonAtomic(fs, manifestFile, manifest))
+          if (rehashed) yield* Effect.ignore(cache.writeJsonAtomic(manifestFile, manifest))
           for (const entry of manifest.files) {
             yield* tracker.file(`s3://${settings.bucket}/${entry.key}`, entry.name).cached(entry.size)
           }
@@ -625,7 +624,7 @@ export const make = (settings: Settings) =>
         // Room for what is still to fetch (partial objects count for what they hold)?
         const toFetch = selected.filter((entry) => !unchanged(entry))
         const held = yield* Effect.forEach(toFetch, (entry) =>
-          Effect.map(cache.readJson<PartsRecord>(fs, partialOf(entry).record), (record) =>
+          Effect.map(cache.readJson<PartsRecord>(partialOf(entry).record), (record) =>
             Option.match(record, {
               onNone: () => 0,
               onSome: (record) =>
@@ -642,14 +641,14 @@ export const make = (settings: Settings) =>
         const id = `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`
         const staging = path.join(entryDir, `staging-${id}`)
         const snapshot = path.join(entryDir, "snapshots", id)
-        yield* cache.ensureDir(fs, staging)
+        yield* cache.ensureDir(staging)
         const stage = Effect.forEach(selected, (entry) => {
           const target = path.join(staging, ...entry.name.split("/"))
           if (unchanged(entry)) {
             // Unchanged since the last snapshot, and intact: linked, not fetched again.
             const before = intact.get(entry.key)!
             const source = fileOf(Option.getOrThrow(current).snapshot, entry)
-            return cache.ensureDir(fs, path.dirname(target)).pipe(
+            return cache.ensureDir(path.dirname(target)).pipe(
               Effect.zipRight(
                 Effect.mapError(
                   Effect.orElse(fs.link(source, target), () => fs.copyFile(source, target)),
@@ -664,20 +663,19 @@ export const make = (settings: Settings) =>
         }, { concurrency: settings.concurrency })
 
         const recorded = yield* stage.pipe(
-          Effect.zipLeft(cache.ensureDir(fs, path.dirname(snapshot))),
+          Effect.zipLeft(cache.ensureDir(path.dirname(snapshot))),
           Effect.zipLeft(Effect.mapError(fs.rename(staging, snapshot), errors.writeFailed(snapshot, "publish"))),
-          Effect.zipLeft(cache.sync(fs, path.dirname(snapshot))),
+          Effect.zipLeft(cache.sync(path.dirname(snapshot))),
           // An interrupted or failed load leaves the last complete snapshot (and
           // the partial objects, for the next run) and nothing else.
-          Effect.onExit(() => cache.removeAll(fs, staging))
+          Effect.onExit(() => cache.removeAll(staging))
         )
         const manifest = yield* withIdentities({ version: 2, snapshot: id, files: recorded })
-        yield* cache.writeJsonAtomic(fs, manifestFile, manifest)
+        yield* cache.writeJsonAtomic(manifestFile, manifest)
         // Older snapshots go; the one just replaced stays, for readers that still use its paths.
         const keep = new Set([id, ...Option.match(current, { onNone: () => [], onSome: (m) => [m.snapshot] })])
         const snapshots = yield* Effect.orElseSucceed(fs.readDirectory(path.join(entryDir, "snapshots")), () => [])
         yield* cache.removeAll(
-          fs,
           ...snapshots.filter((name) => !keep.has(name)).map((name) => path.join(entryDir, "snapshots", name))
         )
         return fromManifest(manifest)

@@ -117,7 +117,7 @@ export const placeAll = (
           const bytes = yield* LoadedFile.getBytes(file.file)
           yield* fs.writeFile(at, bytes).pipe(Effect.mapError(errors.writeFailed(at, "write", "target")))
         }
-        yield* cache.sync(fs, at)
+        yield* cache.sync(at)
         return { file, at, relative, target: path.join(root, relative) }
       }), { concurrency: 4 })
 
@@ -152,7 +152,7 @@ export const placeAll = (
       )
     )
     const folders = new Set([root, ...staged.map(({ target }) => path.dirname(target))])
-    yield* Effect.forEach(folders, (folder) => Effect.ignore(cache.sync(fs, folder)), { discard: true })
+    yield* Effect.forEach(folders, (folder) => Effect.ignore(cache.sync(folder)), { discard: true })
     return staged.map(({ file, target }) => {
       const { file: _file, ...delivered } = file
       return { ...delivered, path: target }
