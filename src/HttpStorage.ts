@@ -89,6 +89,11 @@ export const Verify = Schema.Literal("changed", "always").annotations({
 
 const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
 
+const MiB = 1024 * 1024
+
+const positiveInt = (max: number) =>
+  Schema.Int.pipe(Schema.between(1, max, { message: () => `must be a whole number from 1 to ${max}` }))
+
 /**
  * `storage_kwargs` of the HTTP storage. Unknown keys are rejected.
  *
@@ -107,6 +112,13 @@ const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redac
  *   (a longer one fails at once rather than wait in silence).
  * - `offline` (false): use the cache only.
  * - `concurrency` (4): files fetched at once.
+ * - `multipart_threshold_mb` (64), `part_size_mb` (16), `part_concurrency`
+ *   (8): a file at least this large, from a server that accepts ranges and
+ *   names the version (a strong ETag or Last-Modified), is fetched as parallel
+ *   ranged GETs (each checked against that version with If-Range), as aria2c
+ *   does: servers and CDNs that cap each connection's speed then give the
+ *   sum. Each finished part is flushed and recorded, so an interrupted
+ *   download resumes the missing parts. `part_concurrency: 1` turns it off.
  * - `lock_timeout` (1800 s): the longest wait for another process (or fiber)
  *   that is fetching the same URL and whose heartbeat says it is alive; then
  *   `LockTimeout`. A holder that died is taken over at once (see the docs).
@@ -147,6 +159,9 @@ export const Kwargs = Schema.Struct({
     Schema.Int.pipe(Schema.between(1, 64, { message: () => "must be a whole number from 1 to 64" })),
     { default: () => 4 }
   ),
+  multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
+  part_size_mb: Schema.optionalWith(positiveInt(5120), { default: () => 16 }),
+  part_concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
   lock_timeout: Seconds(1800),
   verify: Schema.optionalWith(Verify, { default: () => "changed" as const }),
   ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
@@ -199,6 +214,9 @@ export interface Options {
   readonly maxRetryAfter?: Duration.DurationInput | undefined
   readonly offline?: boolean | undefined
   readonly concurrency?: number | undefined
+  readonly multipartThresholdMb?: number | undefined
+  readonly partSizeMb?: number | undefined
+  readonly partConcurrency?: number | undefined
   readonly lockTimeout?: Duration.DurationInput | undefined
   readonly verify?: "changed" | "always" | undefined
   readonly caBundle?: string | undefined
@@ -256,7 +274,10 @@ export const makeResolved = (
       maxRetryAfter: Duration.seconds(kwargs.max_retry_after),
       offline: kwargs.offline,
       lockTimeout: Duration.seconds(kwargs.lock_timeout),
-      verify: kwargs.verify
+      verify: kwargs.verify,
+      multipartThreshold: kwargs.multipart_threshold_mb * MiB,
+      partSize: kwargs.part_size_mb * MiB,
+      partConcurrency: kwargs.part_concurrency
     }
     const readBytes = read_.readBytes(fs, path)
 
@@ -347,6 +368,9 @@ export const make = (
     max_retry_after: seconds(options.maxRetryAfter),
     offline: options.offline,
     concurrency: options.concurrency,
+    multipart_threshold_mb: options.multipartThresholdMb,
+    part_size_mb: options.partSizeMb,
+    part_concurrency: options.partConcurrency,
     lock_timeout: seconds(options.lockTimeout),
     verify: options.verify,
     ca_bundle: options.caBundle

@@ -10,6 +10,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import { spawn } from "node:child_process"
+import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -832,5 +833,99 @@ withServers("HttpStorage: options from Config", (it) => {
         )
       )
       expect(missing._tag).toBe("ConfigError")
+    }))
+})
+
+withServers("HttpStorage: large files in parallel ranged parts", (it) => {
+  const MiB = 1024 * 1024
+  const big = bytesOf(5 * MiB + 3, 41)
+  const parts = { multipartThresholdMb: 1, partSizeMb: 1, partConcurrency: 3 }
+  const sha256Of = (bytes: Uint8Array) => crypto.createHash("sha256").update(bytes).digest("hex")
+
+  it.scoped("a file above the threshold comes in ranged parts, each checked with If-Range, and is verified whole", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/big.bin", big)
+      const cacheDir = yield* tempDir
+      const files = yield* contents(yield* make({ urls: server.url("/big.bin"), cacheDir, sha256: sha256Of(big), ...parts }))
+      expect(files.map((file) => file.bytes)).toEqual([fingerprint(big)])
+      const requests = server.requests("/big.bin")
+      // The first answer told the size and that ranges are served; then the six parts.
+      expect(requests[0]!.range).toBeUndefined()
+      const ranged = requests.slice(1)
+      expect(ranged.map((r) => r.range).sort()).toEqual(
+        Array.from({ length: 6 }, (_, i) => `bytes=${i * MiB}-${Math.min(big.length, (i + 1) * MiB) - 1}`).sort()
+      )
+      expect(ranged.every((r) => r.status === 206 && r.ifRange !== undefined)).toBe(true)
+      expect(cacheFiles(cacheDir).sort()).toEqual(["big.bin", "meta.json"])
+      // Cached: confirmed by one conditional request.
+      yield* contents(yield* make({ urls: server.url("/big.bin"), cacheDir, ...parts }))
+      expect(server.requests("/big.bin").at(-1)!.status).toBe(304)
+    }))
+
+  it.scoped("an interrupted download resumes the missing parts only; a new version on the server is never mixed in", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/big.bin", big)
+      const cacheDir = yield* tempDir
+      // The first GET, two parts, then one part that breaks off.
+      server.fault("/big.bin", { kind: "none" }, { kind: "none" }, { kind: "none" }, { kind: "drop", after: 1000 })
+      const failed = yield* Effect.either(contents(yield* make({ urls: server.url("/big.bin"), cacheDir, retries: 0, ...parts })))
+      expect(failed._tag).toBe("Left")
+      const firstRun = server.requests("/big.bin").length
+      // The next run asks for the parts not yet recorded, and nothing else.
+      const files = yield* contents(yield* make({ urls: server.url("/big.bin"), cacheDir, retries: 0, ...parts }))
+      expect(files.map((file) => file.bytes)).toEqual([fingerprint(big)])
+      const resumed = server.requests("/big.bin").slice(firstRun)
+      expect(resumed.every((r) => r.range !== undefined && r.status === 206)).toBe(true)
+      const lengthOf = (range: string | undefined) => {
+        const [from, to] = (range ?? "").replace("bytes=", "").split("-").map(Number)
+        return to! - from! + 1
+      }
+      const firstParts = server.requests("/big.bin").slice(1, firstRun).filter((r) => r.bytes === lengthOf(r.range))
+        .map((r) => r.range)
+      expect(firstParts.length).toBeGreaterThanOrEqual(2)
+      expect(resumed.map((r) => r.range).filter((range) => firstParts.includes(range))).toEqual([])
+      expect(resumed.length).toBe(6 - firstParts.length)
+
+      // Broken off again; then the server gets a new version of the same size.
+      const next = bytesOf(big.length, 42)
+      const entry = path.join(cacheDir, "http", cache.keyOf(server.url("/big.bin")))
+      fs.rmSync(entry, { recursive: true })
+      server.fault("/big.bin", { kind: "none" }, { kind: "none" }, { kind: "none" }, { kind: "drop", after: 1000 })
+      expect((yield* Effect.either(contents(yield* make({ urls: server.url("/big.bin"), cacheDir, retries: 0, ...parts }))))._tag)
+        .toBe("Left")
+      server.put("/big.bin", next)
+      const fresh = yield* contents(yield* make({ urls: server.url("/big.bin"), cacheDir, retries: 1, ...parts }))
+      expect(fresh.map((file) => file.bytes)).toEqual([fingerprint(next)])
+    }))
+
+  it.scoped("a server that ignores If-Range and serves a new version mid-download: started over, never spliced", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make({ ignoreIfRange: true })
+      server.put("/big.bin", big, { etag: "\"v1\"" })
+      const cacheDir = yield* tempDir
+      server.fault("/big.bin", { kind: "none" }, { kind: "none" }, { kind: "drop", after: 1000 })
+      expect((yield* Effect.either(contents(yield* make({ urls: server.url("/big.bin"), cacheDir, retries: 0, ...parts }))))._tag)
+        .toBe("Left")
+      const next = bytesOf(big.length, 43)
+      server.put("/big.bin", next, { etag: "\"v2\"" })
+      const files = yield* contents(yield* make({ urls: server.url("/big.bin"), cacheDir, retries: 1, ...parts }))
+      expect(files.map((file) => file.bytes)).toEqual([fingerprint(next)])
+    }))
+
+  it.scoped("part_concurrency 1, a server without ranges or a version: one plain GET", () =>
+    Effect.gen(function*() {
+      for (const [options, resource] of [
+        [{ ...parts, partConcurrency: 1 }, {}],
+        [parts, { etag: false as const }]
+      ] as const) {
+        const server = yield* TestServer.make()
+        server.put("/big.bin", big, resource)
+        const cacheDir = yield* tempDir
+        const files = yield* contents(yield* make({ urls: server.url("/big.bin"), cacheDir, ...options }))
+        expect(files.map((file) => file.bytes)).toEqual([fingerprint(big)])
+        expect(server.requests("/big.bin").map((r) => [r.status, r.range])).toEqual([[200, undefined]])
+      }
     }))
 })

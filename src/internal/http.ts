@@ -3,6 +3,7 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Path from "@effect/platform/Path"
+import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -45,6 +46,9 @@ interface PartialMeta {
   readonly validator: string
   readonly kind: "etag" | "last-modified"
   readonly total?: number
+  /** A download in parallel parts: their size, and those already flushed (in the file at their offsets). */
+  readonly partSize?: number
+  readonly parts?: ReadonlyArray<number>
 }
 
 /** @internal */
@@ -58,6 +62,10 @@ export interface FetchOptions {
   readonly offline: boolean
   readonly lockTimeout: Duration.Duration
   readonly verify: cache.VerifyMode
+  /** Files at least this large are fetched as parallel ranged GETs (when the server allows). */
+  readonly multipartThreshold: number
+  readonly partSize: number
+  readonly partConcurrency: number
 }
 
 /** @internal */
@@ -362,12 +370,131 @@ export const fetch = (
       const sizeOf = (target: string) =>
         Effect.map(Effect.option(fs.stat(target)), Option.match({ onNone: () => 0, onSome: (info) => Number(info.size) }))
 
+      // A large file from a server that accepts ranges of one version: parallel
+      // ranged GETs, each checked against that version (If-Range, then the
+      // answer's own validator, range and total), written at their offsets.
+      // A finished part is flushed (drain) before it is recorded, so that a
+      // resume trusts exactly the recorded parts. The sha256 follows the
+      // parts in order (read back from the page cache while later parts are
+      // still arriving), so that little is left to hash at the end.
+      const inParts = (record: PartialMeta & { readonly total: number; readonly partSize: number }) =>
+        Effect.gen(function*() {
+          const { partSize, total } = record
+          const count = Math.max(1, Math.ceil(total / partSize))
+          const bounds = (i: number) => ({ start: i * partSize, length: Math.min(partSize, total - i * partSize) })
+          const done = new Set((record.parts ?? []).filter((i) => Number.isInteger(i) && i >= 0 && i < count))
+          if (done.size === 0 || (yield* sizeOf(partial)) !== total) {
+            done.clear()
+            yield* cache.removeAll(partial)
+            yield* cache.ensureSpace(dir, total)
+            yield* Effect.mapError(
+              Effect.zipRight(fs.writeFile(partial, new Uint8Array(0)), fs.truncate(partial, total)),
+              errors.writeFailed(partial, "create")
+            )
+          }
+          const save = Effect.suspend(() => cache.writeJsonHint(partialMetaFile, {
+            key: record.key,
+            validator: record.validator,
+            kind: record.kind,
+            total,
+            partSize,
+            parts: [...done].sort((a, b) => a - b)
+          } satisfies PartialMeta))
+          yield* save
+
+          const hash = crypto.createHash("sha256")
+          let hashed = 0
+          const hashing = yield* Effect.makeSemaphore(1)
+          const catchUp = hashing.withPermits(1)(Effect.gen(function*() {
+            while (hashed < count && done.has(hashed)) {
+              yield* cache.hashInto(fs, partial, hash, bounds(hashed))
+              hashed++
+            }
+          }))
+          const startOver = (reason: string) =>
+            Effect.zipRight(cache.removeAll(partial, partialMetaFile), Effect.fail(new transfer.Retryable({ reason })))
+
+          const fetchPart = (i: number) =>
+            Effect.gen(function*() {
+              const { length, start } = bounds(i)
+              const response = yield* request({
+                "accept-encoding": "identity",
+                range: `bytes=${start}-${start + length - 1}`,
+                "if-range": record.validator
+              })
+              if (response.status !== 200 && response.status !== 206) {
+                return yield* Effect.zipRight(discard(response), Effect.fail(statusFailure(location, response)))
+              }
+              const range = parseContentRange(response.headers["content-range"])
+              const validatorNow = record.kind === "etag"
+                ? strongEtag(response.headers["etag"])
+                : response.headers["last-modified"]
+              const body = nodeDrain.readableOf(response)
+              if (
+                response.status !== 206 || range?.start !== start || range.total !== total ||
+                validatorNow !== record.validator || Number(response.headers["content-length"]) !== length ||
+                body === undefined
+              ) {
+                yield* discard(response)
+                return yield* startOver(
+                  "the file changed on the server during the download (or the server stopped serving its ranges); starting over"
+                )
+              }
+              const written = yield* nodeDrain.drain({
+                body,
+                file: partial,
+                flags: "r+",
+                start,
+                onBytes: () => {},
+                progress,
+                stallTimeout: options.stallTimeout,
+                highWaterMark: 64 * 1024
+              })
+              if (written > length) return yield* startOver(`part ${i} had more bytes than asked for; starting over`)
+              if (written < length) {
+                return yield* new transfer.Retryable({ reason: `part ${i} ended after ${written} of ${length} bytes` })
+              }
+              done.add(i)
+              yield* Effect.ignore(save)
+              yield* catchUp
+            })
+
+          yield* progress.start(total, [...done].reduce((sum, i) => sum + bounds(i).length, 0))
+          const missing = Array.from({ length: count }, (_, i) => i).filter((i) => !done.has(i))
+          // A failed part starts no new ones, but the parts under way finish
+          // (and are recorded): a resume then has less to fetch.
+          let failure: Cause.Cause<Effect.Effect.Error<ReturnType<typeof fetchPart>>> | undefined
+          yield* Effect.forEach(
+            missing,
+            (i) =>
+              failure !== undefined ? Effect.void : fetchPart(i).pipe(
+                Effect.catchAllCause((cause) =>
+                  Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : Effect.sync(() => void (failure ??= cause))
+                )
+              ),
+            { concurrency: options.partConcurrency, discard: true }
+          )
+          if (failure !== undefined) return yield* Effect.failCause(failure)
+          yield* catchUp
+          return yield* complete(total, hash.digest("hex"), {
+            etag: record.kind === "etag" ? record.validator : undefined,
+            lastModified: record.kind === "last-modified" ? record.validator : undefined
+          })
+        })
+
       const attempt = Effect.gen(function*() {
         // A partial file is resumed only with the validator it was started with.
         let partialMeta = Option.filter(
           yield* cache.readJson<PartialMeta>(partialMetaFile),
           (meta) => meta.key === key && (meta.kind === "etag" || meta.kind === "last-modified")
         )
+        // A download in parallel parts goes on with the parts still missing.
+        if (Option.isSome(partialMeta) && partialMeta.value.parts !== undefined) {
+          const { partSize, total } = partialMeta.value
+          if (partSize !== undefined && partSize > 0 && total !== undefined) {
+            return yield* inParts({ ...partialMeta.value, partSize, total })
+          }
+        }
         let partialSize = Option.isSome(partialMeta) ? yield* sizeOf(partial) : 0
 
         const conditions: Record<string, string> = { "accept-encoding": "identity", ...validatorsOf(cached) }
@@ -480,6 +607,14 @@ export const fetch = (
           : lastModified !== undefined
           ? { key, validator: lastModified, kind: "last-modified", ...(total === undefined ? {} : { total }) }
           : undefined
+        if (
+          start === 0 && response.status === 200 && record !== undefined && total !== undefined &&
+          total >= options.multipartThreshold && options.partConcurrency > 1 &&
+          response.headers["accept-ranges"]?.toLowerCase() === "bytes" && nodeDrain.readableOf(response) !== undefined
+        ) {
+          yield* discard(response)
+          return yield* inParts({ ...record, total, partSize: options.partSize })
+        }
         // A body of a few hundred KiB is fetched again rather than resumed:
         // no record (two file creations fewer for each of many small files).
         if (start === 0) {

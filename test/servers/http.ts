@@ -12,6 +12,8 @@ import * as https from "node:https"
 import type { AddressInfo } from "node:net"
 
 export type Fault =
+  /** Answer as without a fault (to aim the next fault at a later request). */
+  | { readonly kind: "none" }
   /** Answer with this status (and Retry-After, if given), no body. */
   | { readonly kind: "status"; readonly status: number; readonly retryAfter?: string }
   /** Send this many bytes of the body, then destroy the connection. */
@@ -159,30 +161,37 @@ export class TestHttpServer {
       res.end()
       return
     }
+    // One range, "bytes=N-" or "bytes=N-M", answered with 206 (as nginx does, "bytes=0-…" included).
     let start = 0
+    let end = size
+    let ranged = false
     const rangeHeader = req.headers.range
     const ifRange = req.headers["if-range"]
     const rangeApplies = rangeHeader !== undefined && !this.options.ignoreRange &&
       (this.options.ignoreIfRange || ifRange === undefined || ifRange === etag || ifRange === lastModified)
     if (rangeApplies) {
-      const match = /^bytes=(\d+)-$/.exec(rangeHeader)
-      if (match !== null) start = Number(match[1])
+      const match = /^bytes=(\d+)-(\d*)$/.exec(rangeHeader)
+      if (match !== null) {
+        start = Number(match[1])
+        end = match[2] === "" ? size : Math.min(size, Number(match[2]) + 1)
+        ranged = true
+      }
       if (start >= size) {
         respond(416, { "content-range": `bytes */${size}` })
         res.end()
         return
       }
     }
-    const length = size - start
+    const length = end - start
     const announced = fault?.kind === "wrongLength" ? length + 100 : length
-    respond(start > 0 ? 206 : 200, {
+    respond(ranged ? 206 : 200, {
       ...validators,
       ...(resource.chunked ? {} : { "content-length": announced }),
       "accept-ranges": "bytes",
-      ...(start > 0 ? { "content-range": `bytes ${start}-${size - 1}/${size}` } : {})
+      ...(ranged ? { "content-range": `bytes ${start}-${end - 1}/${size}` } : {})
     })
     const limit = fault?.kind === "drop" || fault?.kind === "stall" ? fault.after : Infinity
-    this.send(res, resource, start, size, limit, fault, entry)
+    this.send(res, resource, start, end, limit, fault, entry)
   }
 
   private send(
