@@ -448,7 +448,7 @@ export const fetch = (
                 onBytes: () => {},
                 progress,
                 stallTimeout: options.stallTimeout,
-                highWaterMark: 64 * 1024
+                highWaterMark: 256 * 1024
               })
               if (written > length) return yield* startOver(`part ${i} had more bytes than asked for; starting over`)
               if (written < length) {
