@@ -19,6 +19,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { bundleReport, measureBundles } from "./bundle.js"
+import { peersBenchmark, peersReport } from "./peers.js"
 
 // The AWS SDK's Node-version notice is noise in the children's output.
 process.env["AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"] ??= "true"
@@ -201,6 +202,16 @@ const remoteBenchmark = async () => {
 const read = readBenchmark()
 const mask = maskBenchmark()
 const remote = await remoteBenchmark()
+const manyFiles = Number(process.env["BENCH_MANY"] ?? 2000)
+const capRate = process.env["BENCH_CAP"] ?? "20m"
+const peers = await peersBenchmark({
+  work,
+  fetchDir: process.env["BENCH_FETCH_DIR"] ?? (fs.existsSync("/dev/shm") ? "/dev/shm" : work),
+  sizeMiB,
+  rounds,
+  manyFiles,
+  capRate
+})
 fs.rmSync(work, { recursive: true, force: true })
 
 const mib = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`
@@ -241,7 +252,7 @@ application wires it (\`NodeStorage.layer\`), both timed in-process, median of $
 | Python os.listdir + re.search | ${mask.python.medianMs.toFixed(1)} ms | 1.000 | |
 | load | ${mask.load.medianMs.toFixed(1)} ms | ${maskRatio.toFixed(3)} | ≤ 1.0: ${verdict(maskRatio <= 1)} |
 
-## Fetching a ${sizeMiB} MiB file over loopback into a local file
+## Fetching a ${sizeMiB} MiB file over loopback into a local file (the API, in-process)
 
 Each server runs in a process of its own on 127.0.0.1, and every client writes to \`BENCH_FETCH_DIR\`
 (default \`/dev/shm\` when it exists: memory, so that the disk's write-back does not decide the result); each client in a fresh process (the storages
@@ -269,15 +280,18 @@ where the SDK baseline hashes nothing. Peak memory does not grow with the file s
 the Node wiring uses node:http's client (with undici's, garbage reached 59–67 MiB before V8 collected
 it), and each part of a ranged download buffers 64 KiB.
 
+${peersReport(peers, { sizeMiB, rounds, capRate })}
 ${bundleReport(await measureBundles())}
 ## Reproduce
 
 \`\`\`sh
-npm run bench                                   # 1 GiB, 100,000 files, 5 rounds
-BENCH_SIZE_MIB=256 BENCH_FILES=20000 npm run bench   # smaller
+npm run bench                                   # 1 GiB, 100,000 files, 2,000 small files, 5 rounds
+BENCH_SIZE_MIB=256 BENCH_FILES=20000 BENCH_MANY=500 BENCH_ROUNDS=3 npm run bench   # smaller
+BENCH_CAP=20m                                   # the capped case's per-connection rate (nginx limit_rate)
 \`\`\`
 
-It needs about ${3 * sizeMiB + 100} MiB free in the OS temp folder (or \`BENCH_DIR\`), python3 and curl, and writes this file.
+It needs about ${3 * sizeMiB + 100} MiB free in the OS temp folder (or \`BENCH_DIR\`) and in \`BENCH_FETCH_DIR\`,
+python3 and curl; nginx and aria2c when present (\`apt-get install nginx-light aria2\`). It writes this file.
 `
 fs.writeFileSync(path.join(root, "docs", "performance.md"), report)
 console.log(`\nwrote docs/performance.md`)
