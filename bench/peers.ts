@@ -281,5 +281,32 @@ ${
         ms(c["aria2c -x8 -s8"]!)
       } | ${ms(c["mlup-storage fetch (parts)"]!)} | ${fmt(cappedRatio)} × the speed | ≥ 1.0×: ${verdict(cappedRatio.median >= 1)} |`
   }
+
+What bounds the goals that are not met, on this machine (2 cores shared by server and client; figures
+from profiles taken on 2026-11-25 while this was built, \`node --cpu-prof\` and \`strace -c\`):
+
+- **Start-up.** \`--help\` went from ~11× to ~2.5× \`node -e 0\`: the command is one minified bundle
+  (some 800 ES modules before) run from V8's code cache (without the cache: ~3.3×). Importing the
+  library (\`dist/index.js\`, an ES module build, as applications import it) is bounded by
+  \`effect/Schema\`, which the library's errors and options are made of: Schema imports fast-check
+  and effect's core, and that import alone is the row above; the library's own modules add the rest.
+- **Many small files.** The per-file work was cut from ~50 system calls, each a round trip through
+  libuv's thread pool (100–250 µs of the event loop each here, futex-bound), to 2 synchronous ones for a
+  cached file the server confirms (no lock: see docs/storages/http.md) and ~25 for a new one (lock,
+  staging file, three fsyncs, metadata); a warm run went from 8.6 s to ~3 s, a cold one from 14.4 s to
+  ~9 s for 2,000 files. What is left is CPU on the event loop: ~1.5 ms per file warm, spread over
+  Effect's fiber runtime and @effect/platform's HTTP client (2,000 conditional GETs through that client
+  alone, in-process, took 2,050 ms in a fresh process and 1,060 ms once warm, where plain node:http with
+  the same keep-alive agent took 640 ms). curl does the same in C with one thread per transfer. Reaching
+  the goals would take a transfer path beside the Effect one (raw node:http, batched file-system
+  work), which this version does not have.
+- **One large file, uncapped.** Over loopback nginx sends with sendfile and curl receives ~1 GiB/s;
+  Node's receive path (llhttp, stream chunks of 64 KiB) tops at ~250 MB/s on this machine with nothing
+  else to do (one stream: 3.8–4.7 s per GiB in the command), before the sha256 (~0.6 s per GiB, on the
+  main thread, overlapped). Parallel parts do not help when nothing caps a connection: two cores are
+  shared by nginx, the parts and the hashing, and reading parts back for the hash costs a second pass;
+  the default keeps parts because real servers cap connections (next row).
+- **Capped connections.** With each connection capped, eight ranged GETs give eight times one
+  connection's speed, as aria2c's eight do.
 `
 }
