@@ -290,13 +290,17 @@ export const makeResolved = (
     if (Option.isNone(network) && kwargs.ca_bundle !== undefined) {
       return yield* invalid("ca_bundle", "needs the Node wiring (NodeStorage's layers), which this platform does not have")
     }
-    const clientForLoad = Option.match(network, {
-      onNone: () => Effect.succeed(client),
+    const clientForLoad: Effect.Effect<
+      { readonly client: HttpClient.HttpClient; readonly probe: network_.Probe | undefined },
+      StorageError.InvalidStorageOptions,
+      Scope.Scope
+    > = Option.match(network, {
+      onNone: () => Effect.succeed({ client, probe: undefined }),
       onSome: (network) => network.client(storageType, extraCa)
     })
 
-    const fetchOne = (url: string, tracker: transfer.Tracker) =>
-      http.fetch(url, expected.get(url), options, tracker).pipe(
+    const fetchOne = (url: string, tracker: transfer.Tracker, probe: network_.Probe | undefined) =>
+      http.fetch(url, expected.get(url), options, tracker, probe).pipe(
         Effect.flatMap((fetched): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
           kwargs.need_load_file
             ? readBytes(fetched.file, fetched.name)
@@ -313,8 +317,8 @@ export const makeResolved = (
           Effect.provideService(Path.Path, path)
         )
 
-    const load = Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, client]) =>
-      Effect.forEach(urls, (url) => fetchOne(url, tracker), { concurrency: kwargs.concurrency }).pipe(
+    const load = Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, { client, probe }]) =>
+      Effect.forEach(urls, (url) => fetchOne(url, tracker, probe), { concurrency: kwargs.concurrency }).pipe(
         withServices(client)
       ))
 
@@ -334,8 +338,8 @@ export const makeResolved = (
     // delivered, say) is handed over from the disk.
     const loadBytesSingleFile = (location: string) =>
       Schema.is(Url)(location)
-        ? Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, client]) =>
-          withServices(client)(fetchOne(location, tracker)))
+        ? Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, { client, probe }]) =>
+          withServices(client)(fetchOne(location, tracker, probe)))
         : deliverLocal(location)
 
     return yield* internal.make({ storageType, load, loadBytesSingleFile })

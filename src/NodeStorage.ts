@@ -72,15 +72,17 @@ const network: network_.Network["Type"] = {
   client: (storageType, extraCa) =>
     Effect.map(
       network_.agentsFor(storageType, extraCa),
-      (agents) =>
-        NodeHttpClient.make.pipe(
+      (agents) => ({
+        client: NodeHttpClient.make.pipe(
           Effect.provideService(NodeHttpClient.HttpAgent, {
             [NodeHttpClient.HttpAgentTypeId]: NodeHttpClient.HttpAgentTypeId,
             http: agents.http,
             https: agents.https
           }),
           Effect.runSync
-        )
+        ),
+        probe: network_.makeProbe(agents)
+      })
     )
 }
 

@@ -97,9 +97,11 @@ export const commit = (
   options?: {
     /** false: the caller flushes the folder itself, after its next rename in it. */
     readonly syncFolder?: boolean
+    /** true: the file was flushed as it was closed (not flushed again). */
+    readonly flushed?: boolean
   }
 ): Effect.Effect<void, StorageError.WriteFailed> =>
-  sync(from).pipe(
+  (options?.flushed === true ? Effect.void : sync(from)).pipe(
     Effect.zipRight(Effect.mapError(call(() => nodeFsSync.renameSync(from, to)), errors.writeFailed(to, "rename into place"))),
     Effect.zipRight(options?.syncFolder === false ? Effect.void : sync(dirname(to)))
   )
@@ -116,16 +118,28 @@ const dirname = (file: string): string => {
  *
  * @internal
  */
-export const writeJsonAtomic = (file: string, value: unknown): Effect.Effect<void, StorageError.WriteFailed> => {
+export const writeJsonAtomic = (
+  file: string,
+  value: unknown,
+  options?: {
+    /**
+     * false: neither the file nor its folder is flushed (by the caller, or
+     * not at all: for a record whose loss, or a cut, a reader survives).
+     */
+    readonly flush?: boolean
+  }
+): Effect.Effect<void, StorageError.WriteFailed> => {
   const temporary = `${file}.${crypto.randomUUID()}.tmp`
+  const flush = options?.flush !== false
   return Effect.acquireUseRelease(
     call(() => nodeFsSync.openSync(temporary, "w")),
-    (fd) => Effect.zipRight(call(() => nodeFsSync.writeFileSync(fd, JSON.stringify(value))), fsyncOf(fd)),
+    (fd) =>
+      Effect.zipRight(call(() => nodeFsSync.writeFileSync(fd, JSON.stringify(value))), flush ? fsyncOf(fd) : Effect.void),
     (fd) => Effect.ignore(call(() => nodeFsSync.closeSync(fd)))
   ).pipe(
     Effect.mapError(errors.writeFailed(file, "write")),
     Effect.zipRight(Effect.mapError(call(() => nodeFsSync.renameSync(temporary, file)), errors.writeFailed(file, "rename into place"))),
-    Effect.zipRight(sync(dirname(file))),
+    Effect.zipRight(flush ? sync(dirname(file)) : Effect.void),
     Effect.tapError(() => removeAll(temporary))
   )
 }
@@ -157,9 +171,17 @@ export const removeAll = (...files: ReadonlyArray<string>): Effect.Effect<void> 
   Effect.sync(() => {
     for (const file of files) {
       try {
-        nodeFsSync.rmSync(file, { force: true, recursive: true })
-      } catch {
-        // Left behind: nothing trusts it (no record names it).
+        // A file (the common case) in one system call; a folder the long way.
+        nodeFsSync.unlinkSync(file)
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code
+        if (code !== "ENOENT") {
+          try {
+            nodeFsSync.rmSync(file, { force: true, recursive: true })
+          } catch {
+            // Left behind: nothing trusts it (no record names it).
+          }
+        }
       }
     }
   })

@@ -144,7 +144,9 @@ export const fetch = (
   url: string,
   expectedSha256: string | undefined,
   options: FetchOptions,
-  tracker: transfer.Tracker
+  tracker: transfer.Tracker,
+  /** Node's lighter way to ask for a revalidation (see `network.Probe`). */
+  probe?: network.Probe | undefined
 ): Effect.Effect<
   Fetched,
   StorageError.StorageError,
@@ -211,16 +213,14 @@ export const fetch = (
 
     // Conditions go to every hop; the caller's headers (secrets) only to the URL's own origin.
     const origin = new URL(url).origin
+    const secretHeaders = (target: string): Record<string, string> =>
+      new URL(target).origin === origin
+        ? Object.fromEntries(Object.entries(options.headers).map(([key, value]) => [key, Redacted.value(value)]))
+        : {}
     const send = (target: string, conditions: Record<string, string>) =>
       client.execute(
         HttpClientRequest.get(target).pipe(
-          HttpClientRequest.setHeaders(
-            new URL(target).origin === origin
-              ? Object.fromEntries(
-                Object.entries(options.headers).map(([key, value]) => [key, Redacted.value(value)])
-              )
-              : {}
-          ),
+          HttpClientRequest.setHeaders(secretHeaders(target)),
           HttpClientRequest.setHeaders(conditions)
         )
       ).pipe(
@@ -288,7 +288,15 @@ export const fetch = (
       const meta = yield* readMeta
       if (Option.isSome(meta) && meta.value.identity !== undefined && Object.keys(validatorsOf(meta)).length > 0) {
         const identity = yield* cache.identityOf(file)
-        if (Option.isSome(identity) && identity.value === meta.value.identity) {
+        if (Option.isSome(identity) && identity.value === meta.value.identity && probe !== undefined) {
+          // On Node: one bodiless request; anything but a 304 goes the locked way.
+          const status = yield* probe(
+            url,
+            { "accept-encoding": "identity", ...secretHeaders(url), ...validatorsOf(meta) },
+            Duration.toMillis(options.connectTimeout)
+          )
+          if (Option.isSome(status) && status.value === 304) return yield* fromCache(meta.value)
+        } else if (Option.isSome(identity) && identity.value === meta.value.identity) {
           const response = yield* Effect.catchIf(
             Effect.map(request({ "accept-encoding": "identity", ...validatorsOf(meta) }), Option.some),
             (error) => error instanceof transfer.Retryable,
@@ -335,7 +343,9 @@ export const fetch = (
       const complete = (
         written: number,
         digest: string,
-        validators: { readonly etag: string | undefined; readonly lastModified: string | undefined }
+        validators: { readonly etag: string | undefined; readonly lastModified: string | undefined },
+        /** The staging file was flushed as it was closed (the Node drain does it). */
+        flushed: boolean
       ) =>
         Effect.gen(function*() {
           if (expected !== undefined && digest !== expected) {
@@ -349,7 +359,7 @@ export const fetch = (
           }
           yield* cache.removeAll(metaFile)
           // One flush of the folder, after both renames (the file's, then its metadata's).
-          yield* cache.commit(partial, file, { syncFolder: false })
+          yield* cache.commit(partial, file, { syncFolder: false, flushed })
           const identity = yield* cache.identityOf(file)
           const meta: Meta = {
             key,
@@ -361,7 +371,10 @@ export const fetch = (
             fetchedAt: Date.now(),
             ...(Option.isSome(identity) ? { identity: identity.value } : {})
           }
-          yield* cache.writeJsonAtomic(metaFile, meta)
+          // Not flushed itself: a record cut short by a power loss reads as none, and the file is
+          // then fetched again; the folder's flush below makes both renames durable.
+          yield* cache.writeJsonAtomic(metaFile, meta, { flush: false })
+          yield* cache.sync(dir)
           yield* cache.removeAll(partialMetaFile)
           yield* progress.finish(written)
           return { file, name, size: written } satisfies Fetched
@@ -479,7 +492,7 @@ export const fetch = (
           return yield* complete(total, hash.digest("hex"), {
             etag: record.kind === "etag" ? record.validator : undefined,
             lastModified: record.kind === "last-modified" ? record.validator : undefined
-          })
+          }, false)
         })
 
       const attempt = Effect.gen(function*() {
@@ -562,7 +575,7 @@ export const fetch = (
             return yield* complete(partialSize, (yield* cache.hashInto(fs, partial, crypto.createHash("sha256"))).digest("hex"), {
               etag: meta.kind === "etag" ? meta.validator : undefined,
               lastModified: meta.kind === "last-modified" ? meta.validator : undefined
-            })
+            }, false)
           }
           // The partial file is no prefix of what the server has now: start over.
           yield* cache.removeAll(partial, partialMetaFile)
@@ -667,7 +680,7 @@ export const fetch = (
           yield* cache.removeAll(partial, partialMetaFile)
           return yield* new transfer.Retryable({ reason: `the body had ${written} bytes, more than the ${total} announced` })
         }
-        return yield* complete(written, hash.digest("hex"), { etag, lastModified })
+        return yield* complete(written, hash.digest("hex"), { etag, lastModified }, source !== undefined)
       })
 
       // Interrupted or failed: the partial file stays in the cache (never

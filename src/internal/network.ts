@@ -288,8 +288,72 @@ export class Network extends Context.Tag("mlup-storage/internal/Network")<Networ
   readonly client: (
     storageType: string,
     extraCa: ReadonlyArray<string>
-  ) => Effect.Effect<HttpClient.HttpClient, StorageError.InvalidStorageOptions, Scope.Scope>
+  ) => Effect.Effect<
+    { readonly client: HttpClient.HttpClient; readonly probe: Probe },
+    StorageError.InvalidStorageOptions,
+    Scope.Scope
+  >
 }>() {}
+
+/**
+ * One bodiless question to a server, through the same agents as the client
+ * (proxies, CAs, keep-alive): a GET whose answer's status is all that is
+ * wanted (a revalidation: 304 or not). A 304's connection is kept for the
+ * next request; any other answer's is closed without reading its body.
+ * None when there was no answer within `timeout` (or any failure): the
+ * caller then asks the long way, which reports failures properly.
+ *
+ * @internal
+ */
+export type Probe = (
+  url: string,
+  headers: Readonly<Record<string, string>>,
+  timeoutMillis: number
+) => Effect.Effect<Option.Option<number>>
+
+/**
+ * A probe on these agents: node:http's own request, without the platform
+ * client's per-request machinery (measured: 2,000 conditional GETs took
+ * 2,050 ms through @effect/platform's client in a fresh process, 640 ms
+ * through node:http on the same keep-alive agent).
+ *
+ * @internal
+ */
+export const makeProbe = (agents: { readonly http: http.Agent; readonly https: https.Agent }): Probe =>
+(url, headers, timeoutMillis) =>
+  Effect.async<Option.Option<number>>((resume) => {
+    let target: URL
+    try {
+      target = new URL(url)
+    } catch {
+      return resume(Effect.succeedNone)
+    }
+    const secure = target.protocol === "https:"
+    let done = false
+    const finish = (status: Option.Option<number>) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      resume(Effect.succeed(status))
+    }
+    const request = (secure ? https : http).request(target, { method: "GET", headers, agent: secure ? agents.https : agents.http }, (response) => {
+      const status = response.statusCode ?? 0
+      if (status === 304) response.resume()
+      else response.destroy()
+      finish(Option.some(status))
+    })
+    request.on("error", () => finish(Option.none()))
+    const timer = setTimeout(() => {
+      request.destroy()
+      finish(Option.none())
+    }, timeoutMillis)
+    request.end()
+    return Effect.sync(() => {
+      done = true
+      clearTimeout(timer)
+      request.destroy()
+    })
+  })
 
 /** Certificate errors of Node's TLS (OpenSSL's verification codes). */
 const tlsCodes = new Set([

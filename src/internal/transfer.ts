@@ -141,18 +141,12 @@ export interface FileTracker {
 /** @internal */
 export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
   const progress = yield* Progress.Progress
-  const files = new Map<string, { done: number; total: number | undefined }>()
+  // Running sums over the files (a load of thousands of files must not add them up on every event).
+  let sumDone = 0
+  let sumTotal = 0
   const startedAt = Date.now()
   let lastLog = startedAt
-  const overall = () => {
-    let done = 0
-    let total = 0
-    for (const file of files.values()) {
-      done += file.done
-      total += file.total ?? file.done
-    }
-    return { done, total }
-  }
+  const overall = () => ({ done: sumDone, total: sumTotal })
   const maybeLog = Effect.suspend(() => {
     const now = Date.now()
     if (now - lastLog < logEvery) return Effect.void
@@ -166,7 +160,13 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
   return {
     file: (location, name) => {
       const state = { done: 0, total: undefined as number | undefined }
-      files.set(location, state)
+      // A file counts its total, or what it has so far when the total is unknown.
+      const set = (total: number | undefined, done: number) => {
+        sumDone += done - state.done
+        sumTotal += (total ?? done) - (state.total ?? state.done)
+        state.total = total
+        state.done = done
+      }
       let lastPublish = 0
       const publish = (phase: Progress.Event["phase"]) =>
         Effect.suspend(() => {
@@ -185,27 +185,24 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
       return {
         start: (total, done) =>
           Effect.suspend(() => {
-            state.total = total
-            state.done = done
+            set(total, done)
             // The first bytes are published at once, then at most every 100 ms.
             return Effect.zipRight(publish("fetching"), Effect.sync(() => (lastPublish = 0)))
           }),
         advance: (bytes) =>
           Effect.suspend(() => {
             // A retried range counts again; the figure never passes the total.
-            state.done = state.total === undefined ? state.done + bytes : Math.min(state.total, state.done + bytes)
+            set(state.total, state.total === undefined ? state.done + bytes : Math.min(state.total, state.done + bytes))
             return Date.now() - lastPublish >= publishEvery ? Effect.zipRight(publish("fetching"), maybeLog) : Effect.void
           }),
         cached: (size) =>
           Effect.suspend(() => {
-            state.total = size
-            state.done = size
+            set(size, size)
             return publish("cached")
           }),
         finish: (size) =>
           Effect.suspend(() => {
-            state.total = size
-            state.done = size
+            set(size, size)
             const seconds = (Date.now() - startedAt) / 1000
             return Effect.zipRight(
               publish("done"),
