@@ -5,7 +5,10 @@
 //   mode "sdk":  the AWS SDK's GetObject piped into a file (the S3 baseline)
 //   mode "node": plain Node doing the HTTP storage's work without it: node:http's
 //                response piped into a file, hashed with sha256 on the way
-import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3"
+//   mode "s3-many":  the S3 storage, every key under many/ into a fresh cache
+//   mode "sdk-many": the AWS SDK: ListObjectsV2 (paged) under many/, then 8
+//                    GetObjects at once, each piped into a file (the baseline)
+import { GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3"
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
@@ -34,6 +37,8 @@ await import("../src/internal/s3.js")
 const client = new S3Client({ endpoint: source, region: "us-east-1", forcePathStyle: true, credentials: keys, maxAttempts: 1 })
 const layer = mode === "http"
   ? NodeStorage.layerHttp({ urls: source, cacheDir: target })
+  : mode === "s3-many"
+  ? NodeStorage.layerS3({ bucket: "bench", prefix: "many/", fileMask: ".", endpoint: source, ...keys, cacheDir: target })
   : NodeStorage.layerS3({ bucket: "bench", prefix: "model.bin", fileMask: ".", endpoint: source, ...keys, cacheDir: target })
 resetPeak()
 const rssBefore = process.memoryUsage().rss
@@ -52,8 +57,27 @@ if (mode === "node") {
   const output = await client.send(new GetObjectCommand({ Bucket: "bench", Key: "model.bin" }))
   await pipeline(output.Body as Readable, fs.createWriteStream(target))
   bytes = fs.statSync(target).size
+} else if (mode === "sdk-many") {
+  fs.mkdirSync(target, { recursive: true })
+  const keysFound: Array<string> = []
+  let token: string | undefined
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: "bench", Prefix: "many/", ContinuationToken: token }))
+    for (const object of page.Contents ?? []) keysFound.push(object.Key!)
+    token = page.IsTruncated === true ? page.NextContinuationToken : undefined
+  } while (token !== undefined)
+  let next = 0
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    while (next < keysFound.length) {
+      const key = keysFound[next++]!
+      const output = await client.send(new GetObjectCommand({ Bucket: "bench", Key: key }))
+      const file = `${target}/${key.replace(/\//g, "_")}`
+      await pipeline(output.Body as Readable, fs.createWriteStream(file))
+      bytes += fs.statSync(file).size
+    }
+  }))
 } else {
-  bytes = (await viaStorage(layer))[0]!
+  bytes = (await viaStorage(layer)).reduce((sum, size) => sum + size, 0)
 }
 const ms = performance.now() - start
 const peak = peakRss()

@@ -126,7 +126,7 @@ const remoteBenchmark = async () => {
   const size = sizeMiB * MiB
   const fetchDir = process.env["BENCH_FETCH_DIR"] ?? (fs.existsSync("/dev/shm") ? "/dev/shm" : work)
   const out = path.join(fs.mkdtempSync(path.join(fetchDir, "mlup-storage-bench-")), "out")
-  const results: Record<string, Array<Fetch>> = { curl: [], node: [], http: [], sdk: [], s3: [] }
+  const results: Record<string, Array<Fetch>> = { curl: [], node: [], http: [], sdk: [], s3: [], "sdk-many": [], "s3-many": [] }
   const measure = (mode: string, run: () => Fetch) => {
     fs.rmSync(out, { recursive: true, force: true })
     const result = run()
@@ -187,6 +187,37 @@ const remoteBenchmark = async () => {
     for (let round = 0; round < rounds; round++) {
       for (const mode of round % 2 === 0 ? ["sdk", "s3"] : ["s3", "sdk"]) measure(mode, () => child(mode, endpoint))
     }
+    // Many small objects: the S3 storage against the SDK's list + 8 GetObjects at once.
+    console.log(`S3: ${manyObjects} objects of 50 KiB`)
+    const uploader = new S3Client({
+      endpoint,
+      region: "us-east-1",
+      forcePathStyle: true,
+      credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
+      requestChecksumCalculation: "WHEN_REQUIRED"
+    })
+    let next = 0
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      while (next < manyObjects) {
+        const i = next++
+        await uploader.send(new PutObjectCommand({
+          Bucket: "bench",
+          Key: `many/f${String(i).padStart(5, "0")}.bin`,
+          Body: Buffer.alloc(50 * 1024, i & 0xff)
+        }))
+      }
+    }))
+    uploader.destroy()
+    const manySize = manyObjects * 50 * 1024
+    for (let round = 0; round < rounds; round++) {
+      for (const mode of round % 2 === 0 ? ["sdk-many", "s3-many"] : ["s3-many", "sdk-many"]) {
+        fs.rmSync(out, { recursive: true, force: true })
+        const result = node("fetch-child.ts", [mode, endpoint, out])
+        if (result.bytes !== manySize) throw new Error(`${mode} fetched ${result.bytes} bytes, not ${manySize}`)
+        results[mode]!.push(result)
+        console.log(`  ${mode.padEnd(8)} ${result.ms.toFixed(0).padStart(6)} ms`)
+      }
+    }
   } finally {
     s3.stop()
   }
@@ -196,13 +227,25 @@ const remoteBenchmark = async () => {
     ms: median(results[mode]!.map((r) => r.ms)),
     peakExtra: median(results[mode]!.map((r) => r.peakExtra ?? 0))
   })
-  return { curl: summary("curl"), node: summary("node"), http: summary("http"), sdk: summary("sdk"), s3: summary("s3"), size }
+  const manyRatios = results["s3-many"]!.map((r, i) => r.ms / results["sdk-many"]![i]!.ms).sort((a, b) => a - b)
+  return {
+    curl: summary("curl"),
+    node: summary("node"),
+    http: summary("http"),
+    sdk: summary("sdk"),
+    s3: summary("s3"),
+    sdkMany: summary("sdk-many"),
+    s3Many: summary("s3-many"),
+    manyRatio: { median: manyRatios[Math.floor(manyRatios.length / 2)]!, min: manyRatios[0]!, max: manyRatios.at(-1)! },
+    size
+  }
 }
 
 const read = readBenchmark()
 const mask = maskBenchmark()
-const remote = await remoteBenchmark()
 const manyFiles = Number(process.env["BENCH_MANY"] ?? 2000)
+const manyObjects = manyFiles
+const remote = await remoteBenchmark()
 const capRate = process.env["BENCH_CAP"] ?? "20m"
 const peers = await peersBenchmark({
   work,
@@ -266,6 +309,7 @@ peak RSS (VmHWM, reset once everything was imported) minus its RSS at that momen
 | HTTP (node:http server) | curl: ${remote.curl.ms.toFixed(0)} ms | ${remote.http.ms.toFixed(0)} ms | ${ratio(remote.curl.ms, remote.http.ms)} | ≥ 0.9: ${verdict(remote.curl.ms / remote.http.ms >= 0.9)} | ${mib(remote.http.peakExtra)} | < 64 MiB: ${verdict(remote.http.peakExtra < 64 * MiB)} |
 | HTTP, against plain Node doing the same work (node:http → sha256 → file) | node: ${remote.node.ms.toFixed(0)} ms (peak extra ${mib(remote.node.peakExtra)}) | ${remote.http.ms.toFixed(0)} ms | ${ratio(remote.node.ms, remote.http.ms)} | (reference) | | |
 | S3 (s3rver) | SDK GetObject → file: ${remote.sdk.ms.toFixed(0)} ms (peak extra ${mib(remote.sdk.peakExtra)}) | ${remote.s3.ms.toFixed(0)} ms | ${ratio(remote.sdk.ms, remote.s3.ms)} | ≥ 1.0: ${verdict(remote.sdk.ms / remote.s3.ms >= 1)} | ${mib(remote.s3.peakExtra)} | < 64 MiB: ${verdict(remote.s3.peakExtra < 64 * MiB)} |
+| S3, ${manyObjects.toLocaleString("en")} objects of 50 KiB (time ratio: per round, median, min–max) | SDK ListObjectsV2 + 8 GetObjects at once: ${remote.sdkMany.ms.toFixed(0)} ms | ${remote.s3Many.ms.toFixed(0)} ms | ${remote.manyRatio.median.toFixed(2)} (${remote.manyRatio.min.toFixed(2)}–${remote.manyRatio.max.toFixed(2)}) × the time | ≤ 1.0×: ${verdict(remote.manyRatio.median <= 1)} | | |
 
 What the fetch goals show on this machine (2 cores, the server and the client share them): the gap to
 curl is Node's, not the storage's. Plain Node doing the same work (node:http's response piped through

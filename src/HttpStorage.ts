@@ -111,7 +111,7 @@ const positiveInt = (max: number) =>
  *   with jitter; `max_retry_after` (60 s): the longest Retry-After honoured
  *   (a longer one fails at once rather than wait in silence).
  * - `offline` (false): use the cache only.
- * - `concurrency` (4): files fetched at once.
+ * - `concurrency` (8): files fetched at once (as `curl -Z` and huggingface_hub do).
  * - `multipart_threshold_mb` (64), `part_size_mb` (16), `part_concurrency`
  *   (8): a file at least this large, from a server that accepts ranges and
  *   names the version (a strong ETag or Last-Modified), is fetched as parallel
@@ -157,7 +157,7 @@ export const Kwargs = Schema.Struct({
   offline: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
   concurrency: Schema.optionalWith(
     Schema.Int.pipe(Schema.between(1, 64, { message: () => "must be a whole number from 1 to 64" })),
-    { default: () => 4 }
+    { default: () => 8 }
   ),
   multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
   part_size_mb: Schema.optionalWith(positiveInt(5120), { default: () => 16 }),

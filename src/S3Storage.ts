@@ -83,7 +83,7 @@ const positiveInt = (max: number) =>
  *   Without them the AWS SDK's default provider chain applies (environment,
  *   profile, web identity, instance metadata).
  * - `need_load_file` (false), `cache_dir`, `offline` (false): as the HTTP storage.
- * - `concurrency` (4 objects at once), `part_size_mb` (16),
+ * - `concurrency` (8 objects at once), `part_size_mb` (16),
  *   `part_concurrency` (4), `multipart_threshold_mb` (64): ranged GETs.
  * - `stall_timeout` (60 s), `retries` (5).
  * - `lock_timeout` (1800 s) and `verify` (`"changed"` or `"always"`): as the
@@ -112,7 +112,7 @@ export const Kwargs = Schema.Struct({
   need_load_file: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
   cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
   offline: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
-  concurrency: Schema.optionalWith(positiveInt(64), { default: () => 4 }),
+  concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
   part_size_mb: Schema.optionalWith(positiveInt(5120), { default: () => 16 }),
   part_concurrency: Schema.optionalWith(positiveInt(64), { default: () => 4 }),
   multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
