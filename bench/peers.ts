@@ -209,6 +209,18 @@ export const peersBenchmark = async (options: {
       }
     }
 
+    // One cached file: the command asks the server (304) and hands the path over.
+    console.log("one cached file of 50 KiB (the server answers 304)")
+    const oneUrl = urls[0]!
+    const oneKwargs = JSON.stringify({ cache_dir: cacheDir })
+    clean()
+    timed(process.execPath, [bin, "fetch", oneUrl, "-k", oneKwargs, "-q"], env)
+    const one = rounds(options.rounds * 2, {
+      "node -e 0": () => timed(process.execPath, ["-e", "0"]),
+      "curl -o (the whole file)": () => timed("curl", ["-s", "-f", "-o", path.join(out, "one.bin"), oneUrl]),
+      "mlup-storage fetch, cached (304)": () => timed(process.execPath, [bin, "fetch", oneUrl, "-k", oneKwargs, "-q"], env)
+    })
+
     // One large file.
     console.log(`${options.sizeMiB} MiB over HTTP`)
     const bigUrl = `${server.base}/big.bin`
@@ -231,7 +243,7 @@ export const peersBenchmark = async (options: {
     }
     clean()
     fs.rmSync(out, { recursive: true, force: true })
-    return { server: server.kind, startup, many, large, capped, manyFiles: options.manyFiles, bigUrl }
+    return { server: server.kind, startup, one, many, large, capped, manyFiles: options.manyFiles, bigUrl }
   } finally {
     server.stop()
     fs.rmSync(folder, { recursive: true, force: true })
@@ -270,6 +282,11 @@ the median of the per-round ratios, with their minimum and maximum. Files go to 
 | \`--help\` against \`node -e 0\` (${options.rounds * 2} rounds) | ${ms(s["node -e 0"]!)} | ${ms(s["mlup-storage --help"]!)} | ${fmt(help)} × | ≤ 3×: ${verdict(help.median <= 3)} |
 | \`import "mlup-storage"\` in a fresh process | ${ms(s["node -e 0"]!)} | ${ms(s["import \"mlup-storage\""]!)} | ${fmt(imp)} × | ≤ 150 ms: ${verdict(median(s["import \"mlup-storage\""]!.ms) <= 150)} |
 | (its floor: \`import "effect/Schema"\` alone) | | ${ms(s["import \"effect/Schema\" alone"]!)} | ${fmt(schema)} × | |
+| one cached file (304), whole process, against \`node -e 0\` (${options.rounds * 2} rounds; \`curl -o\` of the whole file: ${
+    ms(result.one["curl -o (the whole file)"]!)
+  }) | ${ms(result.one["node -e 0"]!)} | ${ms(result.one["mlup-storage fetch, cached (304)"]!)} | ${
+    fmt(ratioOf(result.one["mlup-storage fetch, cached (304)"]!, result.one["node -e 0"]!))
+  } × | ≤ 0.25 s: ${verdict(median(result.one["mlup-storage fetch, cached (304)"]!.ms) <= 250)} |
 | ${result.manyFiles.toLocaleString("en")} × 50 KiB, cold cache, against \`curl -Z --parallel-max 8\` | ${ms(m["curl -Z --parallel-max 8"]!)} | ${ms(m["mlup-storage fetch, cold"]!)} | ${fmt(cold)} × the time | ≤ 3×: ${verdict(cold.median <= 3)} |
 | the same files again, all cached (every answer a 304) | | ${warm.toFixed(0)} ms | | ≤ 1 s: ${verdict(warm <= 1000)} |
 | ${options.sizeMiB} MiB, \`curl -o\` against the command (parallel parts, the default) | ${ms(l["curl -o"]!)} | ${ms(l["mlup-storage fetch (parts)"]!)} | ${fmt(parts)} × the time | ≤ 1.3×: ${verdict(parts.median <= 1.3)} |
