@@ -11,6 +11,7 @@ import * as crypto from "node:crypto"
 import * as nodeFsSync from "node:fs"
 import * as nodeFs from "node:fs/promises"
 import * as os from "node:os"
+import { Worker } from "node:worker_threads"
 import * as StorageError from "../StorageError.js"
 import * as errors from "./errors.js"
 
@@ -269,6 +270,76 @@ export const hashInto = (
     Stream.runForEach((chunk) => Effect.sync(() => hash.update(chunk))),
     Effect.mapError(errors.fromPlatformError(file, "read")),
     Effect.as(hash)
+  )
+
+/** Hashes ranges of one file, in the order they are given, 1 MiB at a time into one buffer. */
+const rangeHasherCode = `
+const { parentPort, workerData } = require("node:worker_threads")
+const fs = require("node:fs")
+const crypto = require("node:crypto")
+const hash = crypto.createHash("sha256")
+const buffer = Buffer.allocUnsafe(1024 * 1024)
+let fd
+let failure
+parentPort.on("message", (message) => {
+  if (message.end) {
+    if (fd !== undefined) fs.closeSync(fd)
+    parentPort.postMessage(failure === undefined ? { digest: hash.digest("hex") } : { error: failure })
+    return
+  }
+  if (failure !== undefined) return
+  try {
+    if (fd === undefined) fd = fs.openSync(workerData.file, "r")
+    let position = message.start
+    const end = message.start + message.length
+    while (position < end) {
+      const read = fs.readSync(fd, buffer, 0, Math.min(buffer.length, end - position), position)
+      if (read === 0) throw new Error("the file ends at " + position + ", before " + end)
+      hash.update(buffer.subarray(0, read))
+      position += read
+    }
+  } catch (error) {
+    failure = String(error && error.message || error)
+  }
+})
+`
+
+/**
+ * The sha256 of a file that is written in parts, computed in a worker thread
+ * from the file itself as the parts are finished, so that neither the event
+ * loop nor its heap carries it (measured on a 1 GiB download in parallel
+ * parts: reading the parts back on the event loop cost 1.2 s of garbage
+ * collection besides the hashing). `add` queues the next range (in file
+ * order); `digest` waits for the last. The worker ends with the scope.
+ *
+ * @internal
+ */
+export const rangeHasher = (file: string): Effect.Effect<
+  {
+    readonly add: (start: number, length: number) => void
+    readonly digest: Effect.Effect<string, StorageError.ReadFailed>
+  },
+  never,
+  Scope.Scope
+> =>
+  Effect.map(
+    Effect.acquireRelease(
+      Effect.sync(() => new Worker(rangeHasherCode, { eval: true, workerData: { file } })),
+      (worker) => Effect.promise(() => worker.terminate())
+    ),
+    (worker) => ({
+      add: (start, length) => worker.postMessage({ start, length }),
+      digest: Effect.async<string, StorageError.ReadFailed>((resume) => {
+        worker.once("message", (message: { readonly digest?: string; readonly error?: string }) =>
+          resume(
+            message.digest !== undefined
+              ? Effect.succeed(message.digest)
+              : Effect.fail(new StorageError.ReadFailed({ path: file, operation: "hash", reason: message.error ?? "unknown" }))
+          ))
+        worker.once("error", (error) => resume(Effect.die(error)))
+        worker.postMessage({ end: true })
+      })
+    })
   )
 
 /**

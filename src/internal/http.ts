@@ -389,9 +389,9 @@ export const fetch = (
       // A finished part is flushed (drain) before it is recorded, so that a
       // resume trusts exactly the recorded parts. The sha256 follows the
       // parts in order (read back from the page cache while later parts are
-      // still arriving), so that little is left to hash at the end.
+      // still arriving, in a worker thread), so that little is left to hash at the end.
       const inParts = (record: PartialMeta & { readonly total: number; readonly partSize: number }) =>
-        Effect.gen(function*() {
+        Effect.scoped(Effect.gen(function*() {
           const { partSize, total } = record
           const count = Math.max(1, Math.ceil(total / partSize))
           const bounds = (i: number) => ({ start: i * partSize, length: Math.min(partSize, total - i * partSize) })
@@ -415,15 +415,16 @@ export const fetch = (
           } satisfies PartialMeta))
           yield* save
 
-          const hash = crypto.createHash("sha256")
+          // Finished parts go to the hasher in file order, as soon as every part before them is finished.
+          const hasher = yield* cache.rangeHasher(partial)
           let hashed = 0
-          const hashing = yield* Effect.makeSemaphore(1)
-          const catchUp = hashing.withPermits(1)(Effect.gen(function*() {
+          const catchUp = Effect.sync(() => {
             while (hashed < count && done.has(hashed)) {
-              yield* cache.hashInto(fs, partial, hash, bounds(hashed))
+              const { length, start } = bounds(hashed)
+              hasher.add(start, length)
               hashed++
             }
-          }))
+          })
           const startOver = (reason: string) =>
             Effect.zipRight(cache.removeAll(partial, partialMetaFile), Effect.fail(new transfer.Retryable({ reason })))
 
@@ -489,11 +490,11 @@ export const fetch = (
           )
           if (failure !== undefined) return yield* Effect.failCause(failure)
           yield* catchUp
-          return yield* complete(total, hash.digest("hex"), {
+          return yield* complete(total, yield* hasher.digest, {
             etag: record.kind === "etag" ? record.validator : undefined,
             lastModified: record.kind === "last-modified" ? record.validator : undefined
           }, false)
-        })
+        }))
 
       const attempt = Effect.gen(function*() {
         // A partial file is resumed only with the validator it was started with.

@@ -55,6 +55,14 @@ export const drain = (options: {
    * same speed.
    */
   readonly highWaterMark?: number
+  /**
+   * Told, every 100 ms and at the end, which bytes of the file the write
+   * stream has written since it last told (file offsets): a hasher that
+   * reads the file behind the writes.
+   */
+  readonly onWritten?: (start: number, length: number) => void
+  /** With flags "a": the file's size before (where the writes begin). */
+  readonly appendsAt?: number
 }): Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed> =>
   Effect.flatMap(Effect.runtime<never>(), (runtime) =>
     Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
@@ -89,13 +97,23 @@ export const drain = (options: {
           unpublished = 0
         }
       }
+      // Where the stream's writes began in the file ("a": at its end, given as `start`).
+      const origin = options.appendsAt ?? options.start ?? 0
+      let told = 0
+      const tell = () => {
+        if (options.onWritten === undefined || out.bytesWritten <= told) return
+        options.onWritten(origin + told, out.bytesWritten - told)
+        told = out.bytesWritten
+      }
       const timer = setInterval(() => {
+        tell()
         publish()
         if (Date.now() - lastBytesAt > stallMillis) options.body.destroy(new Stalled())
       }, Math.min(100, stallMillis / 4))
       pipeline(options.body, counter, out).then(
         () => {
           clearInterval(timer)
+          tell()
           publish()
           resume(Effect.succeed(written))
         },
