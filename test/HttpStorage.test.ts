@@ -914,6 +914,27 @@ withServers("HttpStorage: large files in parallel ranged parts", (it) => {
       expect(files.map((file) => file.bytes)).toEqual([fingerprint(next)])
     }))
 
+  it.scoped("one stream of a large body, cut off and resumed: hashed behind its writes, verified whole", () =>
+    Effect.gen(function*() {
+      const large = bytesOf(9 * MiB + 5, 44)
+      const server = yield* TestServer.make()
+      server.put("/large.bin", large)
+      server.fault("/large.bin", { kind: "drop", after: 4 * MiB + 3 })
+      const cacheDir = yield* tempDir
+      const files = yield* contents(yield* make({
+        urls: server.url("/large.bin"),
+        cacheDir,
+        sha256: sha256Of(large),
+        partConcurrency: 1,
+        retrySchedule: Schedule.recurs(2)
+      }))
+      expect(files.map((file) => file.bytes)).toEqual([fingerprint(large)])
+      expect(server.requests("/large.bin").map((r) => [r.status, r.range])).toEqual([
+        [200, undefined],
+        [206, `bytes=${4 * MiB + 3}-`]
+      ])
+    }))
+
   it.scoped("part_concurrency 1, a server without ranges or a version: one plain GET", () =>
     Effect.gen(function*() {
       for (const [options, resource] of [

@@ -90,6 +90,8 @@ export const nameOf = (url: string): string => {
 const maxRedirects = 10
 /** Bodies up to this size are not resumed (fetched again whole). */
 const resumableFrom = 512 * 1024
+/** Bodies from this size on are hashed in a worker thread (starting one costs a few milliseconds). */
+const hashBehindFrom = 8 * 1024 * 1024
 const isRedirect = (status: number) =>
   status === 301 || status === 302 || status === 303 || status === 307 || status === 308
 
@@ -639,49 +641,62 @@ export const fetch = (
           }
         }
 
-        const hash = crypto.createHash("sha256")
-        if (start > 0) {
-          // The bytes already there count towards the hash.
-          yield* cache.hashInto(fs, partial, hash)
-        }
-        yield* progress.start(total, start)
-        let written = start
-        const onBytes = (chunk: Uint8Array) => {
-          hash.update(chunk)
-          written += chunk.byteLength
-        }
         // On Node, the body is piped straight into the file; elsewhere, streamed through Effect.
         const source = nodeDrain.readableOf(response)
-        yield* source !== undefined
-          ? nodeDrain.drain({
-            body: source,
-            file: partial,
-            flags: start > 0 ? "a" : "w",
-            onBytes,
-            progress,
-            stallTimeout: options.stallTimeout
-          })
-          : Effect.scoped(Effect.flatMap(
-            Effect.mapError(fs.open(partial, { flag: start > 0 ? "a" : "w" }), errors.writeFailed(partial, "open")),
-            (handle) =>
-              transfer.drain({
-                body: Stream.mapError(response.stream, (error) =>
-                  new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })),
-                write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(partial, "write")),
-                onBytes,
-                progress,
-                stallTimeout: options.stallTimeout
-              })
-          ))
+        let written = start
+        const digest = yield* Effect.scoped(Effect.gen(function*() {
+          // A large body on Node is hashed behind its writes, from the file, in a worker
+          // thread (the event loop only receives and writes); a small one as it arrives.
+          const behind = source !== undefined && (total === undefined || total >= hashBehindFrom)
+            ? yield* cache.rangeHasher(partial)
+            : undefined
+          const hash = crypto.createHash("sha256")
+          if (start > 0) {
+            // The bytes already there count towards the hash.
+            if (behind !== undefined) behind.add(0, start)
+            else yield* cache.hashInto(fs, partial, hash)
+          }
+          yield* progress.start(total, start)
+          const onBytes = behind !== undefined
+            ? (chunk: Uint8Array) => void (written += chunk.byteLength)
+            : (chunk: Uint8Array) => {
+              hash.update(chunk)
+              written += chunk.byteLength
+            }
+          yield* source !== undefined
+            ? nodeDrain.drain({
+              body: source,
+              file: partial,
+              flags: start > 0 ? "a" : "w",
+              appendsAt: start,
+              onBytes,
+              progress,
+              stallTimeout: options.stallTimeout,
+              ...(behind === undefined ? {} : { onWritten: behind.add })
+            })
+            : Effect.scoped(Effect.flatMap(
+              Effect.mapError(fs.open(partial, { flag: start > 0 ? "a" : "w" }), errors.writeFailed(partial, "open")),
+              (handle) =>
+                transfer.drain({
+                  body: Stream.mapError(response.stream, (error) =>
+                    new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })),
+                  write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(partial, "write")),
+                  onBytes,
+                  progress,
+                  stallTimeout: options.stallTimeout
+                })
+            ))
 
-        if (total !== undefined && written < total) {
-          return yield* new transfer.Retryable({ reason: `the body ended after ${written} of ${total} bytes` })
-        }
-        if (total !== undefined && written > total) {
-          yield* cache.removeAll(partial, partialMetaFile)
-          return yield* new transfer.Retryable({ reason: `the body had ${written} bytes, more than the ${total} announced` })
-        }
-        return yield* complete(written, hash.digest("hex"), { etag, lastModified }, source !== undefined)
+          if (total !== undefined && written < total) {
+            return yield* new transfer.Retryable({ reason: `the body ended after ${written} of ${total} bytes` })
+          }
+          if (total !== undefined && written > total) {
+            yield* cache.removeAll(partial, partialMetaFile)
+            return yield* new transfer.Retryable({ reason: `the body had ${written} bytes, more than the ${total} announced` })
+          }
+          return behind !== undefined ? yield* behind.digest : hash.digest("hex")
+        }))
+        return yield* complete(written, digest, { etag, lastModified }, source !== undefined)
       })
 
       // Interrupted or failed: the partial file stays in the cache (never
