@@ -308,22 +308,23 @@ from profiles taken on 2026-11-25 while this was built, \`node --cpu-prof\` and 
   \`effect/Schema\`, which the library's errors and options are made of: Schema imports fast-check
   and effect's core, and that import alone is the row above; the library's own modules add the rest.
 - **Many small files.** The per-file work was cut from ~50 system calls, each a round trip through
-  libuv's thread pool (100–250 µs of the event loop each here, futex-bound), to 2 synchronous ones for a
-  cached file the server confirms (no lock: see docs/storages/http.md) and ~25 for a new one (lock,
-  staging file, three fsyncs, metadata); a warm run went from 8.6 s to ~3 s, a cold one from 14.4 s to
-  ~9 s for 2,000 files. What is left is CPU on the event loop: ~1.5 ms per file warm, spread over
-  Effect's fiber runtime and @effect/platform's HTTP client (2,000 conditional GETs through that client
-  alone, in-process, took 2,050 ms in a fresh process and 1,060 ms once warm, where plain node:http with
-  the same keep-alive agent took 640 ms). curl does the same in C with one thread per transfer. Reaching
-  the goals would take a transfer path beside the Effect one (raw node:http, batched file-system
-  work), which this version does not have.
+  libuv's thread pool (100–250 µs of the event loop each here, futex-bound), to 2 synchronous ones and
+  one bodiless node:http request for a cached file the server confirms (no lock, no platform client:
+  see docs/storages/http.md), and ~20 for a new one (lock, staging file, two fsyncs, metadata). For
+  2,000 files, a warm run went from 8.6 s to ~1.6 s and a cold one from 14.4 s to ~6.5 s. What is left is
+  CPU on the event loop, spread over Effect's fiber runtime, the platform's HTTP client for downloads
+  (2,000 GETs through it took 2,050 ms in a fresh process and 1,060 ms once warm, where node:http on the
+  same keep-alive agent took 640 ms), one lock, one write stream and two flushes per file. The start-up
+  (~0.3 s) is in every row too. curl does the work in C, without flushing or hashing.
 - **One large file, uncapped.** Over loopback nginx sends with sendfile and curl receives ~1 GiB/s;
-  Node's receive path (llhttp, stream chunks of 64 KiB) tops at ~250 MB/s on this machine with nothing
-  else to do (one stream: 3.8–4.7 s per GiB in the command), before the sha256 (~0.6 s per GiB, on the
-  main thread, overlapped). Parallel parts do not help when nothing caps a connection: two cores are
-  shared by nginx, the parts and the hashing, and reading parts back for the hash costs a second pass;
-  the default keeps parts because real servers cap connections (next row).
+  Node's receive path (llhttp, 64 KiB reads) reads and drops 1 GiB in 1.6–1.7 s on this machine, and
+  plain Node receiving, hashing and writing it (no storage) took 2.3–3.0 s. The storage hashes large
+  bodies behind their writes in a worker thread (from the page cache), so the event loop only receives
+  and writes. Parallel parts cost more than one stream when nothing caps a connection (two cores are
+  shared by nginx, eight streams and the hashing); the default keeps them because real servers cap
+  connections (next row).
 - **Capped connections.** With each connection capped, eight ranged GETs give eight times one
-  connection's speed, as aria2c's eight do.
+  connection's speed, as aria2c's eight do; the hashing runs in a worker as parts finish, so little is
+  left at the end.
 `
 }

@@ -305,7 +305,7 @@ peak RSS (VmHWM, reset once everything was imported) minus its RSS at that momen
 
 What the fetch goals show on this machine (2 cores, the server and the client share them): the gap to
 curl is Node's, not the storage's (see the next section for what bounds it). The HTTP storage fetches a
-file this large as parallel ranged GETs by default (8 at a time, 16 MiB each, each buffering 256 KiB):
+file this large as parallel ranged GETs by default (8 at a time, 16 MiB each, each buffering 64 KiB):
 that is what servers capping each connection need (next section); over loopback, where nothing caps a
 connection, one stream costs less CPU. The S3 storage does the same (4 at a time, 64 KiB each): that pays
 off against real S3, where one stream is slow; over loopback, against an s3rver that serves every request

@@ -464,7 +464,7 @@ export const fetch = (
                 onBytes: () => {},
                 progress,
                 stallTimeout: options.stallTimeout,
-                highWaterMark: 256 * 1024
+                highWaterMark: 64 * 1024
               })
               if (written > length) return yield* startOver(`part ${i} had more bytes than asked for; starting over`)
               if (written < length) {
