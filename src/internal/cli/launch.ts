@@ -64,7 +64,8 @@ if (cacheFile !== undefined && (cachedData === undefined || script.cachedDataRej
   process.once("exit", () => {
     try {
       fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o700 })
-      const staging = `${target}.${process.pid}.tmp`
+      // (Containers sharing a home folder may share pids: the name is random too.)
+      const staging = `${target}.${process.pid}-${Math.random().toString(36).slice(2)}.tmp`
       fs.writeFileSync(staging, script.createCachedData(), { mode: 0o600 })
       fs.renameSync(staging, target)
       // The code of older bundles (another version, another Node) is of no use any more.
