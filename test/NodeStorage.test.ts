@@ -93,6 +93,28 @@ describe("NodeStorage: the networks of companies (a real proxy and TLS on loopba
       expect(bad.message).not.toContain("pr0xy-pass")
     }))
 
+  it.scoped("a warm load's revalidation (node:http's own request) goes through the proxy and CA, with the caller's headers", () =>
+    Effect.gen(function*() {
+      const proxy = yield* TestProxy.make()
+      const certificates = yield* Certificates.make
+      const server = yield* TestServer.make({ tls: certificates, authorization: "Bearer s3cret" })
+      server.put("/m.onnx", model)
+      const url = server.url("/m.onnx")
+      const options = { urls: url, cacheDir: yield* tempDir, caBundle: certificates.caFile, headers: { authorization: "Bearer s3cret" } }
+      const viaProxy = withEnv({ HTTPS_PROXY: proxy.url })
+      expect(yield* load(options).pipe(viaProxy)).toEqual([sha256(model)])
+      expect(yield* load(options).pipe(viaProxy)).toEqual([sha256(model)])
+      // The 304 came through the tunnel, asked with the ETag and the caller's Authorization.
+      expect(proxy.log.map((entry) => entry.method)).toEqual(["CONNECT", "CONNECT"])
+      expect(server.requests("/m.onnx").map((entry) => [entry.status, entry.ifNoneMatch !== undefined, entry.authorization]))
+        .toEqual([[200, false, "Bearer s3cret"], [304, true, "Bearer s3cret"]])
+      // A new version: the revalidation's 200 is closed unread, and the file is fetched under the lock.
+      const next = bytesOf(300 * 1024, 52)
+      server.put("/m.onnx", next)
+      expect(yield* load(options).pipe(viaProxy)).toEqual([sha256(next)])
+      expect(server.requests("/m.onnx").slice(2).map((entry) => entry.status)).toEqual([200, 200])
+    }))
+
   it.scoped("a certificate from an unknown CA is TlsFailure at once (no retry); ca_bundle or SSL_CERT_FILE trusts it", () =>
     Effect.gen(function*() {
       const certificates = yield* Certificates.make
