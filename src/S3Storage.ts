@@ -184,6 +184,20 @@ export const makeResolved = (
   retrySchedule?: Schedule.Schedule<unknown, unknown>,
   client?: S3Client
 ): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  makeFor(storageType, kwargs, retrySchedule, client)
+
+/**
+ * The S3 storage's constructor, for S3 itself and for the stores that speak
+ * its API under their own name (Google Cloud Storage).
+ *
+ * @internal
+ */
+export const makeFor = (
+  storageType: "s3" | "gcs",
+  kwargs: Kwargs,
+  retrySchedule?: Schedule.Schedule<unknown, unknown>,
+  client?: S3Client
+): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
@@ -209,6 +223,7 @@ export const makeResolved = (
     }
     const prefix = (kwargs.prefix ?? kwargs.path_to_files ?? "").replace(/^\/+/, "")
     const settings = {
+      storageType,
       bucket: kwargs.bucket,
       prefix,
       mask: kwargs.file_mask ?? kwargs.files_mask ?? mask_.compileDefault(),
@@ -231,6 +246,7 @@ export const makeResolved = (
       multipartThreshold: kwargs.multipart_threshold_mb * MiB,
       stallTimeout: Duration.seconds(kwargs.stall_timeout),
       schedule: retrySchedule ?? transfer.defaultSchedule(kwargs.retries),
+      maxRetryAfter: Duration.minutes(1),
       offline: kwargs.offline,
       lockTimeout: Duration.seconds(kwargs.lock_timeout),
       verify: kwargs.verify
@@ -246,7 +262,7 @@ export const makeResolved = (
           issues: [
             issue(
               "storage_type",
-              "the S3 storage needs the AWS SDK: npm install @aws-sdk/client-s3@^3 @effect-aws/client-s3@^1.11 " +
+              `the ${storageType === "gcs" ? "GCS" : "S3"} storage needs the AWS SDK: npm install @aws-sdk/client-s3@^3 @effect-aws/client-s3@^1.11 ` +
                 `(in a bundled application, keep mlup-storage external) [${String((cause as { code?: unknown })?.code ?? cause)}]`
             )
           ]

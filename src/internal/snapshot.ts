@@ -1,0 +1,542 @@
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import type * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as crypto from "node:crypto"
+import * as StorageError from "../StorageError.js"
+import * as cache from "./cache.js"
+import * as errors from "./errors.js"
+import * as mask_ from "./mask.js"
+import * as nodeDrain from "./nodeDrain.js"
+import * as transfer from "./transfer.js"
+
+/**
+ * One object of a remote set, as its source lists it: its key, size and
+ * version (an ETag, or any string that changes with the content), and the
+ * digests of the whole object the source vouches for, when it has them.
+ *
+ * @internal
+ */
+export interface Listed {
+  readonly key: string
+  readonly size: number
+  /** The version: an object with the same version is the same object (not fetched again). */
+  readonly etag: string
+  /** The MD5 of the whole object (hex), checked when it is fetched. */
+  readonly md5?: string | undefined
+  /** The sha256 of the whole object (hex), checked when it is fetched. */
+  readonly sha256?: string | undefined
+}
+
+/**
+ * A body a source sends back for one object (or a range of it): a Node stream
+ * (the fast path) or any async iterable of bytes, and the version it carries.
+ *
+ * @internal
+ */
+export interface Got {
+  readonly body: unknown
+  /** The version the answer carries, checked against the listed one (undefined: not checked). */
+  readonly etag: string | undefined
+}
+
+/**
+ * What a remote source supplies to the engine: a client for one load, a
+ * listing, and (ranged) reads pinned to a listed version. Everything else
+ * (selection, staging, verification, resume, lock, snapshots, offline) is
+ * the engine's, the same for every source.
+ *
+ * @internal
+ */
+export interface Source<C> {
+  /** The storage's name, in errors. */
+  readonly storageType: string
+  /** The cache's folder for this source (`s3`, `azure`, `hf`), and what keys the entry in it. */
+  readonly folder: string
+  readonly cacheKey: ReadonlyArray<string>
+  /** Where a key is, in messages, logs and progress (`s3://bucket/key`). */
+  readonly locationOf: (key: string) => string
+  /** A key (a single file) or a folder of keys; "" for all. */
+  readonly prefix: string
+  readonly mask: RegExp
+  /** How the mask is shown in errors (default: its source). */
+  readonly maskShown?: string | undefined
+  readonly maskField: string
+  /** What an empty listing means (RemoteNotFound's reason). */
+  readonly nothingListed: string
+  readonly connect: Effect.Effect<C, StorageError.StorageError, Scope.Scope>
+  readonly list: (client: C) => Effect.Effect<ReadonlyArray<Listed>, StorageError.StorageError | transfer.Retryable>
+  /** One GET of the object, or of [start, end) of it, pinned to its listed version where the source can. */
+  readonly get: (
+    client: C,
+    entry: Listed,
+    range: { readonly start: number; readonly end: number } | undefined
+  ) => Effect.Effect<Got, StorageError.StorageError | transfer.Retryable, Scope.Scope>
+}
+
+/** @internal */
+export interface Settings {
+  readonly cacheDir: string
+  readonly concurrency: number
+  readonly partSize: number
+  readonly partConcurrency: number
+  readonly multipartThreshold: number
+  readonly stallTimeout: Duration.Duration
+  readonly schedule: Schedule.Schedule<unknown, transfer.Retryable>
+  readonly maxRetryAfter: Duration.Duration
+  readonly offline: boolean
+  readonly lockTimeout: Duration.Duration
+  readonly verify: cache.VerifyMode
+}
+
+/** One object of a snapshot: where it came from and what it was. */
+interface Entry extends Listed {
+  readonly name: string
+}
+
+/** One file of a published snapshot: its object, and how it was verified. */
+interface Recorded extends Entry {
+  readonly digests: ReadonlyArray<string>
+  readonly partSize: number
+  readonly identity?: cache.Identity | undefined
+}
+
+/** What `current.json` says: the complete snapshot now visible. */
+interface Manifest {
+  readonly version: 2
+  readonly snapshot: string
+  readonly files: ReadonlyArray<Recorded>
+}
+
+/**
+ * The resume record of a large object downloaded in ranged parts: the
+ * version (ETag, size) and part size it was started with, and the sha256 of
+ * each part already on disk (flushed before it was recorded).
+ */
+interface PartsRecord {
+  readonly key: string
+  readonly etag: string
+  readonly size: number
+  readonly partSize: number
+  readonly parts: Readonly<Record<string, string>>
+}
+
+/** @internal */
+export interface Delivered {
+  readonly file: string
+  readonly name: string
+  readonly size: number
+}
+
+const namesShown = 10
+
+/**
+ * The engine of the remote sources that list a set of objects (S3, Azure
+ * Blob, the Hugging Face Hub): list, select, fetch into a staged snapshot,
+ * publish it at once; resume large objects by parts; one load at a time per
+ * entry, across fibers and processes; offline from the last snapshot.
+ *
+ * @internal
+ */
+export const make = <C>(source: Source<C>, settings: Settings) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const base = source.locationOf(source.prefix)
+    const entryDir = path.join(settings.cacheDir, source.folder, cache.keyOf(...source.cacheKey))
+    const manifestFile = path.join(entryDir, "current.json")
+    const maskShown = source.maskShown ?? mask_.sourceOf(source.mask)
+
+    const retrying = <A, E>(location: string, attempt: Effect.Effect<A, E | transfer.Retryable>) =>
+      transfer.retrying({ location, schedule: settings.schedule, maxRetryAfter: settings.maxRetryAfter, attempt })
+
+    // As the Disk storage: a prefix that is itself a key is a single file, the
+    // mask searched in its key; else a folder, the mask searched in each name
+    // below it (a key relative to the prefix).
+    const select = (objects: ReadonlyArray<Listed>) =>
+      Effect.gen(function*() {
+        const selector = { storageType: source.storageType, field: source.maskField }
+        const exact = objects.find((object) => object.key === source.prefix)
+        if (exact !== undefined && source.prefix !== "") {
+          if ((yield* mask_.select(source.mask, [exact.key], selector)).length === 0) {
+            return yield* new StorageError.FileDoesNotMatchMask({ path: base, mask: maskShown })
+          }
+          return [{ ...exact, name: exact.key.split("/").at(-1)! }]
+        }
+        const folder = source.prefix === "" || source.prefix.endsWith("/") ? source.prefix : `${source.prefix}/`
+        // A name that would leave the cache folder ("..", an empty segment) is never delivered.
+        const below = objects
+          .filter((object) => object.key.startsWith(folder))
+          .map((object) => ({ ...object, name: object.key.slice(folder.length) }))
+          .filter((object) => object.name.split("/").every((segment) => segment !== "" && segment !== "." && segment !== ".."))
+        const selectedNames = new Set(yield* mask_.select(source.mask, below.map((object) => object.name), selector))
+        const matched = below.filter((object) => selectedNames.has(object.name))
+          .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+        if (matched.length === 0) {
+          if (below.length === 0 && objects.length === 0) {
+            return yield* new StorageError.RemoteNotFound({ location: base, reason: source.nothingListed })
+          }
+          return yield* new StorageError.NothingMatched({
+            folder: source.locationOf(folder),
+            mask: maskShown,
+            names: below.map((object) => object.name).sort().slice(0, namesShown),
+            entries: below.length
+          })
+        }
+        return matched as ReadonlyArray<Entry>
+      })
+
+    const fromManifest = (manifest: Manifest): ReadonlyArray<Delivered> =>
+      manifest.files.map((entry) => ({
+        file: path.join(entryDir, "snapshots", manifest.snapshot, ...entry.name.split("/")),
+        name: entry.name,
+        size: entry.size
+      }))
+
+    const partialsDir = path.join(entryDir, "partials")
+    const partialOf = (entry: Entry) => {
+      const base = path.join(partialsDir, cache.keyOf(entry.key))
+      return { data: `${base}.part`, record: `${base}.json` }
+    }
+
+    // What a large object's partial file already holds, from an earlier run
+    // (killed, interrupted, failed): the parts recorded for this very version,
+    // re-hashed. Anything else is removed.
+    const resumable = (entry: Entry) =>
+      Effect.gen(function*() {
+        const { data, record } = partialOf(entry)
+        const held = yield* cache.readJson<PartsRecord>(record)
+        const info = yield* Effect.option(fs.stat(data))
+        if (
+          Option.isNone(held) || Option.isNone(info) || held.value.key !== entry.key ||
+          held.value.etag !== entry.etag || held.value.size !== entry.size ||
+          held.value.partSize !== settings.partSize || Number(info.value.size) !== entry.size
+        ) {
+          yield* cache.removeAll(data, record)
+          return new Map<number, string>()
+        }
+        // Only the recorded parts are read again (not the rest of a large, mostly missing object).
+        const parts = new Map<number, string>()
+        for (const [index, digest] of Object.entries(held.value.parts)) {
+          const start = Number(index) * settings.partSize
+          const length = Math.min(entry.size, start + settings.partSize) - start
+          const now = yield* Effect.option(cache.digestOfRange(fs, data, start, length))
+          if (Option.isSome(now) && now.value === digest) parts.set(Number(index), digest)
+        }
+        return parts
+      })
+
+    // What the source vouches for, against what arrived.
+    const expectations = (entry: Entry) =>
+      [
+        ...(entry.sha256 === undefined ? [] : [{ algorithm: "sha256", expected: entry.sha256.toLowerCase() }]),
+        ...(entry.md5 === undefined ? [] : [{ algorithm: "md5", expected: entry.md5.toLowerCase() }])
+      ] as const
+
+    // One object into `target`: one streamed GET (its announced digests
+    // checked as it arrives), or, when large, parallel ranged GETs pinned to
+    // its version into a partial file that survives the run (each part
+    // recorded once it is flushed), so that a later run fetches only the
+    // parts still missing; the announced digests are then checked on the
+    // whole file. Succeeds with the sha256 digests of the file, one per part.
+    const download = (client: C, entry: Entry, target: string, tracker: transfer.Tracker) =>
+      Effect.gen(function*() {
+        const location = source.locationOf(entry.key)
+        const progress = tracker.file(location, entry.name)
+        const mismatch = (algorithm: string, expected: string, actual: string) =>
+          new StorageError.ChecksumMismatch({ location, algorithm, expected, actual })
+        yield* cache.ensureDir(path.dirname(target))
+        // One GET of [start, end) (the whole object when end is undefined) into
+        // its place in the file, hashed with each of `algorithms`. A retry starts
+        // the range over, with fresh hashes.
+        const writeRange = (file: string, start: number, end: number | undefined, algorithms: ReadonlyArray<string>) =>
+          Effect.scoped(Effect.gen(function*() {
+            const got = yield* source.get(client, entry, end === undefined ? undefined : { start, end })
+            // Servers that ignore the version condition are caught here: every part must come from the listed version.
+            if (got.etag !== undefined && got.etag !== "" && entry.etag !== "" && got.etag !== entry.etag) {
+              return yield* mismatch("ETag (the object changed during the load: load again)", entry.etag, got.etag)
+            }
+            const hashes = algorithms.map((algorithm) => crypto.createHash(algorithm))
+            const onBytes = (chunk: Uint8Array) => {
+              for (const hash of hashes) hash.update(chunk)
+            }
+            const flags = end === undefined ? "w" as const : "r+" as const
+            const written = nodeDrain.isNodeReadable(got.body)
+              ? yield* nodeDrain.drain({
+                body: got.body,
+                file,
+                flags,
+                start,
+                onBytes,
+                progress,
+                stallTimeout: settings.stallTimeout,
+                // A part runs beside others: each holds little (see nodeDrain).
+                ...(end === undefined ? {} : { highWaterMark: 64 * 1024 })
+              })
+              : yield* Effect.flatMap(
+                Effect.mapError(fs.open(file, { flag: flags }), errors.writeFailed(file, "open")),
+                (handle) =>
+                  Effect.zipRight(
+                    handle.seek(start, "start"),
+                    transfer.drain({
+                      body: Stream.fromAsyncIterable(
+                        got.body as AsyncIterable<Uint8Array>,
+                        (cause) => new transfer.Retryable({ reason: `the body was cut off: ${String(cause)}` })
+                      ),
+                      write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(file, "write")),
+                      onBytes,
+                      progress,
+                      stallTimeout: settings.stallTimeout
+                    }).pipe(Effect.zipLeft(Effect.mapError(handle.sync, errors.writeFailed(file, "flush (fsync)"))))
+                  )
+              )
+            const expected = (end ?? entry.size) - start
+            if (written !== expected) {
+              return yield* new transfer.Retryable({ reason: `got ${written} of ${expected} bytes` })
+            }
+            return hashes.map((hash) => hash.digest("hex"))
+          }))
+
+        const expected = expectations(entry)
+        if (entry.size < settings.multipartThreshold) {
+          yield* progress.start(entry.size, 0)
+          const extra = expected.filter((check) => check.algorithm !== "sha256").map((check) => check.algorithm)
+          const [sha256, ...others] = yield* retrying(location, writeRange(target, 0, undefined, ["sha256", ...extra]))
+          for (const check of expected) {
+            const actual = check.algorithm === "sha256" ? sha256! : others[extra.indexOf(check.algorithm)]!
+            if (actual !== check.expected) {
+              yield* cache.removeAll(target)
+              return yield* mismatch(check.algorithm, check.expected, actual)
+            }
+          }
+          yield* progress.finish(entry.size)
+          return { digests: [sha256!], partSize: Math.max(1, entry.size) }
+        }
+
+        const { data, record } = partialOf(entry)
+        const done = yield* resumable(entry)
+        const count = Math.ceil(entry.size / settings.partSize)
+        if (done.size === 0) {
+          // The whole file exists at its size first; each part writes its own range.
+          yield* cache.ensureDir(partialsDir)
+          yield* Effect.scoped(Effect.flatMap(
+            Effect.mapError(fs.open(data, { flag: "w" }), errors.writeFailed(data, "open")),
+            (handle) => Effect.mapError(handle.truncate(entry.size), errors.writeFailed(data, "allocate"))
+          ))
+        } else {
+          yield* Effect.logDebug(`Resuming ${location}: ${done.size} of ${count} parts are already in the cache`)
+        }
+        const partBytes = (i: number) => Math.min(entry.size, (i + 1) * settings.partSize) - i * settings.partSize
+        yield* progress.start(entry.size, [...done.keys()].reduce((sum, i) => sum + partBytes(i), 0))
+        // Parts are recorded one at a time, each once it is on the device.
+        const recordLock = yield* Effect.makeSemaphore(1)
+        const writeRecord = Effect.suspend(() =>
+          cache.writeJsonAtomic(record, {
+            key: entry.key,
+            etag: entry.etag,
+            size: entry.size,
+            partSize: settings.partSize,
+            parts: Object.fromEntries([...done].map(([index, sha]) => [String(index), sha]))
+          } satisfies PartsRecord)
+        )
+        const recordPart = (i: number, digest: string) =>
+          recordLock.withPermits(1)(Effect.zipRight(Effect.sync(() => done.set(i, digest)), writeRecord))
+        if (done.size === 0) yield* writeRecord
+        yield* Effect.forEach(
+          Array.from({ length: count }, (_, i) => i).filter((i) => !done.has(i)),
+          (i) => {
+            const start = i * settings.partSize
+            const end = Math.min(entry.size, start + settings.partSize)
+            return Effect.flatMap(retrying(location, writeRange(data, start, end, ["sha256"])), ([digest]) =>
+              recordPart(i, digest!))
+          },
+          { concurrency: settings.partConcurrency, discard: true }
+        )
+        const info = yield* Effect.mapError(fs.stat(data), errors.fromPlatformError(data, "stat"))
+        if (Number(info.size) !== entry.size) {
+          yield* cache.removeAll(data, record)
+          return yield* mismatch("size", String(entry.size), String(info.size))
+        }
+        // The digests the source announced are of the whole object: the parts, read back, in order.
+        for (const check of expected) {
+          const actual = (yield* cache.hashInto(fs, data, crypto.createHash(check.algorithm))).digest("hex")
+          if (actual !== check.expected) {
+            yield* cache.removeAll(data, record)
+            return yield* mismatch(check.algorithm, check.expected, actual)
+          }
+        }
+        yield* cache.commit(data, target)
+        yield* cache.removeAll(record)
+        yield* progress.finish(entry.size)
+        return {
+          digests: Array.from({ length: count }, (_, i) => done.get(i)!),
+          partSize: settings.partSize
+        }
+      })
+
+    // A file of the current snapshot, checked as the HTTP cache checks its
+    // files: re-hashed when its identity changed (or always).
+    const check = (file: string, recorded: Recorded) =>
+      Effect.either(cache.checkCached(fs, file, recorded, settings.verify))
+
+    const fileOf = (snapshot: string, entry: Entry) => path.join(entryDir, "snapshots", snapshot, ...entry.name.split("/"))
+    const readManifest = Effect.map(
+      cache.readJson<Manifest>(manifestFile),
+      Option.filter((manifest) => manifest.version === 2)
+    )
+    // The identities of a published snapshot's files, as they are now (after every link and rename).
+    const withIdentities = (manifest: Manifest) =>
+      Effect.map(
+        Effect.forEach(manifest.files, (entry) => cache.identityOf(fileOf(manifest.snapshot, entry))),
+        (identities): Manifest => ({
+          ...manifest,
+          files: manifest.files.map((entry, i) => ({ ...entry, identity: Option.getOrUndefined(identities[i]!) }))
+        })
+      )
+
+    const load: Effect.Effect<ReadonlyArray<Delivered>, StorageError.StorageError, Scope.Scope> = Effect.gen(function*() {
+      const tracker = yield* transfer.makeTracker
+      if (settings.offline) {
+        const manifest = yield* readManifest
+        if (Option.isNone(manifest)) {
+          return yield* new StorageError.NotCached({ location: base, cacheDir: settings.cacheDir })
+        }
+        const kept = new Set(
+          yield* mask_.select(source.mask, manifest.value.files.map((entry) => entry.name), {
+            storageType: source.storageType,
+            field: source.maskField
+          })
+        )
+        const entries = manifest.value.files.filter((entry) => kept.has(entry.name) || entry.key === source.prefix)
+        for (const entry of entries) {
+          const file = fileOf(manifest.value.snapshot, entry)
+          const checked = yield* check(file, entry)
+          if (checked._tag === "Left") {
+            return yield* new StorageError.ChecksumMismatch({
+              location: `${source.locationOf(entry.key)} (the cached copy in ${file})`,
+              algorithm: "sha256",
+              expected: entry.digests.join(","),
+              actual: checked.left.actual
+            })
+          }
+          yield* tracker.file(source.locationOf(entry.key), entry.name).cached(entry.size)
+        }
+        return fromManifest({ ...manifest.value, files: entries })
+      }
+
+      const client = yield* source.connect
+      const selected = yield* Effect.flatMap(retrying(base, source.list(client)), select)
+      yield* cache.ensureDir(entryDir)
+      return yield* Effect.scoped(Effect.gen(function*() {
+        yield* cache.lock(path.join(entryDir, "lock"), { location: base, timeout: settings.lockTimeout })
+        // Staging folders left by a process that died: nobody else holds the lock, so they are orphans.
+        const leftovers = (yield* Effect.orElseSucceed(fs.readDirectory(entryDir), () => []))
+          .filter((name) => name.startsWith("staging-"))
+        yield* cache.removeAll(...leftovers.map((name) => path.join(entryDir, name)))
+        // Partial objects of versions no longer selected go; the others are resumed.
+        const wanted = new Set(selected.map((entry) => cache.keyOf(entry.key)))
+        const partials = yield* Effect.orElseSucceed(fs.readDirectory(partialsDir), () => [])
+        yield* cache.removeAll(
+          ...partials.filter((name) => !wanted.has(name.replace(/\.(part|json)$/, ""))).map((name) => path.join(partialsDir, name))
+        )
+
+        const current = yield* readManifest
+        // The files of the current snapshot that are still intact (re-hashed when they changed on disk).
+        const intact = new Map<string, Recorded>()
+        let rehashed = false
+        if (Option.isSome(current)) {
+          for (const entry of current.value.files) {
+            const file = fileOf(current.value.snapshot, entry)
+            const checked = yield* check(file, entry)
+            if (checked._tag === "Right") {
+              intact.set(entry.key, { ...entry, identity: checked.right.identity })
+              rehashed ||= checked.right.rehashed
+            } else {
+              yield* Effect.logWarning(
+                `The cached copy of ${source.locationOf(entry.key)} (${file}) changed on disk ` +
+                  `(${checked.left.actual}); fetching it again`
+              )
+            }
+          }
+        }
+        const unchanged = (entry: Entry) => {
+          const before = intact.get(entry.key)
+          return before !== undefined && before.etag === entry.etag && before.size === entry.size &&
+            before.name === entry.name
+        }
+        if (Option.isSome(current) && current.value.files.length === selected.length && selected.every(unchanged)) {
+          const manifest: Manifest = { ...current.value, files: selected.map((entry) => intact.get(entry.key)!) }
+          if (rehashed) yield* Effect.ignore(cache.writeJsonAtomic(manifestFile, manifest))
+          for (const entry of manifest.files) {
+            yield* tracker.file(source.locationOf(entry.key), entry.name).cached(entry.size)
+          }
+          return fromManifest(manifest)
+        }
+
+        // Room for what is still to fetch (partial objects count for what they hold)?
+        const toFetch = selected.filter((entry) => !unchanged(entry))
+        const held = yield* Effect.forEach(toFetch, (entry) =>
+          Effect.map(cache.readJson<PartsRecord>(partialOf(entry).record), (record) =>
+            Option.match(record, {
+              onNone: () => 0,
+              onSome: (record) =>
+                record.etag === entry.etag && record.size === entry.size
+                  ? Object.keys(record.parts).length * record.partSize
+                  : 0
+            })))
+        yield* cache.ensureSpace(
+          entryDir,
+          toFetch.reduce((sum, entry) => sum + entry.size, 0) - held.reduce((sum, bytes) => sum + bytes, 0)
+        )
+
+        // A new snapshot: staged whole, then made visible at once.
+        const id = `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`
+        const staging = path.join(entryDir, `staging-${id}`)
+        const snapshot = path.join(entryDir, "snapshots", id)
+        yield* cache.ensureDir(staging)
+        const stage = Effect.forEach(selected, (entry) => {
+          const target = path.join(staging, ...entry.name.split("/"))
+          if (unchanged(entry)) {
+            // Unchanged since the last snapshot, and intact: linked, not fetched again.
+            const before = intact.get(entry.key)!
+            const from = fileOf(Option.getOrThrow(current).snapshot, entry)
+            return cache.ensureDir(path.dirname(target)).pipe(
+              Effect.zipRight(
+                Effect.mapError(
+                  Effect.orElse(fs.link(from, target), () => fs.copyFile(from, target)),
+                  errors.writeFailed(target, "link")
+                )
+              ),
+              Effect.zipRight(tracker.file(source.locationOf(entry.key), entry.name).cached(entry.size)),
+              Effect.as<Recorded>(before)
+            )
+          }
+          return Effect.map(download(client, entry, target, tracker), (verified): Recorded => ({ ...entry, ...verified }))
+        }, { concurrency: settings.concurrency })
+
+        const recorded = yield* stage.pipe(
+          Effect.zipLeft(cache.ensureDir(path.dirname(snapshot))),
+          Effect.zipLeft(Effect.mapError(fs.rename(staging, snapshot), errors.writeFailed(snapshot, "publish"))),
+          Effect.zipLeft(cache.sync(path.dirname(snapshot))),
+          // An interrupted or failed load leaves the last complete snapshot (and
+          // the partial objects, for the next run) and nothing else.
+          Effect.onExit(() => cache.removeAll(staging))
+        )
+        const manifest = yield* withIdentities({ version: 2, snapshot: id, files: recorded })
+        yield* cache.writeJsonAtomic(manifestFile, manifest)
+        // Older snapshots go; the one just replaced stays, for readers that still use its paths.
+        const keep = new Set([id, ...Option.match(current, { onNone: () => [], onSome: (m) => [m.snapshot] })])
+        const snapshots = yield* Effect.orElseSucceed(fs.readDirectory(path.join(entryDir, "snapshots")), () => [])
+        yield* cache.removeAll(
+          ...snapshots.filter((name) => !keep.has(name)).map((name) => path.join(entryDir, "snapshots", name))
+        )
+        return fromManifest(manifest)
+      }))
+    })
+
+    return { load, base, entryDir } as const
+  })
