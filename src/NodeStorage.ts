@@ -19,6 +19,7 @@ import * as v8 from "node:v8"
 import * as vm from "node:vm"
 import * as DiskStorage from "./DiskStorage.js"
 import * as GarbageCollector from "./GarbageCollector.js"
+import * as GcsStorage from "./GcsStorage.js"
 import * as HttpStorage from "./HttpStorage.js"
 import * as network_ from "./internal/network.js"
 import * as MemoryStorage from "./MemoryStorage.js"
@@ -149,6 +150,17 @@ export const layerS3 = (
   S3Storage.layer(options).pipe(Layer.provide(layer))
 
 /**
+ * The GCS storage (its XML API, with HMAC keys) on Node.
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layerGcs = (
+  options: GcsStorage.Options
+): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
+  GcsStorage.layer(options).pipe(Layer.provide(layer))
+
+/**
  * A storage from mlup's `{ storage_type, storage_kwargs }`, on Node.
  *
  * @since 0.1.0
@@ -203,3 +215,14 @@ export const layerS3Config = (
   config: Config.Config.Wrap<S3Storage.Options>
 ): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
   S3Storage.layerConfig(config).pipe(Layer.provide(layer))
+
+/**
+ * `GcsStorage.layerConfig` on Node.
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layerGcsConfig = (
+  config: Config.Config.Wrap<GcsStorage.Options>
+): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
+  GcsStorage.layerConfig(config).pipe(Layer.provide(layer))

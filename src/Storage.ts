@@ -14,6 +14,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as SchemaAST from "effect/SchemaAST"
 import * as DiskStorage from "./DiskStorage.js"
+import * as GcsStorage from "./GcsStorage.js"
 import * as HttpStorage from "./HttpStorage.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
@@ -106,7 +107,7 @@ export const define: <Kwargs>(definition: {
 export const isStorageDefinition: (u: unknown) => u is StorageDefinition = definition_.isStorageDefinition
 
 /**
- * The storages built in: Memory (the default), Disk, HTTP and S3.
+ * The storages built in: Memory (the default), Disk, HTTP, S3 and GCS.
  *
  * @since 0.1.0
  * @category definitions
@@ -115,7 +116,8 @@ export const builtins: ReadonlyArray<StorageDefinition> = [
   MemoryStorage.definition,
   DiskStorage.definition,
   HttpStorage.definition,
-  S3Storage.definition
+  S3Storage.definition,
+  GcsStorage.definition
 ]
 
 /**

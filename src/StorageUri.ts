@@ -1,6 +1,6 @@
 /**
  * Sources as URIs, as KServe's `storage_uri`, the AWS CLI and init containers
- * name them: `s3://bucket/prefix`, `https://host/path/model.onnx`,
+ * name them: `s3://bucket/prefix`, `gs://bucket/prefix`, `https://host/path/model.onnx`,
  * `file:///models/iris` (or an absolute path). A URI is another way to write
  * mlup's `storage_type` and the kwargs that say where the files are; every
  * other kwarg (`file_mask`, `sha256`, `cache_dir`, …) is given beside it.
@@ -28,7 +28,7 @@ export const kwarg = "storage_uri"
  * @category models
  */
 export interface Parsed {
-  readonly storage_type: "s3" | "http" | "disk"
+  readonly storage_type: "s3" | "gcs" | "http" | "disk"
   readonly storage_kwargs: Readonly<Record<string, unknown>>
 }
 
@@ -40,6 +40,7 @@ const invalid = (storageType: string, problem: string) =>
 
 /**
  * Reads a URI: `s3://bucket[/prefix]` (the S3 storage: `bucket`, `prefix`),
+ * `gs://bucket[/prefix]` (the GCS storage, the same kwargs),
  * `http://…` / `https://…` (the HTTP storage: `urls`), `file:///path` or an
  * absolute path (the Disk storage: `path_to_files`). Anything else is
  * `InvalidStorageOptions` on `storage_uri`; the URI is shown redacted.
@@ -57,15 +58,18 @@ export const parse = (uri: string): Either.Either<Parsed, StorageError.InvalidSt
     return Either.left(invalid("(storage_uri)", `${shown} is not a URI: give s3://bucket/prefix, https://host/path, or file:///path`))
   }
   switch (parsed.protocol) {
-    case "s3:": {
-      if (parsed.hostname === "") return Either.left(invalid("s3", `${shown} names no bucket (s3://bucket/prefix)`))
+    case "s3:":
+    case "gs:": {
+      const scheme = parsed.protocol.slice(0, -1)
+      const storageType = scheme === "gs" ? "gcs" : "s3"
+      if (parsed.hostname === "") return Either.left(invalid(storageType, `${shown} names no bucket (${scheme}://bucket/prefix)`))
       if (parsed.search !== "" || parsed.hash !== "") {
-        return Either.left(invalid("s3", `${shown} has a query or fragment, which an S3 URI does not take`))
+        return Either.left(invalid(storageType, `${shown} has a query or fragment, which a ${scheme}:// URI does not take`))
       }
-      // The key prefix as written (S3 keys are not URL-encoded in s3:// URIs).
-      const prefix = uri.slice(`s3://${parsed.host}`.length).replace(/^\/+/, "")
+      // The key prefix as written (keys are not URL-encoded in s3:// and gs:// URIs).
+      const prefix = uri.slice(`${scheme}://${parsed.host}`.length).replace(/^\/+/, "")
       return Either.right({
-        storage_type: "s3",
+        storage_type: storageType,
         storage_kwargs: { bucket: parsed.hostname, ...(prefix === "" ? {} : { prefix }) }
       })
     }
@@ -82,7 +86,7 @@ export const parse = (uri: string): Either.Either<Parsed, StorageError.InvalidSt
       return Either.left(
         invalid(
           "(storage_uri)",
-          `${shown}: the scheme ${parsed.protocol.slice(0, -1)} is not supported (s3, http, https, file)`
+          `${shown}: the scheme ${parsed.protocol.slice(0, -1)} is not supported (s3, gs, http, https, file)`
         )
       )
   }

@@ -18,6 +18,11 @@ export * as DiskStorage from "./DiskStorage.js"
 export * as GarbageCollector from "./GarbageCollector.js"
 
 /**
+ * @since 0.5.0
+ */
+export * as GcsStorage from "./GcsStorage.js"
+
+/**
  * @since 0.2.0
  */
 export * as HttpStorage from "./HttpStorage.js"

@@ -157,19 +157,16 @@ export const resolveEndpointAndRegion = (settings: Pick<Settings, "endpoint" | "
   })
 
 /**
- * Google Cloud Storage's S3-compatible XML API: its endpoint (the kwarg, else
- * `https://storage.googleapis.com`; never the AWS_ENDPOINT_URL* variables nor
- * an AWS profile, which name AWS or another store), the region `auto` (GCS
- * ignores it, SigV4 needs one) and path-style addressing (bucket names with
- * dots break virtual-hosted TLS).
+ * Google Cloud Storage's S3-compatible XML API: its endpoint (GcsStorage
+ * gives it; never the AWS_ENDPOINT_URL* variables nor an AWS profile, which
+ * name AWS or another store), the region `auto` (GCS ignores it, SigV4 needs
+ * one) and path-style addressing (bucket names with dots break
+ * virtual-hosted TLS).
  *
  * @internal
  */
-export const gcsEndpoint = "https://storage.googleapis.com"
-
-/** @internal */
 export const resolveGcs = (settings: Pick<Settings, "endpoint" | "region" | "pathStyle">) => ({
-  endpoint: settings.endpoint ?? gcsEndpoint,
+  endpoint: settings.endpoint,
   region: settings.region ?? "auto",
   pathStyle: settings.pathStyle ?? true
 })

@@ -19,6 +19,7 @@ export interface RequestLog {
   readonly method: string
   readonly url: string
   readonly range: string | undefined
+  readonly headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
 }
 
 export interface TestS3Server {
@@ -45,7 +46,7 @@ export const make = (buckets: ReadonlyArray<string>): Effect.Effect<TestS3Server
       const endpoint = `http://127.0.0.1:${port}`
       const log: Array<RequestLog> = []
       server.httpServer.on("request", (req) =>
-        log.push({ method: req.method ?? "", url: req.url ?? "", range: req.headers.range }))
+        log.push({ method: req.method ?? "", url: req.url ?? "", range: req.headers.range, headers: req.headers }))
       const client = new S3Client({
         endpoint,
         region: "us-east-1",

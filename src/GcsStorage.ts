@@ -1,0 +1,224 @@
+/**
+ * Google Cloud Storage, through its S3-compatible XML API
+ * (`https://storage.googleapis.com`) with HMAC keys: the S3 storage (the same
+ * listing, masks, snapshots, ranged parallel downloads, resume, lock and
+ * offline mode) under GCS's own rules.
+ *
+ * - The endpoint is `https://storage.googleapis.com` unless `endpoint` says
+ *   otherwise; the AWS variables (`AWS_ENDPOINT_URL*`, `AWS_REGION`, profiles)
+ *   are never read: they name AWS or another store.
+ * - Credentials are HMAC keys (a service account's or a user's): the kwargs,
+ *   else `GCS_ACCESS_KEY_ID` and `GCS_SECRET_ACCESS_KEY`. The AWS credential
+ *   chain is never consulted (AWS keys are not sent to Google). Without keys,
+ *   requests go unsigned: public buckets only.
+ * - Region `auto`, path-style addressing; the AWS SDK's CRC32 checksums off
+ *   (GCS does not use them).
+ * - An object uploaded whole has its MD5 as ETag, checked when it is fetched;
+ *   a composite object's (parallel composite uploads) is not an MD5, and only
+ *   its sha256 is recorded.
+ *
+ * URI: `gs://bucket/prefix`.
+ *
+ * @since 0.5.0
+ */
+import type * as FileSystem from "@effect/platform/FileSystem"
+import type * as Path from "@effect/platform/Path"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import type * as Redacted from "effect/Redacted"
+import type * as Schedule from "effect/Schedule"
+import * as definition_ from "./internal/definition.js"
+import * as errors from "./internal/errors.js"
+import * as internal from "./internal/storage.js"
+import * as S3Storage from "./S3Storage.js"
+import * as StorageError from "./StorageError.js"
+
+/**
+ * @since 0.5.0
+ * @category constants
+ */
+export const storageType = "gcs"
+
+/**
+ * GCS's XML API.
+ *
+ * @since 0.5.0
+ * @category constants
+ */
+export const defaultEndpoint = "https://storage.googleapis.com"
+
+/**
+ * `storage_kwargs` of the GCS storage: the S3 storage's, without `region`,
+ * `path_style` and `session_token` (GCS has no use for them).
+ * `access_key_id` / `secret_access_key` are the HMAC key's access ID and
+ * secret.
+ *
+ * @since 0.5.0
+ * @category schemas
+ */
+export const Kwargs = S3Storage.Kwargs.omit("region", "path_style", "session_token")
+
+/**
+ * @since 0.5.0
+ * @category models
+ */
+export type Kwargs = typeof Kwargs.Type
+
+/**
+ * Options in code: the kwargs in camelCase, and the retry policy as a
+ * Schedule (it replaces `retries`).
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface Options {
+  readonly bucket: string
+  readonly prefix?: string | undefined
+  readonly fileMask?: string | undefined
+  readonly endpoint?: string | undefined
+  readonly accessKeyId?: string | Redacted.Redacted<string> | undefined
+  readonly secretAccessKey?: string | Redacted.Redacted<string> | undefined
+  readonly needLoadFile?: boolean | undefined
+  readonly cacheDir?: string | undefined
+  readonly offline?: boolean | undefined
+  readonly concurrency?: number | undefined
+  readonly partSizeMb?: number | undefined
+  readonly partConcurrency?: number | undefined
+  readonly multipartThresholdMb?: number | undefined
+  readonly stallTimeout?: Duration.DurationInput | undefined
+  readonly retries?: number | undefined
+  readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined
+  readonly lockTimeout?: Duration.DurationInput | undefined
+  readonly verify?: "changed" | "always" | undefined
+  readonly caBundle?: string | undefined
+}
+
+// The HMAC key from the environment, when the kwargs give none.
+const keysFromEnvironment = Effect.gen(function*() {
+  const read = (name: string) =>
+    Effect.map(
+      Effect.orElseSucceed(Config.option(Config.redacted(name)), () => Option.none<Redacted.Redacted<string>>()),
+      Option.getOrUndefined
+    )
+  return { accessKeyId: yield* read("GCS_ACCESS_KEY_ID"), secretAccessKey: yield* read("GCS_SECRET_ACCESS_KEY") }
+})
+
+/**
+ * A GCS storage from decoded kwargs (and, from code, a retry Schedule).
+ *
+ * @since 0.5.0
+ * @category constructors
+ */
+export const makeResolved = (
+  kwargs: Kwargs,
+  retrySchedule?: Schedule.Schedule<unknown, unknown>
+): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    const given = kwargs.access_key_id !== undefined || kwargs.secret_access_key !== undefined
+    const keys = given ? { accessKeyId: kwargs.access_key_id, secretAccessKey: kwargs.secret_access_key } : yield* keysFromEnvironment
+    if ((keys.accessKeyId === undefined) !== (keys.secretAccessKey === undefined)) {
+      return yield* new StorageError.InvalidStorageOptions({
+        storageType,
+        issues: [
+          new StorageError.OptionIssue({
+            field: keys.accessKeyId === undefined ? "access_key_id" : "secret_access_key",
+            problem: given
+              ? "is missing: give both parts of the HMAC key (access_key_id and secret_access_key), or neither"
+              : "is missing: GCS_ACCESS_KEY_ID and GCS_SECRET_ACCESS_KEY must be set together"
+          })
+        ]
+      })
+    }
+    return yield* S3Storage.makeFor(storageType, {
+      ...kwargs,
+      endpoint: kwargs.endpoint ?? defaultEndpoint,
+      ...(keys.accessKeyId === undefined ? {} : { access_key_id: keys.accessKeyId }),
+      ...(keys.secretAccessKey === undefined ? {} : { secret_access_key: keys.secretAccessKey })
+    }, retrySchedule)
+  })
+
+/**
+ * A GCS storage. Invalid options fail with `InvalidStorageOptions`.
+ *
+ * @since 0.5.0
+ * @category constructors
+ */
+export const make = (
+  options: Options
+): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  errors.decodeOptionsInCode(storageType, Kwargs, {
+    bucket: options.bucket,
+    prefix: options.prefix,
+    file_mask: options.fileMask,
+    endpoint: options.endpoint,
+    access_key_id: options.accessKeyId,
+    secret_access_key: options.secretAccessKey,
+    need_load_file: options.needLoadFile,
+    cache_dir: options.cacheDir,
+    offline: options.offline,
+    concurrency: options.concurrency,
+    part_size_mb: options.partSizeMb,
+    part_concurrency: options.partConcurrency,
+    multipart_threshold_mb: options.multipartThresholdMb,
+    stall_timeout: options.stallTimeout === undefined
+      ? undefined
+      : Duration.toSeconds(Duration.decode(options.stallTimeout)),
+    retries: options.retries,
+    lock_timeout: options.lockTimeout === undefined
+      ? undefined
+      : Duration.toSeconds(Duration.decode(options.lockTimeout)),
+    verify: options.verify,
+    ca_bundle: options.caBundle
+  }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule)))
+
+/**
+ * The GCS storage as a layer, for any platform that provides `FileSystem` and
+ * `Path`. On Node, `NodeStorage.layerGcs` provides them.
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  Layer.effect(internal.Storage, make(options))
+
+/**
+ * The storage as a layer whose options come from Effect's `Config`.
+ *
+ * @example
+ * ```ts
+ * import * as Config from "effect/Config"
+ * GcsStorage.layerConfig({
+ *   bucket: Config.string("MODEL_BUCKET"),
+ *   prefix: Config.string("MODEL_PREFIX"),
+ *   accessKeyId: Config.redacted("HMAC_ACCESS_ID"),
+ *   secretAccessKey: Config.redacted("HMAC_SECRET")
+ * })
+ * ```
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options>
+): Layer.Layer<
+  internal.Storage,
+  StorageError.InvalidStorageOptions | ConfigError.ConfigError,
+  FileSystem.FileSystem | Path.Path
+> => Layer.effect(internal.Storage, Effect.flatMap(Config.unwrap(config), make))
+
+/**
+ * @since 0.5.0
+ * @category definitions
+ */
+export const definition: definition_.StorageDefinition<Kwargs> = definition_.define({
+  name: storageType,
+  aliases: ["GcsStorage", "gs", "google"],
+  kwargs: Kwargs,
+  make: (kwargs) => makeResolved(kwargs)
+})
