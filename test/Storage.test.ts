@@ -184,7 +184,7 @@ describe("selection from Config", () => {
       expect(notObject.message).toContain("STORAGE_KWARGS: is not a JSON object")
       const badBool = yield* Effect.flip(fromEnv({ STORAGE_TYPE: "disk", STORAGE_KWARGS_PATH_TO_FILES: "/x", STORAGE_KWARGS_NEED_LOAD_FILE: "maybe" }))
       expect(badBool.message).toContain("need_load_file: Expected boolean")
-      const unknown = yield* Effect.flip(fromEnv({ STORAGE_TYPE: "gcs" }))
+      const unknown = yield* Effect.flip(fromEnv({ STORAGE_TYPE: "ftp" }))
       expect(unknown._tag).toBe("UnknownStorageType")
       // A custom storage's secret read from the environment is a Redacted value.
       const storage = yield* fromEnv(
