@@ -84,7 +84,10 @@ const Seconds = (fallback: number) =>
  * @category schemas
  */
 export const Verify = Schema.Literal("changed", "always").annotations({
-  message: () => "must be \"changed\" (re-hash a cached file when it changed on disk) or \"always\""
+  message: () => ({
+    message: "must be \"changed\" (re-hash a cached file when it changed on disk) or \"always\"",
+    override: true
+  })
 })
 
 const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))

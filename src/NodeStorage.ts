@@ -20,6 +20,7 @@ import * as vm from "node:vm"
 import * as DiskStorage from "./DiskStorage.js"
 import * as GarbageCollector from "./GarbageCollector.js"
 import * as GcsStorage from "./GcsStorage.js"
+import * as HfStorage from "./HfStorage.js"
 import * as HttpStorage from "./HttpStorage.js"
 import * as network_ from "./internal/network.js"
 import * as MemoryStorage from "./MemoryStorage.js"
@@ -161,6 +162,17 @@ export const layerGcs = (
   GcsStorage.layer(options).pipe(Layer.provide(layer))
 
 /**
+ * The Hugging Face Hub storage on Node.
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layerHf = (
+  options: HfStorage.Options
+): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
+  HfStorage.layer(options).pipe(Layer.provide(layer))
+
+/**
  * A storage from mlup's `{ storage_type, storage_kwargs }`, on Node.
  *
  * @since 0.1.0
@@ -226,3 +238,14 @@ export const layerGcsConfig = (
   config: Config.Config.Wrap<GcsStorage.Options>
 ): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
   GcsStorage.layerConfig(config).pipe(Layer.provide(layer))
+
+/**
+ * `HfStorage.layerConfig` on Node.
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layerHfConfig = (
+  config: Config.Config.Wrap<HfStorage.Options>
+): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
+  HfStorage.layerConfig(config).pipe(Layer.provide(layer))

@@ -15,6 +15,7 @@ import * as Schema from "effect/Schema"
 import * as SchemaAST from "effect/SchemaAST"
 import * as DiskStorage from "./DiskStorage.js"
 import * as GcsStorage from "./GcsStorage.js"
+import * as HfStorage from "./HfStorage.js"
 import * as HttpStorage from "./HttpStorage.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
@@ -107,7 +108,8 @@ export const define: <Kwargs>(definition: {
 export const isStorageDefinition: (u: unknown) => u is StorageDefinition = definition_.isStorageDefinition
 
 /**
- * The storages built in: Memory (the default), Disk, HTTP, S3 and GCS.
+ * The storages built in: Memory (the default), Disk, HTTP, S3, GCS and the
+ * Hugging Face Hub.
  *
  * @since 0.1.0
  * @category definitions
@@ -117,7 +119,8 @@ export const builtins: ReadonlyArray<StorageDefinition> = [
   DiskStorage.definition,
   HttpStorage.definition,
   S3Storage.definition,
-  GcsStorage.definition
+  GcsStorage.definition,
+  HfStorage.definition
 ]
 
 /**

@@ -1,6 +1,7 @@
 /**
  * Sources as URIs, as KServe's `storage_uri`, the AWS CLI and init containers
- * name them: `s3://bucket/prefix`, `gs://bucket/prefix`, `https://host/path/model.onnx`,
+ * name them: `s3://bucket/prefix`, `gs://bucket/prefix`, `hf://org/name@revision/path`,
+ * `https://host/path/model.onnx`,
  * `file:///models/iris` (or an absolute path). A URI is another way to write
  * mlup's `storage_type` and the kwargs that say where the files are; every
  * other kwarg (`file_mask`, `sha256`, `cache_dir`, …) is given beside it.
@@ -28,7 +29,7 @@ export const kwarg = "storage_uri"
  * @category models
  */
 export interface Parsed {
-  readonly storage_type: "s3" | "gcs" | "http" | "disk"
+  readonly storage_type: "s3" | "gcs" | "hf" | "http" | "disk"
   readonly storage_kwargs: Readonly<Record<string, unknown>>
 }
 
@@ -41,6 +42,9 @@ const invalid = (storageType: string, problem: string) =>
 /**
  * Reads a URI: `s3://bucket[/prefix]` (the S3 storage: `bucket`, `prefix`),
  * `gs://bucket[/prefix]` (the GCS storage, the same kwargs),
+ * `hf://[datasets/|spaces/]org/name[@revision][/path]` (the Hub storage:
+ * `repo_id`, `repo_type`, `revision` percent-decoded, `path_in_repo`; a bare
+ * `hf://name[@revision]` for the oldest repositories),
  * `http://…` / `https://…` (the HTTP storage: `urls`), `file:///path` or an
  * absolute path (the Disk storage: `path_to_files`). Anything else is
  * `InvalidStorageOptions` on `storage_uri`; the URI is shown redacted.
@@ -51,6 +55,7 @@ const invalid = (storageType: string, problem: string) =>
 export const parse = (uri: string): Either.Either<Parsed, StorageError.InvalidStorageOptions> => {
   const shown = errors.redactUrl(uri)
   if (uri.startsWith("/")) return Either.right({ storage_type: "disk", storage_kwargs: { path_to_files: uri } })
+  if (/^hf:\/\//i.test(uri)) return parseHub(uri, shown)
   let parsed: URL
   try {
     parsed = new URL(uri)
@@ -86,10 +91,47 @@ export const parse = (uri: string): Either.Either<Parsed, StorageError.InvalidSt
       return Either.left(
         invalid(
           "(storage_uri)",
-          `${shown}: the scheme ${parsed.protocol.slice(0, -1)} is not supported (s3, gs, http, https, file)`
+          `${shown}: the scheme ${parsed.protocol.slice(0, -1)} is not supported (s3, gs, hf, http, https, file)`
         )
       )
   }
+}
+
+// hf://[datasets/|spaces/|models/]org/name[@revision][/path]: read by hand, as the
+// repository's two segments and the revision do not fit a URL's host and path.
+const parseHub = (uri: string, shown: string): Either.Either<Parsed, StorageError.InvalidStorageOptions> => {
+  const rest = uri.slice("hf://".length)
+  if (/[?#]/.test(rest)) return Either.left(invalid("hf", `${shown} has a query or fragment, which an hf:// URI does not take`))
+  const segments = rest.split("/")
+  const typed = /^(models|datasets|spaces)$/.exec(segments[0] ?? "")
+  if (typed !== null) segments.shift()
+  const repoType = typed === null ? "model" : typed[1]!.slice(0, -1)
+  // The repository: org/name (or a bare name alone), the revision after "@" in its last segment.
+  const count = segments.length === 1 || (segments.length === 2 && segments[1] === "") ? 1 : 2
+  const repo = segments.slice(0, count)
+  const last = repo[count - 1] ?? ""
+  const at = last.indexOf("@")
+  if (at !== -1) repo[count - 1] = last.slice(0, at)
+  let revision: string | undefined
+  try {
+    revision = at === -1 ? undefined : decodeURIComponent(last.slice(at + 1))
+  } catch {
+    return Either.left(invalid("hf", `${shown}: the revision is not percent-encoded properly`))
+  }
+  const repoId = repo.join("/")
+  if (repo.some((segment) => segment === "") || revision === "") {
+    return Either.left(invalid("hf", `${shown} names no repository (hf://org/name[@revision][/path])`))
+  }
+  const pathInRepo = segments.slice(count).join("/").replace(/\/+$/, "")
+  return Either.right({
+    storage_type: "hf",
+    storage_kwargs: {
+      repo_id: repoId,
+      ...(repoType === "model" ? {} : { repo_type: repoType }),
+      ...(revision === undefined ? {} : { revision }),
+      ...(pathInRepo === "" ? {} : { path_in_repo: pathInRepo })
+    }
+  })
 }
 
 /**

@@ -23,6 +23,11 @@ export * as GarbageCollector from "./GarbageCollector.js"
 export * as GcsStorage from "./GcsStorage.js"
 
 /**
+ * @since 0.5.0
+ */
+export * as HfStorage from "./HfStorage.js"
+
+/**
  * @since 0.2.0
  */
 export * as HttpStorage from "./HttpStorage.js"

@@ -73,10 +73,13 @@ export const fromParseError = (storageType: string, input: unknown) =>
       problem: withoutValue(issue.message, valueAt(input, issue.path))
     })
   )
-  // An optional field that failed reports its "undefined" alternative too: that one says nothing.
+  // An optional field that failed reports its "undefined" alternative too: that one says nothing;
+  // a union of literals reports one issue per member, with the same message: one is enough.
+  const seen = new Set<string>()
   const useful = issues.filter((issue) =>
-    !issue.problem.startsWith("Expected undefined") ||
-    !issues.some((other) => other !== issue && other.field === issue.field)
+    (!issue.problem.startsWith("Expected undefined") ||
+      !issues.some((other) => other !== issue && other.field === issue.field)) &&
+    !seen.has(`${issue.field}\0${issue.problem}`) && seen.add(`${issue.field}\0${issue.problem}`) !== undefined
   )
   return new StorageError.InvalidStorageOptions({ storageType, issues: useful })
 }

@@ -388,3 +388,89 @@ export const tlsFailureOf = (error: unknown): { readonly code: string; readonly 
   }
   return undefined
 }
+
+/**
+ * A failure to get an answer (no connection, no headers in time): worth
+ * another attempt, unless it is a certificate that is not accepted.
+ *
+ * @internal
+ */
+export type RequestFailure =
+  | { readonly _tag: "Unanswered"; readonly reason: string }
+  | { readonly _tag: "Tls"; readonly code: string; readonly reason: string }
+
+/**
+ * One GET through the agents (proxies, CAs, keep-alive), redirects followed
+ * (at most `maxRedirects`). `headers` go to every hop; `secret` headers
+ * (a token) only to hops on the first URL's origin, never to a CDN another
+ * origin serves. Succeeds with the final answer (its body unread: the
+ * caller reads or drops it), the first hop's headers (a redirecting server's
+ * own) and the final URL; the answer is destroyed when the scope closes.
+ *
+ * @internal
+ */
+export const get = (
+  agents: { readonly http: http.Agent; readonly https: https.Agent },
+  url: string,
+  options: {
+    readonly headers: Readonly<Record<string, string>>
+    readonly secret: Readonly<Record<string, string>>
+    readonly timeoutMillis: number
+    readonly maxRedirects?: number | undefined
+  }
+): Effect.Effect<
+  { readonly response: http.IncomingMessage; readonly first: http.IncomingHttpHeaders; readonly url: string },
+  RequestFailure,
+  Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const origin = new URL(url).origin
+    const once = (target: URL) =>
+      Effect.acquireRelease(
+        Effect.async<http.IncomingMessage, RequestFailure>((resume) => {
+          const secure = target.protocol === "https:"
+          let done = false
+          const finish = (effect: Effect.Effect<http.IncomingMessage, RequestFailure>) => {
+            if (done) return
+            done = true
+            clearTimeout(timer)
+            resume(effect)
+          }
+          const request = (secure ? https : http).request(target, {
+            method: "GET",
+            headers: { ...options.headers, ...(target.origin === origin ? options.secret : {}) },
+            agent: secure ? agents.https : agents.http
+          }, (response) => finish(Effect.succeed(response)))
+          request.on("error", (error) => {
+            const tls = tlsFailureOf(error)
+            finish(Effect.fail(
+              tls !== undefined
+                ? { _tag: "Tls", code: tls.code, reason: errors.redactText(tls.message) }
+                : { _tag: "Unanswered", reason: `request failed: ${errors.redactText(String(error.message ?? error))}` }
+            ))
+          })
+          const timer = setTimeout(() => {
+            request.destroy()
+            finish(Effect.fail({ _tag: "Unanswered", reason: `no response within ${options.timeoutMillis} ms` }))
+          }, options.timeoutMillis)
+          request.end()
+          return Effect.sync(() => {
+            done = true
+            clearTimeout(timer)
+            request.destroy()
+          })
+        }),
+        (response) => Effect.sync(() => response.destroy())
+      )
+    let target = new URL(url)
+    let response = yield* once(target)
+    const first = response.headers
+    const limit = options.maxRedirects ?? 10
+    for (let hops = 0; [301, 302, 303, 307, 308].includes(response.statusCode ?? 0) && response.headers.location; hops++) {
+      if (hops === limit) return yield* Effect.fail<RequestFailure>({ _tag: "Unanswered", reason: `more than ${limit} redirects` })
+      target = new URL(response.headers.location, target)
+      response.resume()
+      response = yield* once(target)
+    }
+    return { response, first, url: target.href }
+  })

@@ -269,8 +269,10 @@ export const make = (settings: Settings) =>
               if (object.Key !== undefined && !object.Key.endsWith("/")) {
                 const etag = object.ETag ?? ""
                 // A single-part upload's ETag is the MD5 of the object (a multipart one's has a dash).
-                const md5 = /^"?[0-9a-f]{32}"?$/.test(etag) ? etag.replace(/"/g, "") : undefined
-                objects.push({ key: object.Key, size: Number(object.Size ?? 0), etag, md5 })
+                const checks = /^"?[0-9a-f]{32}"?$/.test(etag)
+                  ? [{ algorithm: "md5", label: "md5 (ETag)", expected: etag.replace(/"/g, "") }]
+                  : []
+                objects.push({ key: object.Key, size: Number(object.Size ?? 0), etag, checks })
               }
             }
             token = page.IsTruncated ? page.NextContinuationToken : undefined

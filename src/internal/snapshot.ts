@@ -26,10 +26,22 @@ export interface Listed {
   readonly size: number
   /** The version: an object with the same version is the same object (not fetched again). */
   readonly etag: string
-  /** The MD5 of the whole object (hex), checked when it is fetched. */
-  readonly md5?: string | undefined
-  /** The sha256 of the whole object (hex), checked when it is fetched. */
-  readonly sha256?: string | undefined
+  /** Digests of the whole object the source vouches for, each checked when the object is fetched. */
+  readonly checks?: ReadonlyArray<Check> | undefined
+}
+
+/**
+ * A digest of a whole object: `algorithm` (a node:crypto hash) over
+ * `preamble` then the object's bytes (git's blob ids hash a header first),
+ * shown in errors as `label`.
+ *
+ * @internal
+ */
+export interface Check {
+  readonly algorithm: string
+  readonly expected: string
+  readonly label: string
+  readonly preamble?: string | undefined
 }
 
 /**
@@ -177,8 +189,11 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         const matched = below.filter((object) => selectedNames.has(object.name))
           .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
         if (matched.length === 0) {
-          if (below.length === 0 && objects.length === 0) {
-            return yield* new StorageError.RemoteNotFound({ location: base, reason: source.nothingListed })
+          if (below.length === 0) {
+            return yield* new StorageError.RemoteNotFound({
+              location: base,
+              reason: objects.length === 0 ? source.nothingListed : "no file or folder of this name"
+            })
           }
           return yield* new StorageError.NothingMatched({
             folder: source.locationOf(folder),
@@ -231,11 +246,11 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
       })
 
     // What the source vouches for, against what arrived.
-    const expectations = (entry: Entry) =>
-      [
-        ...(entry.sha256 === undefined ? [] : [{ algorithm: "sha256", expected: entry.sha256.toLowerCase() }]),
-        ...(entry.md5 === undefined ? [] : [{ algorithm: "md5", expected: entry.md5.toLowerCase() }])
-      ] as const
+    const hashOf = (check: Check) => {
+      const hash = crypto.createHash(check.algorithm)
+      if (check.preamble !== undefined) hash.update(check.preamble)
+      return hash
+    }
 
     // One object into `target`: one streamed GET (its announced digests
     // checked as it arrives), or, when large, parallel ranged GETs pinned to
@@ -253,14 +268,15 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         // One GET of [start, end) (the whole object when end is undefined) into
         // its place in the file, hashed with each of `algorithms`. A retry starts
         // the range over, with fresh hashes.
-        const writeRange = (file: string, start: number, end: number | undefined, algorithms: ReadonlyArray<string>) =>
+        const writeRange = (file: string, start: number, end: number | undefined, checks: ReadonlyArray<Check>) =>
           Effect.scoped(Effect.gen(function*() {
             const got = yield* source.get(client, entry, end === undefined ? undefined : { start, end })
             // Servers that ignore the version condition are caught here: every part must come from the listed version.
             if (got.etag !== undefined && got.etag !== "" && entry.etag !== "" && got.etag !== entry.etag) {
               return yield* mismatch("ETag (the object changed during the load: load again)", entry.etag, got.etag)
             }
-            const hashes = algorithms.map((algorithm) => crypto.createHash(algorithm))
+            const sha256 = crypto.createHash("sha256")
+            const hashes = [sha256, ...checks.map(hashOf)]
             const onBytes = (chunk: Uint8Array) => {
               for (const hash of hashes) hash.update(chunk)
             }
@@ -300,17 +316,15 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
             }
             return hashes.map((hash) => hash.digest("hex"))
           }))
+        const checks = entry.checks ?? []
 
-        const expected = expectations(entry)
         if (entry.size < settings.multipartThreshold) {
           yield* progress.start(entry.size, 0)
-          const extra = expected.filter((check) => check.algorithm !== "sha256").map((check) => check.algorithm)
-          const [sha256, ...others] = yield* retrying(location, writeRange(target, 0, undefined, ["sha256", ...extra]))
-          for (const check of expected) {
-            const actual = check.algorithm === "sha256" ? sha256! : others[extra.indexOf(check.algorithm)]!
-            if (actual !== check.expected) {
+          const [sha256, ...actual] = yield* retrying(location, writeRange(target, 0, undefined, checks))
+          for (const [i, check] of checks.entries()) {
+            if (actual[i] !== check.expected.toLowerCase()) {
               yield* cache.removeAll(target)
-              return yield* mismatch(check.algorithm, check.expected, actual)
+              return yield* mismatch(check.label, check.expected, actual[i]!)
             }
           }
           yield* progress.finish(entry.size)
@@ -351,7 +365,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           (i) => {
             const start = i * settings.partSize
             const end = Math.min(entry.size, start + settings.partSize)
-            return Effect.flatMap(retrying(location, writeRange(data, start, end, ["sha256"])), ([digest]) =>
+            return Effect.flatMap(retrying(location, writeRange(data, start, end, [])), ([digest]) =>
               recordPart(i, digest!))
           },
           { concurrency: settings.partConcurrency, discard: true }
@@ -362,11 +376,11 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           return yield* mismatch("size", String(entry.size), String(info.size))
         }
         // The digests the source announced are of the whole object: the parts, read back, in order.
-        for (const check of expected) {
-          const actual = (yield* cache.hashInto(fs, data, crypto.createHash(check.algorithm))).digest("hex")
-          if (actual !== check.expected) {
+        for (const check of checks) {
+          const actual = (yield* cache.hashInto(fs, data, hashOf(check))).digest("hex")
+          if (actual !== check.expected.toLowerCase()) {
             yield* cache.removeAll(data, record)
-            return yield* mismatch(check.algorithm, check.expected, actual)
+            return yield* mismatch(check.label, check.expected, actual)
           }
         }
         yield* cache.commit(data, target)

@@ -1,0 +1,384 @@
+/**
+ * The Hugging Face Hub: the files of a model (or dataset, or space)
+ * repository at one commit, delivered through the library's cache by path
+ * (laid out as in the repository) or as bytes.
+ *
+ * - One request resolves the revision (branch, tag or commit) to a commit
+ *   and lists that commit's files; every file is then read from that commit,
+ *   so a push during a load cannot mix two versions.
+ * - LFS files are checked against the sha256 the Hub announces, regular files
+ *   against their git blob id; a file that does not match is never delivered.
+ * - The token goes to the Hub only: a redirect to its CDN is followed without
+ *   it.
+ * - The S3 storage's engine: the set is staged whole and published at once
+ *   (a snapshot), files unchanged since the last snapshot (same blob) are
+ *   linked rather than fetched, large files come as parallel ranged GETs
+ *   that resume, one load at a time per repository and revision across
+ *   processes, offline mode from the last snapshot.
+ *
+ * URI: `hf://org/name[@revision][/path]` (`hf://datasets/org/name…` for a
+ * dataset, `hf://spaces/…` for a space; a revision with `/` percent-encoded:
+ * `@refs%2Fpr%2F1`).
+ *
+ * @since 0.5.0
+ */
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import type * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as nodeFs from "node:fs"
+import * as os from "node:os"
+import * as DiskStorage from "./DiskStorage.js"
+import * as HttpStorage from "./HttpStorage.js"
+import * as cache from "./internal/cache.js"
+import * as definition_ from "./internal/definition.js"
+import * as errors from "./internal/errors.js"
+import * as hub from "./internal/hub.js"
+import * as mask_ from "./internal/mask.js"
+import * as read_ from "./internal/read.js"
+import * as internal from "./internal/storage.js"
+import * as transfer from "./internal/transfer.js"
+import * as LoadedFile from "./LoadedFile.js"
+import * as StorageError from "./StorageError.js"
+
+/**
+ * @since 0.5.0
+ * @category constants
+ */
+export const storageType = "hf"
+
+/**
+ * The public Hub.
+ *
+ * @since 0.5.0
+ * @category constants
+ */
+export const defaultEndpoint = "https://huggingface.co"
+
+const MiB = 1024 * 1024
+
+const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
+
+const positiveInt = (max: number) =>
+  Schema.Int.pipe(Schema.between(1, max, { message: () => `must be a whole number from 1 to ${max}` }))
+
+const Seconds = (fallback: number) =>
+  Schema.optionalWith(
+    Schema.Number.pipe(Schema.positive({ message: () => "must be a number of seconds above 0" })),
+    { default: () => fallback }
+  )
+
+const Globs = Schema.Union(Schema.String, Schema.Array(Schema.String))
+
+/**
+ * A repository id as the Hub has them: `org/name`, or a bare `name` (the
+ * oldest models); letters, digits, `-`, `_`, `.`.
+ *
+ * @since 0.5.0
+ * @category schemas
+ */
+export const RepoId = Schema.String.pipe(
+  Schema.filter((value) =>
+    /^(?:[A-Za-z0-9][\w.-]{0,95}\/)?[A-Za-z0-9][\w.-]{0,95}$/.test(value) && !value.includes("..") ||
+    "must be a repository id: org/name (letters, digits, -, _, .)"
+  )
+)
+
+/**
+ * `storage_kwargs` of the Hub storage. Unknown keys are rejected.
+ *
+ * - `repo_id` (required): `org/name`.
+ * - `revision` (`main`): a branch, tag or commit.
+ * - `repo_type` (`model`): `model`, `dataset` or `space`.
+ * - `path_in_repo`: a file (a single file) or a folder of the repository;
+ *   default all of it. Names are delivered relative to it.
+ * - `allow_patterns` / `ignore_patterns`: globs (one or a list), as
+ *   huggingface_hub reads them (Python's fnmatch on the path in the
+ *   repository: `*` crosses `/`; `dir/` means everything under dir).
+ * - `file_mask`: mlup's regular expression, searched in each name (default:
+ *   every file).
+ * - `token` (a secret): else `HF_TOKEN`, `HUGGING_FACE_HUB_TOKEN`, or the
+ *   file `hf auth login` writes (`HF_TOKEN_PATH`, else `$HF_HOME/token`,
+ *   else `~/.cache/huggingface/token`).
+ * - `endpoint`: else `HF_ENDPOINT`, else `https://huggingface.co`.
+ * - `offline`: else `HF_HUB_OFFLINE`; the last snapshot of this repository
+ *   and revision, from the cache only.
+ * - `need_load_file` (false), `cache_dir`, `concurrency` (8),
+ *   `multipart_threshold_mb` (64), `part_size_mb` (16), `part_concurrency`
+ *   (8), `connect_timeout` (30 s), `stall_timeout` (60 s), `retries` (5),
+ *   `lock_timeout` (1800 s), `verify`, `ca_bundle`: as the HTTP storage.
+ *
+ * @since 0.5.0
+ * @category schemas
+ */
+export const Kwargs = Schema.Struct({
+  repo_id: RepoId.annotations({ missingMessage: () => "is missing: give the repository, org/name" }),
+  revision: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1, { message: () => "must not be empty" })), {
+    default: () => "main"
+  }),
+  repo_type: Schema.optionalWith(
+    Schema.Literal("model", "dataset", "space").annotations({
+      message: () => ({ message: "must be model, dataset or space", override: true })
+    }),
+    { default: () => "model" as const }
+  ),
+  path_in_repo: Schema.optionalWith(Schema.String, { exact: true }),
+  allow_patterns: Schema.optionalWith(Globs, { exact: true }),
+  ignore_patterns: Schema.optionalWith(Globs, { exact: true }),
+  file_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),
+  token: Schema.optionalWith(Secret, { exact: true }),
+  endpoint: Schema.optionalWith(
+    Schema.String.pipe(Schema.filter((value) => /^https?:\/\//.test(value) && URL.canParse(value) || "must be an http(s) URL")),
+    { exact: true }
+  ),
+  need_load_file: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
+  cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
+  offline: Schema.optionalWith(DiskStorage.BooleanFlag, { exact: true }),
+  concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
+  multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
+  part_size_mb: Schema.optionalWith(positiveInt(5120), { default: () => 16 }),
+  part_concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
+  connect_timeout: Seconds(30),
+  stall_timeout: Seconds(60),
+  retries: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 100)), { default: () => 5 }),
+  lock_timeout: Seconds(1800),
+  verify: Schema.optionalWith(HttpStorage.Verify, { default: () => "changed" as const }),
+  ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
+})
+
+/**
+ * @since 0.5.0
+ * @category models
+ */
+export type Kwargs = typeof Kwargs.Type
+
+/**
+ * Options in code: the kwargs in camelCase, durations as Effect Durations,
+ * and the retry policy as a Schedule (it replaces `retries`).
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface Options {
+  readonly repoId: string
+  readonly revision?: string | undefined
+  readonly repoType?: "model" | "dataset" | "space" | undefined
+  readonly pathInRepo?: string | undefined
+  readonly allowPatterns?: string | ReadonlyArray<string> | undefined
+  readonly ignorePatterns?: string | ReadonlyArray<string> | undefined
+  readonly fileMask?: string | undefined
+  readonly token?: string | Redacted.Redacted<string> | undefined
+  readonly endpoint?: string | undefined
+  readonly needLoadFile?: boolean | undefined
+  readonly cacheDir?: string | undefined
+  readonly offline?: boolean | undefined
+  readonly concurrency?: number | undefined
+  readonly multipartThresholdMb?: number | undefined
+  readonly partSizeMb?: number | undefined
+  readonly partConcurrency?: number | undefined
+  readonly connectTimeout?: Duration.DurationInput | undefined
+  readonly stallTimeout?: Duration.DurationInput | undefined
+  readonly retries?: number | undefined
+  readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined
+  readonly lockTimeout?: Duration.DurationInput | undefined
+  readonly verify?: "changed" | "always" | undefined
+  readonly caBundle?: string | undefined
+}
+
+const env = (name: string) =>
+  Effect.map(
+    Effect.orElseSucceed(Config.option(Config.string(name)), () => Option.none<string>()),
+    Option.filter((value) => value.trim() !== "")
+  )
+
+/**
+ * The token when the kwargs give none, where huggingface_hub looks: `HF_TOKEN`,
+ * `HUGGING_FACE_HUB_TOKEN`, then the file `hf auth login` writes.
+ */
+const tokenFromEnvironment = Effect.gen(function*() {
+  const fromEnv = Option.orElse(yield* env("HF_TOKEN"), () => Option.none<string>())
+  if (Option.isSome(fromEnv)) return Option.some(fromEnv.value.trim())
+  const legacy = yield* env("HUGGING_FACE_HUB_TOKEN")
+  if (Option.isSome(legacy)) return Option.some(legacy.value.trim())
+  const home = Option.getOrElse(yield* env("HF_HOME"), () => `${os.homedir()}/.cache/huggingface`)
+  const file = Option.getOrElse(yield* env("HF_TOKEN_PATH"), () => `${home}/token`)
+  try {
+    const token = nodeFs.readFileSync(file, "utf8").trim()
+    return token === "" ? Option.none<string>() : Option.some(token)
+  } catch {
+    return Option.none<string>()
+  }
+})
+
+const truthy = (value: string) => ["1", "ON", "YES", "TRUE"].includes(value.trim().toUpperCase())
+
+/**
+ * A Hub storage from decoded kwargs (and, from code, a retry Schedule).
+ *
+ * @since 0.5.0
+ * @category constructors
+ */
+export const makeResolved = (
+  kwargs: Kwargs,
+  retrySchedule?: Schedule.Schedule<unknown, unknown>
+): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const token = kwargs.token ?? Option.getOrUndefined(Option.map(yield* tokenFromEnvironment, Redacted.make))
+    const endpoint = (kwargs.endpoint ?? Option.getOrElse(yield* env("HF_ENDPOINT"), () => defaultEndpoint)).replace(/\/+$/, "")
+    if (!/^https?:\/\//.test(endpoint) || !URL.canParse(endpoint)) {
+      return yield* new StorageError.InvalidStorageOptions({
+        storageType,
+        issues: [new StorageError.OptionIssue({ field: "endpoint", problem: "HF_ENDPOINT must be an http(s) URL" })]
+      })
+    }
+    const offline = kwargs.offline ?? Option.match(yield* env("HF_HUB_OFFLINE"), { onNone: () => false, onSome: truthy })
+    const list = (globs: string | ReadonlyArray<string> | undefined) => (typeof globs === "string" ? [globs] : globs)
+    const settings: hub.Settings = {
+      endpoint,
+      repoId: kwargs.repo_id,
+      repoType: kwargs.repo_type,
+      revision: kwargs.revision,
+      pathInRepo: (kwargs.path_in_repo ?? "").replace(/^\/+/, ""),
+      allowPatterns: list(kwargs.allow_patterns),
+      ignorePatterns: list(kwargs.ignore_patterns),
+      // Every file, unless a mask says otherwise (mlup's default mask, *.pckl, would select nothing on the Hub).
+      mask: kwargs.file_mask ?? mask_.fromRegExp(/(?:)/),
+      maskShown: kwargs.file_mask === undefined ? "(every file)" : undefined,
+      token,
+      caBundle: kwargs.ca_bundle,
+      connectTimeout: Duration.seconds(kwargs.connect_timeout),
+      cacheDir: path.resolve(kwargs.cache_dir ?? (yield* cache.defaultCacheDir(path))),
+      concurrency: kwargs.concurrency,
+      partSize: kwargs.part_size_mb * MiB,
+      partConcurrency: kwargs.part_concurrency,
+      multipartThreshold: kwargs.multipart_threshold_mb * MiB,
+      stallTimeout: Duration.seconds(kwargs.stall_timeout),
+      schedule: retrySchedule ?? transfer.defaultSchedule(kwargs.retries),
+      maxRetryAfter: Duration.minutes(1),
+      offline,
+      lockTimeout: Duration.seconds(kwargs.lock_timeout),
+      verify: kwargs.verify
+    }
+    const work = yield* hub.make(settings).pipe(
+      Effect.provideService(FileSystem.FileSystem, fs),
+      Effect.provideService(Path.Path, path)
+    )
+    const readBytes = read_.readBytes(fs, path)
+    const deliver = (
+      file: { readonly file: string; readonly name: string; readonly size: number }
+    ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
+      kwargs.need_load_file
+        ? readBytes(file.file, file.name)
+        : Effect.succeed(LoadedFile.path({ path: file.file, name: file.name, size: file.size }))
+
+    const load = Effect.flatMap(work.load, (files) => Effect.forEach(files, deliver))
+
+    const loadBytesSingleFile = (
+      file: string
+    ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
+      Effect.gen(function*() {
+        const target = path.resolve(file)
+        const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat"))
+        return yield* deliver({ file: target, name: path.basename(target), size: Number(info.size) })
+      })
+
+    return yield* internal.make({ storageType, load, loadBytesSingleFile })
+  })
+
+/**
+ * A Hub storage. Invalid options fail with `InvalidStorageOptions`.
+ *
+ * @since 0.5.0
+ * @category constructors
+ */
+export const make = (
+  options: Options
+): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  errors.decodeOptionsInCode(storageType, Kwargs, {
+    repo_id: options.repoId,
+    revision: options.revision,
+    repo_type: options.repoType,
+    path_in_repo: options.pathInRepo,
+    allow_patterns: options.allowPatterns,
+    ignore_patterns: options.ignorePatterns,
+    file_mask: options.fileMask,
+    token: options.token,
+    endpoint: options.endpoint,
+    need_load_file: options.needLoadFile,
+    cache_dir: options.cacheDir,
+    offline: options.offline,
+    concurrency: options.concurrency,
+    multipart_threshold_mb: options.multipartThresholdMb,
+    part_size_mb: options.partSizeMb,
+    part_concurrency: options.partConcurrency,
+    connect_timeout: options.connectTimeout === undefined
+      ? undefined
+      : Duration.toSeconds(Duration.decode(options.connectTimeout)),
+    stall_timeout: options.stallTimeout === undefined
+      ? undefined
+      : Duration.toSeconds(Duration.decode(options.stallTimeout)),
+    retries: options.retries,
+    lock_timeout: options.lockTimeout === undefined
+      ? undefined
+      : Duration.toSeconds(Duration.decode(options.lockTimeout)),
+    verify: options.verify,
+    ca_bundle: options.caBundle
+  }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule)))
+
+/**
+ * The Hub storage as a layer, for any platform that provides `FileSystem`
+ * and `Path` (its requests use node:http). On Node, `NodeStorage.layerHf`
+ * provides them.
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  Layer.effect(internal.Storage, make(options))
+
+/**
+ * The storage as a layer whose options come from Effect's `Config`.
+ *
+ * @example
+ * ```ts
+ * import * as Config from "effect/Config"
+ * HfStorage.layerConfig({
+ *   repoId: Config.string("MODEL_REPO"),
+ *   revision: Config.withDefault(Config.string("MODEL_REVISION"), "main"),
+ *   token: Config.option(Config.redacted("HF_TOKEN")).pipe(Config.map(Option.getOrUndefined))
+ * })
+ * ```
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options>
+): Layer.Layer<
+  internal.Storage,
+  StorageError.InvalidStorageOptions | ConfigError.ConfigError,
+  FileSystem.FileSystem | Path.Path
+> => Layer.effect(internal.Storage, Effect.flatMap(Config.unwrap(config), make))
+
+/**
+ * @since 0.5.0
+ * @category definitions
+ */
+export const definition: definition_.StorageDefinition<Kwargs> = definition_.define({
+  name: storageType,
+  aliases: ["HfStorage", "huggingface", "hugging_face"],
+  kwargs: Kwargs,
+  make: (kwargs) => makeResolved(kwargs)
+})
