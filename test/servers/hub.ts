@@ -3,7 +3,7 @@
  * API as huggingface_hub's client uses it (checked against huggingface_hub
  * itself by scripts/check-hub-server.py):
  *
- * - `GET /api/{models,datasets,spaces}/<repo>/revision/<rev>`: the commit
+ * - `GET /api/{models,datasets,spaces}/<repo>[/revision/<rev>]`: the commit
  *   (`sha`) and `siblings` (with `?blobs=true`: sizes, blob ids, LFS).
  * - `GET /api/…/<repo>/tree/<commit>?recursive=true`: the files, in pages
  *   linked by a `Link: <…>; rel="next"` header.
@@ -87,13 +87,14 @@ export class TestHub {
     return `http://127.0.0.1:${(this.hub.address() as AddressInfo).port}`
   }
 
+  /** On another loopback address: another host, as the Hub's CDN is (clients tell a CDN by its host name). */
   get cdnOrigin(): string {
-    return `http://127.0.0.1:${(this.cdn.address() as AddressInfo).port}`
+    return `http://127.0.0.2:${(this.cdn.address() as AddressInfo).port}`
   }
 
   async listen(): Promise<void> {
     await new Promise<void>((resolve) => this.hub.listen(0, "127.0.0.1", resolve))
-    await new Promise<void>((resolve) => this.cdn.listen(0, "127.0.0.1", resolve))
+    await new Promise<void>((resolve) => this.cdn.listen(0, "127.0.0.2", resolve))
   }
 
   async close(): Promise<void> {
@@ -197,8 +198,10 @@ export class TestHub {
       const type = typeSegment[segments[1] ?? ""]
       if (type === undefined) return this.fail(res, 404, undefined, "Not found")
       // /api/models/<org>/<name>/(revision|tree)/<rev>[/path]  or  /api/models/<name>/(revision|tree)/<rev>
-      const verbAt = segments.findIndex((segment, i) => i >= 3 && (segment === "revision" || segment === "tree"))
-      if (verbAt === -1) return this.fail(res, 404, undefined, "Not found")
+      // /api/models/<repo> alone: the info of main.
+      const found = segments.findIndex((segment, i) => i >= 3 && (segment === "revision" || segment === "tree"))
+      const verbAt = found === -1 ? segments.length : found
+      if (found === -1) segments.push("revision", "main")
       const id = segments.slice(2, verbAt).map(decodeURIComponent).join("/")
       if (this.redirectRenamed(res, type, id, url)) return
       const repo = this.access(req, res, type, id, false)
