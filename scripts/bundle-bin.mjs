@@ -10,8 +10,8 @@
 // Node then parses one file (from V8's cache after the first run) instead of
 // loading some 800 modules, which was most of the start-up time. The library's
 // own ESM build (dist/*.js, from tsc) is untouched: applications import that.
-// The AWS SDK stays outside (an optional peer): the bundle's S3 part requires
-// it from node_modules when an S3 storage is made.
+// The AWS and Azure SDKs stay outside (optional peers): the bundle's S3 and
+// Azure parts require them from node_modules when such a storage is made.
 //
 //   node scripts/bundle-bin.mjs [outdir]     (default: dist)
 import * as esbuild from "esbuild"
@@ -23,18 +23,22 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
 const src = path.join(root, "src")
 const outdir = path.resolve(process.argv[2] ?? path.join(root, "dist"))
 
-// The library loads its S3 part by a path bundlers do not follow (so that an
-// application's bundle holds no AWS SDK). In the command's bundle that part
-// must come from the same bundle (one copy of effect): the dynamic import is
-// made one esbuild follows (evaluated only when an S3 storage is made).
+// The library loads its S3 and Azure parts by a path bundlers do not follow
+// (so that an application's bundle holds no AWS or Azure SDK). In the
+// command's bundle each part must come from the same bundle (one copy of
+// effect): the dynamic import is made one esbuild follows (evaluated only
+// when such a storage is made).
 const sdkPartLoader = /import\(\s*\/\*[^*]*\*\/\s*\/\*[^*]*\*\/\s*new URL\(sdkPart, import\.meta\.url\)\.href\)/
-const s3PartInBundle = {
-  name: "s3-part-in-bundle",
+const sdkPartsInBundle = {
+  name: "sdk-parts-in-bundle",
   setup(build) {
-    build.onLoad({ filter: /[\\/]src[\\/]S3Storage\.ts$/ }, async (args) => {
+    build.onLoad({ filter: /[\\/]src[\\/](S3Storage|AzureStorage)\.ts$/ }, async (args) => {
       const text = await fs.promises.readFile(args.path, "utf8")
-      if (!sdkPartLoader.test(text)) throw new Error("scripts/bundle-bin.mjs: the S3 part's loader in S3Storage.ts changed")
-      return { contents: text.replace(sdkPartLoader, "import(\"./internal/s3.js\")"), loader: "ts" }
+      const part = /const sdkPart = "(\.\/internal\/[a-z0-9]+\.js)"/.exec(text)?.[1]
+      if (part === undefined || !sdkPartLoader.test(text)) {
+        throw new Error(`scripts/bundle-bin.mjs: the SDK part's loader in ${path.basename(args.path)} changed`)
+      }
+      return { contents: text.replace(sdkPartLoader, `import(${JSON.stringify(part)})`), loader: "ts" }
     })
   }
 }
@@ -74,8 +78,8 @@ await esbuild.build({
   entryPoints: [path.join(src, "bin.ts")],
   outfile: path.join(outdir, "bin", "main.cjs"),
   format: "cjs",
-  external: ["@aws-sdk/*", "@smithy/*"],
-  plugins: [s3PartInBundle, customStorageImport, yamlApart]
+  external: ["@aws-sdk/*", "@smithy/*", "@azure/*"],
+  plugins: [sdkPartsInBundle, customStorageImport, yamlApart]
 })
 // The bundle is run as a function's body (the launcher wraps it): no hashbang.
 const main = path.join(outdir, "bin", "main.cjs")

@@ -17,6 +17,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as v8 from "node:v8"
 import * as vm from "node:vm"
+import * as AzureStorage from "./AzureStorage.js"
 import * as DiskStorage from "./DiskStorage.js"
 import * as GarbageCollector from "./GarbageCollector.js"
 import * as GcsStorage from "./GcsStorage.js"
@@ -162,6 +163,17 @@ export const layerGcs = (
   GcsStorage.layer(options).pipe(Layer.provide(layer))
 
 /**
+ * The Azure Blob storage on Node.
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layerAzure = (
+  options: AzureStorage.Options
+): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
+  AzureStorage.layer(options).pipe(Layer.provide(layer))
+
+/**
  * The Hugging Face Hub storage on Node.
  *
  * @since 0.5.0
@@ -249,3 +261,14 @@ export const layerHfConfig = (
   config: Config.Config.Wrap<HfStorage.Options>
 ): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
   HfStorage.layerConfig(config).pipe(Layer.provide(layer))
+
+/**
+ * `AzureStorage.layerConfig` on Node.
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layerAzureConfig = (
+  config: Config.Config.Wrap<AzureStorage.Options>
+): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
+  AzureStorage.layerConfig(config).pipe(Layer.provide(layer))

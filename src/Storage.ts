@@ -13,6 +13,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as SchemaAST from "effect/SchemaAST"
+import * as AzureStorage from "./AzureStorage.js"
 import * as DiskStorage from "./DiskStorage.js"
 import * as GcsStorage from "./GcsStorage.js"
 import * as HfStorage from "./HfStorage.js"
@@ -108,8 +109,8 @@ export const define: <Kwargs>(definition: {
 export const isStorageDefinition: (u: unknown) => u is StorageDefinition = definition_.isStorageDefinition
 
 /**
- * The storages built in: Memory (the default), Disk, HTTP, S3, GCS and the
- * Hugging Face Hub.
+ * The storages built in: Memory (the default), Disk, HTTP, S3, GCS, Azure Blob
+ * Storage and the Hugging Face Hub.
  *
  * @since 0.1.0
  * @category definitions
@@ -120,6 +121,7 @@ export const builtins: ReadonlyArray<StorageDefinition> = [
   HttpStorage.definition,
   S3Storage.definition,
   GcsStorage.definition,
+  AzureStorage.definition,
   HfStorage.definition
 ]
 

@@ -1,6 +1,7 @@
 /**
  * Sources as URIs, as KServe's `storage_uri`, the AWS CLI and init containers
- * name them: `s3://bucket/prefix`, `gs://bucket/prefix`, `hf://org/name@revision/path`,
+ * name them: `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`,
+ * `hf://org/name@revision/path`,
  * `https://host/path/model.onnx`,
  * `file:///models/iris` (or an absolute path). A URI is another way to write
  * mlup's `storage_type` and the kwargs that say where the files are; every
@@ -29,7 +30,7 @@ export const kwarg = "storage_uri"
  * @category models
  */
 export interface Parsed {
-  readonly storage_type: "s3" | "gcs" | "hf" | "http" | "disk"
+  readonly storage_type: "s3" | "gcs" | "azure" | "hf" | "http" | "disk"
   readonly storage_kwargs: Readonly<Record<string, unknown>>
 }
 
@@ -42,6 +43,8 @@ const invalid = (storageType: string, problem: string) =>
 /**
  * Reads a URI: `s3://bucket[/prefix]` (the S3 storage: `bucket`, `prefix`),
  * `gs://bucket[/prefix]` (the GCS storage, the same kwargs),
+ * `az://container[/prefix]` and `https://<account>.blob.core.windows.net/container[/prefix]`
+ * (the Azure storage: `container`, `prefix`, and `account` from the URL),
  * `hf://[datasets/|spaces/]org/name[@revision][/path]` (the Hub storage:
  * `repo_id`, `repo_type`, `revision` percent-decoded, `path_in_repo`; a bare
  * `hf://name[@revision]` for the oldest repositories),
@@ -78,9 +81,33 @@ export const parse = (uri: string): Either.Either<Parsed, StorageError.InvalidSt
         storage_kwargs: { bucket: parsed.hostname, ...(prefix === "" ? {} : { prefix }) }
       })
     }
+    case "az:": {
+      if (parsed.hostname === "") return Either.left(invalid("azure", `${shown} names no container (az://container/prefix)`))
+      if (parsed.search !== "" || parsed.hash !== "") {
+        return Either.left(invalid("azure", `${shown} has a query or fragment, which an az:// URI does not take`))
+      }
+      const prefix = uri.slice(`az://${parsed.host}`.length).replace(/^\/+/, "")
+      return Either.right({
+        storage_type: "azure",
+        storage_kwargs: { container: parsed.hostname, ...(prefix === "" ? {} : { prefix }) }
+      })
+    }
     case "http:":
-    case "https:":
+    case "https:": {
+      // An Azure account's blob service (as KServe tells it): the Azure storage, not plain HTTP.
+      const account = /^([a-z0-9]{3,24})\.blob\.core\.windows\.net$/.exec(parsed.hostname)
+      if (parsed.protocol === "https:" && account !== null && parsed.search === "" && parsed.username === "") {
+        const [container = "", ...rest] = parsed.pathname.split("/").filter((segment, i) => i > 0 || segment !== "")
+        if (container !== "") {
+          const prefix = rest.map(decodeURIComponent).join("/")
+          return Either.right({
+            storage_type: "azure",
+            storage_kwargs: { account: account[1]!, container, ...(prefix === "" ? {} : { prefix }) }
+          })
+        }
+      }
       return Either.right({ storage_type: "http", storage_kwargs: { urls: uri } })
+    }
     case "file:": {
       if (parsed.host !== "" && parsed.host !== "localhost") {
         return Either.left(invalid("disk", `${shown} names a host; a file URI is file:///path`))
@@ -91,7 +118,7 @@ export const parse = (uri: string): Either.Either<Parsed, StorageError.InvalidSt
       return Either.left(
         invalid(
           "(storage_uri)",
-          `${shown}: the scheme ${parsed.protocol.slice(0, -1)} is not supported (s3, gs, hf, http, https, file)`
+          `${shown}: the scheme ${parsed.protocol.slice(0, -1)} is not supported (s3, gs, az, hf, http, https, file)`
         )
       )
   }

@@ -8,6 +8,11 @@
  */
 
 /**
+ * @since 0.5.0
+ */
+export * as AzureStorage from "./AzureStorage.js"
+
+/**
  * @since 0.1.0
  */
 export * as DiskStorage from "./DiskStorage.js"

@@ -1,0 +1,403 @@
+/**
+ * Azure Blob Storage: lists the blobs of a container under a prefix, selects
+ * them with a mask (the Disk storage's semantics on blob names), and
+ * delivers them through the local cache by path or as bytes, with the S3
+ * storage's engine: staged, verified (Content-MD5 when the blob has one,
+ * sha256 recorded), published at once as a snapshot keyed by ETag; large
+ * blobs as parallel ranged reads pinned to their ETag (If-Match) that
+ * resume; one load at a time per container and prefix across processes;
+ * offline from the last snapshot.
+ *
+ * Built on the official `@azure/storage-blob` (an optional peer dependency:
+ * `npm install @azure/storage-blob@^12.28`), whose requests go through the
+ * library's agents (proxies, CAs) and retries.
+ *
+ * URI: `az://container/prefix` (the account from the kwargs or the
+ * environment), or the account's URL
+ * `https://<account>.blob.core.windows.net/container/prefix`.
+ *
+ * @since 0.5.0
+ */
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import type * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as DiskStorage from "./DiskStorage.js"
+import * as HttpStorage from "./HttpStorage.js"
+import type * as azure from "./internal/azure.js"
+import * as cache from "./internal/cache.js"
+import * as definition_ from "./internal/definition.js"
+import * as errors from "./internal/errors.js"
+import * as mask_ from "./internal/mask.js"
+import * as read_ from "./internal/read.js"
+import * as internal from "./internal/storage.js"
+import * as transfer from "./internal/transfer.js"
+import * as LoadedFile from "./LoadedFile.js"
+import * as StorageError from "./StorageError.js"
+
+/**
+ * @since 0.5.0
+ * @category constants
+ */
+export const storageType = "azure"
+
+const MiB = 1024 * 1024
+
+const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
+
+const positiveInt = (max: number) =>
+  Schema.Int.pipe(Schema.between(1, max, { message: () => `must be a whole number from 1 to ${max}` }))
+
+const Seconds = (fallback: number) =>
+  Schema.optionalWith(
+    Schema.Number.pipe(Schema.positive({ message: () => "must be a number of seconds above 0" })),
+    { default: () => fallback }
+  )
+
+// A blob name prefix inside the container; a URI here is refused, never taken as a name.
+const BlobPrefix = Schema.String.pipe(
+  Schema.filter((value) =>
+    !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ||
+    "is a URI, not a prefix: give the prefix inside the container (iris/v3/), or the whole URI as storage_uri"
+  )
+)
+
+/**
+ * `storage_kwargs` of the Azure storage. Unknown keys are rejected.
+ *
+ * - `container` (required); `prefix` (mlup's `path_to_files` is accepted for
+ *   it): a blob (a single file) or a folder of blobs; default the whole
+ *   container.
+ * - `file_mask` (or `files_mask`): as the S3 storage; default mlup's.
+ * - Where and how: `connection_string` (a secret; else
+ *   `AZURE_STORAGE_CONNECTION_STRING`), or `account` (else
+ *   `AZURE_STORAGE_ACCOUNT`) with `account_key` (a secret; else
+ *   `AZURE_STORAGE_KEY` or KServe's `AZURE_STORAGE_ACCESS_KEY`) or
+ *   `sas_token` (a secret; else `AZURE_STORAGE_SAS_TOKEN`), or neither
+ *   (public access). `endpoint`: the blob service's URL (an emulator's, a
+ *   sovereign cloud's); default `https://<account>.blob.core.windows.net`.
+ * - `need_load_file` (false), `cache_dir`, `offline` (false), `concurrency`
+ *   (8), `part_size_mb` (16), `part_concurrency` (8), `multipart_threshold_mb`
+ *   (64), `stall_timeout` (60 s), `retries` (5), `lock_timeout` (1800 s),
+ *   `verify`, `ca_bundle`: as the S3 storage.
+ *
+ * @since 0.5.0
+ * @category schemas
+ */
+export const Kwargs = Schema.Struct({
+  container: Schema.String.pipe(
+    Schema.pattern(/^(?:\$root|\$web|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$/, {
+      message: () => "must be a container name: 3 to 63 lowercase letters, digits and single hyphens"
+    })
+  ).annotations({ missingMessage: () => "is missing: give the container that holds the model" }),
+  prefix: Schema.optionalWith(BlobPrefix, { exact: true }),
+  path_to_files: Schema.optionalWith(BlobPrefix, { exact: true }),
+  file_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),
+  files_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),
+  account: Schema.optionalWith(
+    Schema.String.pipe(Schema.pattern(/^[a-z0-9]{3,24}$/, { message: () => "must be a storage account name: 3 to 24 lowercase letters and digits" })),
+    { exact: true }
+  ),
+  account_key: Schema.optionalWith(Secret, { exact: true }),
+  sas_token: Schema.optionalWith(Secret, { exact: true }),
+  connection_string: Schema.optionalWith(Secret, { exact: true }),
+  endpoint: Schema.optionalWith(
+    Schema.String.pipe(Schema.filter((value) => /^https?:\/\//.test(value) && URL.canParse(value) || "must be an http(s) URL")),
+    { exact: true }
+  ),
+  need_load_file: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
+  cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
+  offline: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
+  concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
+  part_size_mb: Schema.optionalWith(positiveInt(4000), { default: () => 16 }),
+  part_concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
+  multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
+  stall_timeout: Seconds(60),
+  retries: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 100)), { default: () => 5 }),
+  lock_timeout: Seconds(1800),
+  verify: Schema.optionalWith(HttpStorage.Verify, { default: () => "changed" as const }),
+  ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
+})
+
+/**
+ * @since 0.5.0
+ * @category models
+ */
+export type Kwargs = typeof Kwargs.Type
+
+/**
+ * Options in code: the kwargs in camelCase, durations as Effect Durations,
+ * and the retry policy as a Schedule (it replaces `retries`).
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface Options {
+  readonly container: string
+  readonly prefix?: string | undefined
+  readonly fileMask?: string | undefined
+  readonly account?: string | undefined
+  readonly accountKey?: string | Redacted.Redacted<string> | undefined
+  readonly sasToken?: string | Redacted.Redacted<string> | undefined
+  readonly connectionString?: string | Redacted.Redacted<string> | undefined
+  readonly endpoint?: string | undefined
+  readonly needLoadFile?: boolean | undefined
+  readonly cacheDir?: string | undefined
+  readonly offline?: boolean | undefined
+  readonly concurrency?: number | undefined
+  readonly partSizeMb?: number | undefined
+  readonly partConcurrency?: number | undefined
+  readonly multipartThresholdMb?: number | undefined
+  readonly stallTimeout?: Duration.DurationInput | undefined
+  readonly retries?: number | undefined
+  readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined
+  readonly lockTimeout?: Duration.DurationInput | undefined
+  readonly verify?: "changed" | "always" | undefined
+  readonly caBundle?: string | undefined
+}
+
+const issue = (field: string, problem: string) => new StorageError.OptionIssue({ field, problem })
+
+/** The module that uses the Azure SDK, beside this one. */
+const sdkPart = "./internal/azure.js"
+
+const envString = (name: string) =>
+  Effect.map(
+    Effect.orElseSucceed(Config.option(Config.string(name)), () => Option.none<string>()),
+    (value) => Option.getOrUndefined(Option.filter(value, (text) => text.trim() !== ""))
+  )
+
+/**
+ * How the account is reached, from the kwargs, else the environment (as the
+ * Azure CLI reads it): a connection string wins; else an account (and its
+ * endpoint) with a key, a SAS token, or nothing.
+ */
+const accessOf = (kwargs: Kwargs) =>
+  Effect.gen(function*() {
+    const given = [kwargs.connection_string, kwargs.account_key, kwargs.sas_token].filter((value) => value !== undefined)
+    if (given.length > 1) {
+      return yield* new StorageError.InvalidStorageOptions({
+        storageType,
+        issues: [issue("connection_string", "give one of connection_string, account_key and sas_token")]
+      })
+    }
+    const fromEnv = (name: string) => Effect.map(envString(name), (value) => (value === undefined ? undefined : Redacted.make(value)))
+    const connectionString = kwargs.connection_string ??
+      (kwargs.account === undefined && kwargs.endpoint === undefined && given.length === 0
+        ? yield* fromEnv("AZURE_STORAGE_CONNECTION_STRING")
+        : undefined)
+    if (connectionString !== undefined) {
+      return { _tag: "ConnectionString", connectionString } satisfies azure.Access
+    }
+    const account = kwargs.account ?? (yield* envString("AZURE_STORAGE_ACCOUNT")) ??
+      (kwargs.endpoint === undefined ? undefined : accountOfEndpoint(kwargs.endpoint))
+    if (account === undefined) {
+      return yield* new StorageError.InvalidStorageOptions({
+        storageType,
+        issues: [
+          issue(
+            "account",
+            "is not set: give account (or set AZURE_STORAGE_ACCOUNT), endpoint, or connection_string " +
+              "(or set AZURE_STORAGE_CONNECTION_STRING)"
+          )
+        ]
+      })
+    }
+    const accountKey = kwargs.account_key ?? (given.length === 0
+      ? (yield* fromEnv("AZURE_STORAGE_KEY")) ?? (yield* fromEnv("AZURE_STORAGE_ACCESS_KEY"))
+      : undefined)
+    const sasToken = kwargs.sas_token ?? (given.length === 0 && accountKey === undefined
+      ? yield* fromEnv("AZURE_STORAGE_SAS_TOKEN")
+      : undefined)
+    return {
+      _tag: "Url",
+      serviceUrl: (kwargs.endpoint ?? `https://${account}.blob.core.windows.net`).replace(/\/+$/, ""),
+      account,
+      accountKey,
+      sasToken
+    } satisfies azure.Access
+  })
+
+// https://<account>.blob.core.windows.net, or an emulator's http://host:port/<account>.
+const accountOfEndpoint = (endpoint: string): string | undefined => {
+  const url = new URL(endpoint)
+  const host = /^([a-z0-9]{3,24})\.blob\./.exec(url.hostname)
+  if (host !== null) return host[1]
+  const first = url.pathname.split("/").find((segment) => segment !== "")
+  return first !== undefined && /^[a-z0-9]{3,24}$/.test(first) ? first : undefined
+}
+
+/**
+ * An Azure storage from decoded kwargs (and, from code, a retry Schedule).
+ *
+ * @since 0.5.0
+ * @category constructors
+ */
+export const makeResolved = (
+  kwargs: Kwargs,
+  retrySchedule?: Schedule.Schedule<unknown, unknown>
+): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const problems: Array<StorageError.OptionIssue> = []
+    if (kwargs.prefix !== undefined && kwargs.path_to_files !== undefined && kwargs.prefix !== kwargs.path_to_files) {
+      problems.push(issue("path_to_files", "conflicts with prefix: give only one of them"))
+    }
+    if (
+      kwargs.file_mask !== undefined && kwargs.files_mask !== undefined &&
+      mask_.sourceOf(kwargs.file_mask) !== mask_.sourceOf(kwargs.files_mask)
+    ) {
+      problems.push(issue("files_mask", "conflicts with file_mask: give only one of them"))
+    }
+    if (problems.length > 0) return yield* new StorageError.InvalidStorageOptions({ storageType, issues: problems })
+    const settings: azure.Settings = {
+      access: yield* accessOf(kwargs),
+      container: kwargs.container,
+      prefix: (kwargs.prefix ?? kwargs.path_to_files ?? "").replace(/^\/+/, ""),
+      mask: kwargs.file_mask ?? kwargs.files_mask ?? mask_.compileDefault(),
+      caBundle: kwargs.ca_bundle,
+      cacheDir: path.resolve(kwargs.cache_dir ?? (yield* cache.defaultCacheDir(path))),
+      concurrency: kwargs.concurrency,
+      partSize: kwargs.part_size_mb * MiB,
+      partConcurrency: kwargs.part_concurrency,
+      multipartThreshold: kwargs.multipart_threshold_mb * MiB,
+      stallTimeout: Duration.seconds(kwargs.stall_timeout),
+      schedule: retrySchedule ?? transfer.defaultSchedule(kwargs.retries),
+      maxRetryAfter: Duration.minutes(1),
+      offline: kwargs.offline,
+      lockTimeout: Duration.seconds(kwargs.lock_timeout),
+      verify: kwargs.verify
+    }
+    // The Azure SDK (an optional peer dependency) is loaded only when an Azure
+    // storage is made, by a path bundlers do not follow.
+    const sdk = yield* Effect.tryPromise({
+      try: () => import(/* @vite-ignore */ /* webpackIgnore: true */ new URL(sdkPart, import.meta.url).href) as Promise<typeof import("./internal/azure.js")>,
+      catch: (cause) =>
+        new StorageError.InvalidStorageOptions({
+          storageType,
+          issues: [
+            issue(
+              "storage_type",
+              "the Azure storage needs the Azure SDK: npm install @azure/storage-blob@^12.28 " +
+                `(in a bundled application, keep mlup-storage external) [${String((cause as { code?: unknown })?.code ?? cause)}]`
+            )
+          ]
+        })
+    })
+    const work = yield* sdk.make(settings).pipe(
+      Effect.provideService(FileSystem.FileSystem, fs),
+      Effect.provideService(Path.Path, path)
+    )
+    const readBytes = read_.readBytes(fs, path)
+    const deliver = (
+      file: { readonly file: string; readonly name: string; readonly size: number }
+    ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
+      kwargs.need_load_file
+        ? readBytes(file.file, file.name)
+        : Effect.succeed(LoadedFile.path({ path: file.file, name: file.name, size: file.size }))
+
+    const load = Effect.flatMap(work.load, (files) => Effect.forEach(files, deliver))
+
+    const loadBytesSingleFile = (
+      file: string
+    ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
+      Effect.gen(function*() {
+        const target = path.resolve(file)
+        const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat"))
+        return yield* deliver({ file: target, name: path.basename(target), size: Number(info.size) })
+      })
+
+    return yield* internal.make({ storageType, load, loadBytesSingleFile })
+  })
+
+/**
+ * An Azure storage. Invalid options fail with `InvalidStorageOptions`.
+ *
+ * @since 0.5.0
+ * @category constructors
+ */
+export const make = (
+  options: Options
+): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  errors.decodeOptionsInCode(storageType, Kwargs, {
+    container: options.container,
+    prefix: options.prefix,
+    file_mask: options.fileMask,
+    account: options.account,
+    account_key: options.accountKey,
+    sas_token: options.sasToken,
+    connection_string: options.connectionString,
+    endpoint: options.endpoint,
+    need_load_file: options.needLoadFile,
+    cache_dir: options.cacheDir,
+    offline: options.offline,
+    concurrency: options.concurrency,
+    part_size_mb: options.partSizeMb,
+    part_concurrency: options.partConcurrency,
+    multipart_threshold_mb: options.multipartThresholdMb,
+    stall_timeout: options.stallTimeout === undefined
+      ? undefined
+      : Duration.toSeconds(Duration.decode(options.stallTimeout)),
+    retries: options.retries,
+    lock_timeout: options.lockTimeout === undefined
+      ? undefined
+      : Duration.toSeconds(Duration.decode(options.lockTimeout)),
+    verify: options.verify,
+    ca_bundle: options.caBundle
+  }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule)))
+
+/**
+ * The Azure storage as a layer, for any platform that provides `FileSystem`
+ * and `Path`. On Node, `NodeStorage.layerAzure` provides them.
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
+  Layer.effect(internal.Storage, make(options))
+
+/**
+ * The storage as a layer whose options come from Effect's `Config`.
+ *
+ * @example
+ * ```ts
+ * import * as Config from "effect/Config"
+ * AzureStorage.layerConfig({
+ *   container: Config.string("MODEL_CONTAINER"),
+ *   prefix: Config.string("MODEL_PREFIX"),
+ *   connectionString: Config.redacted("AZURE_STORAGE_CONNECTION_STRING")
+ * })
+ * ```
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options>
+): Layer.Layer<
+  internal.Storage,
+  StorageError.InvalidStorageOptions | ConfigError.ConfigError,
+  FileSystem.FileSystem | Path.Path
+> => Layer.effect(internal.Storage, Effect.flatMap(Config.unwrap(config), make))
+
+/**
+ * @since 0.5.0
+ * @category definitions
+ */
+export const definition: definition_.StorageDefinition<Kwargs> = definition_.define({
+  name: storageType,
+  aliases: ["AzureStorage", "az", "azure_blob"],
+  kwargs: Kwargs,
+  make: (kwargs) => makeResolved(kwargs)
+})

@@ -1,0 +1,231 @@
+import { expect, layer } from "@effect/vitest"
+import { ContainerSASPermissions, generateBlobSASQueryParameters, StorageSharedKeyCredential } from "@azure/storage-blob"
+import * as ConfigProvider from "effect/ConfigProvider"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as fs from "node:fs"
+import * as AzureStorage from "../src/AzureStorage.js"
+import * as NodeStorage from "../src/NodeStorage.js"
+import * as Storage from "../src/Storage.js"
+import * as StorageUri from "../src/StorageUri.js"
+import { storageContract } from "../src/Testing.js"
+import { bytesOf, contents, fingerprint, platform, tempDir } from "./helpers.js"
+import * as Azurite from "./servers/azurite.js"
+import * as TestProxy from "./servers/proxy.js"
+
+const quiet = Logger.minimumLogLevel(LogLevel.Error)
+const env = Layer.merge(platform, quiet)
+const withServer = layer(env, { excludeTestServices: true })
+const MiB = 1024 * 1024
+const model = bytesOf(300_000, 31)
+const weights = bytesOf(50_000, 32)
+
+// No AZURE_* variable of the machine's may reach a test: each test says its own.
+const withEnv = (vars: Record<string, string> = {}) =>
+  Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
+
+const fixture = (needLoadFile: boolean) =>
+  Effect.gen(function*() {
+    const azurite = yield* Azurite.make()
+    yield* Effect.promise(() => azurite.createContainer("models"))
+    yield* Effect.promise(() => azurite.put("models", "iris/model.onnx", model))
+    yield* Effect.promise(() => azurite.put("models", "iris/weights.bin", weights))
+    yield* Effect.promise(() => azurite.put("models", "iris/README.md", "not a model"))
+    return {
+      layer: Storage.layerFromSelection({
+        storage_type: "azure",
+        storage_kwargs: {
+          storage_uri: "az://models/iris",
+          file_mask: String.raw`\.(onnx|bin)$`,
+          endpoint: azurite.endpoint,
+          account: Azurite.account,
+          account_key: Azurite.accountKey,
+          cache_dir: yield* tempDir,
+          need_load_file: needLoadFile
+        }
+      }).pipe(Layer.provide(env), Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map())))),
+      expected: [
+        { _tag: needLoadFile ? "Bytes" as const : "Path" as const, name: "model.onnx", content: model },
+        { _tag: needLoadFile ? "Bytes" as const : "Path" as const, name: "weights.bin", content: weights }
+      ]
+    }
+  })
+
+storageContract("AzureStorage (paths)", fixture(false))
+storageContract("AzureStorage (bytes)", fixture(true))
+
+withServer("AzureStorage: Azurite", (it) => {
+  const load = (options: AzureStorage.Options, vars?: Record<string, string>) =>
+    Effect.flatMap(AzureStorage.make({ retries: 0, ...options }), contents).pipe(withEnv(vars))
+
+  it.effect("az://container/prefix and the account's https URL are the Azure storage; a SAS URL stays HTTP", () =>
+    Effect.gen(function*() {
+      expect(StorageUri.parse("az://models/iris/v3/")).toMatchObject({
+        right: { storage_type: "azure", storage_kwargs: { container: "models", prefix: "iris/v3/" } }
+      })
+      expect(StorageUri.parse("https://acme.blob.core.windows.net/models/iris%20v3/model.onnx")).toMatchObject({
+        right: { storage_type: "azure", storage_kwargs: { account: "acme", container: "models", prefix: "iris v3/model.onnx" } }
+      })
+      expect(StorageUri.parse("https://acme.blob.core.windows.net/models/m.onnx?sv=2024&sig=abc")).toMatchObject({
+        right: { storage_type: "http" }
+      })
+      expect(StorageUri.parse("az:///x")._tag).toBe("Left")
+      const bad = yield* Effect.flip(Storage.validate({
+        storage_type: "az",
+        storage_kwargs: { container: "Bad_Name", account: "UPPER", endpoint: "ftp://x" }
+      }))
+      expect(bad._tag === "InvalidStorageOptions" && bad.issues.map((issue) => issue.field).sort()).toEqual(["account", "container", "endpoint"])
+      const none = yield* Effect.flip(AzureStorage.make({ container: "models" }).pipe(withEnv()))
+      expect(none).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "account" }] })
+      const two = yield* Effect.flip(AzureStorage.make({ container: "models", account: "acme", accountKey: "k", sasToken: "s" }))
+      expect(two).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "connection_string" }] })
+    }))
+
+  it.scoped("credentials: a connection string or account and key from the environment, a SAS token, public access; a wrong key is Unauthorized", () =>
+    Effect.gen(function*() {
+      const azurite = yield* Azurite.make()
+      yield* Effect.promise(() => azurite.createContainer("models"))
+      yield* Effect.promise(() => azurite.createContainer("public", "container"))
+      yield* Effect.promise(() => azurite.put("models", "iris/model.onnx", model))
+      yield* Effect.promise(() => azurite.put("public", "iris/model.onnx", model))
+      const expected = [fingerprint(model)]
+      const options = { container: "models", prefix: "iris/", fileMask: "onnx$" }
+      const since = (start: number) => azurite.log.slice(start)
+
+      // AZURE_STORAGE_CONNECTION_STRING: signed requests.
+      let start = azurite.log.length
+      const viaConnection = yield* load({ ...options, cacheDir: yield* tempDir }, { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString })
+      expect(viaConnection.map((file) => file.bytes)).toEqual(expected)
+      expect(since(start).length).toBeGreaterThan(0)
+      expect(since(start).every((entry) => entry.signed)).toBe(true)
+      // AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY (or KServe's AZURE_STORAGE_ACCESS_KEY), the endpoint from the kwargs.
+      const viaKey = yield* load({ ...options, endpoint: azurite.endpoint, cacheDir: yield* tempDir }, {
+        AZURE_STORAGE_ACCOUNT: Azurite.account,
+        AZURE_STORAGE_ACCESS_KEY: Azurite.accountKey
+      })
+      expect(viaKey.map((file) => file.bytes)).toEqual(expected)
+      // A SAS token: unsigned requests that carry the token in their query.
+      const sas = generateBlobSASQueryParameters({
+        containerName: "models",
+        permissions: ContainerSASPermissions.parse("rl"),
+        expiresOn: new Date(Date.now() + 3600_000)
+      }, new StorageSharedKeyCredential(Azurite.account, Azurite.accountKey)).toString()
+      start = azurite.log.length
+      const viaSas = yield* load({ ...options, endpoint: azurite.endpoint, sasToken: sas, cacheDir: yield* tempDir })
+      expect(viaSas.map((file) => file.bytes)).toEqual(expected)
+      expect(since(start).every((entry) => !entry.signed && entry.url.includes("sig="))).toBe(true)
+      // A public container: no credentials at all.
+      start = azurite.log.length
+      const anonymous = yield* load({ ...options, container: "public", endpoint: azurite.endpoint, cacheDir: yield* tempDir })
+      expect(anonymous.map((file) => file.bytes)).toEqual(expected)
+      expect(since(start).every((entry) => !entry.signed)).toBe(true)
+      // A wrong key: Unauthorized, with the ways to give credentials; the key is never shown.
+      const wrongKey = Buffer.from("not the key of this account, not at all").toString("base64")
+      const denied = yield* Effect.flip(load({ ...options, endpoint: azurite.endpoint, account: Azurite.account, accountKey: wrongKey, cacheDir: yield* tempDir }))
+      expect(denied).toMatchObject({ _tag: "Unauthorized", status: 403 })
+      expect(denied.message).toContain("AZURE_STORAGE_CONNECTION_STRING")
+      expect(JSON.stringify(denied) + denied.message).not.toContain(wrongKey)
+      // A missing container: RemoteNotFound.
+      const missing = yield* Effect.flip(load({ ...options, container: "absent", endpoint: azurite.endpoint, account: Azurite.account, accountKey: Azurite.accountKey, cacheDir: yield* tempDir }))
+      expect(missing).toMatchObject({ _tag: "RemoteNotFound", status: 404 })
+    }), 60_000)
+
+  it.scoped("ETag-keyed snapshots: unchanged blobs are not fetched again; Content-MD5 is checked", () =>
+    Effect.gen(function*() {
+      const azurite = yield* Azurite.make()
+      yield* Effect.promise(() => azurite.createContainer("models"))
+      yield* Effect.promise(() => azurite.put("models", "m/a.bin", model))
+      yield* Effect.promise(() => azurite.put("models", "m/b.bin", weights, { md5: false }))
+      const cacheDir = yield* tempDir
+      const options = { container: "models", prefix: "m/", fileMask: "bin$", endpoint: azurite.endpoint, account: Azurite.account, accountKey: Azurite.accountKey, cacheDir }
+      const first = yield* load(options)
+      expect(first.map((file) => file.bytes)).toEqual([fingerprint(model), fingerprint(weights)])
+      expect(azurite.gets().length).toBe(2)
+      // Every download is pinned to the listed version.
+      expect(azurite.gets().every((entry) => entry.ifMatch !== undefined)).toBe(true)
+      yield* load(options)
+      expect(azurite.gets().length).toBe(2)
+      const changed = bytesOf(300_000, 77)
+      yield* Effect.promise(() => azurite.put("models", "m/a.bin", changed))
+      const second = yield* load(options)
+      expect(second.map((file) => file.bytes)).toEqual([fingerprint(changed), fingerprint(weights)])
+      expect(azurite.gets("a.bin").length).toBe(2)
+      expect(azurite.gets("b.bin").length).toBe(1)
+      // A blob whose Content-MD5 does not match its bytes is never delivered.
+      yield* Effect.promise(() =>
+        azurite.client.getContainerClient("models").getBlobClient("m/a.bin").setHTTPHeaders({
+          blobContentMD5: new Uint8Array(16).fill(7)
+        })
+      )
+      const mismatch = yield* Effect.flip(load(options))
+      expect(mismatch).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "md5 (Content-MD5)", location: "az://models/m/a.bin" })
+      // The previous snapshot stays, offline.
+      const offline = yield* load({ ...options, offline: true })
+      expect(offline.map((file) => file.bytes)).toEqual([fingerprint(changed), fingerprint(weights)])
+    }), 60_000)
+
+  it.scoped("large blobs: parallel ranged reads pinned to the ETag; a cut one resumes with only the missing parts", () =>
+    Effect.gen(function*() {
+      const azurite = yield* Azurite.make()
+      yield* Effect.promise(() => azurite.createContainer("models"))
+      const large = bytesOf(4 * MiB + 17, 8)
+      yield* Effect.promise(() => azurite.put("models", "big/model.onnx", large, { md5: false }))
+      const cacheDir = yield* tempDir
+      const options = {
+        container: "models",
+        prefix: "big/",
+        fileMask: "onnx$",
+        endpoint: azurite.endpoint,
+        account: Azurite.account,
+        accountKey: Azurite.accountKey,
+        cacheDir,
+        multipartThresholdMb: 1,
+        partSizeMb: 1,
+        partConcurrency: 1
+      }
+      // The third part is cut off, without retries: the load fails, the two parts before it stay.
+      azurite.cutAfter = { bytes: 1000, count: 1, skip: 2 }
+      const cut = yield* Effect.flip(load(options))
+      expect(cut).toMatchObject({ _tag: "TransientFailure", location: "az://models/big/model.onnx" })
+      const firstRun = azurite.gets()
+      expect(firstRun.map((entry) => entry.range)).toEqual(["bytes=0-1048575", "bytes=1048576-2097151", "bytes=2097152-3145727"])
+      expect(firstRun.every((entry) => entry.ifMatch !== undefined)).toBe(true)
+      const before = azurite.gets().length
+      const delivered = yield* load(options)
+      expect(delivered.map((file) => file.bytes)).toEqual([fingerprint(large)])
+      // Five parts in all: the resumed load asked only for the three not kept.
+      expect(azurite.gets().slice(before).map((entry) => entry.range)).toEqual([
+        "bytes=2097152-3145727",
+        "bytes=3145728-4194303",
+        `bytes=4194304-${4 * MiB + 16}`
+      ])
+    }), 60_000)
+
+  it.scoped("on Node, the SDK's requests go through the library's agents: HTTP_PROXY is honoured", () =>
+    Effect.gen(function*() {
+      const azurite = yield* Azurite.make()
+      yield* Effect.promise(() => azurite.createContainer("models"))
+      yield* Effect.promise(() => azurite.put("models", "iris/model.onnx", model))
+      const proxy = yield* TestProxy.make()
+      const files = yield* Effect.scoped(Effect.flatMap(Storage.Storage, (storage) => storage.load)).pipe(
+        Effect.map((files) => files.map((file) => (file._tag === "Path" ? fingerprint(fs.readFileSync(file.path)) : file._tag))),
+        Effect.provide(NodeStorage.layerAzure({
+          container: "models",
+          prefix: "iris/",
+          fileMask: "onnx$",
+          endpoint: azurite.endpoint,
+          account: Azurite.account,
+          accountKey: Azurite.accountKey,
+          cacheDir: yield* tempDir
+        })),
+        withEnv({ HTTP_PROXY: proxy.url })
+      )
+      expect(files).toEqual([fingerprint(model)])
+      expect(proxy.log.map((entry) => entry.target.split("?")[0])).toEqual([
+        `${azurite.endpoint}/models`,
+        `${azurite.endpoint}/models/iris/model.onnx`
+      ])
+    }), 60_000)
+})
