@@ -220,14 +220,15 @@ const exitWith = (code: ExitCode): Effect.Effect<void, Exit> =>
 const sourceOptions = {
   uri: Args.text({ name: "uri" }).pipe(
     Args.withDescription(
-      "Where the model is, as a URI: s3://bucket/prefix, https://host/path/model.onnx, file:///models/iris " +
+      "Where the model is, as a URI: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, " +
+        "hf://org/name@revision/path, https://host/path/model.onnx, file:///models/iris " +
         "(the storage_uri kwarg; other options go in --kwargs or --config)."
     ),
     Args.optional
   ),
   storageType: Options.text("storage-type").pipe(
     Options.withAlias("t"),
-    Options.withDescription("The storage: disk, http, s3, mlup's full names, or module#export for your own."),
+    Options.withDescription("The storage: disk, http, s3, gcs, azure, hf, mlup's full names, or module#export for your own."),
     Options.optional
   ),
   kwargs: Options.text("kwargs").pipe(

@@ -10,6 +10,8 @@ import { ExitCode as Cli } from "../src/Cli.js"
 import * as progressView from "../src/internal/cli/progress.js"
 import * as Progress from "../src/Progress.js"
 import { bytesOf, tempDir, writeFiles } from "./helpers.js"
+import * as Azurite from "./servers/azurite.js"
+import * as Hub from "./servers/hub.js"
 import * as TestServer from "./servers/http.js"
 import * as S3 from "./servers/s3.js"
 
@@ -42,13 +44,14 @@ interface Run {
 const cleanEnv = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => {
   const env: NodeJS.ProcessEnv = {}
   for (const [key, value] of Object.entries(process.env)) {
-    if (!/^((MLUP_)?STORAGE_|AWS_|(HTTPS?|NO)_PROXY$)/i.test(key)) env[key] = value
+    if (!/^((MLUP_)?STORAGE_|AWS_|HF_|HUGGING_FACE_|AZURE_|GCS_|(HTTPS?|NO)_PROXY$)/i.test(key)) env[key] = value
   }
   return {
     ...env,
     AWS_EC2_METADATA_DISABLED: "true",
     AWS_CONFIG_FILE: "/nonexistent/aws-config",
     AWS_SHARED_CREDENTIALS_FILE: "/nonexistent/aws-credentials",
+    HF_TOKEN_PATH: "/nonexistent/hf-token",
     XDG_CACHE_HOME: xdgCache,
     ...extra
   }
@@ -831,6 +834,50 @@ describe("mlup-storage: sources as URIs", () => {
       const unknown = yield* cli(["check", "ftp://host/model.onnx"])
       expect(unknown.code).toBe(Cli.InvalidConfiguration)
     }))
+})
+
+describe("mlup-storage: the new sources by URI", () => {
+  it.scopedLive("fetch hf://org/name@revision/path, az://container/prefix, gs://bucket/prefix", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const cacheDir = path.join(dir, "cache")
+
+      const hub = yield* Hub.make()
+      const commit = hub.push("acme/iris", { "onnx/model.onnx": model, "config.json": "{}", "README.md": "#" }, { visibility: "private" })
+      hub.tag("acme/iris", "v1", commit)
+      hub.grant("acme/iris", "hf_cli_token")
+      const fromHub = yield* cli(
+        ["fetch", "hf://acme/iris@v1/onnx", "-k", JSON.stringify({ endpoint: hub.endpoint, cache_dir: cacheDir }), "--to", path.join(dir, "hf"), "--hash", "--json"],
+        { HF_TOKEN: "hf_cli_token" }
+      )
+      expect(fromHub.code).toBe(0)
+      expect(JSON.parse(fromHub.stdout)).toMatchObject({ storageType: "hf", files: [{ name: "model.onnx", sha256: sha256(model) }] })
+      expect(fs.readFileSync(path.join(dir, "hf", "model.onnx"))).toEqual(Buffer.from(model))
+      // Without the token: Unauthorized (exit 4), with the hint, the token never printed.
+      const denied = yield* cli(["fetch", "hf://acme/iris@v1", "-k", JSON.stringify({ endpoint: hub.endpoint, cache_dir: cacheDir, retries: 0 })])
+      expect(denied.code).toBe(Cli.Unauthorized)
+      expect(denied.stderr).toContain("HF_TOKEN")
+
+      const azurite = yield* Azurite.make()
+      yield* Effect.promise(() => azurite.createContainer("models"))
+      yield* Effect.promise(() => azurite.put("models", "iris/v1/model.onnx", model))
+      const fromAzure = yield* cli(
+        ["fetch", "az://models/iris/v1/", "-k", JSON.stringify({ file_mask: "onnx$", cache_dir: cacheDir }), "--hash", "--json"],
+        { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString }
+      )
+      expect(fromAzure.code).toBe(0)
+      expect(JSON.parse(fromAzure.stdout)).toMatchObject({ storageType: "azure", files: [{ name: "model.onnx", sha256: sha256(model) }] })
+      expect(fromAzure.stdout + fromAzure.stderr).not.toContain(Azurite.accountKey)
+
+      const s3 = yield* S3.make(["models"])
+      yield* Effect.promise(() => s3.put("models", "iris/v1/model.onnx", model))
+      const fromGcs = yield* cli(
+        ["fetch", "gs://models/iris/v1/", "-k", JSON.stringify({ file_mask: "onnx$", endpoint: s3.endpoint, cache_dir: cacheDir }), "--hash", "--json"],
+        { GCS_ACCESS_KEY_ID: S3.accessKeyId, GCS_SECRET_ACCESS_KEY: S3.secretAccessKey }
+      )
+      expect(fromGcs.code).toBe(0)
+      expect(JSON.parse(fromGcs.stdout)).toMatchObject({ storageType: "gcs", files: [{ name: "model.onnx", sha256: sha256(model) }] })
+    }), 120_000)
 })
 
 describe("mlup-storage: AWS conventions", () => {
