@@ -236,10 +236,18 @@ export const make = (settings: Settings) =>
           fromRequestFailure(location)
         )
         if (answer.response.statusCode !== 200) return yield* Effect.fail(failureOf(settings, location, answer.response))
-        const text = yield* Effect.mapError(readText(answer.response, maxListing), (error) =>
-          error === "too large"
-            ? new StorageError.RequestRejected({ location, status: 200, reason: `an answer of the API is larger than ${maxListing} bytes` })
-            : error)
+        // A body that stops coming fails the attempt (retried), as a stalled download does.
+        const text = yield* readText(answer.response, maxListing).pipe(
+          Effect.timeoutFail({
+            duration: settings.stallTimeout,
+            onTimeout: () => new transfer.Retryable({ reason: `the API's answer stalled for ${Duration.format(settings.stallTimeout)}` })
+          }),
+          Effect.mapError((error) =>
+            error === "too large"
+              ? new StorageError.RequestRejected({ location, status: 200, reason: `an answer of the API is larger than ${maxListing} bytes` })
+              : error
+          )
+        )
         const decoded = Schema.decodeUnknownEither(Schema.parseJson(schema))(text)
         if (Either.isLeft(decoded)) {
           return yield* new StorageError.RequestRejected({
