@@ -30,7 +30,6 @@ import * as Layer from "effect/Layer"
 import type * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
-import type * as Scope from "effect/Scope"
 import * as DiskStorage from "./DiskStorage.js"
 import * as HttpStorage from "./HttpStorage.js"
 import * as cache from "./internal/cache.js"
@@ -40,7 +39,6 @@ import * as mask_ from "./internal/mask.js"
 import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
-import * as LoadedFile from "./LoadedFile.js"
 import * as StorageError from "./StorageError.js"
 
 /**
@@ -272,26 +270,7 @@ export const makeFor = (
       Effect.provideService(FileSystem.FileSystem, fs),
       Effect.provideService(Path.Path, path)
     )
-    const readBytes = read_.readBytes(fs, path)
-    const deliver = (
-      file: { readonly file: string; readonly name: string; readonly size: number }
-    ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
-      kwargs.need_load_file
-        ? readBytes(file.file, file.name)
-        : Effect.succeed(LoadedFile.path({ path: file.file, name: file.name, size: file.size }))
-
-    const load = Effect.flatMap(work.load, (files) => Effect.forEach(files, deliver))
-
-    const loadBytesSingleFile = (
-      file: string
-    ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
-      Effect.gen(function*() {
-        const target = path.resolve(file)
-        const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat"))
-        return yield* deliver({ file: target, name: path.basename(target), size: Number(info.size) })
-      })
-
-    return yield* internal.make({ storageType, load, loadBytesSingleFile })
+    return yield* read_.cachedStorage({ storageType, fs, path, needLoadFile: kwargs.need_load_file, load: work.load })
   })
 
 /**

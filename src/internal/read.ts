@@ -6,6 +6,7 @@ import * as LoadedFile from "../LoadedFile.js"
 import * as StorageError from "../StorageError.js"
 import * as errors from "./errors.js"
 import * as release from "./release.js"
+import * as storage from "./storage.js"
 
 /** How much one read asks for: large enough to stream at disk speed, small enough to interrupt promptly. */
 const readChunkSize = 8 * 1024 * 1024
@@ -52,3 +53,42 @@ export const readBytes = (fs: FileSystem.FileSystem, path: Path.Path) =>
       }
       return yield* Scope.extend(LoadedFile.bytes({ path: file, name, bytes }), outer)
     })))
+
+/**
+ * The storage a cache-backed source makes (S3, GCS, Azure, the Hub): each
+ * cached file handed over by path, or read into bytes (`need_load_file`);
+ * `loadBytesSingleFile` hands over a local file (one this storage delivered,
+ * say) the same way.
+ *
+ * @internal
+ */
+export const cachedStorage = (options: {
+  readonly storageType: string
+  readonly fs: FileSystem.FileSystem
+  readonly path: Path.Path
+  readonly needLoadFile: boolean
+  readonly load: Effect.Effect<
+    ReadonlyArray<{ readonly file: string; readonly name: string; readonly size: number }>,
+    StorageError.StorageError,
+    Scope.Scope
+  >
+}): Effect.Effect<storage.Service> => {
+  const { fs, path } = options
+  const read = readBytes(fs, path)
+  const deliver = (
+    file: { readonly file: string; readonly name: string; readonly size: number }
+  ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
+    options.needLoadFile
+      ? read(file.file, file.name)
+      : Effect.succeed(LoadedFile.path({ path: file.file, name: file.name, size: file.size }))
+  return storage.make({
+    storageType: options.storageType,
+    load: Effect.flatMap(options.load, (files) => Effect.forEach(files, deliver)),
+    loadBytesSingleFile: (file) =>
+      Effect.gen(function*() {
+        const target = path.resolve(file)
+        const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat"))
+        return yield* deliver({ file: target, name: path.basename(target), size: Number(info.size) })
+      })
+  })
+}
