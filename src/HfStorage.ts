@@ -41,7 +41,6 @@ import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as hub from "./internal/hub.js"
-import * as mask_ from "./internal/mask.js"
 import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
@@ -250,8 +249,7 @@ export const makeResolved = (
       allowPatterns: list(kwargs.allow_patterns),
       ignorePatterns: list(kwargs.ignore_patterns),
       // Every file, unless a mask says otherwise (mlup's default mask, *.pckl, would select nothing on the Hub).
-      mask: kwargs.file_mask ?? mask_.fromRegExp(/(?:)/),
-      maskShown: kwargs.file_mask === undefined ? "(every file)" : undefined,
+      mask: kwargs.file_mask,
       token,
       caBundle: kwargs.ca_bundle,
       connectTimeout: Duration.seconds(kwargs.connect_timeout),

@@ -202,6 +202,10 @@ print(json.dumps([[fnmatch.fnmatch(p, pat + "*" if pat.endswith("/") else pat) f
       const offline = yield* load(options, { HF_HUB_OFFLINE: "1", HF_ENDPOINT: server.endpoint })
       expect(offline.map((file) => file.name)).toEqual(["config.json"])
       expect(server.log.length).toBe(requests)
+      // The patterns apply offline too: a narrower selection of the same snapshot.
+      yield* load({ ...options, allowPatterns: ["*.json", "*.onnx"] }, { HF_TOKEN: "hf_from_env", HF_ENDPOINT: server.endpoint })
+      const narrower = yield* load({ ...options, allowPatterns: "*.onnx" }, { HF_HUB_OFFLINE: "1", HF_ENDPOINT: server.endpoint })
+      expect(narrower.map((file) => file.name)).toEqual(["model.onnx"])
       const notCached = yield* Effect.flip(load({ ...options, revision: "v9" }, { HF_HUB_OFFLINE: "1", HF_ENDPOINT: server.endpoint }))
       expect(notCached._tag).toBe("NotCached")
     }))

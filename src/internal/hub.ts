@@ -18,6 +18,7 @@ import type * as http from "node:http"
 import type * as https from "node:https"
 import * as StorageError from "../StorageError.js"
 import * as cache from "./cache.js"
+import * as mask_ from "./mask.js"
 import * as network from "./network.js"
 import * as snapshot from "./snapshot.js"
 import * as transfer from "./transfer.js"
@@ -36,8 +37,8 @@ export interface Settings extends snapshot.Settings {
   readonly pathInRepo: string
   readonly allowPatterns: ReadonlyArray<string> | undefined
   readonly ignorePatterns: ReadonlyArray<string> | undefined
-  readonly mask: RegExp
-  readonly maskShown: string | undefined
+  /** mlup's mask, searched in each name below `pathInRepo`; none: every file. */
+  readonly mask: RegExp | undefined
   readonly token: Redacted.Redacted<string> | undefined
   readonly caBundle: string | undefined
   readonly connectTimeout: Duration.Duration
@@ -298,8 +299,13 @@ export const make = (settings: Settings) =>
       cacheKey: [settings.endpoint, settings.repoType, settings.repoId, settings.revision, settings.pathInRepo],
       locationOf: at,
       prefix: settings.pathInRepo,
-      mask: settings.mask,
-      maskShown: settings.maskShown,
+      mask: settings.mask ?? mask_.fromRegExp(/(?:)/),
+      maskShown: [
+        ...(patternsShown === "" ? [] : [patternsShown]),
+        ...(settings.mask === undefined ? [] : [`file_mask ${mask_.sourceOf(settings.mask)}`])
+      ].join(", ") || "(every file)",
+      keep: (key) =>
+        (allow === undefined || allow.some((glob) => glob.test(key))) && !(ignore ?? []).some((glob) => glob.test(key)),
       maskField: "file_mask",
       nothingListed: "the repository has no files at this revision",
       connect: Effect.map(network.agentsFor("hf", extraCa), (agents): Client => ({ agents, commit: undefined })),
@@ -332,19 +338,7 @@ export const make = (settings: Settings) =>
                   : [{ algorithm: "sha1", label: "git blob sha1", expected: file.blobId, preamble: `blob ${file.size}\0` }]
               }
           )
-          const kept = files.filter((file) =>
-            (allow === undefined || allow.some((glob) => glob.test(file.key))) &&
-            !(ignore ?? []).some((glob) => glob.test(file.key))
-          )
-          if (kept.length === 0 && files.length > 0) {
-            return yield* new StorageError.NothingMatched({
-              folder: location,
-              mask: patternsShown,
-              names: files.map((file) => file.key).sort().slice(0, 10),
-              entries: files.length
-            })
-          }
-          return kept
+          return files
         }),
       get: (client, entry, range) =>
         Effect.gen(function*() {

@@ -77,6 +77,11 @@ export interface Source<C> {
   readonly mask: RegExp
   /** How the mask is shown in errors (default: its source). */
   readonly maskShown?: string | undefined
+  /**
+   * A selection of the source's own besides the mask (the Hub's
+   * allow/ignore patterns), on the whole key: applied online and offline.
+   */
+  readonly keep?: ((key: string) => boolean) | undefined
   readonly maskField: string
   /** What an empty listing means (RemoteNotFound's reason). */
   readonly nothingListed: string
@@ -162,6 +167,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
     const entryDir = path.join(settings.cacheDir, source.folder, cache.keyOf(...source.cacheKey))
     const manifestFile = path.join(entryDir, "current.json")
     const maskShown = source.maskShown ?? mask_.sourceOf(source.mask)
+    const keep = source.keep ?? (() => true)
 
     const retrying = <A, E>(location: string, attempt: Effect.Effect<A, E | transfer.Retryable>) =>
       transfer.retrying({ location, schedule: settings.schedule, maxRetryAfter: settings.maxRetryAfter, attempt })
@@ -174,7 +180,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         const selector = { storageType: source.storageType, field: source.maskField }
         const exact = objects.find((object) => object.key === source.prefix)
         if (exact !== undefined && source.prefix !== "") {
-          if ((yield* mask_.select(source.mask, [exact.key], selector)).length === 0) {
+          if (!keep(exact.key) || (yield* mask_.select(source.mask, [exact.key], selector)).length === 0) {
             return yield* new StorageError.FileDoesNotMatchMask({ path: base, mask: maskShown })
           }
           return [{ ...exact, name: exact.key.split("/").at(-1)! }]
@@ -185,8 +191,9 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           .filter((object) => object.key.startsWith(folder))
           .map((object) => ({ ...object, name: object.key.slice(folder.length) }))
           .filter((object) => object.name.split("/").every((segment) => segment !== "" && segment !== "." && segment !== ".."))
-        const selectedNames = new Set(yield* mask_.select(source.mask, below.map((object) => object.name), selector))
-        const matched = below.filter((object) => selectedNames.has(object.name))
+        const kept = below.filter((object) => keep(object.key))
+        const selectedNames = new Set(yield* mask_.select(source.mask, kept.map((object) => object.name), selector))
+        const matched = kept.filter((object) => selectedNames.has(object.name))
           .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
         if (matched.length === 0) {
           if (below.length === 0) {
@@ -425,7 +432,9 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
             field: source.maskField
           })
         )
-        const entries = manifest.value.files.filter((entry) => kept.has(entry.name) || entry.key === source.prefix)
+        const entries = manifest.value.files.filter((entry) =>
+          keep(entry.key) && (kept.has(entry.name) || entry.key === source.prefix)
+        )
         for (const entry of entries) {
           const file = fileOf(manifest.value.snapshot, entry)
           const checked = yield* check(file, entry)
