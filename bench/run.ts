@@ -329,5 +329,8 @@ BENCH_CAP=20m                                   # the capped case's per-connecti
 It needs about ${3 * sizeMiB + 100} MiB free in the OS temp folder (or \`BENCH_DIR\`) and in \`BENCH_FETCH_DIR\`,
 python3 and curl; nginx and aria2c when present (\`apt-get install nginx-light aria2\`). It writes this file.
 `
-fs.writeFileSync(path.join(root, "docs", "performance.md"), report)
+// The Hub's section (npm run bench:hub, which needs Python's huggingface_hub) is kept as it was.
+const doc = path.join(root, "docs", "performance.md")
+const hubSection = /<!-- hub:start[\s\S]*?<!-- hub:end -->\n/.exec(fs.existsSync(doc) ? fs.readFileSync(doc, "utf8") : "")?.[0]
+fs.writeFileSync(doc, hubSection === undefined ? report : report.replace(/\n## Reproduce\n/, `\n${hubSection}\n## Reproduce\n`))
 console.log(`\nwrote docs/performance.md`)
