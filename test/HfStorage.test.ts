@@ -181,6 +181,21 @@ print(json.dumps([[fnmatch.fnmatch(p, pat + "*" if pat.endswith("/") else pat) f
       const cdn = server.requests("cdn")
       expect(cdn.length).toBe(1)
       expect(cdn[0]!.authorization).toBeUndefined()
+      // A tree whose next page is on another origin is not followed with the token.
+      const other = server.push("acme/other", files)
+      server.grant("acme/other", "hf_reader")
+      server.treePageSize = 1
+      server.nextPageOrigin = server.cdnOrigin
+      const foreign = yield* Effect.flip(load({
+        repoId: "acme/other",
+        revision: other,
+        endpoint: server.endpoint,
+        cacheDir: yield* tempDir,
+        token: Redacted.make("hf_reader")
+      }))
+      expect(foreign).toMatchObject({ _tag: "RequestRejected" })
+      expect(foreign.message).toContain("another origin")
+      expect(server.requests("cdn").length).toBe(1)
     }))
 
   it.scoped("the token from HF_TOKEN, or the file hf auth login writes; HF_ENDPOINT; HF_HUB_OFFLINE", () =>

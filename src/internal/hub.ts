@@ -257,8 +257,17 @@ export const make = (settings: Settings) =>
             reason: `the answer of ${new URL(url).pathname} is not what the Hub's API sends: is ${settings.endpoint} a Hugging Face Hub?`
           })
         }
-        const next = /<([^>]+)>\s*;\s*rel="?next"?/.exec(String(answer.response.headers["link"] ?? ""))?.[1]
-        return { value: decoded.right, next: next === undefined ? undefined : new URL(next, answer.url).href }
+        const link = /<([^>]+)>\s*;\s*rel="?next"?/.exec(String(answer.response.headers["link"] ?? ""))?.[1]
+        const next = link === undefined ? undefined : new URL(link, answer.url)
+        // The next page is asked for with the token: only on the Hub's own origin.
+        if (next !== undefined && next.origin !== new URL(settings.endpoint).origin) {
+          return yield* new StorageError.RequestRejected({
+            location,
+            status: 200,
+            reason: `the API's next page is on another origin (${next.origin}): not followed with the token`
+          })
+        }
+        return { value: decoded.right, next: next?.href }
       }))
 
     // A commit's files: from the cache when this commit was listed before, else the API's tree, page by page.

@@ -67,6 +67,8 @@ export class TestHub {
   lfsThreshold = 10 * 1024
   /** Entries per page of a tree listing. */
   treePageSize = 1000
+  /** Where the tree's next pages are said to be (a hostile or broken Hub: another origin). */
+  nextPageOrigin: string | undefined
   /** Called before each resolve of a file (a push during a download, say). */
   beforeResolve: ((path: string) => void) | undefined
   /** Paths whose bytes the CDN or Hub corrupts (one byte flipped). */
@@ -251,7 +253,7 @@ export class TestHub {
       const page = entries.slice(cursor, cursor + this.treePageSize)
       const headers: Record<string, string> = { "content-type": "application/json" }
       if (cursor + this.treePageSize < entries.length) {
-        const next = new URL(url)
+        const next = new URL(`${url.pathname}${url.search}`, this.nextPageOrigin ?? this.endpoint)
         next.searchParams.set("cursor", String(cursor + this.treePageSize))
         headers["link"] = `<${next.href}>; rel="next"`
       }
