@@ -280,10 +280,11 @@ export const validate = (
       Effect.mapError(errors.fromParseError(String(selection?.storage_type ?? "(selection)"), selection))
     )
     // storage_uri (KServe's name) stands for the storage and the kwargs that locate the files.
+    const named = decoded.storage_type === undefined ? undefined : yield* Effect.option(resolve(decoded.storage_type, options))
     const expanded = yield* StorageUri.expand({
       storage_type: selection?.storage_type,
       storage_kwargs: decoded.storage_kwargs
-    })
+    }, { httpForHttps: named !== undefined && Option.getOrUndefined(named) === HttpStorage.definition })
     const storageType = expanded.storage_type ?? decoded.storage_type
     const definition = yield* resolve(storageType, options)
     if (expanded.fromUri !== undefined && (yield* resolve(expanded.fromUri)) !== definition) {

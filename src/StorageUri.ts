@@ -55,7 +55,13 @@ const invalid = (storageType: string, problem: string) =>
  * @since 0.4.0
  * @category parsing
  */
-export const parse = (uri: string): Either.Either<Parsed, StorageError.InvalidStorageOptions> => {
+export const parse = (
+  uri: string,
+  options?: {
+    /** An https URL of an Azure blob service is the HTTP storage's too (when storage_type says http). */
+    readonly httpForHttps?: boolean | undefined
+  }
+): Either.Either<Parsed, StorageError.InvalidStorageOptions> => {
   const shown = errors.redactUrl(uri)
   if (uri.startsWith("/")) return Either.right({ storage_type: "disk", storage_kwargs: { path_to_files: uri } })
   if (/^hf:\/\//i.test(uri)) return parseHub(uri, shown)
@@ -96,7 +102,10 @@ export const parse = (uri: string): Either.Either<Parsed, StorageError.InvalidSt
     case "https:": {
       // An Azure account's blob service (as KServe tells it): the Azure storage, not plain HTTP.
       const account = /^([a-z0-9]{3,24})\.blob\.core\.windows\.net$/.exec(parsed.hostname)
-      if (parsed.protocol === "https:" && account !== null && parsed.search === "" && parsed.username === "") {
+      if (
+        options?.httpForHttps !== true && parsed.protocol === "https:" && account !== null && parsed.search === "" &&
+        parsed.username === ""
+      ) {
         const [container = "", ...rest] = parsed.pathname.split("/").filter((segment, i) => i > 0 || segment !== "")
         if (container !== "") {
           const prefix = rest.map(decodeURIComponent).join("/")
@@ -174,6 +183,9 @@ const parseHub = (uri: string, shown: string): Either.Either<Parsed, StorageErro
 export const expand = (selection: {
   readonly storage_type?: string | undefined
   readonly storage_kwargs?: Readonly<Record<string, unknown>> | undefined
+}, options?: {
+  /** storage_type names the HTTP storage: an https URL stays its own (an Azure blob URL included). */
+  readonly httpForHttps?: boolean | undefined
 }): Either.Either<
   { readonly storage_type?: string | undefined; readonly storage_kwargs?: Readonly<Record<string, unknown>> | undefined; readonly fromUri?: Parsed["storage_type"] },
   StorageError.InvalidStorageOptions
@@ -182,7 +194,7 @@ export const expand = (selection: {
   if (kwargs === undefined || !Object.prototype.hasOwnProperty.call(kwargs, kwarg)) return Either.right(selection)
   const uri = kwargs[kwarg]
   if (typeof uri !== "string") return Either.left(invalid(selection.storage_type ?? "(storage_uri)", "must be a string (a URI)"))
-  return Either.flatMap(parse(uri), (parsed) => {
+  return Either.flatMap(parse(uri, options), (parsed) => {
     const { [kwarg]: _uri, ...rest } = kwargs
     const clashes = Object.keys(parsed.storage_kwargs).filter((key) =>
       Object.prototype.hasOwnProperty.call(rest, key) ||

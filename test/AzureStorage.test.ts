@@ -72,6 +72,12 @@ withServer("AzureStorage: Azurite", (it) => {
         right: { storage_type: "http" }
       })
       expect(StorageUri.parse("az:///x")._tag).toBe("Left")
+      // With storage_type http, an account's URL is one file over HTTP, as before the Azure storage existed.
+      const overHttp = yield* Storage.validate({
+        storage_type: "http",
+        storage_kwargs: { storage_uri: "https://acme.blob.core.windows.net/models/m.onnx" }
+      })
+      expect(overHttp.kwargs).toMatchObject({ urls: "https://acme.blob.core.windows.net/models/m.onnx" })
       const bad = yield* Effect.flip(Storage.validate({
         storage_type: "az",
         storage_kwargs: { container: "Bad_Name", account: "UPPER", endpoint: "ftp://x" }
