@@ -142,6 +142,17 @@ describe("the packed package", () => {
       })()
       expect(s3.status).toBe(2)
       expect(s3.stderr).toContain("npm install @aws-sdk/client-s3")
+      // Azure without its SDK: the same, naming @azure/storage-blob.
+      const azure = (() => {
+        try {
+          run("npx", ["--no-install", "mlup-storage", "fetch", "az://models/iris/", "-k", "{\"account\": \"acme\"}"], consumer)
+          return { status: 0, stderr: "" }
+        } catch (error) {
+          return error as { status: number; stderr: string }
+        }
+      })()
+      expect(azure.status).toBe(2)
+      expect(azure.stderr).toContain("npm install @azure/storage-blob")
 
       // Internal modules are not part of the public surface.
       const internal = (() => {
