@@ -45,6 +45,8 @@ export interface Settings extends snapshot.Settings {
   readonly prefix: string
   readonly mask: RegExp
   readonly caBundle: string | undefined
+  /** Blobs a listing page asks for (Azure's maximum, 5,000, unless a test says otherwise). */
+  readonly pageSize?: number | undefined
 }
 
 /** Where a connection string points: its BlobEndpoint, else the account's own (for the cache's key). */
@@ -154,7 +156,7 @@ export const make = (settings: Settings) =>
               includeMetadata: true,
               abortSignal: signal,
               ...(settings.prefix === "" ? {} : { prefix: settings.prefix })
-            }).byPage({ maxPageSize: 5000 })
+            }).byPage({ maxPageSize: settings.pageSize ?? 5000 })
             for await (const page of pages) {
               for (const blob of page.segment.blobItems) {
                 // Folders of accounts with a hierarchical namespace are listed as empty blobs.
