@@ -254,6 +254,9 @@ const sourceOptions = {
   )
 }
 
+/** The built-in storages that keep a cache (and take `cache_dir` and `verify`). */
+const remoteStorages = new Set(["http", "s3", "gcs", "azure", "hf"])
+
 const json = Options.boolean("json").pipe(Options.withDescription("Print a machine-readable result on stdout."))
 
 /** Where the renderer writes: stderr, so that stdout holds only the result. */
@@ -311,7 +314,7 @@ export const fetch = Command.make(
     Effect.gen(function*() {
       const validated = yield* source.validatedOf(flags)
       // The remote storages keep a cache; these flags are its options.
-      const remote = validated.definition.name === "http" || validated.definition.name === "s3"
+      const remote = remoteStorages.has(validated.definition.name)
       if (flags.noCache && Option.isNone(flags.to)) {
         return yield* Effect.fail([
           new CliError.InvalidArgument({ argument: "--no-cache", reason: "needs --to: the files must go somewhere" })

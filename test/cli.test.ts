@@ -853,6 +853,14 @@ describe("mlup-storage: the new sources by URI", () => {
       expect(fromHub.code).toBe(0)
       expect(JSON.parse(fromHub.stdout)).toMatchObject({ storageType: "hf", files: [{ name: "model.onnx", sha256: sha256(model) }] })
       expect(fs.readFileSync(path.join(dir, "hf", "model.onnx"))).toEqual(Buffer.from(model))
+      // --no-cache (an init container's choice) holds for the new sources too: nothing left in a cache.
+      const noCache = yield* cli(
+        ["fetch", "hf://acme/iris@v1/onnx", "-k", JSON.stringify({ endpoint: hub.endpoint }), "--to", path.join(dir, "hf-once"), "--no-cache"],
+        { HF_TOKEN: "hf_cli_token", MLUP_STORAGE_CACHE: path.join(dir, "never") }
+      )
+      expect(noCache.code).toBe(0)
+      expect(fs.readdirSync(path.join(dir, "hf-once"))).toEqual(["model.onnx"])
+      expect(fs.existsSync(path.join(dir, "never"))).toBe(false)
       // Without the token: Unauthorized (exit 4), with the hint, the token never printed.
       const denied = yield* cli(["fetch", "hf://acme/iris@v1", "-k", JSON.stringify({ endpoint: hub.endpoint, cache_dir: cacheDir, retries: 0 })])
       expect(denied.code).toBe(Cli.Unauthorized)
