@@ -107,8 +107,13 @@ export const parse = (
         parsed.username === ""
       ) {
         const [container = "", ...rest] = parsed.pathname.split("/").filter((segment, i) => i > 0 || segment !== "")
+        let prefix: string | undefined
+        try {
+          prefix = rest.map(decodeURIComponent).join("/")
+        } catch {
+          return Either.left(invalid("azure", `${shown}: the blob path is not percent-encoded properly`))
+        }
         if (container !== "") {
-          const prefix = rest.map(decodeURIComponent).join("/")
           return Either.right({
             storage_type: "azure",
             storage_kwargs: { account: account[1]!, container, ...(prefix === "" ? {} : { prefix }) }

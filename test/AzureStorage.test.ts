@@ -77,6 +77,7 @@ withServer("AzureStorage: Azurite", (it) => {
         right: { storage_type: "http" }
       })
       expect(StorageUri.parse("az:///x")._tag).toBe("Left")
+      expect(StorageUri.parse("https://acme.blob.core.windows.net/models/bad%zz")).toMatchObject({ _tag: "Left", left: { storageType: "azure" } })
       // With storage_type http, an account's URL is one file over HTTP, as before the Azure storage existed.
       const overHttp = yield* Storage.validate({
         storage_type: "http",
