@@ -76,8 +76,8 @@ const BlobPrefix = Schema.String.pipe(
  *   container.
  * - `file_mask` (or `files_mask`): as the S3 storage; default mlup's.
  * - Where and how: `connection_string` (a secret; else
- *   `AZURE_STORAGE_CONNECTION_STRING`), or `account` (else
- *   `AZURE_STORAGE_ACCOUNT`) with `account_key` (a secret; else
+ *   `AZURE_STORAGE_CONNECTION_STRING`), or `account` (else the one `endpoint`
+ *   names, else `AZURE_STORAGE_ACCOUNT`) with `account_key` (a secret; else
  *   `AZURE_STORAGE_KEY` or KServe's `AZURE_STORAGE_ACCESS_KEY`) or
  *   `sas_token` (a secret; else `AZURE_STORAGE_SAS_TOKEN`), or neither
  *   (public access). `endpoint`: the blob service's URL (an emulator's, a
@@ -195,8 +195,9 @@ const accessOf = (kwargs: Kwargs) =>
     if (connectionString !== undefined) {
       return { _tag: "ConnectionString", connectionString } satisfies azure.Access
     }
-    const account = kwargs.account ?? (yield* envString("AZURE_STORAGE_ACCOUNT")) ??
-      (kwargs.endpoint === undefined ? undefined : accountOfEndpoint(kwargs.endpoint))
+    // The account an endpoint names (an emulator's path, a host name) is more specific than the environment's.
+    const account = kwargs.account ?? (kwargs.endpoint === undefined ? undefined : accountOfEndpoint(kwargs.endpoint)) ??
+      (yield* envString("AZURE_STORAGE_ACCOUNT"))
     if (account === undefined) {
       return yield* new StorageError.InvalidStorageOptions({
         storageType,
