@@ -113,8 +113,9 @@ withServer("AzureStorage: Azurite", (it) => {
       expect(since(start).length).toBeGreaterThan(0)
       expect(since(start).every((entry) => entry.signed)).toBe(true)
       // AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY (or KServe's AZURE_STORAGE_ACCESS_KEY), the endpoint from the kwargs.
+      // (The account the endpoint names wins over the environment's.)
       const viaKey = yield* load({ ...options, endpoint: azurite.endpoint, cacheDir: yield* tempDir }, {
-        AZURE_STORAGE_ACCOUNT: Azurite.account,
+        AZURE_STORAGE_ACCOUNT: "someotheraccount",
         AZURE_STORAGE_ACCESS_KEY: Azurite.accountKey
       })
       expect(viaKey.map((file) => file.bytes)).toEqual(expected)
