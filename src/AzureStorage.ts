@@ -160,6 +160,28 @@ export interface Options {
   readonly lockTimeout?: Duration.DurationInput | undefined
   readonly verify?: "changed" | "always" | undefined
   readonly caBundle?: string | undefined
+  /**
+   * Microsoft Entra ID (managed identities, workload identity, service
+   * principals): a credential of the application's own, such as
+   * `new DefaultAzureCredential()` from `@azure/identity`. Used with
+   * `account` (or `endpoint`), over https; not with a key, SAS or connection
+   * string.
+   */
+  readonly credential?: TokenCredential | undefined
+}
+
+/**
+ * The shape of a Microsoft Entra ID credential (`@azure/core-auth`'s
+ * `TokenCredential`): every `@azure/identity` credential has it.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface TokenCredential {
+  readonly getToken: (
+    scopes: string | Array<string>,
+    options?: never
+  ) => Promise<{ readonly token: string; readonly expiresOnTimestamp: number } | null>
 }
 
 const issue = (field: string, problem: string) => new StorageError.OptionIssue({ field, problem })
@@ -178,13 +200,13 @@ const envString = (name: string) =>
  * Azure CLI reads it): a connection string wins; else an account (and its
  * endpoint) with a key, a SAS token, or nothing.
  */
-const accessOf = (kwargs: Kwargs) =>
+const accessOf = (kwargs: Kwargs, credential: TokenCredential | undefined) =>
   Effect.gen(function*() {
-    const given = [kwargs.connection_string, kwargs.account_key, kwargs.sas_token].filter((value) => value !== undefined)
+    const given = [kwargs.connection_string, kwargs.account_key, kwargs.sas_token, credential].filter((value) => value !== undefined)
     if (given.length > 1) {
       return yield* new StorageError.InvalidStorageOptions({
         storageType,
-        issues: [issue("connection_string", "give one of connection_string, account_key and sas_token")]
+        issues: [issue("connection_string", "give one of connection_string, account_key, sas_token and credential")]
       })
     }
     const fromEnv = (name: string) => Effect.map(envString(name), (value) => (value === undefined ? undefined : Redacted.make(value)))
@@ -216,13 +238,15 @@ const accessOf = (kwargs: Kwargs) =>
     const sasToken = kwargs.sas_token ?? (given.length === 0 && accountKey === undefined
       ? yield* fromEnv("AZURE_STORAGE_SAS_TOKEN")
       : undefined)
-    return {
-      _tag: "Url",
-      serviceUrl: (kwargs.endpoint ?? `https://${account}.blob.core.windows.net`).replace(/\/+$/, ""),
-      account,
-      accountKey,
-      sasToken
-    } satisfies azure.Access
+    const serviceUrl = (kwargs.endpoint ?? `https://${account}.blob.core.windows.net`).replace(/\/+$/, "")
+    // The SDK sends a bearer token over TLS only: said here, rather than as a failure of every request.
+    if (credential !== undefined && !serviceUrl.startsWith("https:")) {
+      return yield* new StorageError.InvalidStorageOptions({
+        storageType,
+        issues: [issue("endpoint", "must be an https URL with a credential (a bearer token is never sent in clear)")]
+      })
+    }
+    return { _tag: "Url", serviceUrl, account, accountKey, sasToken, credential } satisfies azure.Access
   })
 
 // https://<account>.blob.core.windows.net, or an emulator's http://host:port/<account>.
@@ -235,14 +259,16 @@ const accountOfEndpoint = (endpoint: string): string | undefined => {
 }
 
 /**
- * An Azure storage from decoded kwargs (and, from code, a retry Schedule).
+ * An Azure storage from decoded kwargs (and, from code, a retry Schedule and
+ * a Microsoft Entra ID credential).
  *
  * @since 0.5.0
  * @category constructors
  */
 export const makeResolved = (
   kwargs: Kwargs,
-  retrySchedule?: Schedule.Schedule<unknown, unknown>
+  retrySchedule?: Schedule.Schedule<unknown, unknown>,
+  credential?: TokenCredential
 ): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
@@ -259,7 +285,7 @@ export const makeResolved = (
     }
     if (problems.length > 0) return yield* new StorageError.InvalidStorageOptions({ storageType, issues: problems })
     const settings: azure.Settings = {
-      access: yield* accessOf(kwargs),
+      access: yield* accessOf(kwargs, credential),
       container: kwargs.container,
       prefix: (kwargs.prefix ?? kwargs.path_to_files ?? "").replace(/^\/+/, ""),
       mask: kwargs.file_mask ?? kwargs.files_mask ?? mask_.compileDefault(),
@@ -333,7 +359,7 @@ export const make = (
       : Duration.toSeconds(Duration.decode(options.lockTimeout)),
     verify: options.verify,
     ca_bundle: options.caBundle
-  }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule)))
+  }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule, options.credential)))
 
 /**
  * The Azure storage as a layer, for any platform that provides `FileSystem`

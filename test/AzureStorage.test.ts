@@ -18,6 +18,7 @@ import * as StorageUri from "../src/StorageUri.js"
 import { storageContract } from "../src/Testing.js"
 import { bytesOf, contents, fingerprint, platform, tempDir } from "./helpers.js"
 import * as Azurite from "./servers/azurite.js"
+import * as Certificates from "./servers/certificates.js"
 import * as TestProxy from "./servers/proxy.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -214,6 +215,51 @@ withServer("AzureStorage: Azurite", (it) => {
         "bytes=3145728-4194303",
         `bytes=4194304-${4 * MiB + 16}`
       ])
+    }), 60_000)
+
+  it.scoped("Microsoft Entra ID: the application's own TokenCredential, over HTTPS with a company CA (ca_bundle)", () =>
+    Effect.gen(function*() {
+      const certificates = yield* Certificates.make
+      const azurite = yield* Azurite.make({ tls: { cert: certificates.cert, key: certificates.key, ca: certificates.ca } })
+      yield* Effect.promise(() => azurite.createContainer("models"))
+      yield* Effect.promise(() => azurite.put("models", "iris/model.onnx", model))
+      // A token as Entra ID issues them (Azurite checks audience, issuer and expiry, not the signature).
+      const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url")
+      const now = Math.floor(Date.now() / 1000)
+      const tenant = "ab1f708d-50f6-404c-a006-d71b2ac7a606"
+      const jwt = `${b64({ alg: "RS256", typ: "JWT" })}.${
+        b64({ aud: "https://storage.azure.com", iss: `https://sts.windows.net/${tenant}/`, iat: now - 60, nbf: now - 60, exp: now + 3600, tid: tenant, oid: "app" })
+      }.c2lnbmF0dXJl`
+      const scopes: Array<string> = []
+      const credential = (token: string): AzureStorage.TokenCredential => ({
+        getToken: (asked) => {
+          scopes.push(...(typeof asked === "string" ? [asked] : asked))
+          return Promise.resolve({ token, expiresOnTimestamp: Date.now() + 3600_000 })
+        }
+      })
+      const options = {
+        container: "models",
+        prefix: "iris/",
+        fileMask: "onnx$",
+        endpoint: azurite.endpoint,
+        caBundle: certificates.caFile,
+        credential: credential(jwt)
+      }
+      const files = yield* load({ ...options, cacheDir: yield* tempDir })
+      expect(files.map((file) => file.bytes)).toEqual([fingerprint(model)])
+      expect(scopes).toContain("https://storage.azure.com/.default")
+      // A token the service refuses: Unauthorized; the token is never shown.
+      const refused = yield* Effect.flip(load({ ...options, credential: credential("not-a-token"), cacheDir: yield* tempDir }))
+      expect(refused).toMatchObject({ _tag: "Unauthorized", status: 403 })
+      expect(refused.message).not.toContain(jwt)
+      // Without the company's CA: TlsFailure, at once.
+      const untrusted = yield* Effect.flip(load({ ...options, caBundle: undefined, cacheDir: yield* tempDir }).pipe(withEnv({ SSL_CERT_FILE: "/nonexistent" })))
+      expect(untrusted._tag).toBe("TlsFailure")
+      // A credential with a key, or over plain http: invalid options, said before any request.
+      const both = yield* Effect.flip(AzureStorage.make({ ...options, accountKey: Azurite.accountKey }))
+      expect(both).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "connection_string" }] })
+      const clear = yield* Effect.flip(AzureStorage.make({ ...options, endpoint: "http://127.0.0.1:9/devstoreaccount1" }))
+      expect(clear).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "endpoint" }] })
     }), 60_000)
 
   it.scoped("every page of a listing is read (pages of 2 blobs here; Azure's are 5,000)", () =>

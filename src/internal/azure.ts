@@ -36,7 +36,23 @@ export type Access =
     readonly account: string
     readonly accountKey: Redacted.Redacted<string> | undefined
     readonly sasToken: Redacted.Redacted<string> | undefined
+    /** Microsoft Entra ID: the application's own credential (@azure/identity's, say). */
+    readonly credential?: TokenCredential | undefined
   }
+
+/**
+ * What the Azure SDK asks of a Microsoft Entra ID credential (the shape of
+ * `@azure/core-auth`'s `TokenCredential`, which every `@azure/identity`
+ * credential has).
+ *
+ * @internal
+ */
+export interface TokenCredential {
+  readonly getToken: (
+    scopes: string | Array<string>,
+    options?: never
+  ) => Promise<{ readonly token: string; readonly expiresOnTimestamp: number } | null>
+}
 
 /** @internal */
 export interface Settings extends snapshot.Settings {
@@ -124,6 +140,9 @@ export const make = (settings: Settings) =>
       const access = settings.access
       if (access._tag === "ConnectionString") {
         return BlobServiceClient.fromConnectionString(Redacted.value(access.connectionString), options)
+      }
+      if (access.credential !== undefined) {
+        return new BlobServiceClient(access.serviceUrl, newPipeline(access.credential as never, options))
       }
       if (access.accountKey !== undefined) {
         return new BlobServiceClient(

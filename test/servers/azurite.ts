@@ -7,13 +7,18 @@
  * and can cut a body short. Blobs are put with the official SDK, as the
  * emulator's well-known development account.
  */
-import { BlobServiceClient, StorageSharedKeyCredential } from "@azure/storage-blob"
+import type { StoragePipelineOptions } from "@azure/storage-blob"
+import { BlobServiceClient, newPipeline, StorageSharedKeyCredential } from "@azure/storage-blob"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as child from "node:child_process"
+import * as fs from "node:fs"
 import * as http from "node:http"
+import * as https from "node:https"
 import type { AddressInfo } from "node:net"
+import * as os from "node:os"
 import * as path from "node:path"
+import * as tls from "node:tls"
 import { fileURLToPath } from "node:url"
 
 /** Azurite's development account, the same in every installation (documented by Microsoft). */
@@ -45,9 +50,23 @@ export interface TestAzurite {
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 
-export const make = (): Effect.Effect<TestAzurite, never, Scope.Scope> =>
+/**
+ * `tls`: Azurite over HTTPS with this certificate, checking bearer tokens as
+ * `--oauth basic` does (format, audience, issuer, expiry; not signatures):
+ * Microsoft Entra ID's way in. Then there is no forwarder (nothing is logged)
+ * and `endpoint` is Azurite's own.
+ */
+export const make = (
+  options: { readonly tls?: { readonly cert: string; readonly key: string; readonly ca: string } } = {}
+): Effect.Effect<TestAzurite, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.promise(async () => {
+      const tlsFiles = options.tls === undefined ? undefined : (() => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlup-azurite-tls-"))
+        fs.writeFileSync(path.join(dir, "cert.pem"), options.tls.cert)
+        fs.writeFileSync(path.join(dir, "key.pem"), options.tls.key)
+        return { dir, cert: path.join(dir, "cert.pem"), key: path.join(dir, "key.pem") }
+      })()
       const emulator = child.spawn(
         process.execPath,
         [
@@ -57,7 +76,8 @@ export const make = (): Effect.Effect<TestAzurite, never, Scope.Scope> =>
           "--inMemoryPersistence",
           "--disableTelemetry",
           // The SDK speaks a newer API version than this Azurite knows; the operations used are the same.
-          "--skipApiVersionCheck"
+          "--skipApiVersionCheck",
+          ...(tlsFiles === undefined ? [] : ["--oauth", "basic", "--cert", tlsFiles.cert, "--key", tlsFiles.key])
         ],
         { stdio: ["ignore", "pipe", "pipe"] }
       )
@@ -65,11 +85,12 @@ export const make = (): Effect.Effect<TestAzurite, never, Scope.Scope> =>
         let out = ""
         emulator.stdout!.on("data", (chunk: Buffer) => {
           out += chunk.toString()
-          const match = /listens on http:\/\/127\.0\.0\.1:(\d+)/.exec(out)
+          const match = /listens on https?:\/\/127\.0\.0\.1:(\d+)/.exec(out)
           if (match !== null) resolve(Number(match[1]))
         })
         emulator.once("exit", (code) => reject(new Error(`azurite exited (${code}): ${out}`)))
       })
+      if (tlsFiles !== undefined) fs.rmSync(tlsFiles.dir, { recursive: true, force: true })
       const log: Array<AzuriteLog> = []
       const agent = new http.Agent({ keepAlive: true })
       const server: TestAzurite = {
@@ -137,11 +158,18 @@ export const make = (): Effect.Effect<TestAzurite, never, Scope.Scope> =>
         req.pipe(upstream)
       })
       await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve))
-      const endpoint = `http://127.0.0.1:${(front.address() as AddressInfo).port}/${account}`
+      const direct = `${options.tls === undefined ? "http" : "https"}://127.0.0.1:${port}/${account}`
+      const endpoint = options.tls === undefined ? `http://127.0.0.1:${(front.address() as AddressInfo).port}/${account}` : direct
+      const tlsAgent = options.tls === undefined
+        ? undefined
+        : new https.Agent({ keepAlive: true, ca: [...tls.rootCertificates, options.tls.ca] })
       Object.assign(server, {
         endpoint,
         connectionString: `DefaultEndpointsProtocol=http;AccountName=${account};AccountKey=${accountKey};BlobEndpoint=${endpoint};`,
-        client: new BlobServiceClient(`http://127.0.0.1:${port}/${account}`, new StorageSharedKeyCredential(account, accountKey))
+        client: new BlobServiceClient(
+          direct,
+          newPipeline(new StorageSharedKeyCredential(account, accountKey), (tlsAgent === undefined ? {} : { agent: tlsAgent }) as StoragePipelineOptions)
+        )
       })
       return { server, emulator, front, agent }
     }),
