@@ -36,6 +36,8 @@ import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as mask_ from "./internal/mask.js"
+import * as options_ from "./internal/options.js"
+import { aliasConflicts, positiveInt, PrefixInside, Secret, Seconds } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
@@ -49,24 +51,7 @@ export const storageType = "azure"
 
 const MiB = 1024 * 1024
 
-const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
-
-const positiveInt = (max: number) =>
-  Schema.Int.pipe(Schema.between(1, max, { message: () => `must be a whole number from 1 to ${max}` }))
-
-const Seconds = (fallback: number) =>
-  Schema.optionalWith(
-    Schema.Number.pipe(Schema.positive({ message: () => "must be a number of seconds above 0" })),
-    { default: () => fallback }
-  )
-
-// A blob name prefix inside the container; a URI here is refused, never taken as a name.
-const BlobPrefix = Schema.String.pipe(
-  Schema.filter((value) =>
-    !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ||
-    "is a URI, not a prefix: give the prefix inside the container (iris/v3/), or the whole URI as storage_uri"
-  )
-)
+const BlobPrefix = PrefixInside("prefix", "container")
 
 /**
  * `storage_kwargs` of the Azure storage. Unknown keys are rejected.
@@ -189,11 +174,7 @@ const issue = (field: string, problem: string) => new StorageError.OptionIssue({
 /** The module that uses the Azure SDK, beside this one. */
 const sdkPart = "./internal/azure.js"
 
-const envString = (name: string) =>
-  Effect.map(
-    Effect.orElseSucceed(Config.option(Config.string(name)), () => Option.none<string>()),
-    (value) => Option.getOrUndefined(Option.filter(value, (text) => text.trim() !== ""))
-  )
+const envString = (name: string) => Effect.map(options_.envString(name), Option.getOrUndefined)
 
 /**
  * How the account is reached, from the kwargs, else the environment (as the
@@ -273,16 +254,7 @@ export const makeResolved = (
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const problems: Array<StorageError.OptionIssue> = []
-    if (kwargs.prefix !== undefined && kwargs.path_to_files !== undefined && kwargs.prefix !== kwargs.path_to_files) {
-      problems.push(issue("path_to_files", "conflicts with prefix: give only one of them"))
-    }
-    if (
-      kwargs.file_mask !== undefined && kwargs.files_mask !== undefined &&
-      mask_.sourceOf(kwargs.file_mask) !== mask_.sourceOf(kwargs.files_mask)
-    ) {
-      problems.push(issue("files_mask", "conflicts with file_mask: give only one of them"))
-    }
+    const problems = aliasConflicts(kwargs)
     if (problems.length > 0) return yield* new StorageError.InvalidStorageOptions({ storageType, issues: problems })
     const settings: azure.Settings = {
       access: yield* accessOf(kwargs, credential),

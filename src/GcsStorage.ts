@@ -29,10 +29,11 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import type * as Redacted from "effect/Redacted"
+import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
+import * as options_ from "./internal/options.js"
 import * as internal from "./internal/storage.js"
 import * as S3Storage from "./S3Storage.js"
 import * as StorageError from "./StorageError.js"
@@ -100,10 +101,7 @@ export interface Options {
 // The HMAC key from the environment, when the kwargs give none.
 const keysFromEnvironment = Effect.gen(function*() {
   const read = (name: string) =>
-    Effect.map(
-      Effect.orElseSucceed(Config.option(Config.redacted(name)), () => Option.none<Redacted.Redacted<string>>()),
-      Option.getOrUndefined
-    )
+    Effect.map(options_.envString(name), (value) => Option.getOrUndefined(Option.map(value, Redacted.make)))
   return { accessKeyId: yield* read("GCS_ACCESS_KEY_ID"), secretAccessKey: yield* read("GCS_SECRET_ACCESS_KEY") }
 })
 

@@ -41,6 +41,8 @@ import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as hub from "./internal/hub.js"
+import * as options_ from "./internal/options.js"
+import { positiveInt, Seconds, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
@@ -61,17 +63,6 @@ export const storageType = "hf"
 export const defaultEndpoint = "https://huggingface.co"
 
 const MiB = 1024 * 1024
-
-const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
-
-const positiveInt = (max: number) =>
-  Schema.Int.pipe(Schema.between(1, max, { message: () => `must be a whole number from 1 to ${max}` }))
-
-const Seconds = (fallback: number) =>
-  Schema.optionalWith(
-    Schema.Number.pipe(Schema.positive({ message: () => "must be a number of seconds above 0" })),
-    { default: () => fallback }
-  )
 
 const Globs = Schema.Union(Schema.String, Schema.Array(Schema.String))
 
@@ -190,18 +181,14 @@ export interface Options {
   readonly caBundle?: string | undefined
 }
 
-const env = (name: string) =>
-  Effect.map(
-    Effect.orElseSucceed(Config.option(Config.string(name)), () => Option.none<string>()),
-    Option.filter((value) => value.trim() !== "")
-  )
+const env = options_.envString
 
 /**
  * The token when the kwargs give none, where huggingface_hub looks: `HF_TOKEN`,
  * `HUGGING_FACE_HUB_TOKEN`, then the file `hf auth login` writes.
  */
 const tokenFromEnvironment = Effect.gen(function*() {
-  const fromEnv = Option.orElse(yield* env("HF_TOKEN"), () => Option.none<string>())
+  const fromEnv = yield* env("HF_TOKEN")
   if (Option.isSome(fromEnv)) return Option.some(fromEnv.value.trim())
   const legacy = yield* env("HUGGING_FACE_HUB_TOKEN")
   if (Option.isSome(legacy)) return Option.some(legacy.value.trim())

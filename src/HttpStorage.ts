@@ -43,6 +43,7 @@ import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as http from "./internal/http.js"
 import * as network_ from "./internal/network.js"
+import { positiveInt, Seconds, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
@@ -70,12 +71,6 @@ const Sha256 = Schema.String.pipe(
   Schema.pattern(/^[0-9a-fA-F]{64}$/, { message: () => "must be a sha256 digest: 64 hexadecimal digits" })
 )
 
-const Seconds = (fallback: number) =>
-  Schema.optionalWith(
-    Schema.Number.pipe(Schema.positive({ message: () => "must be a number of seconds above 0" })),
-    { default: () => fallback }
-  )
-
 /**
  * How a cached file is re-checked: `"changed"` (re-hashed when its identity on
  * disk changed since it was verified) or `"always"` (on every load).
@@ -90,12 +85,7 @@ export const Verify = Schema.Literal("changed", "always").annotations({
   })
 })
 
-const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
-
 const MiB = 1024 * 1024
-
-const positiveInt = (max: number) =>
-  Schema.Int.pipe(Schema.between(1, max, { message: () => `must be a whole number from 1 to ${max}` }))
 
 /**
  * `storage_kwargs` of the HTTP storage. Unknown keys are rejected.

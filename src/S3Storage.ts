@@ -36,6 +36,7 @@ import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as mask_ from "./internal/mask.js"
+import { aliasConflicts, positiveInt, PrefixInside, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
@@ -49,18 +50,7 @@ export const storageType = "s3"
 
 const MiB = 1024 * 1024
 
-const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
-
-// A key prefix inside the bucket; a URI here (s3://bucket/prefix) is refused, never taken as a key.
-const KeyPrefix = Schema.String.pipe(
-  Schema.filter((value) =>
-    !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ||
-    "is a URI, not a key prefix: give the prefix inside the bucket (iris/v3/), or the whole URI as storage_uri"
-  )
-)
-
-const positiveInt = (max: number) =>
-  Schema.Int.pipe(Schema.between(1, max, { message: () => `must be a whole number from 1 to ${max}` }))
+const KeyPrefix = PrefixInside("key prefix", "bucket")
 
 /**
  * `storage_kwargs` of the S3 storage. Unknown keys are rejected.
@@ -199,16 +189,7 @@ export const makeFor = (
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const problems: Array<StorageError.OptionIssue> = []
-    if (kwargs.prefix !== undefined && kwargs.path_to_files !== undefined && kwargs.prefix !== kwargs.path_to_files) {
-      problems.push(issue("path_to_files", "conflicts with prefix: give only one of them"))
-    }
-    if (
-      kwargs.file_mask !== undefined && kwargs.files_mask !== undefined &&
-      mask_.sourceOf(kwargs.file_mask) !== mask_.sourceOf(kwargs.files_mask)
-    ) {
-      problems.push(issue("files_mask", "conflicts with file_mask: give only one of them"))
-    }
+    const problems = aliasConflicts(kwargs)
     const keys = [kwargs.access_key_id, kwargs.secret_access_key]
     if (keys.some((key) => key !== undefined) && keys.some((key) => key === undefined)) {
       problems.push(issue(

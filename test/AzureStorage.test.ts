@@ -185,7 +185,8 @@ withServer("AzureStorage: Azurite", (it) => {
       const azurite = yield* Azurite.make()
       yield* Effect.promise(() => azurite.createContainer("models"))
       const large = bytesOf(4 * MiB + 17, 8)
-      yield* Effect.promise(() => azurite.put("models", "big/model.onnx", large, { md5: false }))
+      // Uploaded in one request: it has a Content-MD5, checked on the whole file after the parts.
+      yield* Effect.promise(() => azurite.put("models", "big/model.onnx", large))
       const cacheDir = yield* tempDir
       const options = {
         container: "models",
@@ -215,6 +216,15 @@ withServer("AzureStorage: Azurite", (it) => {
         "bytes=3145728-4194303",
         `bytes=4194304-${4 * MiB + 16}`
       ])
+      // The same, with a Content-MD5 that does not match: every part arrives, the whole is refused.
+      yield* Effect.promise(() => azurite.put("models", "big/other.onnx", large))
+      yield* Effect.promise(() =>
+        azurite.client.getContainerClient("models").getBlobClient("big/other.onnx").setHTTPHeaders({
+          blobContentMD5: new Uint8Array(16).fill(9)
+        })
+      )
+      const refused = yield* Effect.flip(load({ ...options, fileMask: "other" }))
+      expect(refused).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "md5 (Content-MD5)", location: "az://models/big/other.onnx" })
     }), 60_000)
 
   it.scoped("Microsoft Entra ID: the application's own TokenCredential, over HTTPS with a company CA (ca_bundle)", () =>

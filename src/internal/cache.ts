@@ -1,6 +1,5 @@
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
-import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -14,6 +13,7 @@ import * as os from "node:os"
 import { Worker } from "node:worker_threads"
 import * as StorageError from "../StorageError.js"
 import * as errors from "./errors.js"
+import * as options_ from "./options.js"
 
 /**
  * The cache folder when none is given: `$MLUP_STORAGE_CACHE`, else
@@ -25,11 +25,7 @@ export const defaultCacheDir = (path: Path.Path): Effect.Effect<string> =>
   Effect.gen(function*() {
     // Read through Effect's Config (the environment by default), so that an application's
     // ConfigProvider decides; an unreadable value counts as unset.
-    const read = (name: string) =>
-      Effect.map(
-        Effect.orElseSucceed(Config.option(Config.string(name)), () => Option.none<string>()),
-        Option.filter((value) => value !== "")
-      )
+    const read = options_.envString
     const explicit = yield* read("MLUP_STORAGE_CACHE")
     if (Option.isSome(explicit)) return explicit.value
     const xdg = yield* read("XDG_CACHE_HOME")
@@ -279,7 +275,8 @@ const rangeHasherCode = `
 const { parentPort, workerData } = require("node:worker_threads")
 const fs = require("node:fs")
 const crypto = require("node:crypto")
-const hash = crypto.createHash("sha256")
+const hash = crypto.createHash(workerData.algorithm)
+if (workerData.preamble !== undefined) hash.update(workerData.preamble)
 const buffer = Buffer.allocUnsafe(1024 * 1024)
 let fd
 let failure
@@ -316,7 +313,11 @@ parentPort.on("message", (message) => {
  *
  * @internal
  */
-export const rangeHasher = (file: string): Effect.Effect<
+export const rangeHasher = (
+  file: string,
+  /** A node:crypto hash (default sha256), over `preamble` first (git's blob ids hash a header). */
+  options: { readonly algorithm?: string | undefined; readonly preamble?: string | undefined } = {}
+): Effect.Effect<
   {
     readonly add: (start: number, length: number) => void
     readonly digest: Effect.Effect<string, StorageError.ReadFailed>
@@ -326,7 +327,10 @@ export const rangeHasher = (file: string): Effect.Effect<
 > =>
   Effect.map(
     Effect.acquireRelease(
-      Effect.sync(() => new Worker(rangeHasherCode, { eval: true, workerData: { file } })),
+      Effect.sync(() => new Worker(rangeHasherCode, {
+        eval: true,
+        workerData: { file, algorithm: options.algorithm ?? "sha256", preamble: options.preamble }
+      })),
       (worker) => Effect.promise(() => worker.terminate())
     ),
     (worker) => ({

@@ -404,8 +404,8 @@ export type RequestFailure =
  * (at most `maxRedirects`). `headers` go to every hop; `secret` headers
  * (a token) only to hops on the first URL's origin, never to a CDN another
  * origin serves. Succeeds with the final answer (its body unread: the
- * caller reads or drops it), the first hop's headers (a redirecting server's
- * own) and the final URL; the answer is destroyed when the scope closes.
+ * caller reads or drops it) and the final URL; the answer is destroyed when
+ * the scope closes.
  *
  * @internal
  */
@@ -419,7 +419,7 @@ export const get = (
     readonly maxRedirects?: number | undefined
   }
 ): Effect.Effect<
-  { readonly response: http.IncomingMessage; readonly first: http.IncomingHttpHeaders; readonly url: string },
+  { readonly response: http.IncomingMessage; readonly url: string },
   RequestFailure,
   Scope.Scope
 > =>
@@ -464,7 +464,6 @@ export const get = (
       )
     let target = new URL(url)
     let response = yield* once(target)
-    const first = response.headers
     const limit = options.maxRedirects ?? 10
     for (let hops = 0; [301, 302, 303, 307, 308].includes(response.statusCode ?? 0) && response.headers.location; hops++) {
       if (hops === limit) return yield* Effect.fail<RequestFailure>({ _tag: "Unanswered", reason: `more than ${limit} redirects` })
@@ -472,5 +471,5 @@ export const get = (
       response.resume()
       response = yield* once(target)
     }
-    return { response, first, url: target.href }
+    return { response, url: target.href }
   })

@@ -6,12 +6,12 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
-import * as Config from "effect/Config"
 import * as nodeFs from "node:fs"
 import * as os from "node:os"
 import * as nodePath from "node:path"
 import * as StorageError from "../StorageError.js"
 import * as network from "./network.js"
+import * as options_ from "./options.js"
 import * as snapshot from "./snapshot.js"
 import * as transfer from "./transfer.js"
 
@@ -122,11 +122,7 @@ const profileOf = (file: string, profile: string): Record<string, string> => {
  */
 export const resolveEndpointAndRegion = (settings: Pick<Settings, "endpoint" | "region" | "pathStyle">) =>
   Effect.gen(function*() {
-    const env = (name: string) =>
-      Effect.map(
-        Effect.orElseSucceed(Config.option(Config.string(name)), () => Option.none<string>()),
-        Option.filter((value) => value.trim() !== "")
-      )
+    const env = options_.envString
     const configFile = Option.getOrElse(yield* env("AWS_CONFIG_FILE"), () => nodePath.join(os.homedir(), ".aws", "config"))
     const profile = profileOf(configFile, Option.getOrElse(yield* env("AWS_PROFILE"), () => "default"))
     const ignoreConfigured = Option.getOrElse(yield* env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"), () => "") === "true"

@@ -367,27 +367,40 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         const recordPart = (i: number, digest: string) =>
           recordLock.withPermits(1)(Effect.zipRight(Effect.sync(() => done.set(i, digest)), writeRecord))
         if (done.size === 0) yield* writeRecord
-        yield* Effect.forEach(
-          Array.from({ length: count }, (_, i) => i).filter((i) => !done.has(i)),
-          (i) => {
-            const start = i * settings.partSize
-            const end = Math.min(entry.size, start + settings.partSize)
-            return Effect.flatMap(retrying(location, writeRange(data, start, end, [])), ([digest]) =>
-              recordPart(i, digest!))
-          },
-          { concurrency: settings.partConcurrency, discard: true }
-        )
+        // The digests the source announced are of the whole object: each is computed in a worker
+        // thread (as the HTTP storage's) from the file itself, part after part in file order as the
+        // parts are finished (resumed ones first), while later parts are still arriving.
+        const actual = yield* Effect.scoped(Effect.gen(function*() {
+          const hashers = yield* Effect.forEach(checks, (check) =>
+            cache.rangeHasher(data, { algorithm: check.algorithm, preamble: check.preamble }))
+          let hashed = 0
+          const catchUp = Effect.sync(() => {
+            for (; hashed < count && done.has(hashed); hashed++) {
+              for (const hasher of hashers) hasher.add(hashed * settings.partSize, partBytes(hashed))
+            }
+          })
+          yield* catchUp
+          yield* Effect.forEach(
+            Array.from({ length: count }, (_, i) => i).filter((i) => !done.has(i)),
+            (i) => {
+              const start = i * settings.partSize
+              const end = Math.min(entry.size, start + settings.partSize)
+              return Effect.flatMap(retrying(location, writeRange(data, start, end, [])), ([digest]) =>
+                Effect.zipRight(recordPart(i, digest!), catchUp))
+            },
+            { concurrency: settings.partConcurrency, discard: true }
+          )
+          return yield* Effect.forEach(hashers, (hasher) => hasher.digest)
+        }))
         const info = yield* Effect.mapError(fs.stat(data), errors.fromPlatformError(data, "stat"))
         if (Number(info.size) !== entry.size) {
           yield* cache.removeAll(data, record)
           return yield* mismatch("size", String(entry.size), String(info.size))
         }
-        // The digests the source announced are of the whole object: the parts, read back, in order.
-        for (const check of checks) {
-          const actual = (yield* cache.hashInto(fs, data, hashOf(check))).digest("hex")
-          if (actual !== check.expected.toLowerCase()) {
+        for (const [i, check] of checks.entries()) {
+          if (actual[i] !== check.expected.toLowerCase()) {
             yield* cache.removeAll(data, record)
-            return yield* mismatch(check.label, check.expected, actual)
+            return yield* mismatch(check.label, check.expected, actual[i]!)
           }
         }
         yield* cache.commit(data, target)

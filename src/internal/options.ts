@@ -1,0 +1,75 @@
+/**
+ * What the storages' options have in common: the schemas of their kwargs
+ * (secrets, counts, durations, prefixes), the conflicts between mlup's
+ * aliases, and the environment read through Effect's `Config`.
+ *
+ * @internal
+ */
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import * as StorageError from "../StorageError.js"
+import * as mask_ from "./mask.js"
+
+/** A secret: decoded as `Redacted` (from a string, or a `Redacted` given in code). @internal */
+export const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
+
+/** A whole number from 1 to `max`. @internal */
+export const positiveInt = (max: number) =>
+  Schema.Int.pipe(Schema.between(1, max, { message: () => `must be a whole number from 1 to ${max}` }))
+
+/** An optional number of seconds above 0, `fallback` when absent. @internal */
+export const Seconds = (fallback: number) =>
+  Schema.optionalWith(
+    Schema.Number.pipe(Schema.positive({ message: () => "must be a number of seconds above 0" })),
+    { default: () => fallback }
+  )
+
+/**
+ * A prefix inside a bucket or container; a URI there (`s3://bucket/prefix`)
+ * is refused, never taken as a name.
+ *
+ * @internal
+ */
+export const PrefixInside = (what: string, where: string) =>
+  Schema.String.pipe(
+    Schema.filter((value) =>
+      !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ||
+      `is a URI, not a ${what}: give the prefix inside the ${where} (iris/v3/), or the whole URI as storage_uri`
+    )
+  )
+
+/**
+ * mlup's aliases given with different values: `prefix` and `path_to_files`,
+ * `file_mask` and `files_mask`.
+ *
+ * @internal
+ */
+export const aliasConflicts = (kwargs: {
+  readonly prefix?: string | undefined
+  readonly path_to_files?: string | undefined
+  readonly file_mask?: RegExp | undefined
+  readonly files_mask?: RegExp | undefined
+}): Array<StorageError.OptionIssue> => [
+  ...(kwargs.prefix !== undefined && kwargs.path_to_files !== undefined && kwargs.prefix !== kwargs.path_to_files
+    ? [new StorageError.OptionIssue({ field: "path_to_files", problem: "conflicts with prefix: give only one of them" })]
+    : []),
+  ...(kwargs.file_mask !== undefined && kwargs.files_mask !== undefined &&
+      mask_.sourceOf(kwargs.file_mask) !== mask_.sourceOf(kwargs.files_mask)
+    ? [new StorageError.OptionIssue({ field: "files_mask", problem: "conflicts with file_mask: give only one of them" })]
+    : [])
+]
+
+/**
+ * A variable of the environment (through Effect's `Config`, so that an
+ * application's `ConfigProvider` decides): none when unset, blank or
+ * unreadable.
+ *
+ * @internal
+ */
+export const envString = (name: string): Effect.Effect<Option.Option<string>> =>
+  Effect.map(
+    Effect.orElseSucceed(Config.option(Config.string(name)), () => Option.none<string>()),
+    Option.filter((value) => value.trim() !== "")
+  )
