@@ -142,12 +142,14 @@ const hints: Record<number, string> = {
 }
 
 /** The hint for an error: by its exit code, or by its tag where one code covers several causes. */
-const hintOf = (error: Failure, code: ExitCode): string | undefined => {
+const hintOf = (error: Failure, code: ExitCode, resumable: boolean): string | undefined => {
   switch (error._tag) {
     case "TransientFailure":
     case "StallTimeout":
       return "The server could not be reached or kept failing: retry later, or raise retries / stall_timeout. " +
-        "The partial download stays in the cache, and the next run resumes it."
+        (resumable
+          ? "The partial download stays in the cache, and the next run resumes it."
+          : "Nothing was kept (--no-cache): the next run starts over.")
     case "RequestRejected":
       return "The server rejected the request (retrying will not help): check the URL and the headers."
     case "InsufficientSpace":
@@ -178,13 +180,20 @@ const linesOf = (error: Failure): Array<string> =>
  * @since 0.3.0
  * @category exit codes
  */
-export const report = (errors: ReadonlyArray<Failure>, json: boolean): Effect.Effect<ExitCode> =>
+export const report = (
+  errors: ReadonlyArray<Failure>,
+  json: boolean,
+  options: {
+    /** Whether a partial download is kept for the next run (false with `--no-cache`); true when omitted. */
+    readonly resumable?: boolean
+  } = {}
+): Effect.Effect<ExitCode> =>
   Effect.gen(function*() {
     // Several errors come only from reading the configuration; otherwise there is one.
     const codes = errors.map(exitCodeOf)
     const code = codes.includes(ExitCode.InvalidConfiguration) ? ExitCode.InvalidConfiguration : codes[0]!
     for (const line of errors.flatMap(linesOf)) yield* Console.error(line)
-    const hint = hintOf(errors[0]!, code)
+    const hint = hintOf(errors[0]!, code, options.resumable ?? true)
     if (hint !== undefined) yield* Console.error(hint)
     if (json) {
       yield* Console.log(JSON.stringify(
@@ -315,6 +324,15 @@ export const fetch = Command.make(
       const validated = yield* source.validatedOf(flags)
       // The remote storages keep a cache; these flags are its options.
       const remote = remoteStorages.has(validated.definition.name)
+      // An unset shell variable (`--to "$MODEL_DIR"`) must not mean the current folder.
+      if (Option.isSome(flags.to) && flags.to.value.trim() === "") {
+        return yield* Effect.fail([
+          new CliError.InvalidArgument({
+            argument: "--to",
+            reason: "is empty (an unset variable?): name the folder to place the files in"
+          })
+        ])
+      }
       if (flags.noCache && Option.isNone(flags.to)) {
         return yield* Effect.fail([
           new CliError.InvalidArgument({ argument: "--no-cache", reason: "needs --to: the files must go somewhere" })
@@ -380,11 +398,13 @@ export const fetch = Command.make(
       }
       return ExitCode.Success as ExitCode
     }).pipe(
-      Effect.catchAll((errors) => report(errors, flags.json)),
+      Effect.catchAll((errors) => report(errors, flags.json, { resumable: !flags.noCache })),
       Effect.flatMap(exitWith),
       Effect.onInterrupt(() =>
         Console.error(
-          "interrupted: nothing was placed; a partial download stays in the cache, and the next run resumes it"
+          flags.noCache
+            ? "interrupted: nothing was placed; with --no-cache nothing is kept, and the next run starts over"
+            : "interrupted: nothing was placed; a partial download stays in the cache, and the next run resumes it"
         )
       )
     )

@@ -267,7 +267,7 @@ export const makeResolved = (
             : Option.none()
         ),
         Effect.catchTag("PathNotFound", () =>
-          Effect.as(Effect.logDebug(`Skipping ${file}: a link to nothing`), Option.none())
+          Effect.as(Effect.logDebug(`Skipping ${errors.cap(file)}: a link to nothing`), Option.none())
         )
       )
     }
@@ -292,7 +292,7 @@ export const makeResolved = (
             entries: names.length
           })
         }
-        yield* Effect.logDebug(`Found ${found.length} file(s) in ${folder} by /${maskSource}/`)
+        yield* Effect.logDebug(`Found ${found.length} file(s) in ${errors.cap(folder)} by /${errors.cap(maskSource)}/`)
         // A folder (a TensorFlow SavedModel, say) is handed over by its path, whatever need_load_file says:
         // its deserializer reads it.
         return yield* Effect.forEach(found, ({ file, folder, size }) =>

@@ -118,7 +118,7 @@ export const Kwargs = Schema.Struct({
     }),
     { default: () => "model" as const }
   ),
-  path_in_repo: Schema.optionalWith(Schema.String, { exact: true }),
+  path_in_repo: Schema.optionalWith(options_.Key, { exact: true }),
   allow_patterns: Schema.optionalWith(Globs, { exact: true }),
   ignore_patterns: Schema.optionalWith(Globs, { exact: true }),
   file_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),

@@ -9,15 +9,7 @@
  */
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
-
-/**
- * A value quoted in a message, at most about 300 characters (a 10 MB path
- * must not make a 10 MB message); the error's fields keep it whole.
- */
-const cap = (value: string | undefined): string => {
-  if (value === undefined) return ""
-  return value.length <= 300 ? value : `${value.slice(0, 200)}…(${value.length - 280} more characters)…${value.slice(-80)}`
-}
+import { cap } from "./internal/text.js"
 
 /**
  * @since 0.1.0

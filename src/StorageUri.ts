@@ -12,6 +12,7 @@
 import * as Either from "effect/Either"
 import * as url from "node:url"
 import * as errors from "./internal/errors.js"
+import * as internalOptions from "./internal/options.js"
 import * as StorageError from "./StorageError.js"
 
 /**
@@ -40,6 +41,40 @@ const invalid = (storageType: string, problem: string) =>
     issues: [new StorageError.OptionIssue({ field: kwarg, problem })]
   })
 
+// Credentials never go in a store's URI (they would be shown wherever the
+// location is): the message names the scheme only, never the value.
+const credentialsRefused = (storageType: string, scheme: string, how: string) =>
+  invalid(
+    storageType,
+    `the ${scheme}:// URI carries credentials or a port before the ${how}, which it does not take ` +
+      `(the value is not shown): give credentials in their own options or the environment`
+  )
+
+// `bucket[/prefix]` of an s3://, gs:// or az:// URI, cut from the raw string
+// (keys are not URL-encoded there), and checked as a key.
+const bucketAndPrefix = (
+  uri: string,
+  parsed: URL,
+  scheme: string,
+  storageType: Parsed["storage_type"],
+  what: "bucket" | "container",
+  shown: string
+): Either.Either<{ readonly bucket: string; readonly prefix: string }, StorageError.InvalidStorageOptions> => {
+  const rest = uri.slice(scheme.length + "://".length)
+  const slash = rest.indexOf("/")
+  if (parsed.username !== "" || parsed.password !== "" || parsed.port !== "") {
+    return Either.left(credentialsRefused(storageType, scheme, what))
+  }
+  if (parsed.hostname === "") return Either.left(invalid(storageType, `${shown} names no ${what} (${scheme}://${what}/prefix)`))
+  if (parsed.search !== "" || parsed.hash !== "") {
+    return Either.left(invalid(storageType, `${shown} has a query or fragment, which a ${scheme}:// URI does not take`))
+  }
+  const prefix = slash === -1 ? "" : rest.slice(slash + 1).replace(/^\/+/, "")
+  const problem = internalOptions.keyProblem(prefix)
+  if (problem !== undefined) return Either.left(invalid(storageType, `${shown}: the prefix ${problem}`))
+  return Either.right({ bucket: parsed.hostname, prefix })
+}
+
 /**
  * Reads a URI: `s3://bucket[/prefix]` (the S3 storage: `bucket`, `prefix`),
  * `gs://bucket[/prefix]` (the GCS storage, the same kwargs),
@@ -62,9 +97,17 @@ export const parse = (
     readonly httpForHttps?: boolean | undefined
   }
 ): Either.Either<Parsed, StorageError.InvalidStorageOptions> => {
-  const shown = errors.redactUrl(uri)
+  const shown = errors.cap(errors.redactUrl(uri))
   if (uri.startsWith("/")) return Either.right({ storage_type: "disk", storage_kwargs: { path_to_files: uri } })
   if (/^hf:\/\//i.test(uri)) return parseHub(uri, shown)
+  // Before URL parsing, which fails on a password holding "/" and would quote it.
+  const store = /^(s3|gs|az):\/\/([^/]*)/i.exec(uri)
+  if (store !== null && /[@:]/.test(store[2]!)) {
+    const scheme = store[1]!.toLowerCase()
+    return Either.left(
+      credentialsRefused(scheme === "gs" ? "gcs" : scheme === "az" ? "azure" : "s3", scheme, scheme === "az" ? "container" : "bucket")
+    )
+  }
   let parsed: URL
   try {
     parsed = new URL(uri)
@@ -76,28 +119,16 @@ export const parse = (
     case "gs:": {
       const scheme = parsed.protocol.slice(0, -1)
       const storageType = scheme === "gs" ? "gcs" : "s3"
-      if (parsed.hostname === "") return Either.left(invalid(storageType, `${shown} names no bucket (${scheme}://bucket/prefix)`))
-      if (parsed.search !== "" || parsed.hash !== "") {
-        return Either.left(invalid(storageType, `${shown} has a query or fragment, which a ${scheme}:// URI does not take`))
-      }
-      // The key prefix as written (keys are not URL-encoded in s3:// and gs:// URIs).
-      const prefix = uri.slice(`${scheme}://${parsed.host}`.length).replace(/^\/+/, "")
-      return Either.right({
+      return Either.map(bucketAndPrefix(uri, parsed, scheme, storageType, "bucket", shown), ({ bucket, prefix }) => ({
         storage_type: storageType,
-        storage_kwargs: { bucket: parsed.hostname, ...(prefix === "" ? {} : { prefix }) }
-      })
+        storage_kwargs: { bucket, ...(prefix === "" ? {} : { prefix }) }
+      }))
     }
-    case "az:": {
-      if (parsed.hostname === "") return Either.left(invalid("azure", `${shown} names no container (az://container/prefix)`))
-      if (parsed.search !== "" || parsed.hash !== "") {
-        return Either.left(invalid("azure", `${shown} has a query or fragment, which an az:// URI does not take`))
-      }
-      const prefix = uri.slice(`az://${parsed.host}`.length).replace(/^\/+/, "")
-      return Either.right({
+    case "az:":
+      return Either.map(bucketAndPrefix(uri, parsed, "az", "azure", "container", shown), ({ bucket, prefix }) => ({
         storage_type: "azure",
-        storage_kwargs: { container: parsed.hostname, ...(prefix === "" ? {} : { prefix }) }
-      })
-    }
+        storage_kwargs: { container: bucket, ...(prefix === "" ? {} : { prefix }) }
+      }))
     case "http:":
     case "https:": {
       // An Azure account's blob service (as KServe tells it): the Azure storage, not plain HTTP.
@@ -113,6 +144,8 @@ export const parse = (
         } catch {
           return Either.left(invalid("azure", `${shown}: the blob path is not percent-encoded properly`))
         }
+        const problem = prefix === "" ? undefined : internalOptions.keyProblem(prefix)
+        if (problem !== undefined) return Either.left(invalid("azure", `${shown}: the blob path ${problem}`))
         if (container !== "") {
           return Either.right({
             storage_type: "azure",
@@ -140,9 +173,17 @@ export const parse = (
 
 // hf://[datasets/|spaces/|models/]org/name[@revision][/path]: read by hand, as the
 // repository's two segments and the revision do not fit a URL's host and path.
+// The revision and the path are percent-decoded (a file named `a#b.bin` is
+// `a%23b.bin`, as `#` and `?` would start a fragment or a query).
 const parseHub = (uri: string, shown: string): Either.Either<Parsed, StorageError.InvalidStorageOptions> => {
   const rest = uri.slice("hf://".length)
-  if (/[?#]/.test(rest)) return Either.left(invalid("hf", `${shown} has a query or fragment, which an hf:// URI does not take`))
+  // A repository's name never holds ":" (hf://user:token@org/name): refused, never quoted.
+  if ((rest.split("/")[0] ?? "").includes(":")) return Either.left(credentialsRefused("hf", "hf", "repository"))
+  if (/[?#]/.test(rest)) {
+    return Either.left(
+      invalid("hf", `${shown} has a query or fragment, which an hf:// URI does not take (write # as %23 and ? as %3F)`)
+    )
+  }
   const segments = rest.split("/")
   const typed = /^(models|datasets|spaces)$/.exec(segments[0] ?? "")
   if (typed !== null) segments.shift()
@@ -153,21 +194,29 @@ const parseHub = (uri: string, shown: string): Either.Either<Parsed, StorageErro
   const last = repo[count - 1] ?? ""
   const at = last.indexOf("@")
   if (at !== -1) repo[count - 1] = last.slice(0, at)
-  let revision: string | undefined
-  try {
-    revision = at === -1 ? undefined : decodeURIComponent(last.slice(at + 1))
-  } catch {
-    return Either.left(invalid("hf", `${shown}: the revision is not percent-encoded properly`))
-  }
-  const repoId = repo.join("/")
-  if (repo.some((segment) => segment === "") || revision === "") {
+  if (repo.some((segment) => segment === "")) {
     return Either.left(invalid("hf", `${shown} names no repository (hf://org/name[@revision][/path])`))
   }
-  const pathInRepo = segments.slice(count).join("/").replace(/\/+$/, "")
+  if (at !== -1 && at === last.length - 1) {
+    return Either.left(invalid("hf", `${shown} has an empty revision after "@" (hf://org/name@revision, or no "@" for main)`))
+  }
+  let revision: string | undefined
+  let pathInRepo: string
+  try {
+    revision = at === -1 ? undefined : decodeURIComponent(last.slice(at + 1))
+    pathInRepo = segments.slice(count).map(decodeURIComponent).join("/").replace(/\/+$/, "")
+  } catch {
+    return Either.left(invalid("hf", `${shown}: the revision or the path is not percent-encoded properly`))
+  }
+  const problem = pathInRepo === "" ? undefined : internalOptions.keyProblem(pathInRepo)
+  if (problem !== undefined) return Either.left(invalid("hf", `${shown}: the path ${problem}`))
+  if (revision !== undefined && /[\u0000-\u001f\u007f]/.test(revision)) {
+    return Either.left(invalid("hf", `${shown}: the revision holds a control character`))
+  }
   return Either.right({
     storage_type: "hf",
     storage_kwargs: {
-      repo_id: repoId,
+      repo_id: repo.join("/"),
       ...(repoType === "model" ? {} : { repo_type: repoType }),
       ...(revision === undefined ? {} : { revision }),
       ...(pathInRepo === "" ? {} : { path_in_repo: pathInRepo })

@@ -93,6 +93,60 @@ describe("NodeStorage: the networks of companies (a real proxy and TLS on loopba
       expect(bad.message).not.toContain("pr0xy-pass")
     }))
 
+  it.scoped("a proxy password with a stray %: an invalid option naming the variable, never the password", () =>
+    Effect.gen(function*() {
+      const proxy = yield* TestProxy.make()
+      for (const name of ["HTTPS_PROXY", "HTTP_PROXY"]) {
+        const bad = yield* Effect.flip(
+          load({ urls: "http://127.0.0.1:9/m.onnx", cacheDir: yield* tempDir }).pipe(
+            withEnv({ [name]: proxy.url.replace("http://", "http://corp:50%off@") })
+          )
+        )
+        expect(bad).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: name }] })
+        expect(bad.message).toContain("%25")
+        expect(bad.message).not.toContain("50%off")
+      }
+      expect(proxy.log).toEqual([])
+    }))
+
+  it.scoped("a proxy that refuses its credentials: Unauthorized (407) at once, for CONNECT (https) as for plain http", () =>
+    Effect.gen(function*() {
+      const proxy = yield* TestProxy.make(`Basic ${Buffer.from("corp:right").toString("base64")}`)
+      const certificates = yield* Certificates.make
+      const secure = yield* TestServer.make({ tls: certificates })
+      const plain = yield* TestServer.make()
+      secure.put("/m.onnx", model)
+      plain.put("/m.onnx", model)
+      const wrong = proxy.url.replace("http://", "http://corp:wr0ng-pass@")
+      const viaHttps = yield* Effect.flip(
+        load({ urls: secure.url("/m.onnx"), cacheDir: yield* tempDir, caBundle: certificates.caFile, retries: 3 }).pipe(
+          withEnv({ HTTPS_PROXY: wrong })
+        )
+      )
+      const viaHttp = yield* Effect.flip(
+        load({ urls: plain.url("/m.onnx"), cacheDir: yield* tempDir, retries: 3 }).pipe(withEnv({ HTTP_PROXY: wrong }))
+      )
+      for (const error of [viaHttps, viaHttp]) {
+        expect(error).toMatchObject({ _tag: "Unauthorized", status: 407 })
+        expect(error.message).toContain("HTTPS_PROXY")
+        expect(error.message).not.toContain("wr0ng-pass")
+      }
+      // One attempt each: a retry cannot mend credentials.
+      expect(proxy.log.map((entry) => entry.method)).toEqual(["CONNECT", "GET"])
+      expect(secure.log).toEqual([])
+      expect(plain.log).toEqual([])
+    }))
+
+  it.scoped("https:// to a plain-HTTP port: TlsFailure at once, saying so, not a network failure after retries", () =>
+    Effect.gen(function*() {
+      const plain = yield* TestServer.make()
+      plain.put("/m.onnx", model)
+      const url = plain.url("/m.onnx").replace("http://", "https://")
+      const error = yield* Effect.flip(load({ urls: url, cacheDir: yield* tempDir, retries: 5 }).pipe(withEnv({})))
+      expect(error).toMatchObject({ _tag: "TlsFailure", code: "ERR_SSL_WRONG_VERSION_NUMBER" })
+      expect(error.message).toContain("does not speak TLS")
+    }))
+
   it.scoped("a warm load's revalidation (node:http's own request) goes through the proxy and CA, with the caller's headers", () =>
     Effect.gen(function*() {
       const proxy = yield* TestProxy.make()

@@ -38,6 +38,93 @@ describe("StorageUri", () => {
     }
   })
 
+  it("credentials in an s3://, gs://, az:// or hf:// URI are refused, never quoted, never taken as a prefix", () => {
+    for (
+      const uri of [
+        "s3://key:s3cr3tpw@bucket/x",
+        "gs://k:s3cr3tpw@b/x",
+        "az://acct:s3cr3tpw@container/x",
+        "hf://user:s3cr3tpw@org/name",
+        "s3://key:s3cr/3tpw@bucket/x",
+        "gs://s3cr3tpw@b/x",
+        "s3://bucket:9000/x"
+      ]
+    ) {
+      const result = StorageUri.parse(uri)
+      expect(Either.isLeft(result), uri).toBe(true)
+      if (Either.isLeft(result)) {
+        expect(result.left.issues[0]!.field).toBe("storage_uri")
+        expect(result.left.message).toContain("credentials")
+        expect(result.left.message).not.toMatch(/s3cr|3tpw|key:|9000/)
+      }
+    }
+  })
+
+  it("hostile URIs: dot segments, control characters and over-long keys are refused before any request", () => {
+    const refused = (uri: string, words: string) => {
+      const result = StorageUri.parse(uri)
+      expect(Either.isLeft(result), uri).toBe(true)
+      if (Either.isLeft(result)) expect(result.left.message).toContain(words)
+    }
+    refused("gs://b/../x", `".." segment`)
+    refused("s3://b/a/./x", `".." segment`)
+    refused("az://c/a/..", `".." segment`)
+    refused("hf://a/b@v1/../../etc", `".." segment`)
+    refused("hf://a/b/x/%2e%2e/y", `".." segment`)
+    refused("s3://b/a\u0000b", "control character")
+    refused("hf://a/b/x%00y", "control character")
+    refused(`s3://b/${"k".repeat(1025)}`, "1025 bytes long")
+    refused(`gs://b/${"é".repeat(513)}`, "1026 bytes long")
+    // The longest key is taken.
+    expect(Either.isRight(StorageUri.parse(`s3://b/${"k".repeat(1024)}`))).toBe(true)
+    // ".." inside a name is a name.
+    expect(StorageUri.parse("s3://b/v1..v2/m")).toEqual(
+      Either.right({ storage_type: "s3", storage_kwargs: { bucket: "b", prefix: "v1..v2/m" } })
+    )
+  })
+
+  it("a 100 KB URI is quoted capped in the message", () => {
+    const result = StorageUri.parse(`ftp://host/${"x".repeat(100_000)}`)
+    expect(Either.isLeft(result)).toBe(true)
+    if (Either.isLeft(result)) {
+      expect(result.left.message.length).toBeLessThan(1000)
+      expect(result.left.message).toContain("more characters")
+    }
+  })
+
+  it("hf:// names: an empty revision is said to be one; the path is percent-decoded (# and space)", () => {
+    const empty = StorageUri.parse("hf://a/b@")
+    expect(Either.isLeft(empty) && empty.left.message).toContain("empty revision")
+    expect(Either.isLeft(empty) && empty.left.message).not.toContain("no repository")
+    expect(StorageUri.parse("hf://acme/iris@v1/dir/a%23b%20c.bin")).toEqual(
+      Either.right({
+        storage_type: "hf",
+        storage_kwargs: { repo_id: "acme/iris", revision: "v1", path_in_repo: "dir/a#b c.bin" }
+      })
+    )
+    expect(StorageUri.parse("hf://acme/iris/my file.bin")).toEqual(
+      Either.right({ storage_type: "hf", storage_kwargs: { repo_id: "acme/iris", path_in_repo: "my file.bin" } })
+    )
+    const fragment = StorageUri.parse("hf://acme/iris/a#b.bin")
+    expect(Either.isLeft(fragment) && fragment.left.message).toContain("%23")
+  })
+
+  it.effect("the same key rules hold for prefixes and paths given as kwargs", () =>
+    Effect.gen(function*() {
+      for (
+        const [storage_type, kwargs, field] of [
+          ["s3", { bucket: "b", prefix: "../x" }, "prefix"],
+          ["gcs", { bucket: "b", path_to_files: "a\u0000" }, "path_to_files"],
+          ["azure", { container: "models", prefix: "k".repeat(1025) }, "prefix"],
+          ["hf", { repo_id: "a/b", path_in_repo: "x/../../etc" }, "path_in_repo"]
+        ] as const
+      ) {
+        const error = yield* Effect.flip(Storage.validate({ storage_type, storage_kwargs: kwargs }))
+        expect(error._tag === "InvalidStorageOptions" && error.issues.map((issue) => issue.field), storage_type)
+          .toEqual([field])
+      }
+    }).pipe(Effect.provide(NodeContext.layer)))
+
   it.effect("storage_uri in storage_kwargs selects the storage; a clash with a kwarg or storage_type is refused", () =>
     Effect.gen(function*() {
       const validated = yield* Storage.validate({

@@ -57,8 +57,12 @@ const cleanEnv = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => {
   }
 }
 
-const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
-  const child = spawn(process.execPath, [bin, ...args], { env: cleanEnv(env), stdio: ["ignore", "pipe", "pipe"] })
+const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}, cwd?: string) => {
+  const child = spawn(process.execPath, [bin, ...args], {
+    env: cleanEnv(env),
+    stdio: ["ignore", "pipe", "pipe"],
+    ...(cwd === undefined ? {} : { cwd })
+  })
   let stdout = ""
   let stderr = ""
   child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
@@ -639,6 +643,41 @@ describe("mlup-storage: the target folder never lies", () => {
       expect(fs.readFileSync(path.join(to, "sub", "x.bin"), "utf8")).toBe("new x")
     }))
 
+  it.scopedLive("a folder of the user's where a file goes is never removed: a write failure naming it, nothing changed", () =>
+    Effect.gen(function*() {
+      const { dir, kwargs } = yield* s3Models({ "m/a.bin": "new a", "m/model.bin": "model" })
+      const to = path.join(dir, "out")
+      writeFiles(to, { "a.bin": "old a", "model.bin/weights.pt": "the user's", "model.bin/sub/notes": "keep" })
+      const before = listAll(to).sort()
+      const run = yield* fetchWith("s3", kwargs, "--to", to, "--json")
+      expect(run.code).toBe(Cli.WriteFailed)
+      expect(run.stderr).toContain(path.join(to, "model.bin"))
+      expect(run.stderr).toContain("is a folder")
+      expect(JSON.parse(run.stdout)).toMatchObject({ ok: false, exitCode: Cli.WriteFailed })
+      expect(listAll(to).sort()).toEqual(before)
+      expect(fs.readFileSync(path.join(to, "model.bin", "weights.pt"), "utf8")).toBe("the user's")
+      expect(fs.readFileSync(path.join(to, "a.bin"), "utf8")).toBe("old a")
+      // An empty folder is the user's too.
+      fs.rmSync(path.join(to, "model.bin"), { recursive: true })
+      fs.mkdirSync(path.join(to, "model.bin"))
+      expect((yield* fetchWith("s3", kwargs, "--to", to)).code).toBe(Cli.WriteFailed)
+      expect(fs.statSync(path.join(to, "model.bin")).isDirectory()).toBe(true)
+    }))
+
+  it.scopedLive("--to with an empty value (an unset shell variable) is refused; nothing is written", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "m.pckl": "m" })
+      const cwd = yield* tempDir
+      for (const to of ["", "  "]) {
+        const args = ["fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: path.join(dir, "m.pckl") }), "--to", to]
+        const run = yield* Effect.promise(() => start(args, {}, cwd).done)
+        expect(run.code).toBe(Cli.InvalidConfiguration)
+        expect(run.stderr).toContain("--to: is empty")
+        expect(fs.readdirSync(cwd)).toEqual([])
+      }
+    }))
+
   it.scopedLive("a symbolic link inside the target is never followed out of it", () =>
     Effect.gen(function*() {
       const { dir, kwargs } = yield* s3Models({ "m/sub/x.bin": "x" })
@@ -789,6 +828,27 @@ describe("mlup-storage: secrets never shown", () => {
       const dropped = yield* fetchWith("http", { urls: server.url("/m.onnx"), cache_dir: cache, retries: 0 })
       expect(dropped.code).toBe(Cli.NetworkFailure)
       expect(dropped.stderr).toContain("the next run resumes it")
+      // With --no-cache nothing is kept: no promise of a resume.
+      const to = path.join(yield* tempDir, "out")
+      server.fault("/m.onnx", { kind: "drop", after: 1024 * 1024 })
+      const uncached = yield* cli([
+        "fetch", "-t", "http", "-k", JSON.stringify({ urls: server.url("/m.onnx"), retries: 0 }), "--to", to, "--no-cache"
+      ])
+      expect(uncached.code).toBe(Cli.NetworkFailure)
+      expect(uncached.stderr).not.toContain("resume")
+      expect(uncached.stderr).toContain("the next run starts over")
+      // A proxy password with a stray "%": invalid configuration, as JSON with --json, the password never shown.
+      const proxied = yield* cli(
+        ["fetch", "-t", "http", "-k", JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: cache }), "--json"],
+        { HTTP_PROXY: "http://corp:50%off@127.0.0.1:9" }
+      )
+      expect(proxied.code).toBe(Cli.InvalidConfiguration)
+      expect(JSON.parse(proxied.stdout)).toMatchObject({ ok: false, errors: [{ issues: [{ field: "HTTP_PROXY" }] }] })
+      expect(proxied.stderr + proxied.stdout).not.toContain("50%off")
+      // Credentials in a store's URI: refused, never quoted.
+      const inUri = yield* cli(["fetch", "gs://HMACKEY:pa55word@models/iris", "--json"])
+      expect(inUri.code).toBe(Cli.InvalidConfiguration)
+      expect(inUri.stderr + inUri.stdout).not.toMatch(/pa55word|HMACKEY/)
     }))
 })
 

@@ -88,8 +88,9 @@ const fromSdk = (location: string) => (error: unknown): StorageError.StorageErro
   const code = Predicate.hasProperty(error, "code") && typeof error.code === "string" ? error.code : undefined
   const message = errors.redactText(Predicate.hasProperty(error, "message") ? String(error.message).split("\n")[0]! : String(error))
   const reason = code === undefined ? message : `${code}: ${message}`
-  const tls = network.tlsFailureOf(error)
-  if (tls !== undefined) return new StorageError.TlsFailure({ location, code: tls.code, reason: errors.redactText(tls.message) })
+  const refused = network.refusalOf(error, location)
+  if (refused !== undefined) return refused
+  if (status === 407) return network.proxyRefused(location)
   if (status === 401 || status === 403) {
     return new StorageError.Unauthorized({
       location,

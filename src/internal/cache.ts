@@ -563,7 +563,7 @@ export const lock = (
           return
         }
         yield* removeAll(aside)
-        yield* Effect.logWarning(`Took over the lock of ${options.location} from ${holder}: it is stale`)
+        yield* Effect.logWarning(`Took over the lock of ${errors.cap(options.location)} from ${holder}: it is stale`)
       })
 
     const startedAt = Date.now()
@@ -587,7 +587,7 @@ export const lock = (
         }
         if (!waited || Date.now() - lastWarning >= Duration.toMillis(warnEvery)) {
           yield* Effect.logWarning(
-            `Waiting for the lock of ${options.location} (${file}), held by ${holder}, for ${
+            `Waiting for the lock of ${errors.cap(options.location)} (${errors.cap(file)}), held by ${holder}, for ${
               (waitedFor / 1000).toFixed(0)
             } s (giving up after ${Duration.format(options.timeout)})`
           )
@@ -606,7 +606,7 @@ export const lock = (
         Effect.flatMap(isOurs(ino), (ours) =>
           ours
             ? Effect.ignore(Effect.tryPromise(() => nodeFs.utimes(file, new Date(), new Date())))
-            : Effect.logWarning(`The lock of ${options.location} was taken over while this process held it`)),
+            : Effect.logWarning(`The lock of ${errors.cap(options.location)} was taken over while this process held it`)),
         Schedule.spaced(heartbeat)
       )
     )

@@ -4,6 +4,9 @@ import * as ParseResult from "effect/ParseResult"
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import * as StorageError from "../StorageError.js"
+import { cap } from "./text.js"
+
+export { cap }
 
 /**
  * The one place where native (Node) error codes, as @effect/platform reports
@@ -191,7 +194,8 @@ export const redactUrl = (text: string): string => {
     url = new URL(text)
   } catch {
     // Not a URL, but it may still carry credentials (a malformed proxy URL, say).
-    return text.replace(/(\/\/)[^/@\s]*@/, "$1REDACTED@")
+    // (A password may hold "/", which is why the URL did not parse.)
+    return text.replace(/(\/\/)[^@\s]*@/, "$1REDACTED@")
   }
   let changed = false
   if (url.username !== "" || url.password !== "") {

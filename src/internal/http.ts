@@ -111,6 +111,7 @@ const parseContentRange = (value: string | undefined) => {
 const statusFailure = (url: string, response: HttpClientResponse.HttpClientResponse) => {
   const status = response.status
   if (status === 401 || status === 403) return new StorageError.Unauthorized({ location: url, status })
+  if (status === 407) return network.proxyRefused(url)
   if (status === 404 || status === 410) return new StorageError.RemoteNotFound({ location: url, status })
   if (status === 408 || status === 429 || status >= 500) {
     return new transfer.Retryable({
@@ -234,9 +235,9 @@ export const fetch = (
         Effect.catchTags({
           RequestError: (error) => {
             // A certificate that is not accepted is not accepted on a retry either.
-            const tls = network.tlsFailureOf(error.cause)
-            return tls !== undefined
-              ? Effect.fail(new StorageError.TlsFailure({ location, code: tls.code, reason: errors.redactText(tls.message) }))
+            const refused = network.refusalOf(error.cause, location)
+            return refused !== undefined
+              ? Effect.fail(refused)
               : Effect.fail(
                 new transfer.Retryable({ reason: `request failed: ${errors.redactText(String(error.cause ?? error.message))}` })
               )
@@ -328,7 +329,7 @@ export const fetch = (
         const checked = yield* Effect.either(recheck(cached.value))
         if (checked._tag === "Left") {
           yield* Effect.logWarning(
-            `The cached copy of ${location} (${file}) changed on disk (${corrupted(cached.value, checked.left.actual).message}); fetching it again`
+            `The cached copy of ${errors.cap(location)} (${errors.cap(file)}) changed on disk (${corrupted(cached.value, checked.left.actual).message}); fetching it again`
           )
           yield* cache.removeAll(metaFile, file)
           cached = Option.none()
@@ -550,7 +551,7 @@ export const fetch = (
             : undefined
           if (mismatch !== undefined) {
             yield* Effect.ignore(response.text)
-            yield* Effect.logWarning(`Not resuming ${location}: ${mismatch}; starting over from byte 0`)
+            yield* Effect.logWarning(`Not resuming ${errors.cap(location)}: ${mismatch}; starting over from byte 0`)
             yield* cache.removeAll(partial, partialMetaFile)
             partialMeta = Option.none()
             partialSize = 0

@@ -22,6 +22,7 @@ import * as mask_ from "./mask.js"
 import * as network from "./network.js"
 import * as snapshot from "./snapshot.js"
 import * as transfer from "./transfer.js"
+import { cap } from "./text.js"
 
 /** @internal */
 export type RepoType = "model" | "dataset" | "space"
@@ -160,6 +161,7 @@ export const failureOf = (
   if (code === "EntryNotFound") {
     return new StorageError.RemoteNotFound({ location, status, reason: `no such file in ${repo} at ${settings.revision}` })
   }
+  if (status === 407) return network.proxyRefused(location)
   if (status === 401 || status === 403) {
     return new StorageError.Unauthorized({
       location,
@@ -179,8 +181,8 @@ export const failureOf = (
 }
 
 const fromRequestFailure = (location: string) => (failure: network.RequestFailure) =>
-  failure._tag === "Tls"
-    ? new StorageError.TlsFailure({ location, code: failure.code, reason: failure.reason })
+  failure._tag === "Refused"
+    ? failure.refused(location)
     : new transfer.Retryable({ reason: failure.reason })
 
 // A body read whole (the API's JSON), up to `limit` bytes.
@@ -328,7 +330,7 @@ export const make = (settings: Settings) =>
             : (yield* getJson(client, `${api}/revision/${encodeURIComponent(settings.revision)}`, location, RevisionInfo)).value.sha
           client.commit = commit
           const tree = yield* treeOf(client, api, commit, location)
-          yield* Effect.logDebug(`${location} is commit ${commit} (${tree.files.length} files)`)
+          yield* Effect.logDebug(`${cap(location)} is commit ${commit} (${tree.files.length} files)`)
           const files = tree.files.map((file): snapshot.Listed =>
             file.lfsSha256 !== undefined
               ? {

@@ -45,15 +45,23 @@ const proxyUrl = (name: string, value: Option.Option<string>): Effect.Effect<URL
     onSome: (text) => {
       // "proxy:3128" (no scheme) is http://proxy:3128, as curl reads it.
       const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`
+      const problem = (what: string) =>
+        Effect.fail(new StorageError.OptionIssue({ field: name, problem: `${what}: ${errors.cap(errors.redactUrl(text))}` }))
+      let url: URL
       try {
-        const url = new URL(withScheme)
-        if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error("scheme")
-        return Effect.succeed(url)
+        url = new URL(withScheme)
       } catch {
-        return Effect.fail(
-          new StorageError.OptionIssue({ field: name, problem: `is not a proxy URL (http://host:port): ${errors.redactUrl(text)}` })
-        )
+        return problem("is not a proxy URL (http://host:port)")
       }
+      if (url.protocol !== "http:" && url.protocol !== "https:") return problem("is not a proxy URL (http://host:port)")
+      // The credentials are decoded for each request: a stray "%" must fail here, not as a defect later.
+      try {
+        decodeURIComponent(url.username)
+        decodeURIComponent(url.password)
+      } catch {
+        return problem(`has a user or password that is not percent-encoded (write "%" as %25, "@" as %40, ":" as %3A)`)
+      }
+      return Effect.succeed(url)
     }
   })
 
@@ -196,7 +204,7 @@ class HttpsAgent extends https.Agent {
             new Error(
               `the proxy ${errors.redactUrl(proxy.href)} refused the tunnel to ${host}:${port} (HTTP ${response.statusCode})`
             ),
-            { code: "EPROXY" }
+            { code: "EPROXY", status: response.statusCode, proxy: proxy.href }
           ),
           undefined
         )
@@ -373,16 +381,35 @@ const tlsCodes = new Set([
 ])
 
 /**
- * The TLS certificate failure in an error's cause chain, if any.
+ * A failure that no retry mends, found in an error's cause chain (the one
+ * place where the native errors of a connection are read): a certificate that
+ * is not accepted, a server that does not speak TLS on the port an https URL
+ * names (a plain-HTTP port: OpenSSL's "wrong version number"), and a proxy
+ * that refuses its credentials (407 to CONNECT). `undefined` for anything
+ * else (worth another attempt).
  *
  * @internal
  */
-export const tlsFailureOf = (error: unknown): { readonly code: string; readonly message: string } | undefined => {
+export const refusalOf = (
+  error: unknown,
+  location: string
+): StorageError.TlsFailure | StorageError.Unauthorized | undefined => {
   let current: unknown = error
   for (let depth = 0; depth < 6 && current !== undefined && current !== null; depth++) {
     const code = (current as { code?: unknown }).code
+    const message = String((current as { message?: unknown }).message ?? code)
     if (typeof code === "string" && tlsCodes.has(code)) {
-      return { code, message: String((current as { message?: unknown }).message ?? code) }
+      return new StorageError.TlsFailure({ location, code, reason: errors.redactText(message) })
+    }
+    if (code === "ERR_SSL_WRONG_VERSION_NUMBER" || (code === "EPROTO" && /wrong version number/i.test(message))) {
+      return new StorageError.TlsFailure({
+        location,
+        code: "ERR_SSL_WRONG_VERSION_NUMBER",
+        reason: "the server does not speak TLS on this port (a plain-HTTP port?): use http://, or the port that serves https"
+      })
+    }
+    if (code === "EPROXY" && (current as { status?: unknown }).status === 407) {
+      return proxyRefused(location, (current as { proxy: string }).proxy)
     }
     current = (current as { cause?: unknown }).cause
   }
@@ -390,14 +417,28 @@ export const tlsFailureOf = (error: unknown): { readonly code: string; readonly 
 }
 
 /**
+ * A proxy that refused its credentials (407): one error, whether it answered
+ * a CONNECT (https) or a plain request (http), and whichever source asked.
+ *
+ * @internal
+ */
+export const proxyRefused = (location: string, proxy?: string) =>
+  new StorageError.Unauthorized({
+    location,
+    status: 407,
+    reason: `the proxy${proxy === undefined ? "" : ` ${errors.cap(errors.redactUrl(proxy))}`} refused its credentials: ` +
+      "check the user and password in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port, percent-encoded)"
+  })
+
+/**
  * A failure to get an answer (no connection, no headers in time): worth
- * another attempt, unless it is a certificate that is not accepted.
+ * another attempt, unless no attempt can mend it (`Refused`).
  *
  * @internal
  */
 export type RequestFailure =
   | { readonly _tag: "Unanswered"; readonly reason: string }
-  | { readonly _tag: "Tls"; readonly code: string; readonly reason: string }
+  | { readonly _tag: "Refused"; readonly refused: (location: string) => StorageError.TlsFailure | StorageError.Unauthorized }
 
 /**
  * One GET through the agents (proxies, CAs, keep-alive), redirects followed
@@ -442,10 +483,9 @@ export const get = (
             agent: secure ? agents.https : agents.http
           }, (response) => finish(Effect.succeed(response)))
           request.on("error", (error) => {
-            const tls = tlsFailureOf(error)
             finish(Effect.fail(
-              tls !== undefined
-                ? { _tag: "Tls", code: tls.code, reason: errors.redactText(tls.message) }
+              refusalOf(error, "") !== undefined
+                ? { _tag: "Refused", refused: (location) => refusalOf(error, location)! }
                 : { _tag: "Unanswered", reason: `request failed: ${errors.redactText(String(error.message ?? error))}` }
             ))
           })

@@ -26,6 +26,30 @@ export const Seconds = (fallback: number) =>
     { default: () => fallback }
   )
 
+/** The longest key (or blob name) the stores take: S3's and GCS's 1,024 bytes of UTF-8. @internal */
+export const maxKeyBytes = 1024
+
+/**
+ * What is wrong with a key, a prefix or a path inside a repository, before
+ * any request names it: a control character (NUL among them), a `.` or `..`
+ * segment (which leaves, or repeats, the folder it names), or more bytes than
+ * a store takes. `undefined` when nothing is.
+ *
+ * @internal
+ */
+export const keyProblem = (key: string): string | undefined => {
+  if (/[\u0000-\u001f\u007f]/.test(key)) return "holds a control character (NUL, a newline, …), which no key takes"
+  if (key.split("/").some((segment) => segment === "." || segment === "..")) {
+    return `has a "." or ".." segment, which would leave the folder it names: give the path without it`
+  }
+  const bytes = new TextEncoder().encode(key).byteLength
+  if (bytes > maxKeyBytes) return `is ${bytes} bytes long; keys are at most ${maxKeyBytes} bytes (UTF-8)`
+  return undefined
+}
+
+/** A key, a prefix or a path inside a repository, checked by `keyProblem`. @internal */
+export const Key = Schema.String.pipe(Schema.filter((value) => keyProblem(value) ?? true))
+
 /**
  * A prefix inside a bucket or container; a URI there (`s3://bucket/prefix`)
  * is refused, never taken as a name.
@@ -33,7 +57,7 @@ export const Seconds = (fallback: number) =>
  * @internal
  */
 export const PrefixInside = (what: string, where: string) =>
-  Schema.String.pipe(
+  Key.pipe(
     Schema.filter((value) =>
       !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ||
       `is a URI, not a ${what}: give the prefix inside the ${where} (iris/v3/), or the whole URI as storage_uri`

@@ -64,8 +64,9 @@ const fromSdk = (location: string, storageType: Settings["storageType"]) => (err
         "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a role (web identity, container or instance)"
     })
   }
-  const tls = network.tlsFailureOf(error)
-  if (tls !== undefined) return new StorageError.TlsFailure({ location, code: tls.code, reason: tls.message })
+  const refused = network.refusalOf(error, location)
+  if (refused !== undefined) return refused
+  if (status === 407) return network.proxyRefused(location)
   if (status === 401 || status === 403) {
     return new StorageError.Unauthorized({
       location,

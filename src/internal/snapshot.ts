@@ -349,7 +349,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
             (handle) => Effect.mapError(handle.truncate(entry.size), errors.writeFailed(data, "allocate"))
           ))
         } else {
-          yield* Effect.logDebug(`Resuming ${location}: ${done.size} of ${count} parts are already in the cache`)
+          yield* Effect.logDebug(`Resuming ${errors.cap(location)}: ${done.size} of ${count} parts are already in the cache`)
         }
         const partBytes = (i: number) => Math.min(entry.size, (i + 1) * settings.partSize) - i * settings.partSize
         yield* progress.start(entry.size, [...done.keys()].reduce((sum, i) => sum + partBytes(i), 0))
@@ -493,7 +493,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
               rehashed ||= checked.right.rehashed
             } else {
               yield* Effect.logWarning(
-                `The cached copy of ${source.locationOf(entry.key)} (${file}) changed on disk ` +
+                `The cached copy of ${errors.cap(source.locationOf(entry.key))} (${errors.cap(file)}) changed on disk ` +
                   `(${checked.left.actual}); fetching it again`
               )
             }

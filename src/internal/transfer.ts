@@ -9,6 +9,7 @@ import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Stream from "effect/Stream"
 import * as Progress from "../Progress.js"
 import * as StorageError from "../StorageError.js"
+import { cap } from "./text.js"
 
 /**
  * A failure that another attempt may fix. Never leaves the library: after the
@@ -65,7 +66,7 @@ export const retrying = <A, E>(options: {
           ? Effect.flatMap(Ref.get(attempts), (n) => {
             const wait = Math.max(0, ScheduleIntervals.start(decision.intervals) - Date.now())
             return Effect.logWarning(
-              `Attempt ${n} for ${options.location} failed (${failure.reason}); retrying in ${
+              `Attempt ${n} for ${cap(options.location)} failed (${cap(failure.reason)}); retrying in ${
                 (wait / 1000).toFixed(1)
               } s`
             )
@@ -206,7 +207,7 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
             const seconds = (Date.now() - startedAt) / 1000
             return Effect.zipRight(
               publish("done"),
-              Effect.logDebug(`Fetched ${location} (${(size / MiB).toFixed(1)} MiB) in ${seconds.toFixed(1)} s`)
+              Effect.logDebug(`Fetched ${cap(location)} (${(size / MiB).toFixed(1)} MiB) in ${seconds.toFixed(1)} s`)
             )
           })
       }

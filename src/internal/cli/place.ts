@@ -49,9 +49,10 @@ export const describe = (files: ReadonlyArray<LoadedFile.LoadedFile>): Effect.Ef
  * 3. The folders are flushed; the staging folder (and what was moved aside)
  *    is removed when the scope closes, whatever happened.
  *
- * A name that leaves `dir`, two files with one name, and a folder on the way
- * that is a symbolic link (never followed out of `dir`) fail before anything
- * is written.
+ * A name that leaves `dir`, two files with one name, a folder on the way
+ * that is a symbolic link (never followed out of `dir`), and a folder where a
+ * file goes (the user's: never moved or removed) fail before anything is
+ * written.
  *
  * @internal
  */
@@ -64,14 +65,27 @@ export const placeAll = (
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const root = path.resolve(dir)
-    const isLink = (target: string) =>
+    // What is at a path, without following a symbolic link ("none" when nothing is).
+    const kindOf = (target: string) =>
       Effect.map(
         Effect.option(Effect.tryPromise(() => nodeFs.lstat(target))),
-        (info) => info._tag === "Some" && info.value.isSymbolicLink()
+        (info): "none" | "link" | "folder" | "file" =>
+          info._tag === "None"
+            ? "none"
+            : info.value.isSymbolicLink()
+            ? "link"
+            : info.value.isDirectory()
+            ? "folder"
+            : "file"
       )
-    const exists = (target: string) => Effect.isSuccess(Effect.tryPromise(() => nodeFs.lstat(target)))
     const refuse = (target: string, reason: string) =>
       new StorageError.WriteFailed({ path: target, operation: "place", reason })
+    // A folder where a file goes is the user's: it is never moved, replaced or removed.
+    const takenByFolder = (target: string, name: string) =>
+      refuse(
+        target,
+        `is a folder, where the file ${name} goes: nothing in it was changed (move or rename the folder, or choose another --to)`
+      )
     yield* fs.makeDirectory(root, { recursive: true }).pipe(Effect.mapError(errors.writeFailed(root, "create", "target")))
 
     // Every name is checked before anything is written.
@@ -91,10 +105,11 @@ export const placeAll = (
       const segments = relative.split(path.sep)
       for (let i = 1; i < segments.length; i++) {
         const folder = path.join(root, ...segments.slice(0, i))
-        if (yield* isLink(folder)) {
+        if ((yield* kindOf(folder)) === "link") {
           return yield* refuse(folder, "is a symbolic link: files are never written through one (remove it)")
         }
       }
+      if ((yield* kindOf(target)) === "folder") return yield* takenByFolder(target, file.name)
       planned.push({ file, relative })
     }
 
@@ -132,10 +147,13 @@ export const placeAll = (
         Effect.mapError(errors.writeFailed(to, operation, "target")),
         Effect.tap(() => Effect.sync(() => undo.push(Effect.ignore(fs.rename(to, from)))))
       )
-    const switchAll = Effect.forEach(staged, ({ at, relative, target }) =>
+    const switchAll = Effect.forEach(staged, ({ at, file, relative, target }) =>
       Effect.gen(function*() {
         yield* makeParent(target)
-        if (yield* exists(target)) {
+        const kind = yield* kindOf(target)
+        // Checked again here: a folder may have appeared since the names were checked.
+        if (kind === "folder") return yield* takenByFolder(target, file.name)
+        if (kind !== "none") {
           const aside = path.join(staging, "previous", relative)
           yield* makeParent(aside)
           yield* step(target, aside, "move the previous version aside of")
