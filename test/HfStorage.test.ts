@@ -317,4 +317,27 @@ print(json.dumps([[fnmatch.fnmatch(p, pat + "*" if pat.endswith("/") else pat) f
       }))
       expect(corrupted).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "sha256 (the Hub's LFS pointer)" })
     }))
+
+  it.scoped("a CDN that answers shorter ranges than asked (RFC 9110): the engine asks for the rest of each part", () =>
+    Effect.gen(function*() {
+      const server = yield* Hub.make()
+      server.maxRangeLength = 400 * 1024
+      const large = bytesOf(3 * MiB + 123, 8)
+      server.push("acme/big", { "model.safetensors": large })
+      const delivered = yield* load({
+        repoId: "acme/big",
+        endpoint: server.endpoint,
+        cacheDir: yield* tempDir,
+        multipartThresholdMb: 1,
+        partSizeMb: 1,
+        partConcurrency: 2,
+        retries: 0
+      })
+      expect(delivered.map((file) => file.bytes)).toEqual([fingerprint(large)])
+      const ranges = server.requests("cdn").map((entry) => entry.range!)
+      // Each 1 MiB part in three answers (400 KiB, 400 KiB, 224 KiB), the last part in one.
+      expect(ranges).toHaveLength(3 * 3 + 1)
+      expect(ranges).toContain(`bytes=${400 * 1024}-${MiB - 1}`)
+      expect(ranges).toContain(`bytes=${800 * 1024}-${MiB - 1}`)
+    }))
 })

@@ -935,6 +935,43 @@ withServers("HttpStorage: large files in parallel ranged parts", (it) => {
       ])
     }))
 
+  it.scoped("a server that answers shorter ranges than asked (RFC 9110): the rest is asked for, in parts and in one stream", () =>
+    Effect.gen(function*() {
+      const cap = 300 * 1024
+      const server = yield* TestServer.make({ maxRangeLength: cap })
+      server.put("/big.bin", big)
+      const files = yield* contents(
+        yield* make({ urls: server.url("/big.bin"), cacheDir: yield* tempDir, sha256: sha256Of(big), retries: 0, ...parts })
+      )
+      expect(files.map((file) => file.bytes)).toEqual([fingerprint(big)])
+      const ranged = server.requests("/big.bin").slice(1)
+      expect(ranged.every((r) => r.status === 206 && r.bytes <= cap && r.ifRange !== undefined)).toBe(true)
+      // Every byte asked for once: each part in pieces, each piece from where the last one ended.
+      expect(ranged.reduce((sum, r) => sum + r.bytes, 0)).toBe(big.length)
+      expect(ranged.length).toBe(6 * Math.ceil(MiB / cap) - Math.floor((MiB - 3) / cap))
+
+      // One stream, cut off, then resumed from a server that caps each answer.
+      const large = bytesOf(3 * MiB + 5, 45)
+      const capped = yield* TestServer.make({ maxRangeLength: MiB })
+      capped.put("/large.bin", large)
+      capped.fault("/large.bin", { kind: "drop", after: MiB / 2 + 3 })
+      const resumed = yield* contents(yield* make({
+        urls: capped.url("/large.bin"),
+        cacheDir: yield* tempDir,
+        sha256: sha256Of(large),
+        partConcurrency: 1,
+        retrySchedule: Schedule.recurs(1)
+      }))
+      expect(resumed.map((file) => file.bytes)).toEqual([fingerprint(large)])
+      const from = MiB / 2 + 3
+      expect(capped.requests("/large.bin").map((r) => [r.status, r.range])).toEqual([
+        [200, undefined],
+        [206, `bytes=${from}-`],
+        [206, `bytes=${from + MiB}-`],
+        [206, `bytes=${from + 2 * MiB}-`]
+      ])
+    }))
+
   it.scoped("part_concurrency 1, a server without ranges or a version: one plain GET", () =>
     Effect.gen(function*() {
       for (const [options, resource] of [

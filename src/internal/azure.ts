@@ -217,7 +217,11 @@ export const make = (settings: Settings) =>
               Effect.sync(() => (response.readableStreamBody as { destroy?: () => void } | undefined)?.destroy?.())
             )
           ),
-          Effect.map((response): snapshot.Got => ({ body: response.readableStreamBody, etag: response.etag }))
+          Effect.map((response): snapshot.Got => ({
+            body: response.readableStreamBody,
+            etag: response.etag,
+            range: range === undefined ? undefined : transfer.parseContentRange(response.contentRange)
+          }))
         )
     }
     return yield* snapshot.make(source, settings)

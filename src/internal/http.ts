@@ -98,15 +98,7 @@ const isRedirect = (status: number) =>
 const strongEtag = (etag: string | undefined): string | undefined =>
   etag !== undefined && !etag.startsWith("W/") ? etag : undefined
 
-// "bytes 100-199/1000" (a 206) or "bytes star/1000" (a 416)
-const parseContentRange = (value: string | undefined) => {
-  const match = value === undefined ? null : /^bytes (?:(\d+)-\d+|\*)\/(\d+|\*)$/.exec(value.trim())
-  if (match === null) return undefined
-  return {
-    start: match[1] === undefined ? undefined : Number(match[1]),
-    total: match[2] === "*" ? undefined : Number(match[2])
-  }
-}
+const parseContentRange = transfer.parseContentRange
 
 const statusFailure = (url: string, response: HttpClientResponse.HttpClientResponse) => {
   const status = response.status
@@ -431,45 +423,56 @@ export const fetch = (
           const startOver = (reason: string) =>
             Effect.zipRight(cache.removeAll(partial, partialMetaFile), Effect.fail(new transfer.Retryable({ reason })))
 
+          // A server may answer a shorter range than the one asked for (RFC 9110
+          // allows it; some cap every answer): the rest is asked for again, from
+          // where the answer ended, under the same checks.
           const fetchPart = (i: number) =>
             Effect.gen(function*() {
               const { length, start } = bounds(i)
-              const response = yield* request({
-                "accept-encoding": "identity",
-                range: `bytes=${start}-${start + length - 1}`,
-                "if-range": record.validator
-              })
-              if (response.status !== 200 && response.status !== 206) {
-                return yield* Effect.zipRight(discard(response), Effect.fail(statusFailure(location, response)))
-              }
-              const range = parseContentRange(response.headers["content-range"])
-              const validatorNow = record.kind === "etag"
-                ? strongEtag(response.headers["etag"])
-                : response.headers["last-modified"]
-              const body = nodeDrain.readableOf(response)
-              if (
-                response.status !== 206 || range?.start !== start || range.total !== total ||
-                validatorNow !== record.validator || Number(response.headers["content-length"]) !== length ||
-                body === undefined
-              ) {
-                yield* discard(response)
-                return yield* startOver(
-                  "the file changed on the server during the download (or the server stopped serving its ranges); starting over"
-                )
-              }
-              const written = yield* nodeDrain.drain({
-                body,
-                file: partial,
-                flags: "r+",
-                start,
-                onBytes: () => {},
-                progress,
-                stallTimeout: options.stallTimeout,
-                highWaterMark: 64 * 1024
-              })
-              if (written > length) return yield* startOver(`part ${i} had more bytes than asked for; starting over`)
-              if (written < length) {
-                return yield* new transfer.Retryable({ reason: `part ${i} ended after ${written} of ${length} bytes` })
+              const end = start + length
+              for (let at = start; at < end;) {
+                const response = yield* request({
+                  "accept-encoding": "identity",
+                  range: `bytes=${at}-${end - 1}`,
+                  "if-range": record.validator
+                })
+                if (response.status !== 200 && response.status !== 206) {
+                  return yield* Effect.zipRight(discard(response), Effect.fail(statusFailure(location, response)))
+                }
+                const range = parseContentRange(response.headers["content-range"])
+                const validatorNow = record.kind === "etag"
+                  ? strongEtag(response.headers["etag"])
+                  : response.headers["last-modified"]
+                const body = nodeDrain.readableOf(response)
+                if (
+                  response.status !== 206 || range?.start !== at || range.total !== total ||
+                  validatorNow !== record.validator || body === undefined
+                ) {
+                  yield* discard(response)
+                  return yield* startOver(
+                    "the file changed on the server during the download (or the server stopped serving its ranges); starting over"
+                  )
+                }
+                const upto = range.end
+                if (upto === undefined || upto <= at || upto > end || Number(response.headers["content-length"]) !== upto - at) {
+                  yield* discard(response)
+                  return yield* startOver(`the server answered part ${i} with a range that was not asked for; starting over`)
+                }
+                const written = yield* nodeDrain.drain({
+                  body,
+                  file: partial,
+                  flags: "r+",
+                  start: at,
+                  onBytes: () => {},
+                  progress,
+                  stallTimeout: options.stallTimeout,
+                  highWaterMark: 64 * 1024
+                })
+                if (written > upto - at) return yield* startOver(`part ${i} had more bytes than asked for; starting over`)
+                if (written < upto - at) {
+                  return yield* new transfer.Retryable({ reason: `part ${i} ended after ${at - start + written} of ${length} bytes` })
+                }
+                at = upto
               }
               done.add(i)
               yield* Effect.ignore(save)
@@ -664,29 +667,50 @@ export const fetch = (
               hash.update(chunk)
               written += chunk.byteLength
             }
-          yield* source !== undefined
-            ? nodeDrain.drain({
-              body: source,
-              file: partial,
-              flags: start > 0 ? "a" : "w",
-              appendsAt: start,
-              onBytes,
-              progress,
-              stallTimeout: options.stallTimeout,
-              ...(behind === undefined ? {} : { onWritten: behind.add })
-            })
-            : Effect.scoped(Effect.flatMap(
-              Effect.mapError(fs.open(partial, { flag: start > 0 ? "a" : "w" }), errors.writeFailed(partial, "open")),
-              (handle) =>
-                transfer.drain({
-                  body: Stream.mapError(response.stream, (error) =>
-                    new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })),
-                  write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(partial, "write")),
-                  onBytes,
-                  progress,
-                  stallTimeout: options.stallTimeout
-                })
-            ))
+          // A 206 may end before the total (a server that caps its answers, as
+          // RFC 9110 allows): the rest is asked for from there, under the same
+          // version, and appended.
+          for (let answer = response;;) {
+            const body = nodeDrain.readableOf(answer)
+            const from = written
+            yield* body !== undefined
+              ? nodeDrain.drain({
+                body,
+                file: partial,
+                flags: from > 0 ? "a" : "w",
+                appendsAt: from,
+                onBytes,
+                progress,
+                stallTimeout: options.stallTimeout,
+                ...(behind === undefined ? {} : { onWritten: behind.add })
+              })
+              : Effect.scoped(Effect.flatMap(
+                Effect.mapError(fs.open(partial, { flag: from > 0 ? "a" : "w" }), errors.writeFailed(partial, "open")),
+                (handle) =>
+                  transfer.drain({
+                    body: Stream.mapError(answer.stream, (error) =>
+                      new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })),
+                    write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(partial, "write")),
+                    onBytes,
+                    progress,
+                    stallTimeout: options.stallTimeout
+                  })
+              ))
+            const served = answer.status === 206 ? parseContentRange(answer.headers["content-range"])?.end : undefined
+            if (record === undefined || total === undefined || served === undefined || served >= total || written !== served) break
+            answer = yield* request({ "accept-encoding": "identity", range: `bytes=${written}-`, "if-range": record.validator })
+            const range = parseContentRange(answer.headers["content-range"])
+            const validatorNow = record.kind === "etag" ? strongEtag(answer.headers["etag"]) : answer.headers["last-modified"]
+            if (
+              answer.status !== 206 || range?.start !== written || range.total !== total ||
+              validatorNow !== record.validator
+            ) {
+              yield* discard(answer)
+              return yield* new transfer.Retryable({
+                reason: `the server answered the rest from byte ${written} with another range or version`
+              })
+            }
+          }
 
           if (total !== undefined && written < total) {
             return yield* new transfer.Retryable({ reason: `the body ended after ${written} of ${total} bytes` })

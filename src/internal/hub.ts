@@ -367,18 +367,16 @@ export const make = (settings: Settings) =>
           )
           const status = answer.response.statusCode ?? 0
           if (status !== 200 && status !== 206) return yield* Effect.fail(failureOf(settings, location, answer.response))
-          if (range !== undefined) {
-            const start = /^bytes (\d+)-/.exec(String(answer.response.headers["content-range"] ?? ""))?.[1]
-            if (status !== 206 || Number(start) !== range.start) {
-              return yield* new StorageError.RequestRejected({
-                location,
-                status,
-                reason: "the server did not answer the byte range asked for: set multipart_threshold_mb above the file's size"
-              })
-            }
+          const served = range === undefined ? undefined : transfer.parseContentRange(answer.response.headers["content-range"])
+          if (range !== undefined && (status !== 206 || served?.start !== range.start)) {
+            return yield* new StorageError.RequestRejected({
+              location,
+              status,
+              reason: "the server did not answer the byte range asked for: set multipart_threshold_mb above the file's size"
+            })
           }
           // No ETag to compare: the commit pins the file, and its bytes are checked against the listed digests.
-          return { body: answer.response, etag: undefined } satisfies snapshot.Got
+          return { body: answer.response, etag: undefined, range: served } satisfies snapshot.Got
         })
     }
     return yield* snapshot.make(source, settings)

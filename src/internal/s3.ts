@@ -287,7 +287,11 @@ export const make = (settings: Settings) =>
             }),
             fromSdk(locationOf(entry.key), settings.storageType)
           ),
-          (output: GetObjectCommandOutput): snapshot.Got => ({ body: output.Body, etag: output.ETag })
+          (output: GetObjectCommandOutput): snapshot.Got => ({
+            body: output.Body,
+            etag: output.ETag,
+            range: transfer.parseContentRange(output.ContentRange)
+          })
         )
     }
     return yield* snapshot.make(source, settings)

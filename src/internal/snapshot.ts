@@ -54,6 +54,12 @@ export interface Got {
   readonly body: unknown
   /** The version the answer carries, checked against the listed one (undefined: not checked). */
   readonly etag: string | undefined
+  /**
+   * For a ranged read, the bytes the answer holds, [start, end), from its
+   * Content-Range (undefined: the range asked for). A server may answer a
+   * shorter range than the one asked for: the engine asks again for the rest.
+   */
+  readonly range?: { readonly start: number | undefined; readonly end: number | undefined } | undefined
 }
 
 /**
@@ -275,54 +281,68 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         // One GET of [start, end) (the whole object when end is undefined) into
         // its place in the file, hashed with each of `algorithms`. A retry starts
         // the range over, with fresh hashes.
+        // A shorter answer than the range asked for (RFC 9110 allows it) is
+        // kept, and the rest asked for from where it ended, under the same checks.
         const writeRange = (file: string, start: number, end: number | undefined, checks: ReadonlyArray<Check>) =>
-          Effect.scoped(Effect.gen(function*() {
-            const got = yield* source.get(client, entry, end === undefined ? undefined : { start, end })
-            // Servers that ignore the version condition are caught here: every part must come from the listed version.
-            if (got.etag !== undefined && got.etag !== "" && entry.etag !== "" && got.etag !== entry.etag) {
-              return yield* mismatch("ETag (the object changed during the load: load again)", entry.etag, got.etag)
-            }
+          Effect.gen(function*() {
             const sha256 = crypto.createHash("sha256")
             const hashes = [sha256, ...checks.map(hashOf)]
             const onBytes = (chunk: Uint8Array) => {
               for (const hash of hashes) hash.update(chunk)
             }
-            const flags = end === undefined ? "w" as const : "r+" as const
-            const written = nodeDrain.isNodeReadable(got.body)
-              ? yield* nodeDrain.drain({
-                body: got.body,
-                file,
-                flags,
-                start,
-                onBytes,
-                progress,
-                stallTimeout: settings.stallTimeout,
-                // A part runs beside others: each holds little (see nodeDrain).
-                ...(end === undefined ? {} : { highWaterMark: 64 * 1024 })
-              })
-              : yield* Effect.flatMap(
-                Effect.mapError(fs.open(file, { flag: flags }), errors.writeFailed(file, "open")),
-                (handle) =>
-                  Effect.zipRight(
-                    handle.seek(start, "start"),
-                    transfer.drain({
-                      body: Stream.fromAsyncIterable(
-                        got.body as AsyncIterable<Uint8Array>,
-                        (cause) => new transfer.Retryable({ reason: `the body was cut off: ${String(cause)}` })
-                      ),
-                      write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(file, "write")),
-                      onBytes,
-                      progress,
-                      stallTimeout: settings.stallTimeout
-                    }).pipe(Effect.zipLeft(Effect.mapError(handle.sync, errors.writeFailed(file, "flush (fsync)"))))
+            const last = end ?? entry.size
+            for (let at = start, first = true; first || at < last; first = false) {
+              at = yield* Effect.scoped(Effect.gen(function*() {
+                const got = yield* source.get(client, entry, end === undefined ? undefined : { start: at, end })
+                // Servers that ignore the version condition are caught here: every part must come from the listed version.
+                if (got.etag !== undefined && got.etag !== "" && entry.etag !== "" && got.etag !== entry.etag) {
+                  return yield* mismatch("ETag (the object changed during the load: load again)", entry.etag, got.etag)
+                }
+                const served = end === undefined ? undefined : got.range
+                const upto = served?.end ?? last
+                if (served !== undefined && (served.start !== at || upto <= at || upto > last)) {
+                  return yield* new transfer.Retryable({
+                    reason: `asked for bytes ${at}-${last - 1}, the server answered ${served.start ?? "?"}-${(served.end ?? 0) - 1}`
+                  })
+                }
+                const flags = end === undefined ? "w" as const : "r+" as const
+                const written = nodeDrain.isNodeReadable(got.body)
+                  ? yield* nodeDrain.drain({
+                    body: got.body,
+                    file,
+                    flags,
+                    start: at,
+                    onBytes,
+                    progress,
+                    stallTimeout: settings.stallTimeout,
+                    // A part runs beside others: each holds little (see nodeDrain).
+                    ...(end === undefined ? {} : { highWaterMark: 64 * 1024 })
+                  })
+                  : yield* Effect.flatMap(
+                    Effect.mapError(fs.open(file, { flag: flags }), errors.writeFailed(file, "open")),
+                    (handle) =>
+                      Effect.zipRight(
+                        handle.seek(at, "start"),
+                        transfer.drain({
+                          body: Stream.fromAsyncIterable(
+                            got.body as AsyncIterable<Uint8Array>,
+                            (cause) => new transfer.Retryable({ reason: `the body was cut off: ${String(cause)}` })
+                          ),
+                          write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(file, "write")),
+                          onBytes,
+                          progress,
+                          stallTimeout: settings.stallTimeout
+                        }).pipe(Effect.zipLeft(Effect.mapError(handle.sync, errors.writeFailed(file, "flush (fsync)"))))
+                      )
                   )
-              )
-            const expected = (end ?? entry.size) - start
-            if (written !== expected) {
-              return yield* new transfer.Retryable({ reason: `got ${written} of ${expected} bytes` })
+                if (written !== upto - at) {
+                  return yield* new transfer.Retryable({ reason: `got ${at - start + written} of ${last - start} bytes` })
+                }
+                return upto
+              }))
             }
             return hashes.map((hash) => hash.digest("hex"))
-          }))
+          })
         const checks = entry.checks ?? []
 
         if (entry.size < settings.multipartThreshold) {

@@ -262,3 +262,24 @@ export const drain = <E, E2>(options: {
     )
     return Effect.raceFirst(run, watchdog)
   })
+
+/**
+ * A Content-Range: `bytes 100-199/1000` (a 206: `start` and `end`, end
+ * exclusive, and the total) or `bytes *\/1000` (a 416: the total only). A
+ * total of `*` is unknown. `undefined` when absent or malformed.
+ *
+ * @internal
+ */
+export const parseContentRange = (value: string | undefined): {
+  readonly start: number | undefined
+  readonly end: number | undefined
+  readonly total: number | undefined
+} | undefined => {
+  const match = value === undefined ? null : /^bytes (?:(\d+)-(\d+)|\*)\/(\d+|\*)$/.exec(value.trim())
+  if (match === null) return undefined
+  return {
+    start: match[1] === undefined ? undefined : Number(match[1]),
+    end: match[2] === undefined ? undefined : Number(match[2]) + 1,
+    total: match[3] === "*" ? undefined : Number(match[3])
+  }
+}

@@ -53,6 +53,12 @@ export interface Options {
    * proxies do: a resume gets a 206 of whatever version is there now.
    */
   ignoreIfRange?: boolean
+  /**
+   * A 206 holds at most this many bytes, whatever range was asked for, as
+   * RFC 9110 allows (servers and CDNs that cap each answer): the client asks
+   * again for the rest.
+   */
+  maxRangeLength?: number
   /** Requests must carry this Authorization header: 401 without one, 403 with a wrong one. */
   authorization?: string
   /** Bytes per write of a body, and a pause between writes (to make a transfer slow enough to interrupt). */
@@ -174,6 +180,7 @@ export class TestHttpServer {
       if (match !== null) {
         start = Number(match[1])
         end = match[2] === "" ? size : Math.min(size, Number(match[2]) + 1)
+        if (this.options.maxRangeLength !== undefined) end = Math.min(end, start + this.options.maxRangeLength)
         ranged = true
       }
       if (start >= size) {

@@ -71,6 +71,8 @@ export class TestHub {
   nextPageOrigin: string | undefined
   /** Called before each resolve of a file (a push during a download, say). */
   beforeResolve: ((path: string) => void) | undefined
+  /** A 206 holds at most this many bytes, whatever range was asked for (as RFC 9110 allows). */
+  maxRangeLength: number | undefined
   /** Paths whose bytes the CDN or Hub corrupts (one byte flipped). */
   readonly corrupt = new Set<string>()
   private readonly repos = new Map<string, Repo>()
@@ -316,7 +318,8 @@ export class TestHub {
     const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "")
     if (range !== null) {
       const start = Number(range[1])
-      const end = range[2] === "" ? bytes.length - 1 : Math.min(Number(range[2]), bytes.length - 1)
+      const asked = range[2] === "" ? bytes.length - 1 : Math.min(Number(range[2]), bytes.length - 1)
+      const end = this.maxRangeLength === undefined ? asked : Math.min(asked, start + this.maxRangeLength - 1)
       if (start >= bytes.length) {
         res.writeHead(416, { ...headers, "content-range": `bytes */${bytes.length}` }).end()
         return
