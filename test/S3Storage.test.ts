@@ -7,6 +7,7 @@ import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Stream from "effect/Stream"
+import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Progress from "../src/Progress.js"
@@ -126,6 +127,73 @@ withServer("S3Storage: listing and masks", (it) => {
       ))
       expect(noBucket).toMatchObject({ _tag: "RemoteNotFound", location: "s3://nope/" })
       expect(noBucket.message).toContain("NoSuchBucket")
+    }))
+})
+
+withServer("S3Storage: encrypted objects and the object's own checksums", (it) => {
+  const sha256Base64 = (bytes: Uint8Array) => crypto.createHash("sha256").update(bytes).digest("base64")
+  const load = (server: S3.TestS3Server, options: Partial<S3Storage.Options> = {}) =>
+    Effect.flatMap(
+      S3Storage.make({ bucket: "b", prefix: "m/", fileMask: ".", endpoint: server.endpoint, ...keys, cacheDir: "", retries: 0, ...options }),
+      contents
+    )
+  const withObjects = (answers: S3.Answers) =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"], answers)
+      yield* Effect.promise(() => server.put("b", "m/model.onnx", model))
+      yield* Effect.promise(() => server.put("b", "m/weights.bin", weights))
+      return server
+    })
+  const expected = [fingerprint(model), fingerprint(weights)]
+
+  it.scoped("SSE-KMS, DSSE-KMS and SSE-C: the ETag is no MD5, and is not taken for one (whole and in parts)", () =>
+    Effect.gen(function*() {
+      for (const encryption of ["aws:kms", "aws:kms:dsse", "sse-c", "AES256"] as const) {
+        const server = yield* withObjects({ encryption })
+        const whole = yield* load(server, { cacheDir: yield* tempDir })
+        expect(whole.map((file) => file.bytes), encryption).toEqual(expected)
+        const inParts = yield* load(server, { cacheDir: yield* tempDir, multipartThresholdMb: 1, partSizeMb: 1 })
+        expect(inParts.map((file) => file.bytes), encryption).toEqual(expected)
+      }
+    }))
+
+  it.scoped("a plain object's ETag is its MD5, and is checked: an ETag that is not, with nothing saying so, fails", () =>
+    Effect.gen(function*() {
+      const server = yield* withObjects({ otherEtags: true })
+      for (const options of [{}, { multipartThresholdMb: 1, partSizeMb: 1 }]) {
+        const error = yield* Effect.flip(load(server, { cacheDir: yield* tempDir, ...options }))
+        expect(error).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "md5 (ETag)" })
+      }
+    }))
+
+  it.scoped("the object's own sha256 (x-amz-checksum-sha256) is checked, in place of the ETag", () =>
+    Effect.gen(function*() {
+      const right = yield* withObjects({
+        encryption: "aws:kms",
+        sha256: new Map([["m/model.onnx", sha256Base64(model)], ["m/weights.bin", sha256Base64(weights)]])
+      })
+      expect((yield* load(right, { cacheDir: yield* tempDir })).map((file) => file.bytes)).toEqual(expected)
+      // Preferred to the ETag: with a checksum given, a plain object's non-MD5 ETag is not checked.
+      const preferred = yield* withObjects({
+        otherEtags: true,
+        sha256: new Map([["m/model.onnx", sha256Base64(model)], ["m/weights.bin", sha256Base64(weights)]])
+      })
+      expect((yield* load(preferred, { cacheDir: yield* tempDir })).map((file) => file.bytes)).toEqual(expected)
+      // Asked for on whole-object GETs; a checksum that does not match is a ChecksumMismatch, the file not kept.
+      expect(right.gets().every((entry) => entry.headers["x-amz-checksum-mode"] === "ENABLED")).toBe(true)
+      const wrong = yield* withObjects({
+        encryption: "aws:kms",
+        sha256: new Map([["m/model.onnx", sha256Base64(weights)], ["m/weights.bin", sha256Base64(weights)]])
+      })
+      const cacheDir = yield* tempDir
+      const refused = yield* Effect.flip(load(wrong, { cacheDir }))
+      expect(refused).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "sha256 (x-amz-checksum-sha256)", location: "s3://b/m/model.onnx" })
+      expect(filesUnder(cacheDir).filter((file) => file.endsWith("model.onnx"))).toEqual([])
+      expect(s3Internal.vouchedBy({ ETag: "\"" + "a".repeat(32) + "\"", ChecksumSHA256: sha256Base64(model) }, true))
+        .toEqual([{ algorithm: "sha256", label: "sha256 (x-amz-checksum-sha256)", expected: crypto.createHash("sha256").update(model).digest("hex") }])
+      // A composite checksum (of a multipart upload's parts) and a ranged answer's are no digest of the object.
+      expect(s3Internal.vouchedBy({ ETag: "\"x-2\"", ChecksumSHA256: "abc=", ChecksumType: "COMPOSITE" }, true)).toEqual([])
+      expect(s3Internal.vouchedBy({ ETag: "\"x-2\"", ChecksumSHA256: sha256Base64(model) }, false)).toEqual([])
     }))
 })
 

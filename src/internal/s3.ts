@@ -86,6 +86,46 @@ const fromSdk = (location: string, storageType: Settings["storageType"]) => (err
   return new transfer.Retryable({ reason, status })
 }
 
+/**
+ * The digests of the whole object a GET's answer vouches for. The object's
+ * own checksums first (`x-amz-checksum-sha256`, `-sha1`, of the full object:
+ * a composite one, of the parts of a multipart upload, ends in `-N` and is not
+ * a digest of the bytes); else the ETag, which AWS documents as the MD5 of the
+ * object only for a single-part upload stored plainly or with SSE-S3: not
+ * with SSE-KMS (`aws:kms`, `aws:kms:dsse`) nor SSE-C, whose ETags are no
+ * digest of the bytes.
+ *
+ * @internal
+ */
+export const vouchedBy = (
+  output: {
+    readonly ETag?: string | undefined
+    readonly ServerSideEncryption?: string | undefined
+    readonly SSECustomerAlgorithm?: string | undefined
+    readonly ChecksumSHA256?: string | undefined
+    readonly ChecksumSHA1?: string | undefined
+    readonly ChecksumType?: string | undefined
+  },
+  /** The answer holds the whole object (a ranged answer's checksums, if any, are not the object's). */
+  whole: boolean
+): ReadonlyArray<snapshot.Check> => {
+  const own = !whole || output.ChecksumType === "COMPOSITE" ? [] : [
+    ["sha256", output.ChecksumSHA256] as const,
+    ["sha1", output.ChecksumSHA1] as const
+  ].flatMap(([algorithm, value]) =>
+    value === undefined || !/^[A-Za-z0-9+/]+={0,2}$/.test(value)
+      ? []
+      : [{ algorithm, label: `${algorithm} (x-amz-checksum-${algorithm})`, expected: Buffer.from(value, "base64").toString("hex") }]
+  )
+  if (own.length > 0) return own
+  const etag = output.ETag ?? ""
+  const encrypted = output.ServerSideEncryption === "aws:kms" || output.ServerSideEncryption === "aws:kms:dsse" ||
+    output.SSECustomerAlgorithm !== undefined
+  return !encrypted && /^"?[0-9a-f]{32}"?$/.test(etag)
+    ? [{ algorithm: "md5", label: "md5 (ETag)", expected: etag.replace(/"/g, "") }]
+    : []
+}
+
 /** The keys of one profile of the AWS config file (`AWS_CONFIG_FILE`, else `~/.aws/config`). */
 const profileOf = (file: string, profile: string): Record<string, string> => {
   let text: string
@@ -208,11 +248,13 @@ export const make = (settings: Settings) =>
         maxAttempts: 1,
         requestHandler: { httpAgent: agents.http, httpsAgent: agents.https },
         ...(resolved.endpoint === undefined ? {} : { endpoint: resolved.endpoint }),
+        // The SDK's own check of a GET's checksum is off: the engine checks what an answer
+        // vouches for (see vouchedBy), so that a mismatch is a ChecksumMismatch, as for every source.
+        responseChecksumValidation: "WHEN_REQUIRED",
         ...(gcs
           ? {
             // GCS neither asks for nor checks the SDK's CRC32 checksums (and refuses some requests that carry them).
-            requestChecksumCalculation: "WHEN_REQUIRED",
-            responseChecksumValidation: "WHEN_REQUIRED"
+            requestChecksumCalculation: "WHEN_REQUIRED"
           }
           : {}),
         // Without HMAC keys, GCS requests go unsigned (public buckets), never with AWS's credentials.
@@ -233,6 +275,19 @@ export const make = (settings: Settings) =>
         Effect.sync(() => new S3Client(config)),
         (client) => Effect.sync(() => client.destroy())
       )
+      if (!gcs) {
+        // S3 sends an object's own checksums (x-amz-checksum-*) only when asked: asked for whole-object GETs.
+        client.middlewareStack.add(
+          (next, context) => (args) => {
+            const request = args.request as { headers?: Record<string, string> }
+            if (context.commandName === "GetObjectCommand" && (args.input as { Range?: string }).Range === undefined) {
+              if (request.headers !== undefined) request.headers["x-amz-checksum-mode"] = "ENABLED"
+            }
+            return next(args)
+          },
+          { step: "build", name: "mlupStorageChecksumMode" }
+        )
+      }
       return yield* Effect.provideService(makeS3Service, S3ClientInstance.S3ClientInstance, client)
     })
     const scheme = settings.storageType === "gcs" ? "gs" : "s3"
@@ -264,12 +319,8 @@ export const make = (settings: Settings) =>
             )
             for (const object of page.Contents ?? []) {
               if (object.Key !== undefined && !object.Key.endsWith("/")) {
-                const etag = object.ETag ?? ""
-                // A single-part upload's ETag is the MD5 of the object (a multipart one's has a dash).
-                const checks = /^"?[0-9a-f]{32}"?$/.test(etag)
-                  ? [{ algorithm: "md5", label: "md5 (ETag)", expected: etag.replace(/"/g, "") }]
-                  : []
-                objects.push({ key: object.Key, size: Number(object.Size ?? 0), etag, checks })
+                // What the object's ETag means (an MD5 or not) only its GET says: see vouchedBy.
+                objects.push({ key: object.Key, size: Number(object.Size ?? 0), etag: object.ETag ?? "" })
               }
             }
             token = page.IsTruncated ? page.NextContinuationToken : undefined
@@ -290,7 +341,8 @@ export const make = (settings: Settings) =>
           (output: GetObjectCommandOutput): snapshot.Got => ({
             body: output.Body,
             etag: output.ETag,
-            range: transfer.parseContentRange(output.ContentRange)
+            range: transfer.parseContentRange(output.ContentRange),
+            checks: vouchedBy(output, range === undefined)
           })
         )
     }

@@ -60,6 +60,13 @@ export interface Got {
    * shorter range than the one asked for: the engine asks again for the rest.
    */
   readonly range?: { readonly start: number | undefined; readonly end: number | undefined } | undefined
+  /**
+   * The digests of the whole object that this answer vouches for, in place of
+   * the listing's (undefined: the listing's hold). A listing may not tell what
+   * only an answer does: an S3 ETag is an MD5 only when the object is not
+   * encrypted with KMS or a customer's key, which only its GET says.
+   */
+  readonly checks?: ReadonlyArray<Check> | undefined
 }
 
 /**
@@ -146,6 +153,8 @@ interface PartsRecord {
   readonly size: number
   readonly partSize: number
   readonly parts: Readonly<Record<string, string>>
+  /** The whole-object digests the first answered part vouched for (checked once every part is in). */
+  readonly checks?: ReadonlyArray<Check> | undefined
 }
 
 /** @internal */
@@ -245,7 +254,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           held.value.partSize !== settings.partSize || Number(info.value.size) !== entry.size
         ) {
           yield* cache.removeAll(data, record)
-          return new Map<number, string>()
+          return { parts: new Map<number, string>(), checks: undefined }
         }
         // Only the recorded parts are read again (not the rest of a large, mostly missing object).
         const parts = new Map<number, string>()
@@ -255,7 +264,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           const now = yield* Effect.option(cache.digestOfRange(fs, data, start, length))
           if (Option.isSome(now) && now.value === digest) parts.set(Number(index), digest)
         }
-        return parts
+        return { parts, checks: held.value.checks }
       })
 
     // What the source vouches for, against what arrived.
@@ -283,10 +292,12 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         // the range over, with fresh hashes.
         // A shorter answer than the range asked for (RFC 9110 allows it) is
         // kept, and the rest asked for from where it ended, under the same checks.
-        const writeRange = (file: string, start: number, end: number | undefined, checks: ReadonlyArray<Check>) =>
+        // Succeeds with the sha256 of the range (then, for the whole object,
+        // the digest of each check) and the checks the first answer vouched for.
+        const writeRange = (file: string, start: number, end: number | undefined) =>
           Effect.gen(function*() {
-            const sha256 = crypto.createHash("sha256")
-            const hashes = [sha256, ...checks.map(hashOf)]
+            const hashes = [crypto.createHash("sha256")]
+            let vouched: ReadonlyArray<Check> | undefined
             const onBytes = (chunk: Uint8Array) => {
               for (const hash of hashes) hash.update(chunk)
             }
@@ -297,6 +308,11 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
                 // Servers that ignore the version condition are caught here: every part must come from the listed version.
                 if (got.etag !== undefined && got.etag !== "" && entry.etag !== "" && got.etag !== entry.etag) {
                   return yield* mismatch("ETag (the object changed during the load: load again)", entry.etag, got.etag)
+                }
+                if (vouched === undefined) {
+                  vouched = got.checks ?? entry.checks ?? []
+                  // The whole object is hashed for each check as it arrives; parts are checked whole at the end.
+                  if (end === undefined) hashes.push(...vouched.map(hashOf))
                 }
                 const served = end === undefined ? undefined : got.range
                 const upto = served?.end ?? last
@@ -341,13 +357,12 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
                 return upto
               }))
             }
-            return hashes.map((hash) => hash.digest("hex"))
+            return { digests: hashes.map((hash) => hash.digest("hex")), checks: vouched ?? [] }
           })
-        const checks = entry.checks ?? []
 
         if (entry.size < settings.multipartThreshold) {
           yield* progress.start(entry.size, 0)
-          const [sha256, ...actual] = yield* retrying(location, writeRange(target, 0, undefined, checks))
+          const { checks, digests: [sha256, ...actual] } = yield* retrying(location, writeRange(target, 0, undefined))
           for (const [i, check] of checks.entries()) {
             if (actual[i] !== check.expected.toLowerCase()) {
               yield* cache.removeAll(target)
@@ -359,7 +374,10 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         }
 
         const { data, record } = partialOf(entry)
-        const done = yield* resumable(entry)
+        const { checks: recordedChecks, parts: done } = yield* resumable(entry)
+        // Known from the record (a resume), else from the first part answered, else (every part was
+        // recorded by a run that did not record them) from the listing.
+        let checks = recordedChecks
         const count = Math.ceil(entry.size / settings.partSize)
         if (done.size === 0) {
           // The whole file exists at its size first; each part writes its own range.
@@ -381,7 +399,8 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
             etag: entry.etag,
             size: entry.size,
             partSize: settings.partSize,
-            parts: Object.fromEntries([...done].map(([index, sha]) => [String(index), sha]))
+            parts: Object.fromEntries([...done].map(([index, sha]) => [String(index), sha])),
+            ...(checks === undefined ? {} : { checks })
           } satisfies PartsRecord)
         )
         const recordPart = (i: number, digest: string) =>
@@ -391,33 +410,47 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         // thread (as the HTTP storage's) from the file itself, part after part in file order as the
         // parts are finished (resumed ones first), while later parts are still arriving.
         const actual = yield* Effect.scoped(Effect.gen(function*() {
-          const hashers = yield* Effect.forEach(checks, (check) =>
-            cache.rangeHasher(data, { algorithm: check.algorithm, preamble: check.preamble }))
+          type Hasher = Effect.Effect.Success<ReturnType<typeof cache.rangeHasher>>
+          let hashers: ReadonlyArray<Hasher> | undefined
           let hashed = 0
           const catchUp = Effect.sync(() => {
+            if (hashers === undefined) return
             for (; hashed < count && done.has(hashed); hashed++) {
               for (const hasher of hashers) hasher.add(hashed * settings.partSize, partBytes(hashed))
             }
           })
-          yield* catchUp
+          // Once the checks are known, a hasher each, fed from part 0 on.
+          const useChecks = (vouched: ReadonlyArray<Check>) =>
+            Effect.gen(function*() {
+              if (hashers !== undefined) return
+              checks = vouched
+              hashers = yield* Effect.forEach(vouched, (check) =>
+                cache.rangeHasher(data, { algorithm: check.algorithm, preamble: check.preamble }))
+              yield* catchUp
+            })
+          if (checks !== undefined) yield* useChecks(checks)
           yield* Effect.forEach(
             Array.from({ length: count }, (_, i) => i).filter((i) => !done.has(i)),
             (i) => {
               const start = i * settings.partSize
               const end = Math.min(entry.size, start + settings.partSize)
-              return Effect.flatMap(retrying(location, writeRange(data, start, end, [])), ([digest]) =>
-                Effect.zipRight(recordPart(i, digest!), catchUp))
+              return Effect.flatMap(retrying(location, writeRange(data, start, end)), ({ checks: vouched, digests: [digest] }) =>
+                recordLock.withPermits(1)(useChecks(vouched)).pipe(
+                  Effect.zipRight(recordPart(i, digest!)),
+                  Effect.zipRight(catchUp)
+                ))
             },
             { concurrency: settings.partConcurrency, discard: true }
           )
-          return yield* Effect.forEach(hashers, (hasher) => hasher.digest)
+          yield* useChecks(entry.checks ?? [])
+          return yield* Effect.forEach(hashers ?? [], (hasher) => hasher.digest)
         }))
         const info = yield* Effect.mapError(fs.stat(data), errors.fromPlatformError(data, "stat"))
         if (Number(info.size) !== entry.size) {
           yield* cache.removeAll(data, record)
           return yield* mismatch("size", String(entry.size), String(info.size))
         }
-        for (const [i, check] of checks.entries()) {
+        for (const [i, check] of (checks ?? []).entries()) {
           if (actual[i] !== check.expected.toLowerCase()) {
             yield* cache.removeAll(data, record)
             return yield* mismatch(check.label, check.expected, actual[i]!)
