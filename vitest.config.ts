@@ -1,8 +1,10 @@
-import { defineConfig } from "vitest/config"
+import { configDefaults, defineConfig } from "vitest/config"
 
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    // Fixtures are test files that other tests run on their own (and expect to fail).
+    exclude: [...configDefaults.exclude, "test/fixtures/**"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     // s3rver (the S3 test server) pages listings with a DES cipher, which

@@ -303,7 +303,7 @@ export const makeResolved = (
 
     const load = Effect.gen(function*() {
       const target = path.resolve(options.pathToFiles)
-      const info = yield* stat(target)
+      const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat", "path_to_files"))
       if (info.type === "Directory") return yield* loadFolder(target)
       if (info.type !== "File") return yield* notAFile(target, info.type)
       // As mlup does: for a single file the mask is searched in the path as given.

@@ -143,19 +143,23 @@ const show = (file: LoadedFile): string => {
   }
 }
 
-// Files compare by what they are (Equal, Hash), as Effect's data types do: a model by its value, a
-// path or bytes by path, name and size (not by reading the bytes).
+// Files compare (Equal, Hash) as Effect's data types do: a model by its value, a path by path, name
+// and size (the file on disk it names). Bytes by identity: two loads of the same path may hand over
+// different contents, and comparing contents would read megabytes (or bytes already released).
 const Proto = {
   [TypeId]: TypeId,
   [Equal.symbol](this: LoadedFile, that: unknown): boolean {
     if (!isLoadedFile(that) || that._tag !== this._tag) return false
     if (this._tag === "Model") return Equal.equals(this.model, (that as Model).model)
-    const other = that as Path | Bytes
+    if (this._tag === "Bytes") return this === that
+    const other = that as Path
     return this.path === other.path && this.name === other.name && this.size === other.size
   },
   [Hash.symbol](this: LoadedFile): number {
     return this._tag === "Model"
       ? Hash.combine(Hash.string("Model"))(Hash.hash(this.model))
+      : this._tag === "Bytes"
+      ? Hash.random(this)
       : Hash.cached(this, Hash.array([this._tag, this.path, this.name, this.size].map((part) => Hash.hash(part))))
   },
   toString(this: LoadedFile): string {

@@ -90,6 +90,22 @@ const network: network_.Network["Type"] = {
 }
 
 /**
+ * What a storage needs on Node besides a collector (`Storage.Requirements`):
+ * `FileSystem`, `Path` and an `HttpClient` (node:http). For tests that give
+ * their own collector (`GarbageCollector.layerTest`, the contract suite of
+ * `mlup-storage/testing`).
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const layerRequirements: Layer.Layer<FileSystem.FileSystem | Path.Path | HttpClient.HttpClient> = Layer.mergeAll(
+  NodeFileSystem.layer,
+  NodePath.layer,
+  NodeHttpClient.layer,
+  Layer.succeed(network_.Network, network)
+)
+
+/**
  * Everything a storage needs on Node: `FileSystem`, `Path`, an `HttpClient`
  * (node:http) and the collector. The remote storages' requests go through
  * node:http agents (keep-alive) that honour `HTTPS_PROXY` / `HTTP_PROXY` /
@@ -101,13 +117,7 @@ const network: network_.Network["Type"] = {
  */
 export const layer: Layer.Layer<
   FileSystem.FileSystem | Path.Path | HttpClient.HttpClient | GarbageCollector.GarbageCollector
-> = Layer.mergeAll(
-  NodeFileSystem.layer,
-  NodePath.layer,
-  NodeHttpClient.layer,
-  layerGarbageCollector,
-  Layer.succeed(network_.Network, network)
-)
+> = Layer.merge(layerRequirements, layerGarbageCollector)
 
 /**
  * The Memory storage with Node's collector.

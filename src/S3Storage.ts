@@ -19,7 +19,6 @@
  *
  * @since 0.2.0
  */
-import type { S3Client } from "@aws-sdk/client-s3"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as Duration from "effect/Duration"
@@ -154,6 +153,22 @@ export interface Options {
    * when the load's scope closes.
    */
   readonly client?: S3Client | undefined
+}
+
+/**
+ * An AWS SDK v3 `S3Client` (from `@aws-sdk/client-s3`), as the storage needs
+ * it. Declared by its shape, so that the library's declarations need no SDK
+ * installed: an application without S3 type-checks without it, and every
+ * `S3Client` is one.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface S3Client {
+  readonly config: object
+  readonly middlewareStack: object
+  send(command: never, ...rest: ReadonlyArray<never>): Promise<unknown>
+  destroy(): void
 }
 
 const issue = (field: string, problem: string) => new StorageError.OptionIssue({ field, problem })

@@ -100,7 +100,15 @@ export class UnknownStorageType extends Schema.TaggedError<UnknownStorageType>(
  * @category errors
  */
 export class PathNotFound extends Schema.TaggedError<PathNotFound>("mlup-storage/PathNotFound")("PathNotFound", {
-  path: Schema.String
+  path: Schema.String,
+  /**
+   * The option that named the path, when one did (`path_to_files` for the
+   * Disk storage): the message says to check it. A custom storage's own
+   * paths name none, or their own.
+   *
+   * @since 0.5.0
+   */
+  option: Schema.optional(Schema.String)
 }) {
   /**
    * @since 0.1.0
@@ -111,7 +119,7 @@ export class PathNotFound extends Schema.TaggedError<PathNotFound>("mlup-storage
    * @since 0.1.0
    */
   override get message(): string {
-    return `No file or folder at ${cap(this.path)}: check path_to_files`
+    return `No file or folder at ${cap(this.path)}${this.option === undefined ? "" : `: check ${cap(this.option)}`}`
   }
 }
 

@@ -104,6 +104,12 @@ describe("LoadedFile as Effect data", () => {
 
       const bytes = yield* LoadedFile.bytes({ path: "/models/model.onnx", name: "model.onnx", bytes: new Uint8Array(1_234_567) })
       expect(Equal.equals(bytes, a)).toBe(false)
+      // Bytes compare by identity: the same path, name and size with other contents is another value.
+      const zeros = yield* LoadedFile.bytes({ path: "/m.bin", name: "m.bin", bytes: new Uint8Array([0, 0, 0]) })
+      const ones = yield* LoadedFile.bytes({ path: "/m.bin", name: "m.bin", bytes: new Uint8Array([1, 1, 1]) })
+      expect(Equal.equals(zeros, ones)).toBe(false)
+      expect(Equal.equals(zeros, zeros)).toBe(true)
+      expect(HashSet.size(HashSet.make(zeros, ones, zeros))).toBe(2)
       expect(String(a)).toBe("Path(model.onnx, 1.2 MB, /models/model.onnx)")
       expect(String(bytes)).toBe("Bytes(model.onnx, 1.2 MB)")
       expect(util.inspect(bytes)).toBe("Bytes(model.onnx, 1.2 MB)")

@@ -34,6 +34,31 @@ const readmeInstallLine = (): Array<string> => {
   return line.split(/\s+/)
 }
 
+/**
+ * Every `ts` block of the README and the docs, as files of a project per
+ * page: a block whose first line is a comment naming a file (`// my-storages.ts`)
+ * is that file, any other is `block-N.ts`. Every block must be complete: its
+ * imports, its values, nothing left to the reader.
+ */
+const docBlocks = (): Array<{ readonly page: string; readonly file: string; readonly code: string }> => {
+  const pages = [
+    "README.md",
+    ...fs.readdirSync(path.join(root, "docs"), { recursive: true, encoding: "utf8" })
+      .filter((file) => file.endsWith(".md"))
+      .map((file) => path.join("docs", file))
+  ]
+  return pages.flatMap((page) =>
+    [...fs.readFileSync(path.join(root, page), "utf8").matchAll(/^```ts\n([\s\S]*?)^```$/gm)].map((match, i) => {
+      const named = /^\/\/ ([\w.-]+\.ts)\n/.exec(match[1]!)
+      return {
+        page: page.replace(/\.md$/, "").replace(/[/\\]/g, "-"),
+        file: named?.[1] ?? `block-${i + 1}.ts`,
+        code: match[1]!
+      }
+    })
+  )
+}
+
 /** Every `npm install` line of the README and the docs. */
 const installLines = (): Array<string> =>
   [path.join(root, "README.md"), ...fs.readdirSync(path.join(root, "docs"), { recursive: true, encoding: "utf8" })
@@ -67,14 +92,32 @@ describe("the packed package", () => {
       expect(listing).toContain("package/dist/bin.js")
       expect(listing).toContain("package/dist/Testing.js")
       expect(listing.some((file) => file.startsWith("package/test/"))).toBe(false)
+      // The docs ship with it: the installed README's links lead somewhere.
+      expect(listing).toContain("package/docs/cli.md")
+      expect(listing).toContain("package/docs/storages/s3.md")
 
       const consumer = path.join(work, "consumer")
       fs.mkdirSync(consumer)
       fs.copyFileSync(path.join(root, "test/fixtures/consumer/main.ts"), path.join(consumer, "main.ts"))
       // The README's example, as a reader would paste it.
       fs.writeFileSync(path.join(consumer, "readme.ts"), readmeExample())
+      // Every block of the docs, a folder per page. The pages that import what the install line does not
+      // bring (@effect/vitest, @azure/identity) are checked once those are installed, below.
+      const blocks = docBlocks()
+      expect(blocks.length).toBeGreaterThanOrEqual(22)
+      const moreNeeded = new Set(
+        blocks.filter((block) => /from "(@effect\/vitest|vitest|@azure\/identity)"/.test(block.code)).map((block) => block.page)
+      )
+      for (const block of blocks) {
+        fs.mkdirSync(path.join(consumer, "docs", block.page), { recursive: true })
+        fs.writeFileSync(path.join(consumer, "docs", block.page, block.file), block.code)
+      }
+      const docFiles = (all: boolean) =>
+        blocks.filter((block) => all || !moreNeeded.has(block.page)).map((block) => `docs/${block.page}/${block.file}`)
       const tsconfig = JSON.parse(fs.readFileSync(path.join(root, "test/fixtures/consumer/tsconfig.json"), "utf8"))
-      fs.writeFileSync(path.join(consumer, "tsconfig.json"), JSON.stringify({ ...tsconfig, files: ["main.ts", "readme.ts"] }))
+      const writeTsconfig = (files: ReadonlyArray<string>) =>
+        fs.writeFileSync(path.join(consumer, "tsconfig.json"), JSON.stringify({ ...tsconfig, files }))
+      writeTsconfig(["main.ts", "readme.ts", ...docFiles(false)])
       fs.writeFileSync(path.join(consumer, "package.json"), JSON.stringify({
         name: "consumer",
         private: true,
@@ -97,7 +140,16 @@ describe("the packed package", () => {
       // One copy of effect: the package brings none of its own.
       expect(fs.existsSync(path.join(consumer, "node_modules/mlup-storage/node_modules/effect"))).toBe(false)
 
-      run(process.execPath, [path.join(root, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.json"], consumer)
+      // The declarations, the README and the docs type-check with skipLibCheck off and no optional peer
+      // installed: with this project's TypeScript (5.9), and with the registry's TypeScript 7.
+      expect(tsconfig.compilerOptions.skipLibCheck).toBe(false)
+      const tsc = (compiler: string) => run(process.execPath, [compiler, "-p", "tsconfig.json"], consumer)
+      tsc(path.join(root, "node_modules/typescript/bin/tsc"))
+      const ts7 = path.join(work, "ts7")
+      fs.mkdirSync(ts7)
+      run("npm", ["install", "typescript@^7", "--prefix", ts7, "--prefer-offline", "--no-audit", "--no-fund"], work)
+      expect(JSON.parse(fs.readFileSync(path.join(ts7, "node_modules/typescript/package.json"), "utf8")).version).toMatch(/^7\./)
+      tsc(path.join(ts7, "node_modules/typescript/bin/tsc"))
       const output = JSON.parse(run(process.execPath, ["out/main.js"], consumer))
       expect(output).toEqual({
         results: [["bytes:model.onnx:weights"], ["path:model.onnx:7"], ["error:NothingMatched"]],
@@ -173,5 +225,27 @@ describe("the packed package", () => {
         }
       })()
       expect(bin).toContain("ERR_PACKAGE_PATH_NOT_EXPORTED")
-    }), { timeout: 240_000 })
+
+      // The pages that need more: with @effect/vitest (an optional peer) and @azure/identity installed,
+      // they type-check too, and the testing page's tests (the contract suite on its own storage) pass.
+      run("npm", [
+        "install",
+        `@effect/vitest@${versionOf("@effect/vitest")}`,
+        `vitest@${versionOf("vitest")}`,
+        "@azure/identity@^4",
+        "--prefer-offline",
+        "--ignore-scripts",
+        "--no-audit",
+        "--no-fund"
+      ], consumer)
+      writeTsconfig(["main.ts", "readme.ts", ...docFiles(true)])
+      tsc(path.join(root, "node_modules/typescript/bin/tsc"))
+      const tested = run(
+        process.execPath,
+        [path.join(consumer, "node_modules/vitest/vitest.mjs"), "run", "--root", path.join(consumer, "docs/docs-testing")],
+        consumer
+      )
+      expect(tested).toMatch(/Tests\s+\d+ passed/)
+      expect(tested).not.toMatch(/failed|skipped/)
+    }), { timeout: 420_000 })
 })

@@ -14,7 +14,7 @@ export { cap }
  *
  * @internal
  */
-export const fromPlatformError = (path: string, operation: string) =>
+export const fromPlatformError = (path: string, operation: string, option?: string) =>
 (
   error: PlatformError.PlatformError
 ): StorageError.PathNotFound | StorageError.PermissionDenied | StorageError.ReadFailed => {
@@ -22,7 +22,7 @@ export const fromPlatformError = (path: string, operation: string) =>
   if (error._tag === "SystemError") {
     // ENOTDIR: a component of the path is a file, so the path does not exist.
     if (error.reason === "NotFound" || code === "ENOTDIR") {
-      return new StorageError.PathNotFound({ path })
+      return new StorageError.PathNotFound({ path, ...(option === undefined ? {} : { option }) })
     }
     if (error.reason === "PermissionDenied" || code === "EPERM" || code === "EACCES") {
       return new StorageError.PermissionDenied({ path, operation })

@@ -14,6 +14,7 @@ import * as network from "./network.js"
 import * as options_ from "./options.js"
 import * as snapshot from "./snapshot.js"
 import * as transfer from "./transfer.js"
+import type * as S3Storage from "../S3Storage.js"
 
 /** @internal */
 export interface Settings extends snapshot.Settings {
@@ -26,7 +27,8 @@ export interface Settings extends snapshot.Settings {
   readonly region: string | undefined
   readonly pathStyle: boolean | undefined
   /** The caller's own client (credential providers, handlers, retries): used as it is, never destroyed. */
-  readonly client: S3Client | undefined
+  /** The application's own client (an `S3Client`, declared by its shape in the public module). */
+  readonly client: S3Storage.S3Client | undefined
   readonly caBundle: string | undefined
   readonly credentials:
     | {
@@ -235,7 +237,7 @@ export const make = (settings: Settings) =>
     // sockets) when the load's scope closes.
     const clientForLoad = Effect.gen(function*() {
       if (settings.client !== undefined) {
-        return yield* Effect.provideService(makeS3Service, S3ClientInstance.S3ClientInstance, settings.client)
+        return yield* Effect.provideService(makeS3Service, S3ClientInstance.S3ClientInstance, settings.client as S3Client)
       }
       const agents = yield* network.agentsFor(settings.storageType, extraCa)
       const gcs = settings.storageType === "gcs"
