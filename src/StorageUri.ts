@@ -224,11 +224,17 @@ const parseHub = (uri: string, shown: string): Either.Either<Parsed, StorageErro
   })
 }
 
+/** The storages whose mask defaults to mlup's `.pckl` by kwargs, and to every file by URI. */
+const everyFileByDefault: ReadonlySet<Parsed["storage_type"]> = new Set(["s3", "gcs", "azure", "disk"])
+
 /**
  * A selection with `storage_kwargs.storage_uri` expanded into the storage and
  * its kwargs. `storage_type`, when given too, must name the URI's storage (by
  * any of its names, checked by the caller); a kwarg that the URI sets (`bucket`,
- * `prefix`, `path_to_files`, `urls`) may not be given beside it. A selection
+ * `prefix`, `path_to_files`, `urls`) may not be given beside it. A store or
+ * folder named by URI (`s3://`, `gs://`, `az://`, `file://`) delivers every
+ * file under it unless `file_mask` is given (mlup's `.pckl` default holds for
+ * the kwargs of mlup's own configuration). A selection
  * without `storage_uri` is returned as it is.
  *
  * @since 0.4.0
@@ -267,9 +273,13 @@ export const expand = (selection: {
         })
       )
     }
+    // A store or folder named by URI delivers every file under it unless a mask is given, as KServe's
+    // storage initializer and `aws s3 cp --recursive` do; mlup's `.pckl` default is for mlup's own keys.
+    const everyFile = everyFileByDefault.has(parsed.storage_type) &&
+      !Object.prototype.hasOwnProperty.call(rest, "file_mask") && !Object.prototype.hasOwnProperty.call(rest, "files_mask")
     return Either.right({
       storage_type: selection.storage_type ?? parsed.storage_type,
-      storage_kwargs: { ...parsed.storage_kwargs, ...rest },
+      storage_kwargs: { ...parsed.storage_kwargs, ...(everyFile ? { file_mask: "" } : {}), ...rest },
       fromUri: parsed.storage_type
     })
   })

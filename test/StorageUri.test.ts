@@ -145,6 +145,24 @@ describe("StorageUri", () => {
       expect(other._tag === "InvalidStorageOptions" && other.issues[0]!.field).toBe("storage_uri")
     }).pipe(Effect.provide(NodeContext.layer)))
 
+  it.effect("a store or folder named by URI delivers every file unless a mask is given; mlup's keys keep mlup's default", () =>
+    Effect.gen(function*() {
+      // The mask as each storage's validated options hold it (the Disk storage's are resolved: fileMask).
+      const maskOf = (kwargs: unknown) => {
+        const { fileMask, file_mask, files_mask } = kwargs as Record<string, RegExp | undefined>
+        return (file_mask ?? files_mask ?? fileMask)!
+      }
+      for (const uri of ["s3://models/iris/", "gs://models/iris/", "az://models/iris/", "file:///models/iris"]) {
+        const validated = yield* Storage.validate({ storage_kwargs: { storage_uri: uri } })
+        expect(maskOf(validated.kwargs).test("anything.bin"), uri).toBe(true)
+        const masked = yield* Storage.validate({ storage_kwargs: { storage_uri: uri, files_mask: "onnx$" } })
+        expect(maskOf(masked.kwargs).test("anything.bin"), uri).toBe(false)
+      }
+      const byKwargs = yield* Storage.validate({ storage_type: "s3", storage_kwargs: { bucket: "models", prefix: "iris/" } })
+      // No mask by mlup's keys: the storage's default, mlup's (\w.-_)*.pckl, applies.
+      expect((byKwargs.kwargs as Record<string, unknown>)["file_mask"]).toBeUndefined()
+    }).pipe(Effect.provide(NodeContext.layer)))
+
   it.effect("a URI given as the S3 prefix is refused, never taken as a key", () =>
     Effect.gen(function*() {
       for (const field of ["prefix", "path_to_files"]) {

@@ -868,6 +868,12 @@ describe("mlup-storage: sources as URIs", () => {
       const fromS3 = yield* cli(["fetch", "s3://models/iris/v1/", "-k", s3Kwargs, "--to", path.join(dir, "s3"), "--hash", "--json"])
       expect(fromS3.code).toBe(0)
       expect(JSON.parse(fromS3.stdout)).toMatchObject({ storageType: "s3", files: [{ name: "model.onnx", sha256: sha256(model) }] })
+      // Without a mask, a URI delivers every file under it (mlup's .pckl default is for mlup's keys).
+      yield* Effect.promise(() => s3.put("models", "iris/v1/labels.json", "[]"))
+      const { file_mask: _mask, ...noMask } = JSON.parse(s3Kwargs) as Record<string, unknown>
+      const everything = yield* cli(["fetch", "s3://models/iris/v1/", "-k", JSON.stringify(noMask), "--json"])
+      expect(everything.code).toBe(0)
+      expect(JSON.parse(everything.stdout).files.map((file: { name: string }) => file.name)).toEqual(["labels.json", "model.onnx"])
 
       const server = yield* TestServer.make()
       server.put("/m/model.onnx", model)
