@@ -36,6 +36,113 @@ const literal = (char: string): string => `\\u{${char.codePointAt(0)!.toString(1
 const hex = /^[0-9a-fA-F]+$/
 
 /**
+ * Where the character class that opens at `at` (a "[") ends: the index of its
+ * "]" (a "]" first in the class, after an optional "^", is a literal).
+ */
+const classEnd = (source: string, at: number): number | undefined => {
+  let j = at + 1
+  if (source[j] === "^") j++
+  if (source[j] === "]") j++
+  for (; j < source.length; j++) {
+    if (source[j] === "\\") j++
+    else if (source[j] === "]") return j
+  }
+  return undefined
+}
+
+/** The index of the ")" that closes the group opening at `at` (escapes and classes skipped). */
+const closingParen = (source: string, at: number): number | undefined => {
+  let depth = 0
+  for (let j = at; j < source.length; j++) {
+    const c = source[j]
+    if (c === "\\") j++
+    else if (c === "[") {
+      const end = classEnd(source, j)
+      if (end === undefined) return undefined
+      j = end
+    } else if (c === "(") depth++
+    else if (c === ")" && --depth === 0) return j
+  }
+  return undefined
+}
+
+/**
+ * How many characters a pattern (Python syntax) always matches, or
+ * `undefined` when that varies: the test Python's `re` applies to a
+ * look-behind. Alternatives must agree; `*`, `+`, `?` and `{m,n}` with m ≠ n
+ * vary; a group reference varies.
+ *
+ * @internal
+ */
+export const widthOf = (pattern: string): number | undefined => {
+  const alternatives: Array<number | undefined> = []
+  let total: number | undefined = 0
+  let last: number | undefined = 0 // the width of the last atom, for a quantifier after it
+  for (let i = 0; i < pattern.length;) {
+    const c = pattern[i]!
+    let atom: number | undefined
+    let length = 1
+    if (c === "|") {
+      alternatives.push(total)
+      total = 0
+      last = 0
+      i++
+      continue
+    } else if (c === "\\") {
+      const next = pattern[i + 1] ?? ""
+      if ("bBAZ".includes(next)) atom = 0
+      else if (/[1-9]/.test(next)) atom = undefined
+      else atom = 1
+      length = next === "x" ? 4 : next === "u" ? 6 : next === "U" ? 10 : next === "0" ? (/^0[0-7]{0,2}/.exec(pattern.slice(i + 1))![0].length + 1) : 2
+    } else if (c === "[") {
+      const end = classEnd(pattern, i)
+      if (end === undefined) return undefined
+      atom = 1
+      length = end + 1 - i
+    } else if (c === "(") {
+      const end = closingParen(pattern, i)
+      if (end === undefined) return undefined
+      const inner = pattern.slice(i + 1, end)
+      atom = /^\?(=|!|<=|<!|#)/.test(inner)
+        ? 0
+        : /^\?P=/.test(inner)
+        ? undefined
+        : widthOf(inner.replace(/^\?(:|P<[^>]*>|[aimsux-]+:)/, ""))
+      length = end + 1 - i
+    } else if (c === "^" || c === "$") {
+      atom = 0
+    } else if (c === "*" || c === "+" || c === "?") {
+      // A quantifier on the last atom (a lazy "?" after one changes nothing more).
+      if (c === "?" && i > 0 && "*+?}".includes(pattern[i - 1]!)) {
+        i++
+        continue
+      }
+      if (last !== 0) total = undefined
+      i++
+      continue
+    } else if (c === "{") {
+      const repeat = /^\{(\d*)(?:(,)(\d*))?\}/.exec(pattern.slice(i))
+      if (repeat !== null && (repeat[1] !== "" || repeat[2] !== undefined)) {
+        const [whole, low = "", comma, high = ""] = repeat
+        const fixed = comma === undefined ? Number(low) : low !== "" && low === high ? Number(low) : undefined
+        total = total === undefined || last === undefined || fixed === undefined ? (last === 0 ? total : undefined) : total - last + last * fixed
+        i += whole.length
+        continue
+      }
+      atom = 1
+    } else {
+      atom = 1
+    }
+    total = total === undefined || atom === undefined ? undefined : total + atom
+    last = atom
+    i += length
+  }
+  alternatives.push(total)
+  const first = alternatives[0]
+  return alternatives.every((width) => width !== undefined && width === first) ? first : undefined
+}
+
+/**
  * Compiles a mask written for Python's `re` (as mlup configs are) into a
  * JavaScript RegExp that selects the same names: every construct either
  * means what it means in Python (translated where JavaScript differs: `\w`,
@@ -221,6 +328,14 @@ export const compile = (source: string): Either.Either<RegExp, string> => {
         out += rest.slice(i, i + 3)
         i += 3
       } else if (rest.startsWith("(?<=", i) || rest.startsWith("(?<!", i)) {
+        // Python's look-behind takes a pattern of one width only; JavaScript's takes any.
+        const end = closingParen(rest, i)
+        if (end !== undefined && widthOf(rest.slice(i + 4, end)) === undefined) {
+          return Either.left(
+            `has a look-behind of variable width ${rest.slice(i, Math.min(end + 1, i + 40))}, which Python refuses ` +
+              "(look-behind requires fixed-width pattern)"
+          )
+        }
         out += rest.slice(i, i + 4)
         i += 4
       } else if (rest.startsWith("(?>", i)) {
