@@ -183,11 +183,25 @@ const envString = (name: string) => Effect.map(options_.envString(name), Option.
  */
 const accessOf = (kwargs: Kwargs, credential: TokenCredential | undefined) =>
   Effect.gen(function*() {
-    const given = [kwargs.connection_string, kwargs.account_key, kwargs.sas_token, credential].filter((value) => value !== undefined)
+    const ways = [
+      ["connection_string", kwargs.connection_string],
+      ["account_key", kwargs.account_key],
+      ["sas_token", kwargs.sas_token],
+      ["credential", credential]
+    ] as const
+    const given = ways.filter(([, value]) => value !== undefined)
     if (given.length > 1) {
+      // Named as given: the issue is on the second of them, and says which others were given.
+      const names = given.map(([name]) => name)
       return yield* new StorageError.InvalidStorageOptions({
         storageType,
-        issues: [issue("connection_string", "give one of connection_string, account_key, sas_token and credential")]
+        issues: [
+          issue(
+            names[1]!,
+            `is given with ${names.filter((_, i) => i !== 1).join(" and ")}: give one way to reach the account ` +
+              "(connection_string, account_key, sas_token or credential)"
+          )
+        ]
       })
     }
     const fromEnv = (name: string) => Effect.map(envString(name), (value) => (value === undefined ? undefined : Redacted.make(value)))

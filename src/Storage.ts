@@ -446,7 +446,25 @@ export const selectionFromConfig = (
         yield* parseJsonObject(storageType, prefixed("STORAGE_KWARGS"), Redacted.value(all.value))
       )
     }
-    for (const field of fieldsOf(definition.kwargs.ast)) {
+    const fields = fieldsOf(definition.kwargs.ast)
+    // A variable below STORAGE_KWARGS_ that names no field is a typo, not silence.
+    const known = new Set(fields.map((field) => field.name.toUpperCase()))
+    const unknown = (yield* variablesUnder([...(options?.prefix?.split("_") ?? []), "STORAGE", "KWARGS"]))
+      .filter((name) => !known.has(name))
+    if (unknown.length > 0) {
+      return yield* new StorageError.InvalidStorageOptions({
+        storageType: definition.name,
+        issues: unknown.map((name) =>
+          new StorageError.OptionIssue({
+            field: prefixed(`STORAGE_KWARGS_${name}`),
+            problem: `names no option of the ${definition.name} storage: expected one of ${
+              [...known].map((option) => prefixed(`STORAGE_KWARGS_${option}`)).join(", ")
+            }`
+          })
+        )
+      })
+    }
+    for (const field of fields) {
       const value = yield* nest(
         Config.nested(Config.option(Config.redacted(field.name.toUpperCase())), "STORAGE_KWARGS")
       )
@@ -471,6 +489,29 @@ export const fromConfig = (
   StorageError.StorageError | ConfigError.ConfigError,
   Requirements
 > => Effect.flatMap(selectionFromConfig(options), (selection) => fromSelection(selection, options))
+
+/**
+ * The names of the variables below a path of the current `ConfigProvider`
+ * (split at "_", as the environment's provider splits them), relative to it:
+ * `PATH_TO_FILES` for `STORAGE_KWARGS_PATH_TO_FILES`. A provider that cannot
+ * list its keys lists none.
+ */
+const variablesUnder = (base: ReadonlyArray<string>): Effect.Effect<Array<string>> =>
+  Effect.configProviderWith((provider) => {
+    const children = (path: ReadonlyArray<string>) =>
+      Effect.orElseSucceed(
+        Effect.map(provider.flattened.enumerateChildren(path), (names) => [...names]),
+        () => [] as Array<string>
+      )
+    const walk = (path: ReadonlyArray<string>, depth: number): Effect.Effect<Array<string>> =>
+      Effect.flatMap(children(path), (names) =>
+        names.length === 0
+          ? Effect.succeed(path.length > base.length ? [path.slice(base.length).join("_")] : [])
+          : depth > 16
+          ? Effect.succeed([])
+          : Effect.map(Effect.forEach(names, (name) => walk([...path, name], depth + 1)), (all) => all.flat()))
+    return walk(base, 0)
+  })
 
 const parseJsonOr = (text: string): unknown => {
   try {

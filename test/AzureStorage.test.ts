@@ -93,7 +93,10 @@ withServer("AzureStorage: Azurite", (it) => {
       const none = yield* Effect.flip(AzureStorage.make({ container: "models" }).pipe(withEnv()))
       expect(none).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "account" }] })
       const two = yield* Effect.flip(AzureStorage.make({ container: "models", account: "acme", accountKey: "k", sasToken: "s" }))
-      expect(two).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "connection_string" }] })
+      // Named as given: neither blames connection_string, which was not given.
+      expect(two).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "sas_token" }] })
+      expect(two.message).toContain("is given with account_key")
+      expect(two.message).not.toContain("connection_string:")
     }))
 
   it.scoped("credentials: a connection string or account and key from the environment, a SAS token, public access; a wrong key is Unauthorized", () =>
@@ -267,7 +270,8 @@ withServer("AzureStorage: Azurite", (it) => {
       expect(untrusted._tag).toBe("TlsFailure")
       // A credential with a key, or over plain http: invalid options, said before any request.
       const both = yield* Effect.flip(AzureStorage.make({ ...options, accountKey: Azurite.accountKey }))
-      expect(both).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "connection_string" }] })
+      expect(both).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "credential" }] })
+      expect(both.message).toContain("credential: is given with account_key")
       const clear = yield* Effect.flip(AzureStorage.make({ ...options, endpoint: "http://127.0.0.1:9/devstoreaccount1" }))
       expect(clear).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "endpoint" }] })
     }), 60_000)

@@ -166,6 +166,49 @@ describe("selection from Config", () => {
       expect(yield* names(storage)).toEqual(["b.pckl"])
     }))
 
+  it.effect("an unknown STORAGE_KWARGS_* variable is an error naming it (a typo is not silence)", () =>
+    Effect.gen(function*() {
+      const typo = yield* Effect.flip(fromEnv({
+        STORAGE_TYPE: "disk",
+        STORAGE_KWARGS_PATH_TO_FILES: "/models",
+        STORAGE_KWARGS_PAHT_TO_FILES: "/models/iris",
+        STORAGE_KWARGS_FILE_MASK_X: "onnx"
+      }))
+      expect(typo._tag === "InvalidStorageOptions" && typo.issues.map((issue) => issue.field).sort()).toEqual([
+        "STORAGE_KWARGS_FILE_MASK_X",
+        "STORAGE_KWARGS_PAHT_TO_FILES"
+      ])
+      expect(typo.message).toContain("STORAGE_KWARGS_PATH_TO_FILES")
+      expect(typo.message).not.toContain("/models/iris")
+      // Under a prefix, named with it.
+      const prefixed = yield* Effect.flip(fromEnv({ MLUP_STORAGE_TYPE: "disk", MLUP_STORAGE_KWARGS_PATH: "/m" }, { prefix: "MLUP" }))
+      expect(prefixed._tag === "InvalidStorageOptions" && prefixed.issues[0]!.field).toBe("MLUP_STORAGE_KWARGS_PATH")
+    }))
+
+  it.effect("STORAGE_KWARGS_NEED_LOAD_FILE=true is a boolean for every storage, as the docs say", () =>
+    Effect.gen(function*() {
+      for (
+        const [storage_type, where] of [
+          ["disk", { STORAGE_KWARGS_PATH_TO_FILES: "/m" }],
+          ["http", { STORAGE_KWARGS_URLS: "https://models.example/m.onnx" }],
+          ["s3", { STORAGE_KWARGS_BUCKET: "models" }],
+          ["gcs", { STORAGE_KWARGS_BUCKET: "models" }],
+          ["azure", { STORAGE_KWARGS_CONTAINER: "models" }],
+          ["hf", { STORAGE_KWARGS_REPO_ID: "acme/iris" }]
+        ] as const
+      ) {
+        const selection = yield* Storage.selectionFromConfig().pipe(
+          Effect.withConfigProvider(ConfigProvider.fromMap(
+            new Map(Object.entries({ STORAGE_TYPE: storage_type, STORAGE_KWARGS_NEED_LOAD_FILE: "true", ...where })),
+            { pathDelim: "_" }
+          ))
+        )
+        const validated = yield* Storage.validate(selection)
+        const { needLoadFile, need_load_file } = validated.kwargs as Record<string, unknown>
+        expect(need_load_file ?? needLoadFile, storage_type).toBe(true)
+      }
+    }).pipe(Effect.provide(platform)))
+
   it.effect("the default is the Memory storage, with the model given in code", () =>
     Effect.gen(function*() {
       const storage = yield* fromEnv({}, { model: "the model" })
