@@ -156,6 +156,11 @@ const hintOf = (error: Failure, code: ExitCode, resumable: boolean): string | un
       return "Free space in the folder named above, or point cache_dir (or --to) at a larger disk."
     case "WriteFailed":
       return "Check the free space and the permissions of the folder named above."
+    case "LockTimeout":
+      return error.alive === false
+        ? "The lock's holder shows no sign of life: raise lock_timeout above the time after which a lock is taken over, " +
+          "or remove the lock file named above if no process is fetching."
+        : hints[code]
     default:
       return hints[code]
   }

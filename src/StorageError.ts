@@ -464,7 +464,20 @@ export class LockTimeout extends Schema.TaggedError<LockTimeout>("mlup-storage/L
   location: Schema.String,
   lockFile: Schema.String,
   holder: Schema.String,
-  seconds: Schema.Number
+  seconds: Schema.Number,
+  /**
+   * Whether the holder showed signs of life when the wait ended: a lock with
+   * a holder that beats its heartbeat. `false` for a lock with no holder
+   * written in it (empty: a process cut off as it took it) or whose
+   * heartbeat stopped, which is taken over only once `staleAfterSeconds`
+   * pass without a heartbeat: a `lock_timeout` shorter than that gave up
+   * first.
+   *
+   * @since 0.5.0
+   */
+  alive: Schema.optional(Schema.Boolean),
+  /** @since 0.5.0 */
+  staleAfterSeconds: Schema.optional(Schema.Number)
 }) {
   /**
    * @since 0.4.0
@@ -475,6 +488,12 @@ export class LockTimeout extends Schema.TaggedError<LockTimeout>("mlup-storage/L
    * @since 0.4.0
    */
   override get message(): string {
+    if (this.alive === false) {
+      return `Gave up after ${this.seconds} s waiting for the lock of ${cap(this.location)} (${cap(this.lockFile)}), ` +
+        `held by ${cap(this.holder)}: it shows no sign of life, but a lock is taken over only after ` +
+        `${this.staleAfterSeconds ?? 30} s without a heartbeat, longer than lock_timeout: raise lock_timeout above that, ` +
+        `or remove the lock file if no process is fetching`
+    }
     return `Gave up after ${this.seconds} s waiting for ${cap(this.holder)} to finish fetching ${cap(this.location)} ` +
       `(lock ${cap(this.lockFile)}): raise lock_timeout, or stop that process`
   }

@@ -739,11 +739,27 @@ withServers("HttpStorage: locks that are never judged wrongly", (it) => {
       expect(result._tag === "Left" && result.left).toMatchObject({
         _tag: "LockTimeout",
         lockFile: lock,
-        seconds: expect.any(Number)
+        seconds: expect.any(Number),
+        alive: true
       })
-      expect(result._tag === "Left" && result.left.message).toContain("raise lock_timeout")
+      expect(result._tag === "Left" && result.left.message).toContain("raise lock_timeout, or stop that process")
       expect(logs.some((line) => /^Waiting for the lock of .* held by an unknown holder/.test(line))).toBe(true)
       expect(server.requests("/m.onnx")).toEqual([])
+    }))
+
+  it.scoped("an orphaned empty lock and a lock_timeout shorter than the staleness window: not called alive", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const cacheDir = yield* tempDir
+      const lock = lockOf(cacheDir, server.url("/m.onnx"))
+      // Made a moment ago by a process cut off before it wrote itself in: no heartbeat follows.
+      leaveLock(lock, "", 0)
+      const result = yield* Effect.flip(contents(yield* make({ urls: server.url("/m.onnx"), cacheDir, lockTimeout: "1500 millis" })))
+      expect(result).toMatchObject({ _tag: "LockTimeout", lockFile: lock, alive: false, staleAfterSeconds: 30 })
+      expect(result.message).toContain("shows no sign of life")
+      expect(result.message).toContain("remove the lock file")
+      expect(result.message).not.toContain("stop that process")
     }))
 
   it.scoped("two processes: the second gives up after its lock_timeout, naming the first's pid", () =>

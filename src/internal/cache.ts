@@ -536,7 +536,9 @@ export const lock = (
     // Who holds the lock, and whether it is stale.
     const judge = Effect.gen(function*() {
       const info = nodeFsSync.statSync(file, { throwIfNoEntry: false })
-      if (info === undefined) return Option.none<{ holder: string; stale: boolean; ino: Option.Option<number> }>()
+      if (info === undefined) {
+        return Option.none<{ holder: string; stale: boolean; beat: number; ino: Option.Option<number> }>()
+      }
       const age = Date.now() - info.mtimeMs
       const held = yield* readJson<LockContent>(file)
       const holder = Option.match(held, {
@@ -546,7 +548,12 @@ export const lock = (
       const deadHere = Option.isSome(held) && held.value.host === content.host && !processIsAlive(held.value.pid)
       const stale = age > Duration.toMillis(staleAfter) ||
         (deadHere && age > Duration.toMillis(staleAfterDeadPid))
-      return Option.some({ holder: `${holder}, last heartbeat ${(age / 1000).toFixed(1)} s ago`, stale, ino: Option.some(info.ino) })
+      return Option.some({
+        holder: `${holder}, last heartbeat ${(age / 1000).toFixed(1)} s ago`,
+        stale,
+        beat: info.mtimeMs,
+        ino: Option.some(info.ino)
+      })
     })
 
     // Takes a dead holder's lock out of the way: moved aside atomically, then
@@ -569,12 +576,25 @@ export const lock = (
     const startedAt = Date.now()
     let lastWarning = 0
     let waited = false
+    // The holder is alive only if its heartbeat was seen to beat during the wait (a lock just
+    // made and then orphaned looks fresh for a while: a pid or a recent time proves nothing).
+    let firstSeen: { readonly ino: Option.Option<number>; readonly beat: number } | undefined
+    let beatSeen = false
     let created = yield* tryCreate
     while (Option.isNone(created)) {
       const state = yield* judge
       if (Option.isSome(state) && state.value.stale) {
         yield* takeOver(state.value.holder, state.value.ino)
       } else {
+        if (Option.isSome(state)) {
+          const { beat, ino } = state.value
+          if (firstSeen === undefined || !Option.getEquivalence((a: number, b: number) => a === b)(firstSeen.ino, ino)) {
+            firstSeen = { ino, beat }
+            beatSeen = false
+          } else if (beat > firstSeen.beat) {
+            beatSeen = true
+          }
+        }
         const holder = Option.match(state, { onNone: () => "a holder that just left", onSome: (s) => s.holder })
         const waitedFor = Date.now() - startedAt
         if (waitedFor >= Duration.toMillis(options.timeout)) {
@@ -582,7 +602,9 @@ export const lock = (
             location: options.location,
             lockFile: file,
             holder,
-            seconds: Math.round(waitedFor / 1000)
+            seconds: Math.round(waitedFor / 1000),
+            alive: beatSeen,
+            staleAfterSeconds: Duration.toSeconds(staleAfter)
           })
         }
         if (!waited || Date.now() - lastWarning >= Duration.toMillis(warnEvery)) {
