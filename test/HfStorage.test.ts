@@ -1,10 +1,12 @@
 import { expect, layer } from "@effect/vitest"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
 import * as child from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -316,6 +318,52 @@ print(json.dumps([[fnmatch.fnmatch(p, pat + "*" if pat.endswith("/") else pat) f
         partSizeMb: 1
       }))
       expect(corrupted).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "sha256 (the Hub's LFS pointer)" })
+    }))
+
+  it.scoped("an hf:// path names a file with # or a space (percent-encoded in the URI)", () =>
+    Effect.gen(function*() {
+      const server = yield* Hub.make()
+      server.push("acme/odd", { "dir/a#b c.bin": "odd", "dir/other.bin": "other" })
+      const delivered = yield* Effect.flatMap(
+        Storage.fromSelection({
+          storage_type: "hf",
+          storage_kwargs: { storage_uri: "hf://acme/odd/dir/a%23b%20c.bin", endpoint: server.endpoint, cache_dir: yield* tempDir }
+        }),
+        contents
+      ).pipe(withEnv())
+      expect(delivered.map((file) => [file.name, file.bytes])).toEqual([["a#b c.bin", fingerprint(new TextEncoder().encode("odd"))]])
+      expect(server.requests("hub", /\/resolve\//).map((entry) => entry.url.split("/resolve/")[1]!.replace(/^[^/]+\//, "")))
+        .toEqual(["dir/a%23b%20c.bin"])
+    }))
+
+  it.scoped("files finished before an interruption are not fetched again by the next load", () =>
+    Effect.gen(function*() {
+      const server = yield* Hub.make()
+      const big = bytesOf(3 * MiB, 9)
+      const small = bytesOf(20_000, 10)
+      // a-small comes first (one file at a time, in name order); b-big is held until the interruption.
+      server.push("acme/two", { "a-small.safetensors": small, "b-big.safetensors": big })
+      const cacheDir = yield* tempDir
+      const options = { repoId: "acme/two", endpoint: server.endpoint, cacheDir, concurrency: 1 }
+      server.stalled.add("b-big.safetensors")
+      const fiber = yield* Effect.fork(load(options))
+      // Interrupted while b-big is under way (its body stalled half-way).
+      yield* Effect.repeat(Effect.sync(() => server.requests("cdn").some((entry) => entry.url.includes("b-big"))), {
+        until: (started) => started,
+        schedule: Schedule.spaced("10 millis")
+      })
+      yield* Fiber.interrupt(fiber)
+      server.stalled.clear()
+      const smallGets = () => server.requests("cdn").filter((entry) => entry.url.includes("a-small")).length
+      expect(smallGets()).toBe(1)
+      const delivered = yield* load(options)
+      expect(delivered.map((file) => [file.name, file.bytes])).toEqual([
+        ["a-small.safetensors", fingerprint(small)],
+        ["b-big.safetensors", fingerprint(big)]
+      ])
+      expect(smallGets()).toBe(1)
+      // Nothing is left behind once published.
+      expect(fs.readdirSync(cacheDir, { recursive: true, encoding: "utf8" }).filter((name) => name.endsWith(".done"))).toEqual([])
     }))
 
   it.scoped("a CDN that answers shorter ranges than asked (RFC 9110): the engine asks for the rest of each part", () =>

@@ -239,6 +239,12 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
       const base = path.join(partialsDir, cache.keyOf(entry.key))
       return { data: `${base}.part`, record: `${base}.json` }
     }
+    // A whole object fetched and verified by a load that did not publish (interrupted, or failed
+    // on another object): kept, linked, with what it was, so that the next load does not fetch it again.
+    const finishedOf = (entry: Entry) => {
+      const base = path.join(partialsDir, cache.keyOf(entry.key))
+      return { data: `${base}.done`, record: `${base}.done.json` }
+    }
 
     // What a large object's partial file already holds, from an earlier run
     // (killed, interrupted, failed): the parts recorded for this very version,
@@ -530,7 +536,8 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         const wanted = new Set(selected.map((entry) => cache.keyOf(entry.key)))
         const partials = yield* Effect.orElseSucceed(fs.readDirectory(partialsDir), () => [])
         yield* cache.removeAll(
-          ...partials.filter((name) => !wanted.has(name.replace(/\.(part|json)$/, ""))).map((name) => path.join(partialsDir, name))
+          ...partials.filter((name) => !wanted.has(name.replace(/\.(part|json|done\.json|done)$/, "")))
+            .map((name) => path.join(partialsDir, name))
         )
 
         const current = yield* readManifest
@@ -587,6 +594,44 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         const staging = path.join(entryDir, `staging-${id}`)
         const snapshot = path.join(entryDir, "snapshots", id)
         yield* cache.ensureDir(staging)
+        // What this load fetched (and verified), to keep if it does not publish.
+        const fetched: Array<{ readonly target: string; readonly recorded: Recorded }> = []
+        const reused: Array<Entry> = []
+        const keepFetched = Effect.forEach(fetched, ({ recorded, target }) => {
+          const { data, record } = finishedOf(recorded)
+          return Effect.ignore(Effect.gen(function*() {
+            yield* cache.ensureDir(partialsDir)
+            yield* cache.removeAll(data, record)
+            yield* fs.link(target, data)
+            yield* cache.writeJsonHint(record, { ...recorded, identity: undefined })
+          }))
+        }, { discard: true })
+        // A finished copy of this very version from a load that did not publish, still intact.
+        const reuseFinished = (entry: Entry, target: string) =>
+          Effect.gen(function*() {
+            const { data, record } = finishedOf(entry)
+            const held = yield* cache.readJson<Recorded>(record)
+            if (
+              Option.isNone(held) || entry.etag === "" || held.value.key !== entry.key || held.value.etag !== entry.etag ||
+              held.value.size !== entry.size || held.value.name !== entry.name
+            ) {
+              return Option.none<Recorded>()
+            }
+            const checked = yield* check(data, held.value)
+            if (checked._tag === "Left") {
+              yield* cache.removeAll(data, record)
+              return Option.none<Recorded>()
+            }
+            yield* cache.ensureDir(path.dirname(target))
+            yield* Effect.mapError(
+              Effect.orElse(fs.link(data, target), () => fs.copyFile(data, target)),
+              errors.writeFailed(target, "link")
+            )
+            yield* tracker.file(source.locationOf(entry.key), entry.name).cached(entry.size)
+            yield* Effect.logDebug(`${errors.cap(source.locationOf(entry.key))} was fetched by an earlier load: not fetched again`)
+            reused.push(entry)
+            return Option.some<Recorded>({ ...held.value, identity: undefined })
+          })
         const stage = Effect.forEach(selected, (entry) => {
           const target = path.join(staging, ...entry.name.split("/"))
           if (unchanged(entry)) {
@@ -604,7 +649,14 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
               Effect.as<Recorded>(before)
             )
           }
-          return Effect.map(download(client, entry, target, tracker), (verified): Recorded => ({ ...entry, ...verified }))
+          return Effect.flatMap(reuseFinished(entry, target), (reused) =>
+            Option.isSome(reused)
+              ? Effect.succeed(reused.value)
+              : Effect.map(download(client, entry, target, tracker), (verified): Recorded => {
+                const recorded = { ...entry, ...verified }
+                fetched.push({ target, recorded })
+                return recorded
+              }))
         }, { concurrency: settings.concurrency })
 
         const recorded = yield* stage.pipe(
@@ -612,9 +664,11 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           Effect.zipLeft(Effect.mapError(fs.rename(staging, snapshot), errors.writeFailed(snapshot, "publish"))),
           Effect.zipLeft(cache.sync(path.dirname(snapshot))),
           // An interrupted or failed load leaves the last complete snapshot (and
-          // the partial objects, for the next run) and nothing else.
-          Effect.onExit(() => cache.removeAll(staging))
+          // the partial and finished objects, for the next run) and nothing else.
+          Effect.onExit((exit) => Effect.zipRight(exit._tag === "Failure" ? keepFetched : Effect.void, cache.removeAll(staging)))
         )
+        // Published: the finished copies of earlier loads are in the snapshot now.
+        yield* cache.removeAll(...reused.flatMap((entry) => Object.values(finishedOf(entry))))
         const manifest = yield* withIdentities({ version: 2, snapshot: id, files: recorded })
         yield* cache.writeJsonAtomic(manifestFile, manifest)
         // Older snapshots go; the one just replaced stays, for readers that still use its paths.

@@ -73,6 +73,8 @@ export class TestHub {
   beforeResolve: ((path: string) => void) | undefined
   /** A 206 holds at most this many bytes, whatever range was asked for (as RFC 9110 allows). */
   maxRangeLength: number | undefined
+  /** Paths whose bytes stop after the first half (the connection stays open, as a stalled transfer). */
+  readonly stalled = new Set<string>()
   /** Paths whose bytes the CDN or Hub corrupts (one byte flipped). */
   readonly corrupt = new Set<string>()
   private readonly repos = new Map<string, Repo>()
@@ -294,7 +296,7 @@ export class TestHub {
       res.end()
       return
     }
-    this.sendBytes(req, res, this.corrupt.has(path) ? flipped(blob.bytes) : blob.bytes, { ...common, etag: `"${blob.blobId}"` })
+    this.sendBytes(req, res, this.corrupt.has(path) ? flipped(blob.bytes) : blob.bytes, this.stalled.has(path), { ...common, etag: `"${blob.blobId}"` })
   }
 
   private serveCdn(req: http.IncomingMessage, res: http.ServerResponse) {
@@ -311,10 +313,21 @@ export class TestHub {
       return
     }
     const path = url.searchParams.get("path") ?? ""
-    this.sendBytes(req, res, this.corrupt.has(path) ? flipped(blob.bytes) : blob.bytes, { etag: `"cdn-${blob.sha256.slice(0, 16)}"` })
+    this.sendBytes(req, res, this.corrupt.has(path) ? flipped(blob.bytes) : blob.bytes, this.stalled.has(path), { etag: `"cdn-${blob.sha256.slice(0, 16)}"` })
   }
 
-  private sendBytes(req: http.IncomingMessage, res: http.ServerResponse, bytes: Buffer, headers: Record<string, string>) {
+  private sendBytes(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    bytes: Buffer,
+    stalled: boolean,
+    headers: Record<string, string>
+  ) {
+    if (stalled && req.method !== "HEAD" && req.headers.range === undefined) {
+      res.writeHead(200, { ...headers, "accept-ranges": "bytes", "content-length": String(bytes.length) })
+      res.write(bytes.subarray(0, Math.floor(bytes.length / 2)))
+      return
+    }
     const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "")
     if (range !== null) {
       const start = Number(range[1])
