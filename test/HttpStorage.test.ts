@@ -637,6 +637,28 @@ withServers("HttpStorage: integrity against real servers and disks", (it) => {
       }
     }))
 
+  it.scoped("a 100 KB URL is quoted capped in every log line and message", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      // Nobody listens at the URL's port once the server is gone: every attempt fails and is logged.
+      const url = server.url(`/${"x".repeat(100_000)}.onnx`)
+      yield* Effect.promise(() => server.close())
+      const logs: Array<string> = []
+      const logger = Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => logs.push(String(message))))
+      const error = yield* Effect.flip(
+        contents(yield* make({ urls: url, cacheDir: yield* tempDir, retrySchedule: Schedule.recurs(2) })).pipe(
+          Effect.provide(logger),
+          Logger.withMinimumLogLevel(LogLevel.Debug)
+        )
+      )
+      expect(error._tag).toBe("TransientFailure")
+      expect(logs.filter((line) => line.includes("retrying"))).toHaveLength(2)
+      for (const line of [...logs, error.message]) {
+        expect(line.length).toBeLessThan(1200)
+      }
+      expect(error.message).toContain("more characters")
+    }))
+
   it.scoped("the last attempt is not logged as retried", () =>
     Effect.gen(function*() {
       const server = yield* TestServer.make()
