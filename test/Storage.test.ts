@@ -128,6 +128,23 @@ describe("selection by storage_type / storage_kwargs", () => {
       expect(notADefinition.message).toContain("is not a storage definition")
     }))
 
+  it("PathNotFound names the option that gave the path only when one did (a custom storage's is its own)", () => {
+    expect(new StorageError.PathNotFound({ path: "vault://iris.onnx" }).message).toBe("No file or folder at vault://iris.onnx")
+    expect(new StorageError.PathNotFound({ path: "vault://iris.onnx", option: "key" }).message)
+      .toBe("No file or folder at vault://iris.onnx: check key")
+  })
+
+  it.effect("the Disk storage's missing path says to check path_to_files", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        fromSelection({ storage_type: "disk", storage_kwargs: { path_to_files: "/no/such/model.pckl" } }).pipe(
+          Effect.flatMap((storage) => Effect.scoped(storage.load))
+        )
+      )
+      expect(error).toMatchObject({ _tag: "PathNotFound", path: "/no/such/model.pckl", option: "path_to_files" })
+      expect(error.message).toContain("check path_to_files")
+    }))
+
   it.effect("a secret that fails validation is never printed", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(fromSelection(

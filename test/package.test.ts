@@ -2,7 +2,7 @@
 // tarball into a fresh project, imported, type-checked and run.
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { execFileSync } from "node:child_process"
+import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { tempDir } from "./helpers.js"
@@ -11,13 +11,38 @@ const root = path.resolve(import.meta.dirname, "..")
 const versionOf = (name: string): string =>
   JSON.parse(fs.readFileSync(path.join(root, "node_modules", name, "package.json"), "utf8")).version
 
-const run = (command: string, args: Array<string>, cwd: string) =>
-  execFileSync(command, args, {
-    cwd,
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: "skip", npm_config_audit: "false", npm_config_fund: "false" }
+interface Ran {
+  readonly status: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/**
+ * A command, run asynchronously (a long synchronous one would block the test
+ * worker, which vitest then reports as an error of the run): its output, or
+ * how it failed.
+ */
+const exec = (command: string, args: ReadonlyArray<string>, cwd: string): Effect.Effect<string, Ran> =>
+  Effect.async<string, Ran>((resume) => {
+    const child = execFile(command, args, {
+      cwd,
+      encoding: "utf8",
+      maxBuffer: 64 * 1024 * 1024,
+      // No colours: the output is read as text.
+      env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0", ONNXRUNTIME_NODE_INSTALL: "skip", npm_config_audit: "false", npm_config_fund: "false" }
+    }, (error, stdout, stderr) => {
+      if (error === null) resume(Effect.succeed(stdout))
+      else resume(Effect.fail({ status: typeof error.code === "number" ? error.code : null, stdout, stderr }))
+    })
+    return Effect.sync(() => child.kill())
   })
+
+/** A command that must succeed: its output. */
+const run = (command: string, args: ReadonlyArray<string>, cwd: string): Effect.Effect<string> =>
+  Effect.orDieWith(
+    exec(command, args, cwd),
+    (failed) => new Error(`${command} ${args.join(" ")} exited ${failed.status}:\n${failed.stderr}${failed.stdout}`)
+  )
 
 const readmeExample = (): string => {
   const readme = fs.readFileSync(path.join(root, "README.md"), "utf8")
@@ -83,10 +108,10 @@ describe("the packed package", () => {
   it.scoped("installs from its tarball, type-checks and runs in a consumer project", () =>
     Effect.gen(function*() {
       const work = yield* tempDir
-      run("npm", ["pack", "--pack-destination", work], root)
+      yield* run("npm", ["pack", "--pack-destination", work], root)
       const tarball = fs.readdirSync(work).find((name) => name.endsWith(".tgz"))!
       expect(tarball).toMatch(/^mlup-storage-\d+\.\d+\.\d+\.tgz$/)
-      const listing = run("tar", ["-tzf", path.join(work, tarball)], work).split("\n")
+      const listing = (yield* run("tar", ["-tzf", path.join(work, tarball)], work)).split("\n")
       expect(listing).toContain("package/dist/index.d.ts")
       expect(listing).toContain("package/dist/NodeStorage.js")
       expect(listing).toContain("package/dist/bin.js")
@@ -129,7 +154,7 @@ describe("the packed package", () => {
       const [npm, ...args] = readmeInstallLine().map((word) => (word === "mlup-storage" ? path.join(work, tarball) : word))
       expect(npm).toBe("npm")
       expect(args).toContain(path.join(work, tarball))
-      run("npm", [...args, "--prefer-offline", "--ignore-scripts", "--no-audit", "--no-fund"], consumer)
+      yield* run("npm", [...args, "--prefer-offline", "--ignore-scripts", "--no-audit", "--no-fund"], consumer)
       expect(JSON.parse(fs.readFileSync(path.join(consumer, "node_modules/effect/package.json"), "utf8")).version)
         .toMatch(/^3\./)
       // Nothing an application without S3 or the command line's code does not need: no AWS SDK, no
@@ -144,13 +169,13 @@ describe("the packed package", () => {
       // installed: with this project's TypeScript (5.9), and with the registry's TypeScript 7.
       expect(tsconfig.compilerOptions.skipLibCheck).toBe(false)
       const tsc = (compiler: string) => run(process.execPath, [compiler, "-p", "tsconfig.json"], consumer)
-      tsc(path.join(root, "node_modules/typescript/bin/tsc"))
+      yield* tsc(path.join(root, "node_modules/typescript/bin/tsc"))
       const ts7 = path.join(work, "ts7")
       fs.mkdirSync(ts7)
-      run("npm", ["install", "typescript@^7", "--prefix", ts7, "--prefer-offline", "--no-audit", "--no-fund"], work)
+      yield* run("npm", ["install", "typescript@^7", "--prefix", ts7, "--prefer-offline", "--no-audit", "--no-fund"], work)
       expect(JSON.parse(fs.readFileSync(path.join(ts7, "node_modules/typescript/package.json"), "utf8")).version).toMatch(/^7\./)
-      tsc(path.join(ts7, "node_modules/typescript/bin/tsc"))
-      const output = JSON.parse(run(process.execPath, ["out/main.js"], consumer))
+      yield* tsc(path.join(ts7, "node_modules/typescript/bin/tsc"))
+      const output = JSON.parse(yield* run(process.execPath, ["out/main.js"], consumer))
       expect(output).toEqual({
         results: [["bytes:model.onnx:weights"], ["path:model.onnx:7"], ["error:NothingMatched"]],
         sameModule: true
@@ -160,19 +185,19 @@ describe("the packed package", () => {
       fs.mkdirSync(models)
       fs.writeFileSync(path.join(models, "iris.onnx"), "12345")
       fs.writeFileSync(path.join(models, "notes.txt"), "")
-      expect(run(process.execPath, ["out/readme.js", models], consumer)).toBe("iris.onnx: 5 bytes in memory\n")
+      expect(yield* run(process.execPath, ["out/readme.js", models], consumer)).toBe("iris.onnx: 5 bytes in memory\n")
       fs.rmSync(path.join(models, "iris.onnx"))
-      expect(run(process.execPath, ["out/readme.js", models], consumer))
+      expect(yield* run(process.execPath, ["out/readme.js", models], consumer))
         .toBe(`no \\.onnx$ in ${models}; found: notes.txt\n`)
-      expect(run(process.execPath, ["out/readme.js", path.join(work, "absent")], consumer))
+      expect(yield* run(process.execPath, ["out/readme.js", path.join(work, "absent")], consumer))
         .toBe(`${path.join(work, "absent")} does not exist\n`)
 
       // The command line, as the package's bin, from the fresh install.
-      const help = run("npx", ["--no-install", "mlup-storage", "--help"], consumer)
+      const help = yield* run("npx", ["--no-install", "mlup-storage", "--help"], consumer)
       expect(help).toContain("fetch")
       const packageVersion = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")).version
-      expect(run("npx", ["--no-install", "mlup-storage", "--version"], consumer).trim()).toBe(packageVersion)
-      const fetched = JSON.parse(run("npx", [
+      expect((yield* run("npx", ["--no-install", "mlup-storage", "--version"], consumer)).trim()).toBe(packageVersion)
+      const fetched = JSON.parse(yield* run("npx", [
         "--no-install",
         "mlup-storage",
         "fetch",
@@ -184,51 +209,30 @@ describe("the packed package", () => {
       ], consumer))
       expect(fetched).toMatchObject({ ok: true, files: [{ name: "notes.txt", size: 0 }] })
       // S3 without the AWS SDK installed: an invalid configuration that says what to install.
-      const s3 = (() => {
-        try {
-          run("npx", ["--no-install", "mlup-storage", "fetch", "s3://models/iris/", "-k", "{\"endpoint\": \"http://127.0.0.1:9\"}"], consumer)
-          return { status: 0, stderr: "" }
-        } catch (error) {
-          return error as { status: number; stderr: string }
-        }
-      })()
+      const failureOf = (command: string, args: ReadonlyArray<string>) =>
+        Effect.map(Effect.either(exec(command, args, consumer)), (result) =>
+          result._tag === "Left" ? result.left : { status: 0, stdout: result.right, stderr: "" })
+      const s3 = yield* failureOf("npx", [
+        "--no-install", "mlup-storage", "fetch", "s3://models/iris/", "-k", "{\"endpoint\": \"http://127.0.0.1:9\"}"
+      ])
       expect(s3.status).toBe(2)
       expect(s3.stderr).toContain("npm install @aws-sdk/client-s3")
       // Azure without its SDK: the same, naming @azure/storage-blob.
-      const azure = (() => {
-        try {
-          run("npx", ["--no-install", "mlup-storage", "fetch", "az://models/iris/", "-k", "{\"account\": \"acme\"}"], consumer)
-          return { status: 0, stderr: "" }
-        } catch (error) {
-          return error as { status: number; stderr: string }
-        }
-      })()
+      const azure = yield* failureOf("npx", ["--no-install", "mlup-storage", "fetch", "az://models/iris/", "-k", "{\"account\": \"acme\"}"])
       expect(azure.status).toBe(2)
       expect(azure.stderr).toContain("npm install @azure/storage-blob")
 
       // Internal modules are not part of the public surface.
-      const internal = (() => {
-        try {
-          run(process.execPath, ["-e", "import('mlup-storage/internal/mask.js')"], consumer)
-          return "imported"
-        } catch (error) {
-          return String((error as { stderr?: string }).stderr)
-        }
-      })()
-      expect(internal).toContain("ERR_PACKAGE_PATH_NOT_EXPORTED")
+      const internal = yield* failureOf(process.execPath, ["-e", "import('mlup-storage/internal/mask.js')"])
+      expect(internal.stderr).toContain("ERR_PACKAGE_PATH_NOT_EXPORTED")
       // The binary is a program, not a module: importing it does not run the command line.
-      const bin = (() => {
-        try {
-          return run(process.execPath, ["-e", "import('mlup-storage/bin').then(() => console.log('ran'))"], consumer)
-        } catch (error) {
-          return String((error as { stderr?: string }).stderr)
-        }
-      })()
-      expect(bin).toContain("ERR_PACKAGE_PATH_NOT_EXPORTED")
+      const bin = yield* failureOf(process.execPath, ["-e", "import('mlup-storage/bin').then(() => console.log('ran'))"])
+      expect(bin.stdout).not.toContain("ran")
+      expect(bin.stderr).toContain("ERR_PACKAGE_PATH_NOT_EXPORTED")
 
       // The pages that need more: with @effect/vitest (an optional peer) and @azure/identity installed,
       // they type-check too, and the testing page's tests (the contract suite on its own storage) pass.
-      run("npm", [
+      yield* run("npm", [
         "install",
         `@effect/vitest@${versionOf("@effect/vitest")}`,
         `vitest@${versionOf("vitest")}`,
@@ -239,13 +243,14 @@ describe("the packed package", () => {
         "--no-fund"
       ], consumer)
       writeTsconfig(["main.ts", "readme.ts", ...docFiles(true)])
-      tsc(path.join(root, "node_modules/typescript/bin/tsc"))
-      const tested = run(
+      yield* tsc(path.join(root, "node_modules/typescript/bin/tsc"))
+      const tested = yield* run(
         process.execPath,
         [path.join(consumer, "node_modules/vitest/vitest.mjs"), "run", "--root", path.join(consumer, "docs/docs-testing")],
         consumer
       )
-      expect(tested).toMatch(/Tests\s+\d+ passed/)
-      expect(tested).not.toMatch(/failed|skipped/)
+      const plain = tested.replace(/\u001b\[[0-9;]*m/g, "")
+      expect(plain).toMatch(/Tests\s+9 passed/)
+      expect(plain).not.toMatch(/failed|skipped/)
     }), { timeout: 420_000 })
 })
