@@ -73,20 +73,15 @@ export const layerGarbageCollector: Layer.Layer<GarbageCollector.GarbageCollecto
 
 const network: network_.Network["Type"] = {
   client: (storageType, extraCa) =>
-    Effect.map(
-      network_.agentsFor(storageType, extraCa),
-      (agents) => ({
-        client: NodeHttpClient.make.pipe(
-          Effect.provideService(NodeHttpClient.HttpAgent, {
-            [NodeHttpClient.HttpAgentTypeId]: NodeHttpClient.HttpAgentTypeId,
-            http: agents.http,
-            https: agents.https
-          }),
-          Effect.runSync
-        ),
-        probe: network_.makeProbe(agents)
-      })
-    )
+    Effect.flatMap(network_.agentsFor(storageType, extraCa), (agents) =>
+      NodeHttpClient.make.pipe(
+        Effect.provideService(NodeHttpClient.HttpAgent, {
+          [NodeHttpClient.HttpAgentTypeId]: NodeHttpClient.HttpAgentTypeId,
+          http: agents.http,
+          https: agents.https
+        }),
+        Effect.map((client) => ({ client, probe: network_.makeProbe(agents) }))
+      ))
 }
 
 /**

@@ -1,8 +1,10 @@
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -64,6 +66,8 @@ const call = <A>(f: () => A): Effect.Effect<A, NodeJS.ErrnoException> =>
 const fsyncOf = (fd: number): Effect.Effect<void, NodeJS.ErrnoException> =>
   Effect.async<void, NodeJS.ErrnoException>((resume) => {
     nodeFsSync.fsync(fd, (error) => resume(error === null ? Effect.void : Effect.fail(error)))
+    // An fsync under way cannot be called back: interrupted, its result is dropped (the caller closes the fd).
+    return Effect.void
   })
 
 /**
@@ -336,14 +340,21 @@ export const rangeHasher = (
     (worker) => ({
       add: (start, length) => worker.postMessage({ start, length }),
       digest: Effect.async<string, StorageError.ReadFailed>((resume) => {
-        worker.once("message", (message: { readonly digest?: string; readonly error?: string }) =>
+        const onMessage = (message: { readonly digest?: string; readonly error?: string }) =>
           resume(
             message.digest !== undefined
               ? Effect.succeed(message.digest)
               : Effect.fail(new StorageError.ReadFailed({ path: file, operation: "hash", reason: message.error ?? "unknown" }))
-          ))
-        worker.once("error", (error) => resume(Effect.die(error)))
+          )
+        const onError = (error: Error) => resume(Effect.die(error))
+        worker.once("message", onMessage)
+        worker.once("error", onError)
         worker.postMessage({ end: true })
+        // Interrupted: nothing more is listened for (the worker ends with the scope).
+        return Effect.sync(() => {
+          worker.off("message", onMessage)
+          worker.off("error", onError)
+        })
       })
     })
   )
@@ -573,7 +584,9 @@ export const lock = (
         yield* Effect.logWarning(`Took over the lock of ${errors.cap(options.location)} from ${holder}: it is stale`)
       })
 
-    const startedAt = Date.now()
+    // How long this process waits is the Clock's (a TestClock drives it); a lock's age is the file
+    // system's (mtimes are wall-clock time, written by other processes too).
+    const startedAt = yield* Clock.currentTimeMillis
     let lastWarning = 0
     let waited = false
     // The holder is alive only if its heartbeat was seen to beat during the wait (a lock just
@@ -596,7 +609,8 @@ export const lock = (
           }
         }
         const holder = Option.match(state, { onNone: () => "a holder that just left", onSome: (s) => s.holder })
-        const waitedFor = Date.now() - startedAt
+        const now = yield* Clock.currentTimeMillis
+        const waitedFor = now - startedAt
         if (waitedFor >= Duration.toMillis(options.timeout)) {
           return yield* new StorageError.LockTimeout({
             location: options.location,
@@ -607,16 +621,16 @@ export const lock = (
             staleAfterSeconds: Duration.toSeconds(staleAfter)
           })
         }
-        if (!waited || Date.now() - lastWarning >= Duration.toMillis(warnEvery)) {
+        if (!waited || now - lastWarning >= Duration.toMillis(warnEvery)) {
           yield* Effect.logWarning(
             `Waiting for the lock of ${errors.cap(options.location)} (${errors.cap(file)}), held by ${holder}, for ${
               (waitedFor / 1000).toFixed(0)
             } s (giving up after ${Duration.format(options.timeout)})`
           )
-          lastWarning = Date.now()
+          lastWarning = now
         }
         waited = true
-        yield* Effect.sleep(Duration.millis(40 + Math.floor(Math.random() * 60)))
+        yield* Effect.sleep(Duration.millis(yield* Random.nextIntBetween(40, 100)))
       }
       created = yield* tryCreate
     }

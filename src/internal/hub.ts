@@ -199,6 +199,8 @@ const readText = (response: http.IncomingMessage, limit: number) =>
     })
     response.on("end", () => resume(Effect.succeed(Buffer.concat(chunks).toString("utf8"))))
     response.on("error", (error) => resume(Effect.fail(new transfer.Retryable({ reason: `the answer was cut off: ${error.message}` }))))
+    // Interrupted: the answer is dropped.
+    return Effect.sync(() => response.destroy())
   })
 
 /** A load's client: its agents, and the commit its listing resolved the revision to. */

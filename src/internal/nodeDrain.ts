@@ -1,6 +1,7 @@
 import * as Effect from "effect/Effect"
 import * as Duration from "effect/Duration"
-import * as Runtime from "effect/Runtime"
+import * as Fiber from "effect/Fiber"
+import * as Schedule from "effect/Schedule"
 import * as fs from "node:fs"
 import { Readable, Transform } from "node:stream"
 import { pipeline } from "node:stream/promises"
@@ -34,9 +35,11 @@ class Stalled extends Error {}
 /**
  * The Node fast path of `transfer.drain`: the body is piped (with Node's own
  * backpressure, no per-chunk scheduling) through a hashing step into a file
- * write stream that starts at `start`. Progress is published and the stall
- * watchdog checks every 100 ms. Interruption destroys both streams and waits
- * for the file to be closed.
+ * write stream that starts at `start`. The stall watchdog checks every 100
+ * ms; progress is counted in the stream and published by a fiber of the
+ * caller's every 100 ms (no effect is run from a Node callback), and once
+ * more at the end. Interruption destroys both streams and waits for the file
+ * to be closed.
  *
  * @internal
  */
@@ -64,13 +67,18 @@ export const drain = (options: {
   /** With flags "a": the file's size before (where the writes begin). */
   readonly appendsAt?: number
 }): Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed> =>
-  Effect.flatMap(Effect.runtime<never>(), (runtime) =>
-    Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
-      const runFork = Runtime.runFork(runtime)
+  Effect.suspend(() => {
+    // Bytes counted by the stream, not yet published.
+    let unpublished = 0
+    const publish = Effect.suspend(() => {
+      const bytes = unpublished
+      unpublished = 0
+      return bytes > 0 ? options.progress.advance(bytes) : Effect.void
+    })
+    const copy = Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
       const stallMillis = Duration.toMillis(options.stallTimeout)
       const highWaterMark = options.highWaterMark ?? 1024 * 1024
       let written = 0
-      let unpublished = 0
       let lastBytesAt = Date.now()
       let writeError: NodeJS.ErrnoException | undefined
       const out = fs.createWriteStream(options.file, {
@@ -91,12 +99,6 @@ export const drain = (options: {
           callback(null, chunk)
         }
       })
-      const publish = () => {
-        if (unpublished > 0) {
-          runFork(options.progress.advance(unpublished))
-          unpublished = 0
-        }
-      }
       // Where the stream's writes began in the file ("a": at its end, given as `start`).
       const origin = options.appendsAt ?? options.start ?? 0
       let told = 0
@@ -107,19 +109,16 @@ export const drain = (options: {
       }
       const timer = setInterval(() => {
         tell()
-        publish()
         if (Date.now() - lastBytesAt > stallMillis) options.body.destroy(new Stalled())
       }, Math.min(100, stallMillis / 4))
       pipeline(options.body, counter, out).then(
         () => {
           clearInterval(timer)
           tell()
-          publish()
           resume(Effect.succeed(written))
         },
         (error: NodeJS.ErrnoException) => {
           clearInterval(timer)
-          publish()
           if (error instanceof Stalled) {
             const seconds = stallMillis / 1000
             resume(Effect.fail(new transfer.Retryable({ reason: `no bytes for ${seconds} s`, stalledSeconds: seconds })))
@@ -153,4 +152,9 @@ export const drain = (options: {
         out.once("close", () => done(Effect.void))
         out.destroy()
       })
-    }))
+    })
+    return Effect.flatMap(
+      Effect.fork(Effect.repeat(publish, Schedule.spaced(Duration.millis(100)))),
+      (publisher) => Effect.ensuring(copy, Effect.zipRight(Fiber.interrupt(publisher), publish))
+    )
+  })

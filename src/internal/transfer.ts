@@ -1,4 +1,5 @@
 import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
@@ -63,8 +64,9 @@ export const retrying = <A, E>(options: {
       // the last one's failure is the error the caller gets.
       Schedule.onDecision(([, failure], decision) =>
         decision._tag === "Continue"
-          ? Effect.flatMap(Ref.get(attempts), (n) => {
-            const wait = Math.max(0, ScheduleIntervals.start(decision.intervals) - Date.now())
+          ? Effect.flatMap(Effect.zip(Ref.get(attempts), Clock.currentTimeMillis), ([n, now]) => {
+            // The schedule's intervals are on the Clock's time (a TestClock's, in tests).
+            const wait = Math.max(0, ScheduleIntervals.start(decision.intervals) - now)
             return Effect.logWarning(
               `Attempt ${n} for ${cap(options.location)} failed (${cap(failure.reason)}); retrying in ${
                 (wait / 1000).toFixed(1)

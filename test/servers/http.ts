@@ -218,9 +218,14 @@ export class TestHttpServer {
       if (res.destroyed) return closeFd()
       if (entry.bytes >= limit) {
         closeFd()
-        // The connection drops a moment after the last bytes (as on a real network), so that the
-        // client has them, and a resume has something to start from even on a loaded machine.
-        if (fault?.kind === "drop") setTimeout(() => res.destroy(), 50)
+        // The connection drops a moment after the last bytes have left this process (as on a real
+        // network), so that the client has them, and a resume starts where they end even on a loaded
+        // machine (a destroy while they are still buffered here would lose some).
+        if (fault?.kind === "drop") {
+          const dropWhenSent = () =>
+            (res.socket?.writableLength ?? 0) > 0 ? setTimeout(dropWhenSent, 10) : setTimeout(() => res.destroy(), 50)
+          dropWhenSent()
+        }
         return // stall: the socket stays open and silent
       }
       if (offset >= end) {
