@@ -30,14 +30,13 @@ import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as DiskStorage from "./DiskStorage.js"
-import * as HttpStorage from "./HttpStorage.js"
 import type * as azure from "./internal/azure.js"
 import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as mask_ from "./internal/mask.js"
 import * as options_ from "./internal/options.js"
-import { aliasConflicts, positiveInt, PrefixInside, Secret, Seconds } from "./internal/options.js"
+import { aliasConflicts, PrefixInside, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
@@ -97,17 +96,8 @@ export const Kwargs = Schema.Struct({
     { exact: true }
   ),
   need_load_file: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
-  cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
   offline: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
-  concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
-  part_size_mb: Schema.optionalWith(positiveInt(4000), { default: () => 16 }),
-  part_concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
-  multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
-  stall_timeout: Seconds(60),
-  retries: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 100)), { default: () => 5 }),
-  lock_timeout: Seconds(1800),
-  verify: Schema.optionalWith(HttpStorage.Verify, { default: () => "changed" as const }),
-  ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
+  ...options_.transferFields
 })
 
 /**

@@ -36,13 +36,12 @@ import * as Schema from "effect/Schema"
 import * as nodeFs from "node:fs"
 import * as os from "node:os"
 import * as DiskStorage from "./DiskStorage.js"
-import * as HttpStorage from "./HttpStorage.js"
 import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as hub from "./internal/hub.js"
 import * as options_ from "./internal/options.js"
-import { positiveInt, Seconds, Secret } from "./internal/options.js"
+import { Seconds, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
@@ -128,18 +127,10 @@ export const Kwargs = Schema.Struct({
     { exact: true }
   ),
   need_load_file: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
-  cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
+  // Else HF_HUB_OFFLINE (read when the storage is made).
   offline: Schema.optionalWith(DiskStorage.BooleanFlag, { exact: true }),
-  concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
-  multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
-  part_size_mb: Schema.optionalWith(positiveInt(5120), { default: () => 16 }),
-  part_concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
   connect_timeout: Seconds(30),
-  stall_timeout: Seconds(60),
-  retries: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 100)), { default: () => 5 }),
-  lock_timeout: Seconds(1800),
-  verify: Schema.optionalWith(HttpStorage.Verify, { default: () => "changed" as const }),
-  ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
+  ...options_.transferFields
 })
 
 /**

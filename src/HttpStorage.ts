@@ -43,7 +43,8 @@ import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as http from "./internal/http.js"
 import * as network_ from "./internal/network.js"
-import { positiveInt, Seconds, Secret } from "./internal/options.js"
+import * as options_ from "./internal/options.js"
+import { Seconds, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
@@ -78,12 +79,7 @@ const Sha256 = Schema.String.pipe(
  * @since 0.4.0
  * @category schemas
  */
-export const Verify = Schema.Literal("changed", "always").annotations({
-  message: () => ({
-    message: "must be \"changed\" (re-hash a cached file when it changed on disk) or \"always\"",
-    override: true
-  })
-})
+export const Verify = options_.Verify
 
 const MiB = 1024 * 1024
 
@@ -139,25 +135,10 @@ export const Kwargs = Schema.Struct({
     exact: true
   }),
   need_load_file: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
-  cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
   connect_timeout: Seconds(30),
-  stall_timeout: Seconds(60),
-  retries: Schema.optionalWith(
-    Schema.Int.pipe(Schema.between(0, 100, { message: () => "must be a whole number from 0 to 100" })),
-    { default: () => 5 }
-  ),
   max_retry_after: Seconds(60),
   offline: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
-  concurrency: Schema.optionalWith(
-    Schema.Int.pipe(Schema.between(1, 64, { message: () => "must be a whole number from 1 to 64" })),
-    { default: () => 8 }
-  ),
-  multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
-  part_size_mb: Schema.optionalWith(positiveInt(5120), { default: () => 16 }),
-  part_concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
-  lock_timeout: Seconds(1800),
-  verify: Schema.optionalWith(Verify, { default: () => "changed" as const }),
-  ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
+  ...options_.transferFields
 }).pipe(Schema.filter((kwargs) => {
   // Files are delivered by name (into --to, say): two URLs must not share one.
   const urls: ReadonlyArray<string> = typeof kwargs.urls === "string" ? [kwargs.urls] : kwargs.urls

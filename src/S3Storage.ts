@@ -30,12 +30,12 @@ import type * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as DiskStorage from "./DiskStorage.js"
-import * as HttpStorage from "./HttpStorage.js"
 import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as mask_ from "./internal/mask.js"
-import { aliasConflicts, positiveInt, PrefixInside, Secret } from "./internal/options.js"
+import * as options_ from "./internal/options.js"
+import { aliasConflicts, PrefixInside, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
@@ -71,10 +71,13 @@ const KeyPrefix = PrefixInside("key prefix", "bucket")
  *   profile, web identity, instance metadata).
  * - `need_load_file` (false), `cache_dir`, `offline` (false): as the HTTP storage.
  * - `concurrency` (8 objects at once), `part_size_mb` (16),
- *   `part_concurrency` (4), `multipart_threshold_mb` (64): ranged GETs.
+ *   `part_concurrency` (8), `multipart_threshold_mb` (64): ranged GETs.
  * - `stall_timeout` (60 s), `retries` (5).
  * - `lock_timeout` (1800 s) and `verify` (`"changed"` or `"always"`): as the
  *   HTTP storage.
+ *
+ * The options every remote storage shares have one set of bounds and
+ * defaults (`internal/options.ts`, `transferFields`).
  *
  * @since 0.2.0
  * @category schemas
@@ -97,17 +100,8 @@ export const Kwargs = Schema.Struct({
   secret_access_key: Schema.optionalWith(Secret, { exact: true }),
   session_token: Schema.optionalWith(Secret, { exact: true }),
   need_load_file: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
-  cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
   offline: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
-  concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
-  part_size_mb: Schema.optionalWith(positiveInt(5120), { default: () => 16 }),
-  part_concurrency: Schema.optionalWith(positiveInt(64), { default: () => 4 }),
-  multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
-  stall_timeout: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 60 }),
-  retries: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 100)), { default: () => 5 }),
-  lock_timeout: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 1800 }),
-  verify: Schema.optionalWith(HttpStorage.Verify, { default: () => "changed" as const }),
-  ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
+  ...options_.transferFields
 })
 
 /**

@@ -156,6 +156,48 @@ describe("selection by storage_type / storage_kwargs", () => {
     }))
 })
 
+describe("the remote storages' shared options", () => {
+  it.effect("one set of defaults and bounds for every remote storage (no drift between copies)", () =>
+    Effect.gen(function*() {
+      const shared = [
+        "concurrency", "multipart_threshold_mb", "part_size_mb", "part_concurrency", "stall_timeout", "retries",
+        "lock_timeout", "verify"
+      ] as const
+      const minimal = {
+        http: { urls: "https://models.example/m.onnx" },
+        s3: { bucket: "models" },
+        gcs: { bucket: "models" },
+        azure: { container: "models" },
+        hf: { repo_id: "acme/iris" }
+      } as const
+      const defaults: Array<Record<string, unknown>> = []
+      for (const [storage_type, kwargs] of Object.entries(minimal)) {
+        const validated = yield* Storage.validate({ storage_type, storage_kwargs: kwargs })
+        const decoded = validated.kwargs as Record<string, unknown>
+        defaults.push(Object.fromEntries(shared.map((field) => [field, decoded[field]])))
+        // The same bounds: the largest part every store serves, a timeout that must be positive.
+        const bounds = yield* Effect.flip(Storage.validate({
+          storage_type,
+          storage_kwargs: { ...kwargs, part_size_mb: 5121, stall_timeout: 0, lock_timeout: -1 }
+        }))
+        expect(bounds._tag === "InvalidStorageOptions" && bounds.issues.map((issue) => issue.field).sort(), storage_type)
+          .toEqual(["lock_timeout", "part_size_mb", "stall_timeout"])
+        expect(bounds.message, storage_type).toContain("must be a number of seconds above 0")
+      }
+      expect(defaults.every((each) => JSON.stringify(each) === JSON.stringify(defaults[0]))).toBe(true)
+      expect(defaults[0]).toEqual({
+        concurrency: 8,
+        multipart_threshold_mb: 64,
+        part_size_mb: 16,
+        part_concurrency: 8,
+        stall_timeout: 60,
+        retries: 5,
+        lock_timeout: 1800,
+        verify: "changed"
+      })
+    }).pipe(Effect.provide(platform)))
+})
+
 describe("selection from Config", () => {
   it.scoped("STORAGE_TYPE and one variable per field", () =>
     Effect.gen(function*() {

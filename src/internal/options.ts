@@ -15,6 +15,19 @@ import * as mask_ from "./mask.js"
 /** A secret: decoded as `Redacted` (from a string, or a `Redacted` given in code). @internal */
 export const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
 
+/**
+ * When a cached file is hashed again before use: when its identity on disk
+ * changed (`"changed"`), or every time (`"always"`).
+ *
+ * @internal
+ */
+export const Verify = Schema.Literal("changed", "always").annotations({
+  message: () => ({
+    message: "must be \"changed\" (re-hash a cached file when it changed on disk) or \"always\"",
+    override: true
+  })
+})
+
 /** A whole number from 1 to `max`. @internal */
 export const positiveInt = (max: number) =>
   Schema.Int.pipe(Schema.between(1, max, { message: () => `must be a whole number from 1 to ${max}` }))
@@ -97,3 +110,26 @@ export const envString = (name: string): Effect.Effect<Option.Option<string>> =>
     Effect.orElseSucceed(Config.option(Config.string(name)), () => Option.none<string>()),
     Option.filter((value) => value.trim() !== "")
   )
+
+/**
+ * The options every remote storage shares (the cache, parallelism, parts,
+ * timeouts, retries, the lock, verification, CAs), with one set of bounds and
+ * defaults, spread into each storage's kwargs schema.
+ *
+ * @internal
+ */
+export const transferFields = {
+  cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
+  concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
+  multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
+  part_size_mb: Schema.optionalWith(positiveInt(5120), { default: () => 16 }),
+  part_concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
+  stall_timeout: Seconds(60),
+  retries: Schema.optionalWith(
+    Schema.Int.pipe(Schema.between(0, 100, { message: () => "must be a whole number from 0 to 100" })),
+    { default: () => 5 }
+  ),
+  lock_timeout: Seconds(1800),
+  verify: Schema.optionalWith(Verify, { default: () => "changed" as const }),
+  ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
+}
