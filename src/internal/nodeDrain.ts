@@ -36,9 +36,9 @@ class Stalled extends Error {}
  * The Node fast path of `transfer.drain`: the body is piped (with Node's own
  * backpressure, no per-chunk scheduling) through a hashing step into a file
  * write stream that starts at `start`. The stall watchdog checks every 100
- * ms; progress is counted in the stream and published by a fiber of the
- * caller's every 100 ms (no effect is run from a Node callback), and once
- * more at the end. Interruption destroys both streams and waits for the file
+ * ms; progress is counted in the stream and published by a fiber every 100
+ * ms (no effect is run from a Node callback), and once more at the end,
+ * never waited for. Interruption destroys both streams and waits for the file
  * to be closed.
  *
  * @internal
@@ -153,8 +153,10 @@ export const drain = (options: {
         out.destroy()
       })
     })
+    // A transfer never waits for its observers: progress goes out from fibers of its own (the last
+    // count too, so that a subscriber that blocks cannot hold a download or its interruption).
     return Effect.flatMap(
       Effect.fork(Effect.repeat(publish, Schedule.spaced(Duration.millis(100)))),
-      (publisher) => Effect.ensuring(copy, Effect.zipRight(Fiber.interrupt(publisher), publish))
+      (publisher) => Effect.ensuring(copy, Effect.zipRight(Fiber.interrupt(publisher), Effect.forkDaemon(publish)))
     )
   })
