@@ -1,6 +1,6 @@
 // Builds the `mlup-storage` command:
 //
-//   dist/bin.js          the launcher (src/internal/cli/launch.ts): runs the
+//   dist/bin.js          the launcher (src/cli/launch.ts): runs the
 //                        bundle through V8 with a code cache
 //   dist/bin/main.cjs    the command line, the library's code and every package
 //                        they use (effect, @effect/platform*, @effect/cli, its
@@ -93,7 +93,7 @@ await esbuild.build({
 })
 await esbuild.build({
   ...common,
-  entryPoints: [path.join(src, "internal", "cli", "launch.ts")],
+  entryPoints: [path.join(src, "cli", "launch.ts")],
   outfile: path.join(outdir, "bin.js"),
   format: "esm",
   banner: { js: "#!/usr/bin/env node" }

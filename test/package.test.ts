@@ -223,8 +223,10 @@ describe("the packed package", () => {
       expect(azure.stderr).toContain("npm install @azure/storage-blob")
 
       // Internal modules are not part of the public surface.
-      const internal = yield* failureOf(process.execPath, ["-e", "import('mlup-storage/internal/mask.js')"])
-      expect(internal.stderr).toContain("ERR_PACKAGE_PATH_NOT_EXPORTED")
+      for (const module of ["mlup-storage/internal/mask.js", "mlup-storage/cli/place.js"]) {
+        const internal = yield* failureOf(process.execPath, ["-e", `import('${module}')`])
+        expect(internal.stderr, module).toContain("ERR_PACKAGE_PATH_NOT_EXPORTED")
+      }
       // The binary is a program, not a module: importing it does not run the command line.
       const bin = yield* failureOf(process.execPath, ["-e", "import('mlup-storage/bin').then(() => console.log('ran'))"])
       expect(bin.stdout).not.toContain("ran")

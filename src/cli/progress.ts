@@ -2,7 +2,7 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type * as Progress from "../../Progress.js"
+import type * as Progress from "../Progress.js"
 
 const MiB = 1024 * 1024
 

@@ -4,11 +4,11 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
-import * as CliError from "../../CliError.js"
-import * as MemoryStorage from "../../MemoryStorage.js"
-import * as Storage from "../../Storage.js"
-import type * as StorageError from "../../StorageError.js"
-import * as StorageUri from "../../StorageUri.js"
+import * as CliError from "../CliError.js"
+import * as MemoryStorage from "../MemoryStorage.js"
+import * as Storage from "../Storage.js"
+import type * as StorageError from "../StorageError.js"
+import * as StorageUri from "../StorageUri.js"
 
 /** @internal */
 export interface SourceFlags {
