@@ -338,8 +338,9 @@ export const make = (
   }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule, options.credential)))
 
 /**
- * The Azure storage as a layer, for any platform that provides `FileSystem`
- * and `Path`. On Node, `NodeStorage.layerAzure` provides them.
+ * The Azure storage as a layer that takes `FileSystem` and `Path` from the
+ * application (a test may give its own); it runs on Node (the Azure SDK on
+ * node:http agents). `NodeStorage.layerAzure` provides Node's.
  *
  * @since 0.5.0
  * @category layers

@@ -343,8 +343,10 @@ export const make = (
   )
 
 /**
- * The Disk storage as a layer, for any platform that provides `FileSystem`
- * and `Path`. On Node, `NodeStorage.layerDisk` provides them.
+ * The Disk storage as a layer that takes `FileSystem` and `Path` from the
+ * application (a test may give its own); it runs on Node (a mask that may
+ * backtrack is matched in a worker thread). `NodeStorage.layerDisk` provides
+ * Node's.
  *
  * @since 0.1.0
  * @category layers

@@ -174,8 +174,9 @@ export const make = (
   }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule)))
 
 /**
- * The GCS storage as a layer, for any platform that provides `FileSystem` and
- * `Path`. On Node, `NodeStorage.layerGcs` provides them.
+ * The GCS storage as a layer that takes `FileSystem` and `Path` from the
+ * application; it runs on Node (the AWS SDK on node:http agents).
+ * `NodeStorage.layerGcs` provides Node's.
  *
  * @since 0.5.0
  * @category layers

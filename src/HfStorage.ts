@@ -291,9 +291,9 @@ export const make = (
   }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule)))
 
 /**
- * The Hub storage as a layer, for any platform that provides `FileSystem`
- * and `Path` (its requests use node:http). On Node, `NodeStorage.layerHf`
- * provides them.
+ * The Hub storage as a layer that takes `FileSystem` and `Path` from the
+ * application; it runs on Node (its requests use node:http).
+ * `NodeStorage.layerHf` provides Node's.
  *
  * @since 0.5.0
  * @category layers

@@ -358,8 +358,9 @@ export const make = (
 }
 
 /**
- * The HTTP storage as a layer, for any platform that provides `HttpClient`,
- * `FileSystem` and `Path`. On Node, `NodeStorage.layerHttp` provides them.
+ * The HTTP storage as a layer that takes `HttpClient`, `FileSystem` and
+ * `Path` from the application (a test may give its own); its cache runs on
+ * Node (node:fs, worker threads). `NodeStorage.layerHttp` provides Node's.
  *
  * @since 0.2.0
  * @category layers

@@ -301,8 +301,9 @@ export const make = (
   }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule, options.client)))
 
 /**
- * The S3 storage as a layer, for any platform that provides `FileSystem` and
- * `Path`. On Node, `NodeStorage.layerS3` provides them.
+ * The S3 storage as a layer that takes `FileSystem` and `Path` from the
+ * application; it runs on Node (the AWS SDK on node:http agents).
+ * `NodeStorage.layerS3` provides Node's.
  *
  * @since 0.2.0
  * @category layers
