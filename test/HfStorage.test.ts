@@ -287,10 +287,10 @@ print(json.dumps([[fnmatch.fnmatch(p, pat + "*" if pat.endswith("/") else pat) f
       expect(single.map((file) => file.name)).toEqual(["c.parquet"])
     }))
 
-  it.scoped("a large file comes from the CDN in parallel ranged parts, checked whole against the Hub's sha256", () =>
+  // A repository with one large file, loaded in 1 MiB parts.
+  const largeInParts = (server: Hub.TestHub, seed: number, options: Partial<HfStorage.Options> = {}) =>
     Effect.gen(function*() {
-      const server = yield* Hub.make()
-      const large = bytesOf(3 * MiB + 123, 7)
+      const large = bytesOf(3 * MiB + 123, seed)
       server.push("acme/big", { "model.safetensors": large })
       const delivered = yield* load({
         repoId: "acme/big",
@@ -298,8 +298,15 @@ print(json.dumps([[fnmatch.fnmatch(p, pat + "*" if pat.endswith("/") else pat) f
         cacheDir: yield* tempDir,
         multipartThresholdMb: 1,
         partSizeMb: 1,
-        partConcurrency: 4
+        ...options
       })
+      return { large, delivered }
+    })
+
+  it.scoped("a large file comes from the CDN in parallel ranged parts, checked whole against the Hub's sha256", () =>
+    Effect.gen(function*() {
+      const server = yield* Hub.make()
+      const { delivered, large } = yield* largeInParts(server, 7, { partConcurrency: 4 })
       expect(delivered.map((file) => file.bytes)).toEqual([fingerprint(large)])
       expect(server.requests("cdn").map((entry) => entry.range).sort()).toEqual([
         "bytes=0-1048575",
@@ -370,17 +377,7 @@ print(json.dumps([[fnmatch.fnmatch(p, pat + "*" if pat.endswith("/") else pat) f
     Effect.gen(function*() {
       const server = yield* Hub.make()
       server.maxRangeLength = 400 * 1024
-      const large = bytesOf(3 * MiB + 123, 8)
-      server.push("acme/big", { "model.safetensors": large })
-      const delivered = yield* load({
-        repoId: "acme/big",
-        endpoint: server.endpoint,
-        cacheDir: yield* tempDir,
-        multipartThresholdMb: 1,
-        partSizeMb: 1,
-        partConcurrency: 2,
-        retries: 0
-      })
+      const { delivered, large } = yield* largeInParts(server, 8, { partConcurrency: 2, retries: 0 })
       expect(delivered.map((file) => file.bytes)).toEqual([fingerprint(large)])
       const ranges = server.requests("cdn").map((entry) => entry.range!)
       // Each 1 MiB part in three answers (400 KiB, 400 KiB, 224 KiB), the last part in one.

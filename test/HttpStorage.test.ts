@@ -745,13 +745,19 @@ withServers("HttpStorage: locks that are never judged wrongly", (it) => {
       expect(fs.readFileSync(lock, "utf8")).toContain("another")
     }))
 
+  // A model on a server, and an empty lock on its cache entry, made a moment ago.
+  const emptyLockHeld = Effect.gen(function*() {
+    const server = yield* TestServer.make()
+    server.put("/m.onnx", model)
+    const cacheDir = yield* tempDir
+    const lock = lockOf(cacheDir, server.url("/m.onnx"))
+    leaveLock(lock, "", 0)
+    return { server, cacheDir, lock }
+  })
+
   it.scoped("a live lock: the wait is logged at WARN with the holder and how long, and ends with LockTimeout", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.make()
-      server.put("/m.onnx", model)
-      const cacheDir = yield* tempDir
-      const lock = lockOf(cacheDir, server.url("/m.onnx"))
-      leaveLock(lock, "", 0)
+      const { cacheDir, lock, server } = yield* emptyLockHeld
       // Someone keeps it alive: its heartbeat.
       const beat = setInterval(() => fs.utimesSync(lock, new Date(), new Date()), 200)
       yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(beat)))
@@ -771,12 +777,8 @@ withServers("HttpStorage: locks that are never judged wrongly", (it) => {
 
   it.scoped("an orphaned empty lock and a lock_timeout shorter than the staleness window: not called alive", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.make()
-      server.put("/m.onnx", model)
-      const cacheDir = yield* tempDir
-      const lock = lockOf(cacheDir, server.url("/m.onnx"))
       // Made a moment ago by a process cut off before it wrote itself in: no heartbeat follows.
-      leaveLock(lock, "", 0)
+      const { cacheDir, lock, server } = yield* emptyLockHeld
       const result = yield* Effect.flip(contents(yield* make({ urls: server.url("/m.onnx"), cacheDir, lockTimeout: "1500 millis" })))
       expect(result).toMatchObject({ _tag: "LockTimeout", lockFile: lock, alive: false, staleAfterSeconds: 30 })
       expect(result.message).toContain("shows no sign of life")
