@@ -147,11 +147,11 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
   // Running sums over the files (a load of thousands of files must not add them up on every event).
   let sumDone = 0
   let sumTotal = 0
-  const startedAt = Date.now()
+  // Time is the Clock's (a TestClock's in tests): throttling, rates and durations.
+  const startedAt = yield* Clock.currentTimeMillis
   let lastLog = startedAt
   const overall = () => ({ done: sumDone, total: sumTotal })
-  const maybeLog = Effect.suspend(() => {
-    const now = Date.now()
+  const maybeLog = Effect.flatMap(Clock.currentTimeMillis, (now) => {
     if (now - lastLog < logEvery) return Effect.void
     lastLog = now
     const { done, total } = overall()
@@ -172,8 +172,8 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
       }
       let lastPublish = 0
       const publish = (phase: Progress.Event["phase"]) =>
-        Effect.suspend(() => {
-          lastPublish = Date.now()
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          lastPublish = now
           const { done, total } = overall()
           return progress.publish({
             location,
@@ -193,10 +193,10 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
             return Effect.zipRight(publish("fetching"), Effect.sync(() => (lastPublish = 0)))
           }),
         advance: (bytes) =>
-          Effect.suspend(() => {
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
             // A retried range counts again; the figure never passes the total.
             set(state.total, state.total === undefined ? state.done + bytes : Math.min(state.total, state.done + bytes))
-            return Date.now() - lastPublish >= publishEvery ? Effect.zipRight(publish("fetching"), maybeLog) : Effect.void
+            return now - lastPublish >= publishEvery ? Effect.zipRight(publish("fetching"), maybeLog) : Effect.void
           }),
         cached: (size) =>
           Effect.suspend(() => {
@@ -204,9 +204,9 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
             return publish("cached")
           }),
         finish: (size) =>
-          Effect.suspend(() => {
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
             set(size, size)
-            const seconds = (Date.now() - startedAt) / 1000
+            const seconds = (now - startedAt) / 1000
             return Effect.zipRight(
               publish("done"),
               Effect.logDebug(`Fetched ${cap(location)} (${(size / MiB).toFixed(1)} MiB) in ${seconds.toFixed(1)} s`)
@@ -233,21 +233,22 @@ export const drain = <E, E2>(options: {
   readonly progress: FileTracker
   readonly stallTimeout: Duration.Duration
 }): Effect.Effect<number, E | E2 | Retryable> =>
-  Effect.suspend(() => {
+  Effect.flatMap(Clock.currentTimeMillis, (startedAt) => {
+    // The watchdog's time is the Clock's: a TestClock drives a stall in tests.
     let written = 0
-    let lastBytesAt = Date.now()
+    let lastBytesAt = startedAt
     const stallMillis = Duration.toMillis(options.stallTimeout)
     const stallSeconds = stallMillis / 1000
     const watchdog: Effect.Effect<never, Retryable> = Effect.sleep(Duration.millis(Math.min(1000, stallMillis / 4))).pipe(
-      Effect.zipRight(Effect.suspend(() =>
-        Date.now() - lastBytesAt > stallMillis
+      Effect.zipRight(Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        now - lastBytesAt > stallMillis
           ? Effect.fail(new Retryable({ reason: `no bytes for ${stallSeconds} s`, stalledSeconds: stallSeconds }))
           : Effect.void
       )),
       Effect.forever
     )
     const run = options.body.pipe(
-      Stream.tap(() => Effect.sync(() => (lastBytesAt = Date.now()))),
+      Stream.tap(() => Effect.map(Clock.currentTimeMillis, (now) => void (lastBytesAt = now))),
       Stream.bufferChunks({ capacity: 4 }),
       Stream.runForEachChunk((chunk) => {
         const parts = Chunk.toReadonlyArray(chunk)
