@@ -155,8 +155,10 @@ export const drain = (options: {
     })
     // A transfer never waits for its observers: progress goes out from fibers of its own (the last
     // count too, so that a subscriber that blocks cannot hold a download or its interruption).
+    // The publisher is interruptible whatever region the drain runs in, and its interruption is not
+    // waited for: a subscriber stuck in its publish holds nothing.
     return Effect.flatMap(
-      Effect.fork(Effect.repeat(publish, Schedule.spaced(Duration.millis(100)))),
-      (publisher) => Effect.ensuring(copy, Effect.zipRight(Fiber.interrupt(publisher), Effect.forkDaemon(publish)))
+      Effect.fork(Effect.interruptible(Effect.repeat(publish, Schedule.spaced(Duration.millis(100))))),
+      (publisher) => Effect.ensuring(copy, Effect.zipRight(Fiber.interruptFork(publisher), Effect.forkDaemon(publish)))
     )
   })

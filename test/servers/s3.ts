@@ -48,6 +48,8 @@ export interface Answers {
   readonly encryption?: "aws:kms" | "aws:kms:dsse" | "sse-c" | "AES256"
   /** ETags replaced as for SSE-KMS, with no header saying so (a store whose ETags are not MD5s, silently). */
   readonly otherEtags?: boolean
+  /** Keys whose GETs stop half-way (the connection stays open, as a stalled transfer), while the set holds them. */
+  readonly stalled?: Set<string>
   /** The object's own checksum (`x-amz-checksum-sha256`, base64, a full-object one) sent with whole-object GETs, by key. */
   readonly sha256?: ReadonlyMap<string, string>
 }
@@ -95,6 +97,17 @@ const forwarder = (upstreamPort: number, answers: Answers) => {
           }
         }
         res.writeHead(answer.statusCode ?? 502, out)
+        const stalledKey = decodeURIComponent(url.pathname.split("/").slice(2).join("/"))
+        const length = Number(answer.headers["content-length"])
+        if (req.method === "GET" && answers.stalled?.has(stalledKey) && length > 0) {
+          let sent = 0
+          answer.on("data", (chunk: Buffer) => {
+            const room = Math.floor(length / 2) - sent
+            if (room > 0) res.write(chunk.subarray(0, room))
+            sent += chunk.length
+          })
+          return
+        }
         answer.pipe(res)
       }
     )
