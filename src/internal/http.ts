@@ -100,6 +100,10 @@ const strongEtag = (etag: string | undefined): string | undefined =>
 
 const parseContentRange = transfer.parseContentRange
 
+/** The version an answer carries, of the kind a partial download was started with. */
+const validatorOf = (kind: PartialMeta["kind"] | undefined, response: HttpClientResponse.HttpClientResponse) =>
+  kind === "etag" ? strongEtag(response.headers["etag"]) : response.headers["last-modified"]
+
 const statusFailure = (url: string, response: HttpClientResponse.HttpClientResponse) => {
   const status = response.status
   if (status === 401 || status === 403) return new StorageError.Unauthorized({ location: url, status })
@@ -440,9 +444,7 @@ export const fetch = (
                   return yield* Effect.zipRight(discard(response), Effect.fail(statusFailure(location, response)))
                 }
                 const range = parseContentRange(response.headers["content-range"])
-                const validatorNow = record.kind === "etag"
-                  ? strongEtag(response.headers["etag"])
-                  : response.headers["last-modified"]
+                const validatorNow = validatorOf(record.kind, response)
                 const body = nodeDrain.readableOf(response)
                 if (
                   response.status !== 206 || range?.start !== at || range.total !== total ||
@@ -542,9 +544,7 @@ export const fetch = (
         if (response.status === 206 && resumeFrom !== undefined) {
           const range = parseContentRange(response.headers["content-range"])
           const meta = resumeFrom
-          const validatorNow = meta.kind === "etag"
-            ? strongEtag(response.headers["etag"])
-            : response.headers["last-modified"]
+          const validatorNow = validatorOf(meta.kind, response)
           const mismatch = range === undefined || range.start !== partialSize
             ? "the server answered another range"
             : validatorNow !== meta.validator
@@ -569,9 +569,7 @@ export const fetch = (
         if (response.status === 416) {
           yield* Effect.ignore(response.text)
           const range = parseContentRange(response.headers["content-range"])
-          const validatorNow = Option.isSome(partialMeta) && partialMeta.value.kind === "etag"
-            ? strongEtag(response.headers["etag"])
-            : response.headers["last-modified"]
+          const validatorNow = validatorOf(Option.getOrUndefined(partialMeta)?.kind, response)
           if (
             partialSize > 0 && Option.isSome(partialMeta) && range?.total === partialSize &&
             (validatorNow === undefined || validatorNow === partialMeta.value.validator)
@@ -700,7 +698,7 @@ export const fetch = (
             if (record === undefined || total === undefined || served === undefined || served >= total || written !== served) break
             answer = yield* request({ "accept-encoding": "identity", range: `bytes=${written}-`, "if-range": record.validator })
             const range = parseContentRange(answer.headers["content-range"])
-            const validatorNow = record.kind === "etag" ? strongEtag(answer.headers["etag"]) : answer.headers["last-modified"]
+            const validatorNow = validatorOf(record.kind, answer)
             if (
               answer.status !== 206 || range?.start !== written || range.total !== total ||
               validatorNow !== record.validator

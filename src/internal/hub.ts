@@ -182,7 +182,7 @@ export const failureOf = (
 
 const fromRequestFailure = (location: string) => (failure: network.RequestFailure) =>
   failure._tag === "Refused"
-    ? failure.refused(location)
+    ? network.refusalOf(failure.error, location) ?? new transfer.Retryable({ reason: String(failure.error) })
     : new transfer.Retryable({ reason: failure.reason })
 
 // A body read whole (the API's JSON), up to `limit` bytes.

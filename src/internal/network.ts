@@ -432,13 +432,14 @@ export const proxyRefused = (location: string, proxy?: string) =>
 
 /**
  * A failure to get an answer (no connection, no headers in time): worth
- * another attempt, unless no attempt can mend it (`Refused`).
+ * another attempt, unless no attempt can mend it (`Refused`: its error, for
+ * `refusalOf` with the caller's location).
  *
  * @internal
  */
 export type RequestFailure =
   | { readonly _tag: "Unanswered"; readonly reason: string }
-  | { readonly _tag: "Refused"; readonly refused: (location: string) => StorageError.TlsFailure | StorageError.Unauthorized }
+  | { readonly _tag: "Refused"; readonly error: unknown }
 
 /**
  * One GET through the agents (proxies, CAs, keep-alive), redirects followed
@@ -485,7 +486,7 @@ export const get = (
           request.on("error", (error) => {
             finish(Effect.fail(
               refusalOf(error, "") !== undefined
-                ? { _tag: "Refused", refused: (location) => refusalOf(error, location)! }
+                ? { _tag: "Refused", error }
                 : { _tag: "Unanswered", reason: `request failed: ${errors.redactText(String(error.message ?? error))}` }
             ))
           })
