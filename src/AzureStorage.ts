@@ -29,7 +29,6 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
-import * as DiskStorage from "./DiskStorage.js"
 import type * as azure from "./internal/azure.js"
 import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
@@ -82,8 +81,8 @@ export const Kwargs = Schema.Struct({
   ).annotations({ missingMessage: () => "is missing: give the container that holds the model" }),
   prefix: Schema.optionalWith(BlobPrefix, { exact: true }),
   path_to_files: Schema.optionalWith(BlobPrefix, { exact: true }),
-  file_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),
-  files_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),
+  file_mask: Schema.optionalWith(options_.Mask, { exact: true }),
+  files_mask: Schema.optionalWith(options_.Mask, { exact: true }),
   account: Schema.optionalWith(
     Schema.String.pipe(Schema.pattern(/^[a-z0-9]{3,24}$/, { message: () => "must be a storage account name: 3 to 24 lowercase letters and digits" })),
     { exact: true }
@@ -95,8 +94,8 @@ export const Kwargs = Schema.Struct({
     Schema.String.pipe(Schema.filter((value) => /^https?:\/\//.test(value) && URL.canParse(value) || "must be an http(s) URL")),
     { exact: true }
   ),
-  need_load_file: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
-  offline: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
+  need_load_file: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
+  offline: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
   ...options_.transferFields
 })
 
@@ -123,6 +122,8 @@ export interface Options {
   readonly connectionString?: string | Redacted.Redacted<string> | undefined
   readonly endpoint?: string | undefined
   readonly needLoadFile?: boolean | undefined
+  /** `false`: straight into memory, no disk (with `needLoadFile: true`); see `cache` in the kwargs. */
+  readonly cache?: boolean | undefined
   readonly cacheDir?: string | undefined
   readonly offline?: boolean | undefined
   readonly concurrency?: number | undefined
@@ -258,7 +259,7 @@ export const makeResolved = (
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const problems = aliasConflicts(kwargs)
+    const problems = [...aliasConflicts(kwargs), ...options_.deliveryConflicts(kwargs)]
     if (problems.length > 0) return yield* new StorageError.InvalidStorageOptions({ storageType, issues: problems })
     const settings: azure.Settings = {
       access: yield* accessOf(kwargs, credential),
@@ -298,7 +299,14 @@ export const makeResolved = (
       Effect.provideService(FileSystem.FileSystem, fs),
       Effect.provideService(Path.Path, path)
     )
-    return yield* read_.cachedStorage({ storageType, fs, path, needLoadFile: kwargs.need_load_file, load: work.load })
+    return yield* read_.cachedStorage({
+      storageType,
+      fs,
+      path,
+      needLoadFile: kwargs.need_load_file,
+      load: work.load,
+      ...(kwargs.cache ? {} : { loadBytes: work.loadBytes, loadBytesOf: work.loadBytesOf })
+    })
   })
 
 /**
@@ -320,6 +328,7 @@ export const make = (
     connection_string: options.connectionString,
     endpoint: options.endpoint,
     need_load_file: options.needLoadFile,
+    cache: options.cache,
     cache_dir: options.cacheDir,
     offline: options.offline,
     concurrency: options.concurrency,

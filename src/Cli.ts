@@ -123,6 +123,7 @@ export const exitCodeOf = (error: Failure): ExitCode => {
     case "TlsFailure":
       return ExitCode.TlsFailure
     case "ReadFailed":
+    case "MemoryBudgetExceeded":
       return ExitCode.Failure
   }
 }

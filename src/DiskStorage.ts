@@ -20,6 +20,7 @@ import * as Scope from "effect/Scope"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as mask_ from "./internal/mask.js"
+import * as options_ from "./internal/options.js"
 import * as read_ from "./internal/read.js"
 import * as internal from "./internal/storage.js"
 import * as LoadedFile from "./LoadedFile.js"
@@ -85,24 +86,11 @@ export interface ResolvedOptions {
  * @since 0.1.0
  * @category schemas
  */
-export const Mask: Schema.Schema<RegExp, string> = Schema.transformOrFail(
-  Schema.String,
-  Schema.instanceOf(RegExp),
-  {
-    strict: true,
-    decode: (source, _, ast) =>
-      Either.match(mask_.compile(source), {
-        onLeft: (problem) =>
-          ParseResult.fail(new ParseResult.Type(ast, source, `is not a valid regular expression (${problem})`)),
-        onRight: ParseResult.succeed
-      }),
-    encode: (regexp) => ParseResult.succeed(mask_.sourceOf(regexp))
-  }
-)
+export const Mask: Schema.Schema<RegExp, string> = options_.Mask
 
 /**
- * A yes/no option (`need_load_file`, `offline`): a boolean, or, from configs
- * written by hand and env files, the text pydantic reads as one:
+ * A yes/no option (`need_load_file`, `offline`, `cache`): a boolean, or, from
+ * configs written by hand and env files, the text pydantic reads as one:
  * `true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`, `t`/`f`, `y`/`n` (any
  * case). mlup's dataclass would take any non-empty text, `"false"` included,
  * as true; this never does: other text is an invalid option.
@@ -110,21 +98,7 @@ export const Mask: Schema.Schema<RegExp, string> = Schema.transformOrFail(
  * @since 0.4.0
  * @category schemas
  */
-export const BooleanFlag: Schema.Schema<boolean, boolean | string> = Schema.Union(
-  Schema.Boolean,
-  Schema.transformOrFail(Schema.String, Schema.Boolean, {
-    strict: true,
-    decode: (text, _, ast) => {
-      const word = text.trim().toLowerCase()
-      if (["true", "yes", "on", "1", "t", "y"].includes(word)) return ParseResult.succeed(true)
-      if (["false", "no", "off", "0", "f", "n"].includes(word)) return ParseResult.succeed(false)
-      return ParseResult.fail(
-        new ParseResult.Type(ast, text, "must be true or false (a boolean, or the text \"true\" / \"false\")")
-      )
-    },
-    encode: (value) => ParseResult.succeed(String(value))
-  })
-).annotations({ message: () => "must be true or false (a boolean, or the text \"true\" / \"false\")" })
+export const BooleanFlag: Schema.Schema<boolean, boolean | string> = options_.BooleanFlag
 
 const PathToFiles = Schema.propertySignature(
   Schema.String.pipe(

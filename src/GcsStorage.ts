@@ -84,6 +84,8 @@ export interface Options {
   readonly accessKeyId?: string | Redacted.Redacted<string> | undefined
   readonly secretAccessKey?: string | Redacted.Redacted<string> | undefined
   readonly needLoadFile?: boolean | undefined
+  /** `false`: straight into memory, no disk (with `needLoadFile: true`); see `cache` in the kwargs. */
+  readonly cache?: boolean | undefined
   readonly cacheDir?: string | undefined
   readonly offline?: boolean | undefined
   readonly concurrency?: number | undefined
@@ -156,6 +158,7 @@ export const make = (
     access_key_id: options.accessKeyId,
     secret_access_key: options.secretAccessKey,
     need_load_file: options.needLoadFile,
+    cache: options.cache,
     cache_dir: options.cacheDir,
     offline: options.offline,
     concurrency: options.concurrency,

@@ -35,7 +35,6 @@ import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as nodeFs from "node:fs"
 import * as os from "node:os"
-import * as DiskStorage from "./DiskStorage.js"
 import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
@@ -120,15 +119,15 @@ export const Kwargs = Schema.Struct({
   path_in_repo: Schema.optionalWith(options_.Key, { exact: true }),
   allow_patterns: Schema.optionalWith(Globs, { exact: true }),
   ignore_patterns: Schema.optionalWith(Globs, { exact: true }),
-  file_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),
+  file_mask: Schema.optionalWith(options_.Mask, { exact: true }),
   token: Schema.optionalWith(Secret, { exact: true }),
   endpoint: Schema.optionalWith(
     Schema.String.pipe(Schema.filter((value) => /^https?:\/\//.test(value) && URL.canParse(value) || "must be an http(s) URL")),
     { exact: true }
   ),
-  need_load_file: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
+  need_load_file: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
   // Else HF_HUB_OFFLINE (read when the storage is made).
-  offline: Schema.optionalWith(DiskStorage.BooleanFlag, { exact: true }),
+  offline: Schema.optionalWith(options_.BooleanFlag, { exact: true }),
   connect_timeout: Seconds(30),
   ...options_.transferFields
 })
@@ -157,6 +156,8 @@ export interface Options {
   readonly token?: string | Redacted.Redacted<string> | undefined
   readonly endpoint?: string | undefined
   readonly needLoadFile?: boolean | undefined
+  /** `false`: straight into memory, no disk (with `needLoadFile: true`); see `cache` in the kwargs. */
+  readonly cache?: boolean | undefined
   readonly cacheDir?: string | undefined
   readonly offline?: boolean | undefined
   readonly concurrency?: number | undefined
@@ -217,6 +218,8 @@ export const makeResolved = (
       })
     }
     const offline = kwargs.offline ?? Option.match(yield* env("HF_HUB_OFFLINE"), { onNone: () => false, onSome: truthy })
+    const conflicts = options_.deliveryConflicts({ ...kwargs, offline })
+    if (conflicts.length > 0) return yield* new StorageError.InvalidStorageOptions({ storageType, issues: conflicts })
     const list = (globs: string | ReadonlyArray<string> | undefined) => (typeof globs === "string" ? [globs] : globs)
     const settings: hub.Settings = {
       endpoint,
@@ -247,7 +250,14 @@ export const makeResolved = (
       Effect.provideService(FileSystem.FileSystem, fs),
       Effect.provideService(Path.Path, path)
     )
-    return yield* read_.cachedStorage({ storageType, fs, path, needLoadFile: kwargs.need_load_file, load: work.load })
+    return yield* read_.cachedStorage({
+      storageType,
+      fs,
+      path,
+      needLoadFile: kwargs.need_load_file,
+      load: work.load,
+      ...(kwargs.cache ? {} : { loadBytes: work.loadBytes, loadBytesOf: work.loadBytesOf })
+    })
   })
 
 /**
@@ -270,6 +280,7 @@ export const make = (
     token: options.token,
     endpoint: options.endpoint,
     need_load_file: options.needLoadFile,
+    cache: options.cache,
     cache_dir: options.cacheDir,
     offline: options.offline,
     concurrency: options.concurrency,

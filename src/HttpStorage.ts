@@ -37,7 +37,6 @@ import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
-import * as DiskStorage from "./DiskStorage.js"
 import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
@@ -134,10 +133,10 @@ export const Kwargs = Schema.Struct({
   sha256: Schema.optionalWith(Schema.Union(Sha256, Schema.Record({ key: Schema.String, value: Sha256 })), {
     exact: true
   }),
-  need_load_file: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
+  need_load_file: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
   connect_timeout: Seconds(30),
   max_retry_after: Seconds(60),
-  offline: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
+  offline: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
   ...options_.transferFields
 }).pipe(Schema.filter((kwargs) => {
   // Files are delivered by name (into --to, say): two URLs must not share one.
@@ -179,6 +178,8 @@ export interface Options {
   readonly headers?: Readonly<Record<string, string | Redacted.Redacted<string>>> | undefined
   readonly sha256?: string | Readonly<Record<string, string>> | undefined
   readonly needLoadFile?: boolean | undefined
+  /** `false`: straight into memory, no disk (with `needLoadFile: true`); see `cache` in the kwargs. */
+  readonly cache?: boolean | undefined
   readonly cacheDir?: string | undefined
   readonly connectTimeout?: Duration.DurationInput | undefined
   readonly stallTimeout?: Duration.DurationInput | undefined
@@ -339,6 +340,7 @@ export const make = (
     headers: options.headers,
     sha256: options.sha256,
     need_load_file: options.needLoadFile,
+    cache: options.cache,
     cache_dir: options.cacheDir,
     connect_timeout: seconds(options.connectTimeout),
     stall_timeout: seconds(options.stallTimeout),

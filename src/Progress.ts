@@ -39,8 +39,12 @@ export interface Event {
   /** All files of the load: bytes done and total (files of unknown size count with what is known). */
   readonly overallDone: number
   readonly overallTotal: number
-  /** `fetching` while bytes arrive, `cached` when the cached copy was reused, `done` when complete. */
-  readonly phase: "fetching" | "cached" | "done"
+  /**
+   * `fetching` while bytes arrive, `cached` when the cached copy was reused,
+   * `done` when complete; `waiting` (since 0.5.0) while a load into memory
+   * waits for its share of the `MemoryBudget`.
+   */
+  readonly phase: "waiting" | "fetching" | "cached" | "done"
 }
 
 /**

@@ -29,7 +29,6 @@ import * as Layer from "effect/Layer"
 import type * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
-import * as DiskStorage from "./DiskStorage.js"
 import * as cache from "./internal/cache.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
@@ -88,8 +87,8 @@ export const Kwargs = Schema.Struct({
   }),
   prefix: Schema.optionalWith(KeyPrefix, { exact: true }),
   path_to_files: Schema.optionalWith(KeyPrefix, { exact: true }),
-  file_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),
-  files_mask: Schema.optionalWith(DiskStorage.Mask, { exact: true }),
+  file_mask: Schema.optionalWith(options_.Mask, { exact: true }),
+  files_mask: Schema.optionalWith(options_.Mask, { exact: true }),
   endpoint: Schema.optionalWith(
     Schema.String.pipe(Schema.filter((value) => URL.canParse(value) || "is not a valid URL")),
     { exact: true }
@@ -99,8 +98,8 @@ export const Kwargs = Schema.Struct({
   access_key_id: Schema.optionalWith(Secret, { exact: true }),
   secret_access_key: Schema.optionalWith(Secret, { exact: true }),
   session_token: Schema.optionalWith(Secret, { exact: true }),
-  need_load_file: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
-  offline: Schema.optionalWith(DiskStorage.BooleanFlag, { default: () => false }),
+  need_load_file: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
+  offline: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
   ...options_.transferFields
 })
 
@@ -128,6 +127,8 @@ export interface Options {
   readonly secretAccessKey?: string | Redacted.Redacted<string> | undefined
   readonly sessionToken?: string | Redacted.Redacted<string> | undefined
   readonly needLoadFile?: boolean | undefined
+  /** `false`: straight into memory, no disk (with `needLoadFile: true`); see `cache` in the kwargs. */
+  readonly cache?: boolean | undefined
   readonly cacheDir?: string | undefined
   readonly offline?: boolean | undefined
   readonly concurrency?: number | undefined
@@ -198,7 +199,7 @@ export const makeFor = (
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const problems = aliasConflicts(kwargs)
+    const problems = [...aliasConflicts(kwargs), ...options_.deliveryConflicts(kwargs)]
     const keys = [kwargs.access_key_id, kwargs.secret_access_key]
     if (keys.some((key) => key !== undefined) && keys.some((key) => key === undefined)) {
       problems.push(issue(
@@ -260,7 +261,14 @@ export const makeFor = (
       Effect.provideService(FileSystem.FileSystem, fs),
       Effect.provideService(Path.Path, path)
     )
-    return yield* read_.cachedStorage({ storageType, fs, path, needLoadFile: kwargs.need_load_file, load: work.load })
+    return yield* read_.cachedStorage({
+      storageType,
+      fs,
+      path,
+      needLoadFile: kwargs.need_load_file,
+      load: work.load,
+      ...(kwargs.cache ? {} : { loadBytes: work.loadBytes, loadBytesOf: work.loadBytesOf })
+    })
   })
 
 /**
@@ -283,6 +291,7 @@ export const make = (
     secret_access_key: options.secretAccessKey,
     session_token: options.sessionToken,
     need_load_file: options.needLoadFile,
+    cache: options.cache,
     cache_dir: options.cacheDir,
     offline: options.offline,
     concurrency: options.concurrency,

@@ -558,6 +558,45 @@ export class TlsFailure extends Schema.TaggedError<TlsFailure>("mlup-storage/Tls
 }
 
 /**
+ * A load could not take the memory it needs from the `MemoryBudget`: the file
+ * is larger than the whole budget (`waitedSeconds` absent: it can never fit),
+ * or the budget stayed taken by other loads for longer than the budget's
+ * timeout.
+ *
+ * @since 0.5.0
+ * @category errors
+ */
+export class MemoryBudgetExceeded extends Schema.TaggedError<MemoryBudgetExceeded>(
+  "mlup-storage/MemoryBudgetExceeded"
+)("MemoryBudgetExceeded", {
+  location: Schema.String,
+  /** The bytes the load asked for. */
+  bytes: Schema.Number,
+  /** The whole budget, in bytes. */
+  budget: Schema.Number,
+  /** How long the load waited for other loads to give bytes back (absent: it was refused at once). */
+  waitedSeconds: Schema.optional(Schema.Number)
+}) {
+  /**
+   * @since 0.5.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.5.0
+   */
+  override get message(): string {
+    const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
+    return this.waitedSeconds === undefined
+      ? `${cap(this.location)} needs ${mib(this.bytes)} of memory, more than the whole memory budget ` +
+        `(${mib(this.budget)}): raise the budget (MemoryBudget.layer), or load it by path (need_load_file: false)`
+      : `Gave up after ${this.waitedSeconds} s waiting for ${mib(this.bytes)} of the memory budget ` +
+        `(${mib(this.budget)}) for ${cap(this.location)}: other loads held it; raise the budget or its timeout, ` +
+        `or load fewer models at once`
+  }
+}
+
+/**
  * Every error a storage can fail with.
  *
  * @since 0.1.0
@@ -582,6 +621,7 @@ export type StorageError =
   | LockTimeout
   | InsufficientSpace
   | TlsFailure
+  | MemoryBudgetExceeded
 
 /**
  * The schema of every storage error, to encode or decode them (for example
@@ -608,7 +648,8 @@ export const StorageError: Schema.Union<[
   typeof WriteFailed,
   typeof LockTimeout,
   typeof InsufficientSpace,
-  typeof TlsFailure
+  typeof TlsFailure,
+  typeof MemoryBudgetExceeded
 ]> = Schema.Union(
   InvalidStorageOptions,
   UnknownStorageType,
@@ -627,7 +668,8 @@ export const StorageError: Schema.Union<[
   WriteFailed,
   LockTimeout,
   InsufficientSpace,
-  TlsFailure
+  TlsFailure,
+  MemoryBudgetExceeded
 )
 
 /**

@@ -43,6 +43,11 @@ export * as HttpStorage from "./HttpStorage.js"
 export * as LoadedFile from "./LoadedFile.js"
 
 /**
+ * @since 0.5.0
+ */
+export * as MemoryBudget from "./MemoryBudget.js"
+
+/**
  * @since 0.1.0
  */
 export * as MemoryStorage from "./MemoryStorage.js"

@@ -11,6 +11,7 @@ import * as Stream from "effect/Stream"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import * as MemoryBudget from "../src/MemoryBudget.js"
 import * as Progress from "../src/Progress.js"
 import * as s3Internal from "../src/internal/s3.js"
 import * as S3Storage from "../src/S3Storage.js"
@@ -27,7 +28,7 @@ const model = bytesOf(2 * 1024 * 1024 + 5, 3)
 const weights = bytesOf(70_000, 4)
 
 
-const fixture = (needLoadFile: boolean) =>
+const fixture = (needLoadFile: boolean, cache = true) =>
   Effect.gen(function*() {
     const server = yield* S3.make(["models"])
     yield* Effect.promise(() => server.put("models", "iris/model.onnx", model))
@@ -45,7 +46,8 @@ const fixture = (needLoadFile: boolean) =>
           access_key_id: S3.accessKeyId,
           secret_access_key: S3.secretAccessKey,
           cache_dir: cacheDir,
-          need_load_file: needLoadFile
+          need_load_file: needLoadFile,
+          cache
         }
       }).pipe(Layer.provide(env)),
       expected: [
@@ -57,6 +59,106 @@ const fixture = (needLoadFile: boolean) =>
 
 storageContract("S3Storage (paths)", fixture(false))
 storageContract("S3Storage (bytes)", fixture(true))
+storageContract("S3Storage (straight into memory, cache: false)", fixture(true, false))
+
+withServer("S3Storage: straight into memory (cache: false)", (it) => {
+  const big = bytesOf(3 * 1024 * 1024 + 100, 11)
+  const withBig = (answers?: S3.Answers) =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"], answers)
+      yield* Effect.promise(() => server.put("b", "m/big.onnx", big))
+      yield* Effect.promise(() => server.put("b", "m/small.bin", weights))
+      return server
+    })
+  const inMemory = (server: S3.TestS3Server, cacheDir: string, options: Partial<S3Storage.Options> = {}) =>
+    S3Storage.make({
+      bucket: "b",
+      prefix: "m/",
+      fileMask: ".",
+      endpoint: server.endpoint,
+      ...keys,
+      cacheDir,
+      needLoadFile: true,
+      cache: false,
+      multipartThresholdMb: 1,
+      partSizeMb: 1,
+      retries: 0,
+      ...options
+    })
+
+  it.scoped("parallel ranged GETs straight into one buffer: nothing on disk, the budget taken and given back", () =>
+    Effect.gen(function*() {
+      const server = yield* withBig()
+      const cacheDir = yield* tempDir
+      const budget = yield* MemoryBudget.make({ bytes: 8 * 1024 * 1024 })
+      const storage = yield* inMemory(server, cacheDir)
+      const seen = yield* Effect.scoped(Effect.gen(function*() {
+        const files = yield* storage.load
+        const held = yield* budget.available
+        return {
+          files: files.map((file) =>
+            file._tag === "Bytes" ? { tag: file._tag, path: file.path, name: file.name, bytes: fingerprint(file.bytes) } : file
+          ),
+          held,
+          buffers: files.map((file) => (file._tag === "Bytes" ? file.bytes.buffer : undefined))
+        }
+      }).pipe(Effect.provideService(MemoryBudget.MemoryBudget, budget)))
+      expect(seen.files).toEqual([
+        { tag: "Bytes", path: "s3://b/m/big.onnx", name: "big.onnx", bytes: fingerprint(big) },
+        { tag: "Bytes", path: "s3://b/m/small.bin", name: "small.bin", bytes: fingerprint(weights) }
+      ])
+      // One buffer each, of the file's size (its own ArrayBuffer, detached when the scope closed).
+      expect(seen.buffers.map((buffer) => buffer?.byteLength)).toEqual([0, 0])
+      expect(seen.held).toBe(8 * 1024 * 1024 - big.byteLength - weights.byteLength)
+      expect(yield* budget.available).toBe(8 * 1024 * 1024)
+      expect(filesUnder(cacheDir)).toEqual([])
+      expect(server.gets("big.onnx").map((entry) => entry.range).sort()).toEqual([
+        "bytes=0-1048575",
+        "bytes=1048576-2097151",
+        "bytes=2097152-3145727",
+        "bytes=3145728-3145827"
+      ])
+    }))
+
+  it.scoped("a digest that does not match (whole and in parts) is ChecksumMismatch, and the buffers and budget go back at once", () =>
+    Effect.gen(function*() {
+      const server = yield* withBig({ otherEtags: true })
+      const budget = yield* MemoryBudget.make({ bytes: 8 * 1024 * 1024 })
+      for (const threshold of [1, 64]) {
+        const storage = yield* inMemory(server, yield* tempDir, { multipartThresholdMb: threshold, concurrency: 1 })
+        // Inside one scope that stays open: what the failed load took must not wait for it.
+        const error = yield* Effect.flip(storage.load).pipe(Effect.provideService(MemoryBudget.MemoryBudget, budget))
+        expect(error).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "md5 (ETag)", location: "s3://b/m/big.onnx" })
+        expect(yield* budget.available).toBe(8 * 1024 * 1024)
+      }
+    }))
+
+  it.scoped("interrupted mid-part: the budget goes back at once, nothing is left on disk", () =>
+    Effect.gen(function*() {
+      const stalled = new Set(["m/big.onnx"])
+      const server = yield* withBig({ stalled })
+      const cacheDir = yield* tempDir
+      const budget = yield* MemoryBudget.make({ bytes: 8 * 1024 * 1024 })
+      const storage = yield* inMemory(server, cacheDir, { partConcurrency: 2 })
+      const fiber = yield* Effect.fork(storage.load.pipe(Effect.provideService(MemoryBudget.MemoryBudget, budget)))
+      yield* Effect.repeat(Effect.sync(() => server.gets("big.onnx").length >= 2), {
+        until: (started) => started,
+        schedule: Schedule.spaced("10 millis")
+      })
+      expect(yield* budget.available).toBeLessThan(8 * 1024 * 1024)
+      yield* Fiber.interrupt(fiber)
+      expect(yield* budget.available).toBe(8 * 1024 * 1024)
+      expect(filesUnder(cacheDir)).toEqual([])
+    }))
+
+  it.effect("cache: false needs need_load_file: true, and cannot go with offline", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(S3Storage.make({ bucket: "b", endpoint: "http://127.0.0.1:1", ...keys, cache: false, offline: true }))
+      expect(error._tag).toBe("InvalidStorageOptions")
+      expect(error.issues.map((issue) => issue.field)).toEqual(["cache", "offline"])
+      expect(error.message).toContain("need_load_file: true")
+    }))
+})
 
 withServer("S3Storage: listing and masks", (it) => {
   it.scoped("more than 1,000 keys: every page is listed", () =>

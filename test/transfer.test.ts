@@ -13,6 +13,7 @@ describe("the platform-neutral drain, on the Clock", () => {
     start: () => Effect.void,
     advance: () => Effect.void,
     cached: () => Effect.void,
+    waiting: () => Effect.void,
     finish: () => Effect.void
   }
 

@@ -67,15 +67,8 @@ export const drain = (options: {
   /** With flags "a": the file's size before (where the writes begin). */
   readonly appendsAt?: number
 }): Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed> =>
-  Effect.suspend(() => {
-    // Bytes counted by the stream, not yet published.
-    let unpublished = 0
-    const publish = Effect.suspend(() => {
-      const bytes = unpublished
-      unpublished = 0
-      return bytes > 0 ? options.progress.advance(bytes) : Effect.void
-    })
-    const copy = Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
+  published(options.progress, (count) =>
+    Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
       const stallMillis = Duration.toMillis(options.stallTimeout)
       const highWaterMark = options.highWaterMark ?? 1024 * 1024
       let written = 0
@@ -94,7 +87,7 @@ export const drain = (options: {
         transform(chunk: Buffer, _encoding, callback) {
           options.onBytes(chunk)
           written += chunk.byteLength
-          unpublished += chunk.byteLength
+          count(chunk.byteLength)
           lastBytesAt = Date.now()
           callback(null, chunk)
         }
@@ -120,8 +113,7 @@ export const drain = (options: {
         (error: NodeJS.ErrnoException) => {
           clearInterval(timer)
           if (error instanceof Stalled) {
-            const seconds = stallMillis / 1000
-            resume(Effect.fail(new transfer.Retryable({ reason: `no bytes for ${seconds} s`, stalledSeconds: seconds })))
+            resume(Effect.fail(stalled(stallMillis)))
           } else if (writeError !== undefined) {
             resume(Effect.fail(
               new StorageError.WriteFailed({
@@ -138,9 +130,7 @@ export const drain = (options: {
               })
             ))
           } else {
-            resume(Effect.fail(
-              new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })
-            ))
+            resume(Effect.fail(cutOff(written, error)))
           }
         }
       )
@@ -152,13 +142,110 @@ export const drain = (options: {
         out.once("close", () => done(Effect.void))
         out.destroy()
       })
+    }))
+
+const stalled = (stallMillis: number) => {
+  const seconds = stallMillis / 1000
+  return new transfer.Retryable({ reason: `no bytes for ${seconds} s`, stalledSeconds: seconds })
+}
+
+const cutOff = (written: number, error: Error) =>
+  new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })
+
+/**
+ * Runs a copy that counts its bytes with `count` (from a Node callback: no
+ * effect is run there), while a fiber of its own publishes the count every
+ * 100 ms, and once more at the end. A transfer never waits for its
+ * observers: the publisher is interruptible whatever region the copy runs
+ * in, and neither its interruption nor the last publish is waited for, so a
+ * subscriber stuck in its publish holds nothing.
+ */
+const published = <A, E>(
+  progress: transfer.FileTracker,
+  copy: (count: (bytes: number) => void) => Effect.Effect<A, E>
+): Effect.Effect<A, E> =>
+  Effect.suspend(() => {
+    // Bytes counted by the stream, not yet published.
+    let unpublished = 0
+    const publish = Effect.suspend(() => {
+      const bytes = unpublished
+      unpublished = 0
+      return bytes > 0 ? progress.advance(bytes) : Effect.void
     })
-    // A transfer never waits for its observers: progress goes out from fibers of its own (the last
-    // count too, so that a subscriber that blocks cannot hold a download or its interruption).
-    // The publisher is interruptible whatever region the drain runs in, and its interruption is not
-    // waited for: a subscriber stuck in its publish holds nothing.
     return Effect.flatMap(
       Effect.fork(Effect.interruptible(Effect.repeat(publish, Schedule.spaced(Duration.millis(100))))),
-      (publisher) => Effect.ensuring(copy, Effect.zipRight(Fiber.interruptFork(publisher), Effect.forkDaemon(publish)))
+      (publisher) =>
+        Effect.ensuring(
+          copy((bytes) => void (unpublished += bytes)),
+          Effect.zipRight(Fiber.interruptFork(publisher), Effect.forkDaemon(publish))
+        )
     )
   })
+
+/**
+ * The memory sink's Node path: the body is copied, as it arrives, straight
+ * into `into` (a region of the file's buffer: no other copy is made, nothing
+ * is buffered). A body longer than the region is cut there and fails; a
+ * shorter one succeeds with what it had (the caller asks for the rest). The
+ * stall watchdog and progress work as `drain`'s. Interruption destroys the
+ * body: no byte is copied once the effect has ended, so the buffer can be
+ * released at once.
+ *
+ * @internal
+ */
+export const drainInto = (options: {
+  readonly body: Readable
+  readonly into: Uint8Array
+  readonly onBytes: (chunk: Uint8Array) => void
+  readonly progress: transfer.FileTracker
+  readonly stallTimeout: Duration.Duration
+}): Effect.Effect<number, transfer.Retryable> =>
+  published(options.progress, (count) =>
+    Effect.async<number, transfer.Retryable>((resume) => {
+      const stallMillis = Duration.toMillis(options.stallTimeout)
+      const into = options.into
+      let written = 0
+      let lastBytesAt = Date.now()
+      let ended = false
+      const body = options.body
+      const finish = (result: Effect.Effect<number, transfer.Retryable>) => {
+        if (ended) return
+        ended = true
+        clearInterval(timer)
+        body.off("data", onData)
+        body.off("end", onEnd)
+        body.off("error", onError)
+        body.off("close", onClose)
+        resume(result)
+      }
+      const onData = (chunk: Buffer) => {
+        if (ended) return
+        if (written + chunk.byteLength > into.byteLength) {
+          body.destroy()
+          return finish(Effect.fail(new transfer.Retryable({ reason: `the body had more than the ${into.byteLength} bytes asked for` })))
+        }
+        into.set(chunk, written)
+        options.onBytes(chunk)
+        written += chunk.byteLength
+        count(chunk.byteLength)
+        lastBytesAt = Date.now()
+      }
+      const onEnd = () => finish(Effect.succeed(written))
+      const onError = (error: Error) => finish(Effect.fail(error instanceof Stalled ? stalled(stallMillis) : cutOff(written, error)))
+      // Closed without an end or an error (a socket torn down): cut off.
+      const onClose = () => finish(Effect.fail(cutOff(written, new Error("the connection was closed"))))
+      const timer = setInterval(() => {
+        if (Date.now() - lastBytesAt > stallMillis) body.destroy(new Stalled())
+      }, Math.min(100, stallMillis / 4))
+      body.on("data", onData)
+      body.once("end", onEnd)
+      body.once("error", onError)
+      body.once("close", onClose)
+      // Interrupted: the body is destroyed; no listener copies any more.
+      return Effect.sync(() => {
+        ended = true
+        clearInterval(timer)
+        body.off("data", onData)
+        body.destroy()
+      })
+    }))

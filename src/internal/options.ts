@@ -7,10 +7,57 @@
  */
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as StorageError from "../StorageError.js"
 import * as mask_ from "./mask.js"
+
+/**
+ * A mask string (Python `re` syntax where it differs) decoded into a RegExp.
+ *
+ * @internal
+ */
+export const Mask: Schema.Schema<RegExp, string> = Schema.transformOrFail(
+  Schema.String,
+  Schema.instanceOf(RegExp),
+  {
+    strict: true,
+    decode: (source, _, ast) =>
+      Either.match(mask_.compile(source), {
+        onLeft: (problem) =>
+          ParseResult.fail(new ParseResult.Type(ast, source, `is not a valid regular expression (${problem})`)),
+        onRight: ParseResult.succeed
+      }),
+    encode: (regexp) => ParseResult.succeed(mask_.sourceOf(regexp))
+  }
+)
+
+/**
+ * A yes/no option (`need_load_file`, `offline`): a boolean, or, from configs
+ * written by hand and env files, the text pydantic reads as one:
+ * `true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`, `t`/`f`, `y`/`n` (any
+ * case). mlup's dataclass would take any non-empty text, `"false"` included,
+ * as true; this never does: other text is an invalid option.
+ *
+ * @internal
+ */
+export const BooleanFlag: Schema.Schema<boolean, boolean | string> = Schema.Union(
+  Schema.Boolean,
+  Schema.transformOrFail(Schema.String, Schema.Boolean, {
+    strict: true,
+    decode: (text, _, ast) => {
+      const word = text.trim().toLowerCase()
+      if (["true", "yes", "on", "1", "t", "y"].includes(word)) return ParseResult.succeed(true)
+      if (["false", "no", "off", "0", "f", "n"].includes(word)) return ParseResult.succeed(false)
+      return ParseResult.fail(
+        new ParseResult.Type(ast, text, "must be true or false (a boolean, or the text \"true\" / \"false\")")
+      )
+    },
+    encode: (value) => ParseResult.succeed(String(value))
+  })
+).annotations({ message: () => "must be true or false (a boolean, or the text \"true\" / \"false\")" })
 
 /** A secret: decoded as `Redacted` (from a string, or a `Redacted` given in code). @internal */
 export const Secret = Schema.Union(Schema.RedactedFromSelf(Schema.String), Schema.Redacted(Schema.String))
@@ -131,5 +178,38 @@ export const transferFields = {
   ),
   lock_timeout: Seconds(1800),
   verify: Schema.optionalWith(Verify, { default: () => "changed" as const }),
+  cache: Schema.optionalWith(BooleanFlag, { default: () => true }),
   ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
 }
+
+/**
+ * Where a remote storage delivers, and what contradicts it: `cache: false`
+ * delivers each file straight into memory (it needs `need_load_file: true`:
+ * a path needs a file on disk, which the cache is) and keeps nothing on disk
+ * (so `offline`, which reads the cache, cannot go with it).
+ *
+ * @internal
+ */
+export const deliveryConflicts = (kwargs: {
+  readonly cache: boolean
+  readonly need_load_file: boolean
+  readonly offline?: boolean | undefined
+}): Array<StorageError.OptionIssue> => [
+  ...(!kwargs.cache && !kwargs.need_load_file
+    ? [
+      new StorageError.OptionIssue({
+        field: "cache",
+        problem: "is false, which loads the files into memory without the disk: set need_load_file: true too " +
+          "(a path needs a file on disk, and the cache is where it would be)"
+      })
+    ]
+    : []),
+  ...(!kwargs.cache && kwargs.offline === true
+    ? [
+      new StorageError.OptionIssue({
+        field: "offline",
+        problem: "reads the cache, which cache: false turns off: give only one of them"
+      })
+    ]
+    : [])
+]

@@ -1,6 +1,7 @@
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as LoadedFile from "../LoadedFile.js"
 import * as StorageError from "../StorageError.js"
@@ -24,15 +25,17 @@ export const readBytes = (fs: FileSystem.FileSystem, path: Path.Path) =>
   file: string,
   name: string = path.basename(file)
 ): Effect.Effect<LoadedFile.Bytes, StorageError.StorageError, Scope.Scope> =>
-  Effect.flatMap(Effect.scope, (outer) =>
-    Effect.scoped(Effect.gen(function*() {
+  // The buffer (and its share of the memory budget) is the caller's once the read succeeded; a failed read gives it back at once.
+  release.keptOnSuccess(Effect.gen(function*() {
+    const own = yield* Effect.scope
+    const bytes = yield* Effect.scoped(Effect.gen(function*() {
       const handle = yield* Effect.mapError(fs.open(file, { flag: "r" }), errors.fromPlatformError(file, "open"))
       const info = yield* Effect.mapError(handle.stat, errors.fromPlatformError(file, "stat"))
       if (info.type === "Directory") {
         return yield* new StorageError.ReadFailed({ path: file, operation: "read", reason: "it is a folder, not a file" })
       }
       const size = Number(info.size)
-      const bytes = yield* Scope.extend(release.allocateScoped(size), outer)
+      const bytes = yield* Scope.extend(release.allocateScoped(size, { location: file }), own)
       let offset = 0
       while (offset < size) {
         const chunk = bytes.subarray(offset, Math.min(size, offset + readChunkSize))
@@ -51,12 +54,15 @@ export const readBytes = (fs: FileSystem.FileSystem, path: Path.Path) =>
           reason: `the file changed while it was read (${offset} of ${size} bytes)`
         })
       }
-      return yield* Scope.extend(LoadedFile.bytes({ path: file, name, bytes }), outer)
-    })))
+      return bytes
+    }))
+    return yield* LoadedFile.bytes({ path: file, name, bytes })
+  }))
 
 /**
  * The storage a cache-backed source makes (S3, GCS, Azure, the Hub): each
- * cached file handed over by path, or read into bytes (`need_load_file`);
+ * cached file handed over by path, or read into bytes (`need_load_file`), or,
+ * with the cache off, each file fetched straight into memory (`loadBytes`);
  * `loadBytesSingleFile` hands over a local file (one this storage delivered,
  * say) the same way.
  *
@@ -67,6 +73,12 @@ export const cachedStorage = (options: {
   readonly fs: FileSystem.FileSystem
   readonly path: Path.Path
   readonly needLoadFile: boolean
+  /** Straight into memory, without the cache (`cache: false`): the files as bytes. */
+  readonly loadBytes?: Effect.Effect<ReadonlyArray<LoadedFile.Bytes>, StorageError.StorageError, Scope.Scope> | undefined
+  /** With the cache off: one file of the source, named by its location (none: not the source's). */
+  readonly loadBytesOf?:
+    | ((location: string) => Option.Option<Effect.Effect<LoadedFile.Bytes, StorageError.StorageError, Scope.Scope>>)
+    | undefined
   readonly load: Effect.Effect<
     ReadonlyArray<{ readonly file: string; readonly name: string; readonly size: number }>,
     StorageError.StorageError,
@@ -81,14 +93,16 @@ export const cachedStorage = (options: {
     options.needLoadFile
       ? read(file.file, file.name)
       : Effect.succeed(LoadedFile.path({ path: file.file, name: file.name, size: file.size }))
+  const local = (file: string) =>
+    Effect.gen(function*() {
+      const target = path.resolve(file)
+      const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat"))
+      return yield* deliver({ file: target, name: path.basename(target), size: Number(info.size) })
+    })
   return storage.make({
     storageType: options.storageType,
-    load: Effect.flatMap(options.load, (files) => Effect.forEach(files, deliver)),
-    loadBytesSingleFile: (file) =>
-      Effect.gen(function*() {
-        const target = path.resolve(file)
-        const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat"))
-        return yield* deliver({ file: target, name: path.basename(target), size: Number(info.size) })
-      })
+    load: options.loadBytes ?? Effect.flatMap(options.load, (files) => Effect.forEach(files, deliver)),
+    // A location of the source's (with the cache off) is fetched into memory; a local file is handed over.
+    loadBytesSingleFile: (file) => Option.getOrElse(options.loadBytesOf?.(file) ?? Option.none(), () => local(file))
   })
 }

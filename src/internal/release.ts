@@ -1,6 +1,10 @@
 import * as Effect from "effect/Effect"
+import { MemoryBudget } from "../MemoryBudget.js"
+import type { MemoryBudgetExceeded } from "../StorageError.js"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 
 /**
  * What the `load` running on this fiber (and the fibers it forks) has handed
@@ -57,13 +61,38 @@ export const detach = (bytes: Uint8Array): void => {
 
 /**
  * A buffer of exactly `size` bytes, not pooled (so it may be detached), whose
- * memory is released when the scope closes.
+ * memory is reserved from the `MemoryBudget` first and released (buffer and
+ * reservation) when the scope closes.
  *
  * @internal
  */
-export const allocateScoped = (size: number): Effect.Effect<Uint8Array, never, Scope.Scope> =>
-  Effect.acquireRelease(
-    // An ArrayBuffer of its own; large ones come zeroed from the OS page by page, at no extra cost.
-    Effect.zipRight(track, Effect.sync(() => new Uint8Array(size))),
-    (bytes) => Effect.sync(() => detach(bytes))
+export const allocateScoped = (
+  size: number,
+  options: { readonly location: string; readonly onWait?: Effect.Effect<void> | undefined }
+): Effect.Effect<Uint8Array, MemoryBudgetExceeded, Scope.Scope> =>
+  Effect.zipRight(
+    Effect.flatMap(MemoryBudget, (budget) => budget.reserve(size, options)),
+    Effect.acquireRelease(
+      // An ArrayBuffer of its own; large ones come zeroed from the OS page by page, at no extra cost.
+      Effect.zipRight(track, Effect.sync(() => new Uint8Array(size))),
+      (bytes) => Effect.sync(() => detach(bytes))
+    )
+  )
+
+/**
+ * Runs `effect` in a scope of its own, forked from the caller's: what it
+ * acquires is released with the caller's scope when it succeeds, and at once
+ * when it fails or is interrupted (a buffer half filled, the budget it took).
+ *
+ * @internal
+ */
+export const keptOnSuccess = <A, E, R>(
+  effect: Effect.Effect<A, E, R | Scope.Scope>
+): Effect.Effect<A, E, Exclude<R, Scope.Scope> | Scope.Scope> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Effect.scope, (outer) =>
+      Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (own) =>
+        restore(Scope.extend(effect, own)).pipe(
+          Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(own, exit) : Effect.void)
+        )))
   )

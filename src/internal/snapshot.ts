@@ -7,11 +7,13 @@ import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as crypto from "node:crypto"
+import * as LoadedFile from "../LoadedFile.js"
 import * as StorageError from "../StorageError.js"
 import * as cache from "./cache.js"
 import * as errors from "./errors.js"
 import * as mask_ from "./mask.js"
 import * as nodeDrain from "./nodeDrain.js"
+import * as release from "./release.js"
 import * as transfer from "./transfer.js"
 
 /**
@@ -164,6 +166,16 @@ export interface Delivered {
   readonly size: number
 }
 
+/** Where a range's bytes go: a file of the cache, or the file's buffer in memory. */
+type Into = { readonly file: string } | { readonly bytes: Uint8Array }
+
+/** A body that is no Node stream, as a Stream of bytes. */
+const bodyStream = (body: unknown) =>
+  Stream.fromAsyncIterable(
+    body as AsyncIterable<Uint8Array>,
+    (cause) => new transfer.Retryable({ reason: `the body was cut off: ${String(cause)}` })
+  )
+
 const namesShown = 10
 
 /**
@@ -280,6 +292,129 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
       return hash
     }
 
+    // One GET of [start, end) of an entry (the whole object when end is
+    // undefined) into its place: in a file (the cache) or in the file's buffer
+    // (memory), hashed with sha256 and, for the whole object, with each check
+    // the source vouches for. A retry starts the range over, with fresh hashes.
+    // A shorter answer than the range asked for (RFC 9110 allows it) is
+    // kept, and the rest asked for from where it ended, under the same checks.
+    // Succeeds with the sha256 of the range (then, for the whole object,
+    // the digest of each check) and the checks the first answer vouched for.
+    const fetchRange = (
+      client: C,
+      entry: Entry,
+      into: Into,
+      start: number,
+      end: number | undefined,
+      progress: transfer.FileTracker
+    ) =>
+      Effect.gen(function*() {
+        const location = source.locationOf(entry.key)
+        const hashes = [crypto.createHash("sha256")]
+        let vouched: ReadonlyArray<Check> | undefined
+        const onBytes = (chunk: Uint8Array) => {
+          for (const hash of hashes) hash.update(chunk)
+        }
+        const last = end ?? entry.size
+        for (let at = start, first = true; first || at < last; first = false) {
+          at = yield* Effect.scoped(Effect.gen(function*() {
+            const got = yield* source.get(client, entry, end === undefined ? undefined : { start: at, end })
+            // Servers that ignore the version condition are caught here: every part must come from the listed version.
+            if (got.etag !== undefined && got.etag !== "" && entry.etag !== "" && got.etag !== entry.etag) {
+              return yield* new StorageError.ChecksumMismatch({
+                location,
+                algorithm: "ETag (the object changed during the load: load again)",
+                expected: entry.etag,
+                actual: got.etag
+              })
+            }
+            if (vouched === undefined) {
+              vouched = got.checks ?? entry.checks ?? []
+              // The whole object is hashed for each check as it arrives; parts are checked whole at the end.
+              if (end === undefined) hashes.push(...vouched.map(hashOf))
+            }
+            const served = end === undefined ? undefined : got.range
+            const upto = served?.end ?? last
+            if (served !== undefined && (served.start !== at || upto <= at || upto > last)) {
+              return yield* new transfer.Retryable({
+                reason: `asked for bytes ${at}-${last - 1}, the server answered ${served.start ?? "?"}-${(served.end ?? 0) - 1}`
+              })
+            }
+            const written = "bytes" in into
+              ? yield* intoMemory(got.body, into.bytes.subarray(at, last), onBytes, progress)
+              : yield* intoFile(got.body, into.file, end === undefined ? "w" : "r+", at, end !== undefined, onBytes, progress)
+            if (written !== upto - at) {
+              return yield* new transfer.Retryable({ reason: `got ${at - start + written} of ${last - start} bytes` })
+            }
+            return upto
+          }))
+        }
+        return { digests: hashes.map((hash) => hash.digest("hex")), checks: vouched ?? [] }
+      })
+
+    // A body into a file at `at`: piped on Node, else written chunk by chunk (then flushed).
+    const intoFile = (
+      body: unknown,
+      file: string,
+      flags: "w" | "r+",
+      at: number,
+      part: boolean,
+      onBytes: (chunk: Uint8Array) => void,
+      progress: transfer.FileTracker
+    ) =>
+      nodeDrain.isNodeReadable(body)
+        ? nodeDrain.drain({
+          body,
+          file,
+          flags,
+          start: at,
+          onBytes,
+          progress,
+          stallTimeout: settings.stallTimeout,
+          // A part runs beside others: each holds little (see nodeDrain).
+          ...(part ? { highWaterMark: 64 * 1024 } : {})
+        })
+        : Effect.scoped(Effect.flatMap(
+          Effect.mapError(fs.open(file, { flag: flags }), errors.writeFailed(file, "open")),
+          (handle) =>
+            Effect.zipRight(
+              handle.seek(at, "start"),
+              transfer.drain({
+                body: bodyStream(body),
+                write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(file, "write")),
+                onBytes,
+                progress,
+                stallTimeout: settings.stallTimeout
+              }).pipe(Effect.zipLeft(Effect.mapError(handle.sync, errors.writeFailed(file, "flush (fsync)"))))
+            )
+        ))
+
+    // A body into its region of the file's buffer, copied as it arrives.
+    const intoMemory = (
+      body: unknown,
+      region: Uint8Array,
+      onBytes: (chunk: Uint8Array) => void,
+      progress: transfer.FileTracker
+    ) =>
+      nodeDrain.isNodeReadable(body)
+        ? nodeDrain.drainInto({ body, into: region, onBytes, progress, stallTimeout: settings.stallTimeout })
+        : Effect.suspend(() => {
+          let written = 0
+          return transfer.drain({
+            body: bodyStream(body),
+            write: (bytes) =>
+              written + bytes.byteLength > region.byteLength
+                ? Effect.fail(new transfer.Retryable({ reason: `the body had more than the ${region.byteLength} bytes asked for` }))
+                : Effect.sync(() => {
+                  region.set(bytes, written)
+                  written += bytes.byteLength
+                }),
+            onBytes,
+            progress,
+            stallTimeout: settings.stallTimeout
+          })
+        })
+
     // One object into `target`: one streamed GET (its announced digests
     // checked as it arrives), or, when large, parallel ranged GETs pinned to
     // its version into a partial file that survives the run (each part
@@ -293,82 +428,9 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         const mismatch = (algorithm: string, expected: string, actual: string) =>
           new StorageError.ChecksumMismatch({ location, algorithm, expected, actual })
         yield* cache.ensureDir(path.dirname(target))
-        // One GET of [start, end) (the whole object when end is undefined) into
-        // its place in the file, hashed with each of `algorithms`. A retry starts
-        // the range over, with fresh hashes.
-        // A shorter answer than the range asked for (RFC 9110 allows it) is
-        // kept, and the rest asked for from where it ended, under the same checks.
-        // Succeeds with the sha256 of the range (then, for the whole object,
-        // the digest of each check) and the checks the first answer vouched for.
-        const writeRange = (file: string, start: number, end: number | undefined) =>
-          Effect.gen(function*() {
-            const hashes = [crypto.createHash("sha256")]
-            let vouched: ReadonlyArray<Check> | undefined
-            const onBytes = (chunk: Uint8Array) => {
-              for (const hash of hashes) hash.update(chunk)
-            }
-            const last = end ?? entry.size
-            for (let at = start, first = true; first || at < last; first = false) {
-              at = yield* Effect.scoped(Effect.gen(function*() {
-                const got = yield* source.get(client, entry, end === undefined ? undefined : { start: at, end })
-                // Servers that ignore the version condition are caught here: every part must come from the listed version.
-                if (got.etag !== undefined && got.etag !== "" && entry.etag !== "" && got.etag !== entry.etag) {
-                  return yield* mismatch("ETag (the object changed during the load: load again)", entry.etag, got.etag)
-                }
-                if (vouched === undefined) {
-                  vouched = got.checks ?? entry.checks ?? []
-                  // The whole object is hashed for each check as it arrives; parts are checked whole at the end.
-                  if (end === undefined) hashes.push(...vouched.map(hashOf))
-                }
-                const served = end === undefined ? undefined : got.range
-                const upto = served?.end ?? last
-                if (served !== undefined && (served.start !== at || upto <= at || upto > last)) {
-                  return yield* new transfer.Retryable({
-                    reason: `asked for bytes ${at}-${last - 1}, the server answered ${served.start ?? "?"}-${(served.end ?? 0) - 1}`
-                  })
-                }
-                const flags = end === undefined ? "w" as const : "r+" as const
-                const written = nodeDrain.isNodeReadable(got.body)
-                  ? yield* nodeDrain.drain({
-                    body: got.body,
-                    file,
-                    flags,
-                    start: at,
-                    onBytes,
-                    progress,
-                    stallTimeout: settings.stallTimeout,
-                    // A part runs beside others: each holds little (see nodeDrain).
-                    ...(end === undefined ? {} : { highWaterMark: 64 * 1024 })
-                  })
-                  : yield* Effect.flatMap(
-                    Effect.mapError(fs.open(file, { flag: flags }), errors.writeFailed(file, "open")),
-                    (handle) =>
-                      Effect.zipRight(
-                        handle.seek(at, "start"),
-                        transfer.drain({
-                          body: Stream.fromAsyncIterable(
-                            got.body as AsyncIterable<Uint8Array>,
-                            (cause) => new transfer.Retryable({ reason: `the body was cut off: ${String(cause)}` })
-                          ),
-                          write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(file, "write")),
-                          onBytes,
-                          progress,
-                          stallTimeout: settings.stallTimeout
-                        }).pipe(Effect.zipLeft(Effect.mapError(handle.sync, errors.writeFailed(file, "flush (fsync)"))))
-                      )
-                  )
-                if (written !== upto - at) {
-                  return yield* new transfer.Retryable({ reason: `got ${at - start + written} of ${last - start} bytes` })
-                }
-                return upto
-              }))
-            }
-            return { digests: hashes.map((hash) => hash.digest("hex")), checks: vouched ?? [] }
-          })
-
         if (entry.size < settings.multipartThreshold) {
           yield* progress.start(entry.size, 0)
-          const { checks, digests: [sha256, ...actual] } = yield* retrying(location, writeRange(target, 0, undefined))
+          const { checks, digests: [sha256, ...actual] } = yield* retrying(location, fetchRange(client, entry, { file: target }, 0, undefined, progress))
           for (const [i, check] of checks.entries()) {
             if (actual[i] !== check.expected.toLowerCase()) {
               yield* cache.removeAll(target)
@@ -440,7 +502,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
             (i) => {
               const start = i * settings.partSize
               const end = Math.min(entry.size, start + settings.partSize)
-              return Effect.flatMap(retrying(location, writeRange(data, start, end)), ({ checks: vouched, digests: [digest] }) =>
+              return Effect.flatMap(retrying(location, fetchRange(client, entry, { file: data }, start, end, progress)), ({ checks: vouched, digests: [digest] }) =>
                 recordLock.withPermits(1)(useChecks(vouched)).pipe(
                   Effect.zipRight(recordPart(i, digest!)),
                   Effect.zipRight(catchUp)
@@ -681,5 +743,111 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
       }))
     })
 
-    return { load, base, entryDir } as const
+    // The memory sink: each selected object goes straight into one buffer of
+    // its size (reserved from the MemoryBudget first), from one streamed GET
+    // or from parallel ranged GETs into their regions of it: no disk, no
+    // second copy. The digests the source vouches for are checked as the bytes
+    // land: a single stream's as it arrives, parts' in a worker fed in file
+    // order as the parts finish. Nothing is kept for a resume: a failed or
+    // interrupted load releases its buffers and its budget at once.
+    const fetchIntoMemory = (client: C, entry: Entry, tracker: transfer.Tracker) =>
+      Effect.gen(function*() {
+        const location = source.locationOf(entry.key)
+        const progress = tracker.file(location, entry.name)
+        const bytes = yield* release.allocateScoped(entry.size, { location, onWait: progress.waiting(entry.size) })
+        yield* progress.start(entry.size, 0)
+        const into = { bytes }
+        const { actual, checks } = entry.size < settings.multipartThreshold
+          ? yield* Effect.map(
+            retrying(location, fetchRange(client, entry, into, 0, undefined, progress)),
+            ({ checks, digests: [, ...actual] }) => ({ actual, checks })
+          )
+          : yield* Effect.scoped(Effect.gen(function*() {
+            const count = Math.ceil(entry.size / settings.partSize)
+            const regionOf = (i: number) =>
+              bytes.subarray(i * settings.partSize, Math.min(entry.size, (i + 1) * settings.partSize))
+            const finished = new Set<number>()
+            let checks: ReadonlyArray<Check> | undefined
+            let hashers: ReadonlyArray<Effect.Effect.Success<ReturnType<typeof cache.bytesHasher>>> = []
+            let hashed = 0
+            // Parts are handed to the hashers one at a time, in file order.
+            const lock = yield* Effect.makeSemaphore(1)
+            const catchUp = Effect.suspend(() => {
+              const ready: Array<number> = []
+              for (; hashed < count && finished.has(hashed); hashed++) ready.push(hashed)
+              return Effect.forEach(ready, (i) => Effect.forEach(hashers, (hasher) => hasher.add(regionOf(i))), {
+                discard: true
+              })
+            })
+            const useChecks = (vouched: ReadonlyArray<Check>) =>
+              checks !== undefined ? Effect.void : Effect.suspend(() => {
+                checks = vouched
+                return Effect.map(
+                  Effect.forEach(vouched, (check) => cache.bytesHasher({ algorithm: check.algorithm, preamble: check.preamble })),
+                  (made) => void (hashers = made)
+                )
+              })
+            yield* Effect.forEach(
+              Array.from({ length: count }, (_, i) => i),
+              (i) => {
+                const start = i * settings.partSize
+                const end = Math.min(entry.size, start + settings.partSize)
+                return Effect.flatMap(
+                  retrying(location, fetchRange(client, entry, into, start, end, progress)),
+                  ({ checks: vouched }) =>
+                    lock.withPermits(1)(
+                      useChecks(vouched).pipe(Effect.zipRight(Effect.sync(() => finished.add(i))), Effect.zipRight(catchUp))
+                    )
+                )
+              },
+              { concurrency: settings.partConcurrency, discard: true }
+            )
+            return {
+              checks: checks ?? [],
+              actual: yield* Effect.forEach(hashers, (hasher) => hasher.digest)
+            }
+          }))
+        for (const [i, check] of checks.entries()) {
+          if (actual[i] !== check.expected.toLowerCase()) {
+            return yield* new StorageError.ChecksumMismatch({
+              location,
+              algorithm: check.label,
+              expected: check.expected,
+              actual: actual[i]!
+            })
+          }
+        }
+        yield* progress.finish(entry.size)
+        return yield* LoadedFile.bytes({ path: location, name: entry.name, bytes })
+      })
+
+    const loadBytes: Effect.Effect<ReadonlyArray<LoadedFile.Bytes>, StorageError.StorageError, Scope.Scope> = Effect.gen(
+      function*() {
+        const tracker = yield* transfer.makeTracker
+        const client = yield* source.connect
+        const selected = yield* Effect.flatMap(retrying(base, source.list(client)), select)
+        return yield* Effect.forEach(
+          selected,
+          (entry) => release.keptOnSuccess(fetchIntoMemory(client, entry, tracker)),
+          { concurrency: settings.concurrency }
+        )
+      }
+    )
+
+    // One file of the selection, named by its location (as a `Bytes` file of `loadBytes` names it).
+    const loadBytesOf = (location: string): Option.Option<Effect.Effect<LoadedFile.Bytes, StorageError.StorageError, Scope.Scope>> =>
+      !location.startsWith(source.locationOf(""))
+        ? Option.none()
+        : Option.some(Effect.gen(function*() {
+          const tracker = yield* transfer.makeTracker
+          const client = yield* source.connect
+          const selected = yield* Effect.flatMap(retrying(base, source.list(client)), select)
+          const entry = selected.find((entry) => source.locationOf(entry.key) === location)
+          if (entry === undefined) {
+            return yield* new StorageError.RemoteNotFound({ location, reason: "not among the files this storage selects" })
+          }
+          return yield* release.keptOnSuccess(fetchIntoMemory(client, entry, tracker))
+        }))
+
+    return { load, loadBytes, loadBytesOf, base, entryDir } as const
   })

@@ -27,8 +27,9 @@ export const make = (impl: Service): Effect.Effect<Service> =>
     const collectOnClose = <A, E>(operation: Effect.Effect<A, E, Scope.Scope>) =>
       Effect.suspend(() => {
         const tracker: release.LoadTracker = { buffers: 0 }
+        // What a call that fails (or is interrupted) took is released at once, not with the caller's scope.
         return Effect.addFinalizer(() => tracker.buffers > 0 ? gc.collect : Effect.void).pipe(
-          Effect.zipRight(Effect.locally(operation, release.currentLoad, tracker))
+          Effect.zipRight(Effect.locally(release.keptOnSuccess(operation), release.currentLoad, tracker))
         )
       })
     const attributes = { storageType: impl.storageType }

@@ -138,6 +138,8 @@ export interface FileTracker {
   /** Synchronous bookkeeping for each chunk; publishes only now and then. */
   readonly advance: (bytes: number) => Effect.Effect<void>
   readonly cached: (size: number) => Effect.Effect<void>
+  /** The file waits for memory (its share of the `MemoryBudget`) before any byte is fetched. */
+  readonly waiting: (total: number) => Effect.Effect<void>
   readonly finish: (size: number) => Effect.Effect<void>
 }
 
@@ -202,6 +204,14 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
           Effect.suspend(() => {
             set(size, size)
             return publish("cached")
+          }),
+        waiting: (total) =>
+          Effect.suspend(() => {
+            set(total, 0)
+            return Effect.zipRight(
+              publish("waiting"),
+              Effect.logDebug(`${cap(location)} waits for ${(total / MiB).toFixed(1)} MiB of the memory budget`)
+            )
           }),
         finish: (size) =>
           Effect.flatMap(Clock.currentTimeMillis, (now) => {

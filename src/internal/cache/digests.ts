@@ -247,3 +247,100 @@ export const checkCached = (
     // Hashing read the file without changing it (the identity holds no atime): the identity stands.
     return { identity: identity.value, rehashed: true }
   })
+
+/** Hashes the chunks it is sent, in order, and acknowledges each. */
+const bytesHasherCode = `
+const { parentPort, workerData } = require("node:worker_threads")
+const crypto = require("node:crypto")
+const hash = crypto.createHash(workerData.algorithm)
+if (workerData.preamble !== undefined) hash.update(workerData.preamble)
+parentPort.on("message", (message) => {
+  if (message.end) return parentPort.postMessage({ digest: hash.digest("hex") })
+  hash.update(message.chunk)
+  parentPort.postMessage({ ack: true })
+})
+`
+
+/** What one message to a bytes hasher carries. */
+const hasherChunk = 4 * 1024 * 1024
+/** Chunks sent and not yet hashed: the copies in flight are at most this many chunks. */
+const hasherWindow = 4
+
+/**
+ * A hash of bytes that are in memory, computed in a worker thread: `add`
+ * sends the next bytes (in order) as copies of at most 4 MiB, waiting while
+ * four of them are not yet hashed, so that the copies in flight stay under
+ * 16 MiB whatever the file's size; `digest` waits for the last. The worker
+ * ends with the scope. The bytes themselves are never shared with the
+ * worker: the buffer they come from stays the load's to release.
+ *
+ * @internal
+ */
+export const bytesHasher = (
+  options: { readonly algorithm: string; readonly preamble?: string | undefined }
+): Effect.Effect<
+  {
+    readonly add: (bytes: Uint8Array) => Effect.Effect<void>
+    readonly digest: Effect.Effect<string>
+  },
+  never,
+  Scope.Scope
+> =>
+  Effect.map(
+    Effect.acquireRelease(
+      Effect.sync(() => new Worker(bytesHasherCode, { eval: true, workerData: options })),
+      (worker) => Effect.promise(() => worker.terminate())
+    ),
+    (worker) => {
+      let inFlight = 0
+      let wake: (() => void) | undefined
+      let answer: ((digest: string) => void) | undefined
+      let failure: Error | undefined
+      worker.on("message", (message: { readonly ack?: boolean; readonly digest?: string }) => {
+        if (message.ack === true) {
+          inFlight--
+          const resume = wake
+          wake = undefined
+          resume?.()
+        } else if (message.digest !== undefined) answer?.(message.digest)
+      })
+      worker.on("error", (error) => {
+        failure = error
+        wake?.()
+      })
+      // Waits (with a canceler) until fewer than `limit` chunks are in flight.
+      const room = (limit: number) =>
+        Effect.async<void>((resume) => {
+          const check = () => {
+            if (failure !== undefined) return resume(Effect.die(failure))
+            if (inFlight < limit) return resume(Effect.void)
+            wake = check
+          }
+          check()
+          return Effect.sync(() => void (wake = undefined))
+        })
+      const send = (bytes: Uint8Array) =>
+        Effect.sync(() => {
+          const chunk = bytes.slice()
+          inFlight++
+          worker.postMessage({ chunk }, [chunk.buffer])
+        })
+      return {
+        add: (bytes) =>
+          Effect.forEach(
+            Array.from({ length: Math.ceil(bytes.byteLength / hasherChunk) }, (_, i) => i * hasherChunk),
+            (at) => Effect.zipRight(room(hasherWindow), send(bytes.subarray(at, Math.min(bytes.byteLength, at + hasherChunk)))),
+            { discard: true }
+          ),
+        digest: Effect.zipRight(
+          room(1),
+          Effect.async<string>((resume) => {
+            if (failure !== undefined) return resume(Effect.die(failure))
+            answer = (digest) => resume(Effect.succeed(digest))
+            worker.postMessage({ end: true })
+            return Effect.sync(() => void (answer = undefined))
+          })
+        )
+      }
+    }
+  )
