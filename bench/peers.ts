@@ -36,10 +36,10 @@ export const ratioOf = (a: Series, b: Series) => {
   return { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) }
 }
 
-const has = (command: string) => spawnSync("sh", ["-c", `command -v ${command}`]).status === 0
+export const has = (command: string) => spawnSync("sh", ["-c", `command -v ${command}`]).status === 0
 
 /** Runs a command to its end; its wall time in ms. Throws when it fails. */
-const timed = (command: string, args: ReadonlyArray<string>, env: NodeJS.ProcessEnv = process.env): number => {
+export const timed = (command: string, args: ReadonlyArray<string>, env: NodeJS.ProcessEnv = process.env): number => {
   const start = performance.now()
   const result = spawnSync(command, args, { stdio: ["ignore", "ignore", "pipe"], env, maxBuffer: 64 * MiB })
   const ms = performance.now() - start
@@ -48,7 +48,7 @@ const timed = (command: string, args: ReadonlyArray<string>, env: NodeJS.Process
 }
 
 /** Interleaved rounds: in each round every case runs once, in an order that alternates. */
-const rounds = (count: number, cases: Record<string, () => number>, before?: (name: string) => void) => {
+export const rounds = (count: number, cases: Record<string, () => number>, before?: (name: string) => void) => {
   const names = Object.keys(cases)
   const ms: Record<string, Array<number>> = Object.fromEntries(names.map((name) => [name, []]))
   for (let round = 0; round < count; round++) {
@@ -70,7 +70,7 @@ interface Server {
 }
 
 /** nginx serving `folder` on loopback (and under /capped/ at `capRate` per connection), else the tests' server. */
-const startServer = async (folder: string, work: string, capRate: string): Promise<Server> => {
+export const startServer = async (folder: string, work: string, capRate: string): Promise<Server> => {
   if (has("nginx")) {
     const prefix = path.join(work, "nginx")
     fs.mkdirSync(path.join(prefix, "logs"), { recursive: true })

@@ -65,7 +65,7 @@ const BlobPrefix = PrefixInside("prefix", "container")
  *   `sas_token` (a secret; else `AZURE_STORAGE_SAS_TOKEN`), or neither
  *   (public access). `endpoint`: the blob service's URL (an emulator's, a
  *   sovereign cloud's); default `https://<account>.blob.core.windows.net`.
- * - `need_load_file` (false), `cache_dir`, `offline` (false), `concurrency`
+ * - `need_load_file` (false), `cache` (true), `cache_dir`, `offline` (false), `concurrency`
  *   (8), `part_size_mb` (16), `part_concurrency` (8), `multipart_threshold_mb`
  *   (64), `stall_timeout` (60 s), `retries` (5), `lock_timeout` (1800 s),
  *   `verify`, `ca_bundle`: as the S3 storage.
@@ -277,7 +277,8 @@ export const makeResolved = (
       maxRetryAfter: Duration.minutes(1),
       offline: kwargs.offline,
       lockTimeout: Duration.seconds(kwargs.lock_timeout),
-      verify: kwargs.verify
+      verify: kwargs.verify,
+      cache: kwargs.cache
     }
     // The Azure SDK (an optional peer dependency) is loaded only when an Azure
     // storage is made, by a path bundlers do not follow.

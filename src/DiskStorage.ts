@@ -22,6 +22,7 @@ import * as errors from "./internal/errors.js"
 import * as mask_ from "./internal/mask.js"
 import * as options_ from "./internal/options.js"
 import * as read_ from "./internal/read.js"
+import * as release from "./internal/release.js"
 import * as internal from "./internal/storage.js"
 import * as LoadedFile from "./LoadedFile.js"
 import * as StorageError from "./StorageError.js"
@@ -216,10 +217,12 @@ export const makeResolved = (
 
     const deliver = (
       file: string,
-      size: number
+      size: number,
+      /** The size was reserved from the MemoryBudget with the other files of the load. */
+      reserved = false
     ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
       options.needLoadFile
-        ? readBytes(file)
+        ? readBytes(file, path.basename(file), { reserved })
         : Effect.succeed(LoadedFile.path({ path: file, name: path.basename(file), size }))
 
     const notAFile = (file: string, type: string) =>
@@ -267,12 +270,16 @@ export const makeResolved = (
           })
         }
         yield* Effect.logDebug(`Found ${found.length} file(s) in ${errors.cap(folder)} by /${errors.cap(maskSource)}/`)
+        // The files read into memory are held together: their sizes are reserved at once.
+        if (options.needLoadFile) {
+          yield* release.reserve(found.reduce((sum, file) => sum + (file.folder ? 0 : file.size), 0), { location: folder })
+        }
         // A folder (a TensorFlow SavedModel, say) is handed over by its path, whatever need_load_file says:
         // its deserializer reads it.
         return yield* Effect.forEach(found, ({ file, folder, size }) =>
           folder
             ? Effect.succeed(LoadedFile.path({ path: file, name: path.basename(file), size: 0 }))
-            : deliver(file, size))
+            : deliver(file, size, true))
       })
 
     const load = Effect.gen(function*() {

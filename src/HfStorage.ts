@@ -97,7 +97,7 @@ export const RepoId = Schema.String.pipe(
  * - `endpoint`: else `HF_ENDPOINT`, else `https://huggingface.co`.
  * - `offline`: else `HF_HUB_OFFLINE`; the last snapshot of this repository
  *   and revision, from the cache only.
- * - `need_load_file` (false), `cache_dir`, `concurrency` (8),
+ * - `need_load_file` (false), `cache` (true), `cache_dir`, `concurrency` (8),
  *   `multipart_threshold_mb` (64), `part_size_mb` (16), `part_concurrency`
  *   (8), `connect_timeout` (30 s), `stall_timeout` (60 s), `retries` (5),
  *   `lock_timeout` (1800 s), `verify`, `ca_bundle`: as the HTTP storage.
@@ -244,7 +244,8 @@ export const makeResolved = (
       maxRetryAfter: Duration.minutes(1),
       offline,
       lockTimeout: Duration.seconds(kwargs.lock_timeout),
-      verify: kwargs.verify
+      verify: kwargs.verify,
+      cache: kwargs.cache
     }
     const work = yield* hub.make(settings).pipe(
       Effect.provideService(FileSystem.FileSystem, fs),

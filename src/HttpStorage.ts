@@ -45,6 +45,7 @@ import * as network_ from "./internal/network.js"
 import * as options_ from "./internal/options.js"
 import { Seconds, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
+import * as snapshot from "./internal/snapshot.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
 import * as LoadedFile from "./LoadedFile.js"
@@ -92,6 +93,9 @@ const MiB = 1024 * 1024
  * - `sha256`: the expected digest: one string for a single URL, or a map from
  *   URL (or file name) to digest.
  * - `need_load_file` (false): hand over the cached file's path, or its bytes.
+ * - `cache` (true): `false`, with `need_load_file: true`, reads each file
+ *   straight into one buffer of its size (parallel ranged reads, verified as
+ *   they land), with nothing on disk; see docs/memory.md.
  * - `cache_dir`: default `$MLUP_STORAGE_CACHE`, else `~/.cache/mlup-storage`.
  * - `connect_timeout` (30 s): until the response headers arrive;
  *   `stall_timeout` (60 s): the longest wait for the next bytes of a body.
@@ -222,6 +226,8 @@ export const makeResolved = (
     const path = yield* Path.Path
     const client = yield* HttpClient.HttpClient
     const urls: ReadonlyArray<string> = typeof kwargs.urls === "string" ? [kwargs.urls] : kwargs.urls
+    const conflicts = options_.deliveryConflicts(kwargs)
+    if (conflicts.length > 0) return yield* new StorageError.InvalidStorageOptions({ storageType, issues: conflicts })
 
     // The expected digest of each URL; every key of a map must name one of them.
     const expected = new Map<string, string>()
@@ -275,13 +281,8 @@ export const makeResolved = (
     })
 
     const fetchOne = (url: string, tracker: transfer.Tracker, probe: network_.Probe | undefined) =>
-      http.fetch(url, expected.get(url), options, tracker, probe).pipe(
-        Effect.flatMap((fetched): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
-          kwargs.need_load_file
-            ? readBytes(fetched.file, fetched.name)
-            : Effect.succeed(LoadedFile.path({ path: fetched.file, name: fetched.name, size: fetched.size }))
-        )
-      )
+      http.fetch(url, expected.get(url), options, tracker, probe)
+    const deliver = read_.deliverAll(fs, path, kwargs.need_load_file)
 
     // The services are provided once per load, not once per file (thousands of files).
     const withServices = (client: HttpClient.HttpClient) =>
@@ -292,10 +293,31 @@ export const makeResolved = (
           Effect.provideService(Path.Path, path)
         )
 
-    const load = Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, { client, probe }]) =>
-      Effect.forEach(urls, (url) => fetchOne(url, tracker, probe), { concurrency: kwargs.concurrency }).pipe(
-        withServices(client)
-      ))
+    // With the cache off, the URLs are a source of the transfer engine, which reads them straight into memory.
+    const inMemory = (urls: ReadonlyArray<string>) =>
+      snapshot.make(
+        http.source({
+          urls,
+          expected,
+          headers: kwargs.headers,
+          connectTimeout: options.connectTimeout,
+          concurrency: kwargs.concurrency,
+          connect: Effect.map(clientForLoad, ({ client }) => HttpClient.withTracerDisabledWhen(client, () => true))
+        }),
+        { ...options, concurrency: kwargs.concurrency }
+      ).pipe(
+        Effect.provideService(FileSystem.FileSystem, fs),
+        Effect.provideService(Path.Path, path)
+      )
+    const intoMemory = yield* inMemory(urls)
+
+    const load = kwargs.cache
+      ? Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, { client, probe }]) =>
+        Effect.forEach(urls, (url) => fetchOne(url, tracker, probe), { concurrency: kwargs.concurrency }).pipe(
+          withServices(client),
+          Effect.flatMap(deliver)
+        ))
+      : intoMemory.loadBytes
 
     const deliverLocal = (file: string) =>
       Effect.gen(function*() {
@@ -312,9 +334,11 @@ export const makeResolved = (
     // A URL is fetched (through the cache); a local path (a file this storage
     // delivered, say) is handed over from the disk.
     const loadBytesSingleFile = (location: string) =>
-      Schema.is(Url)(location)
+      Schema.is(Url)(location) && !kwargs.cache
+        ? Effect.flatMap(inMemory([location]), (one) => Effect.map(one.loadBytes, (files) => files[0]!))
+        : Schema.is(Url)(location)
         ? Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, { client, probe }]) =>
-          withServices(client)(fetchOne(location, tracker, probe)))
+          Effect.map(withServices(client)(Effect.flatMap(fetchOne(location, tracker, probe), (fetched) => deliver([fetched]))), (files) => files[0]!))
         : deliverLocal(location)
 
     return yield* internal.make({ storageType, load, loadBytesSingleFile })

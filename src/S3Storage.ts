@@ -68,7 +68,8 @@ const KeyPrefix = PrefixInside("key prefix", "bucket")
  * - `access_key_id`, `secret_access_key`, `session_token`: secrets (Redacted).
  *   Without them the AWS SDK's default provider chain applies (environment,
  *   profile, web identity, instance metadata).
- * - `need_load_file` (false), `cache_dir`, `offline` (false): as the HTTP storage.
+ * - `need_load_file` (false), `cache` (true), `cache_dir`, `offline` (false): as
+ *   the HTTP storage (`cache: false`: straight into memory, no disk).
  * - `concurrency` (8 objects at once), `part_size_mb` (16),
  *   `part_concurrency` (8), `multipart_threshold_mb` (64): ranged GETs.
  * - `stall_timeout` (60 s), `retries` (5).
@@ -238,7 +239,8 @@ export const makeFor = (
       maxRetryAfter: Duration.minutes(1),
       offline: kwargs.offline,
       lockTimeout: Duration.seconds(kwargs.lock_timeout),
-      verify: kwargs.verify
+      verify: kwargs.verify,
+      cache: kwargs.cache
     }
     // The AWS SDK (an optional peer dependency) is loaded only when an S3
     // storage is made, by a path bundlers do not follow: an application that

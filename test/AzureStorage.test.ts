@@ -16,7 +16,7 @@ import * as NodeStorage from "../src/NodeStorage.js"
 import * as Storage from "../src/Storage.js"
 import * as StorageUri from "../src/StorageUri.js"
 import { storageContract } from "../src/Testing.js"
-import { bytesOf, contents, fingerprint, platform, tempDir } from "./helpers.js"
+import { budgetAfterFailure, bytesOf, contents, filesUnder, fingerprint, platform, tempDir } from "./helpers.js"
 import * as Azurite from "./servers/azurite.js"
 import * as Certificates from "./servers/certificates.js"
 import * as TestProxy from "./servers/proxy.js"
@@ -32,7 +32,7 @@ const weights = bytesOf(50_000, 32)
 const withEnv = (vars: Record<string, string> = {}) =>
   Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
 
-const fixture = (needLoadFile: boolean) =>
+const fixture = (needLoadFile: boolean, cache = true) =>
   Effect.gen(function*() {
     const azurite = yield* Azurite.make()
     yield* Effect.promise(() => azurite.createContainer("models"))
@@ -49,7 +49,8 @@ const fixture = (needLoadFile: boolean) =>
           account: Azurite.account,
           account_key: Azurite.accountKey,
           cache_dir: yield* tempDir,
-          need_load_file: needLoadFile
+          need_load_file: needLoadFile,
+          cache
         }
       }).pipe(Layer.provide(env), Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map())))),
       expected: [
@@ -61,6 +62,52 @@ const fixture = (needLoadFile: boolean) =>
 
 storageContract("AzureStorage (paths)", fixture(false))
 storageContract("AzureStorage (bytes)", fixture(true))
+storageContract("AzureStorage (straight into memory, cache: false)", fixture(true, false))
+
+withServer("AzureStorage: straight into memory (cache: false)", (it) => {
+  it.scoped("parts into one buffer; a part cut off or a Content-MD5 that does not match gives back the buffer and budget at once", () =>
+    Effect.gen(function*() {
+      const azurite = yield* Azurite.make()
+      yield* Effect.promise(() => azurite.createContainer("models"))
+      const large = bytesOf(3 * 1024 * 1024 + 17, 23)
+      yield* Effect.promise(() => azurite.put("models", "big/model.onnx", large))
+      const cacheDir = yield* tempDir
+      const make = (fileMask: string) =>
+        AzureStorage.make({
+          connectionString: azurite.connectionString,
+          container: "models",
+          prefix: "big/",
+          fileMask,
+          cacheDir,
+          needLoadFile: true,
+          cache: false,
+          multipartThresholdMb: 1,
+          partSizeMb: 1,
+          retries: 0
+        }).pipe(withEnv())
+      const delivered = yield* contents(yield* make("model"))
+      expect(delivered.map((file) => [file.tag, file.path, file.bytes])).toEqual([
+        ["Bytes", "az://models/big/model.onnx", fingerprint(large)]
+      ])
+      expect(azurite.gets().every((entry) => entry.ifMatch !== undefined)).toBe(true)
+
+      azurite.cutAfter = { bytes: 1000, count: 1, skip: 2 }
+      const cut = yield* budgetAfterFailure(yield* make("model"))
+      expect(cut.error).toMatchObject({ _tag: "TransientFailure", location: "az://models/big/model.onnx" })
+      expect(cut.stillTaken).toBe(0)
+
+      yield* Effect.promise(() => azurite.put("models", "big/other.onnx", large))
+      yield* Effect.promise(() =>
+        azurite.client.getContainerClient("models").getBlobClient("big/other.onnx").setHTTPHeaders({
+          blobContentMD5: new Uint8Array(16).fill(9)
+        })
+      )
+      const refused = yield* budgetAfterFailure(yield* make("other"))
+      expect(refused.error).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "md5 (Content-MD5)" })
+      expect(refused.stillTaken).toBe(0)
+      expect(filesUnder(cacheDir)).toEqual([])
+    }), 60_000)
+})
 
 withServer("AzureStorage: Azurite", (it) => {
   const load = (options: AzureStorage.Options, vars?: Record<string, string>) =>

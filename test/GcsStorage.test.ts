@@ -32,7 +32,7 @@ const withEnv = (vars: Record<string, string>) =>
   Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
 
 // GCS through its XML API, played by s3rver on loopback (it checks access key ids, as GCS checks HMAC access ids).
-const fixture = (needLoadFile: boolean) =>
+const fixture = (needLoadFile: boolean, cache = true) =>
   Effect.gen(function*() {
     const server = yield* S3.make(["models"])
     yield* Effect.promise(() => server.put("models", "iris/model.onnx", model))
@@ -48,7 +48,8 @@ const fixture = (needLoadFile: boolean) =>
           access_key_id: S3.accessKeyId,
           secret_access_key: S3.secretAccessKey,
           cache_dir: yield* tempDir,
-          need_load_file: needLoadFile
+          need_load_file: needLoadFile,
+          cache
         }
       }).pipe(Layer.provide(env)),
       expected: [
@@ -60,6 +61,7 @@ const fixture = (needLoadFile: boolean) =>
 
 storageContract("GcsStorage (paths)", fixture(false))
 storageContract("GcsStorage (bytes)", fixture(true))
+storageContract("GcsStorage (straight into memory, cache: false)", fixture(true, false))
 
 withServer("GcsStorage: GCS's rules", (it) => {
   it.effect("gs://bucket/prefix is the GCS storage (by its names gcs, gs, GcsStorage), bucket and prefix", () =>

@@ -15,7 +15,7 @@ import * as hub from "../src/internal/hub.js"
 import * as Storage from "../src/Storage.js"
 import * as StorageUri from "../src/StorageUri.js"
 import { storageContract } from "../src/Testing.js"
-import { bytesOf, contents, fingerprint, platform, tempDir } from "./helpers.js"
+import { budgetAfterFailure, bytesOf, contents, filesUnder, fingerprint, platform, tempDir } from "./helpers.js"
 import * as Hub from "./servers/hub.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -31,7 +31,7 @@ const files = { "model.onnx": onnx, "config.json": config, "README.md": "# iris\
 const withEnv = (vars: Record<string, string> = {}) =>
   Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries({ HF_TOKEN_PATH: "/nonexistent", ...vars }))))
 
-const fixture = (needLoadFile: boolean) =>
+const fixture = (needLoadFile: boolean, cache = true) =>
   Effect.gen(function*() {
     const server = yield* Hub.make()
     server.push("acme/iris", files)
@@ -43,7 +43,8 @@ const fixture = (needLoadFile: boolean) =>
           allow_patterns: ["*.onnx", "*.json"],
           endpoint: server.endpoint,
           cache_dir: yield* tempDir,
-          need_load_file: needLoadFile
+          need_load_file: needLoadFile,
+          cache
         }
       }).pipe(Layer.provide(env), Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["HF_TOKEN_PATH", "/nonexistent"]]))))),
       expected: [
@@ -55,6 +56,53 @@ const fixture = (needLoadFile: boolean) =>
 
 storageContract("HfStorage (paths)", fixture(false))
 storageContract("HfStorage (bytes)", fixture(true))
+storageContract("HfStorage (straight into memory, cache: false)", fixture(true, false))
+
+withServer("HfStorage: straight into memory (cache: false)", (it) => {
+  it.scoped("parts from the CDN into one buffer, checked against the LFS sha256; a corrupt or stalled file gives back its buffer and budget at once", () =>
+    Effect.gen(function*() {
+      const server = yield* Hub.make()
+      const large = bytesOf(3 * MiB + 123, 17)
+      server.push("acme/big", { "model.safetensors": large, "config.json": config })
+      const cacheDir = yield* tempDir
+      const make = (options: Partial<HfStorage.Options> = {}) =>
+        HfStorage.make({
+          repoId: "acme/big",
+          endpoint: server.endpoint,
+          cacheDir,
+          needLoadFile: true,
+          cache: false,
+          multipartThresholdMb: 1,
+          partSizeMb: 1,
+          retries: 0,
+          ...options
+        }).pipe(withEnv())
+      const delivered = yield* contents(yield* make())
+      expect(delivered.map((file) => [file.tag, file.path, file.bytes])).toEqual([
+        ["Bytes", "hf://acme/big@main/config.json", fingerprint(new TextEncoder().encode(config))],
+        ["Bytes", "hf://acme/big@main/model.safetensors", fingerprint(large)]
+      ])
+      expect(server.requests("cdn").filter((entry) => entry.range !== undefined).length).toBe(4)
+      expect(filesUnder(cacheDir)).toEqual([])
+
+      server.corrupt.add("model.safetensors")
+      const corrupt = yield* budgetAfterFailure(yield* make())
+      expect(corrupt.error).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "sha256 (the Hub's LFS pointer)" })
+      expect(corrupt.stillTaken).toBe(0)
+      server.corrupt.clear()
+
+      // One stream (below the threshold) that stops half-way: interrupted, everything goes back.
+      server.stalled.add("model.safetensors")
+      const before = server.requests("cdn").length
+      const stalled = yield* budgetAfterFailure(
+        yield* make({ multipartThresholdMb: 64 }),
+        Effect.sync(() => server.requests("cdn").length > before)
+      )
+      expect(stalled.heldBefore).toBeGreaterThanOrEqual(large.byteLength)
+      expect(stalled.stillTaken).toBe(0)
+      expect(filesUnder(cacheDir)).toEqual([])
+    }))
+})
 
 withServer("HfStorage: the Hub's API", (it) => {
   const load = (options: HfStorage.Options, vars?: Record<string, string>) =>

@@ -35,7 +35,7 @@ const make = HttpStorage.make
 
 const cacheFiles = (dir: string) => filesUnder(dir).map((file) => path.basename(file))
 
-const fixture = (needLoadFile: boolean) =>
+const fixture = (needLoadFile: boolean, cache = true) =>
   Effect.gen(function*() {
     const server = yield* TestServer.make()
     server.put("/models/model.onnx", model)
@@ -45,7 +45,8 @@ const fixture = (needLoadFile: boolean) =>
       layer: HttpStorage.layer({
         urls: [server.url("/models/model.onnx"), server.url("/models/weights.bin")],
         cacheDir,
-        needLoadFile
+        needLoadFile,
+        cache
       }).pipe(Layer.provide(Layer.merge(platform, quiet))),
       expected: [
         { _tag: needLoadFile ? "Bytes" as const : "Path" as const, name: "model.onnx", content: model },
@@ -56,6 +57,84 @@ const fixture = (needLoadFile: boolean) =>
 
 storageContract("HttpStorage (paths)", fixture(false))
 storageContract("HttpStorage (bytes)", fixture(true))
+storageContract("HttpStorage (straight into memory, cache: false)", fixture(true, false))
+
+withServers("HttpStorage: straight into memory (cache: false)", (it) => {
+  const inMemory = (urls: ReadonlyArray<string>, options: Partial<HttpStorage.Options> = {}) =>
+    Effect.flatMap(tempDir, (cacheDir) =>
+      make({ urls, cacheDir, needLoadFile: true, cache: false, multipartThresholdMb: 1, partSizeMb: 1, retries: 0, ...options }))
+
+  it.scoped("parallel ranged reads (capped 206s included) into one buffer, each carrying If-Range; nothing on disk", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make({ maxRangeLength: 300 * 1024 })
+      server.put("/m.onnx", model)
+      server.put("/w.bin", weights, { etag: false, lastModified: "Tue, 24 Nov 2026 10:00:00 GMT" })
+      const cacheDir = yield* tempDir
+      const storage = yield* make({
+        urls: [server.url("/m.onnx"), server.url("/w.bin")],
+        cacheDir,
+        needLoadFile: true,
+        cache: false,
+        multipartThresholdMb: 1,
+        partSizeMb: 1,
+        sha256: { "m.onnx": crypto.createHash("sha256").update(model).digest("hex") }
+      })
+      const files = yield* contents(storage)
+      expect(files.map((file) => [file.tag, file.name, file.path, file.bytes])).toEqual([
+        ["Bytes", "m.onnx", server.url("/m.onnx"), fingerprint(model)],
+        ["Bytes", "w.bin", server.url("/w.bin"), fingerprint(weights)]
+      ])
+      expect(filesUnder(cacheDir)).toEqual([])
+      const reads = server.requests("/m.onnx").filter((r) => r.range !== "bytes=0-0")
+      expect(reads.every((r) => r.status === 206 && r.ifRange !== undefined)).toBe(true)
+      // Each byte asked for once: the capped answers' rest is asked for from where they ended.
+      expect(reads.reduce((sum, r) => sum + r.bytes, 0)).toBe(model.byteLength)
+      expect(reads.length).toBeGreaterThan(4)
+    }))
+
+  it.scoped("a server that ignores Range: one whole read; a file that changes during the load: ChecksumMismatch", () =>
+    Effect.gen(function*() {
+      const plain = yield* TestServer.make({ ignoreRange: true })
+      plain.put("/m.onnx", model)
+      const files = yield* contents(yield* inMemory([plain.url("/m.onnx")]))
+      expect(files.map((file) => file.bytes)).toEqual([fingerprint(model)])
+      expect(plain.requests("/m.onnx").length).toBe(2)
+
+      // The file changes after it was resolved: the parts' If-Range fails, and the answer says it changed.
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      const meddling: Progress.Service = {
+        publish: (event) =>
+          event.phase === "fetching" && event.done === 0
+            ? Effect.sync(() => server.put("/m.onnx", bytesOf(model.byteLength, 8)))
+            : Effect.void,
+        subscribe: Effect.succeed(Stream.empty)
+      }
+      const changed = yield* Effect.flip(
+        Effect.provideService(Effect.flatMap(inMemory([server.url("/m.onnx")]), contents), Progress.Progress, meddling)
+      )
+      expect(changed).toMatchObject({ _tag: "ChecksumMismatch", location: server.url("/m.onnx") })
+    }))
+
+  it.scoped("a wrong sha256 is ChecksumMismatch; a server that announces no size is RequestRejected (load it through the cache)", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/m.onnx", model)
+      server.put("/chunked.bin", weights, { chunked: true })
+      const wrong = yield* Effect.flip(Effect.flatMap(inMemory([server.url("/m.onnx")], { sha256: "0".repeat(64) }), contents))
+      expect(wrong).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "sha256", expected: "0".repeat(64) })
+      // A chunked body's size is still known from a 206's Content-Range...
+      expect((yield* contents(yield* inMemory([server.url("/chunked.bin")]))).map((file) => file.bytes)).toEqual([
+        fingerprint(weights)
+      ])
+      // ...but not from a server that ignores Range and sends it chunked.
+      const plain = yield* TestServer.make({ ignoreRange: true })
+      plain.put("/chunked.bin", weights, { chunked: true })
+      const unsized = yield* Effect.flip(Effect.flatMap(inMemory([plain.url("/chunked.bin")]), contents))
+      expect(unsized._tag).toBe("RequestRejected")
+      expect(unsized.message).toContain("cache: true")
+    }))
+})
 
 withServers("HttpStorage: the cache", (it) => {
   it.scoped("a second load revalidates with ETag or Last-Modified and reuses the cached copy", () =>

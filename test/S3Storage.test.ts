@@ -17,7 +17,7 @@ import * as s3Internal from "../src/internal/s3.js"
 import * as S3Storage from "../src/S3Storage.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "../src/Testing.js"
-import { bytesOf, contents, filesUnder, fingerprint, platform, tempDir, flipByte, onSmallDisk } from "./helpers.js"
+import { budgetAfterFailure, bytesOf, contents, filesUnder, fingerprint, platform, tempDir, flipByte, onSmallDisk } from "./helpers.js"
 import * as S3 from "./servers/s3.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -123,31 +123,22 @@ withServer("S3Storage: straight into memory (cache: false)", (it) => {
   it.scoped("a digest that does not match (whole and in parts) is ChecksumMismatch, and the buffers and budget go back at once", () =>
     Effect.gen(function*() {
       const server = yield* withBig({ otherEtags: true })
-      const budget = yield* MemoryBudget.make({ bytes: 8 * 1024 * 1024 })
       for (const threshold of [1, 64]) {
         const storage = yield* inMemory(server, yield* tempDir, { multipartThresholdMb: threshold, concurrency: 1 })
-        // Inside one scope that stays open: what the failed load took must not wait for it.
-        const error = yield* Effect.flip(storage.load).pipe(Effect.provideService(MemoryBudget.MemoryBudget, budget))
+        const { error, stillTaken } = yield* budgetAfterFailure(storage)
         expect(error).toMatchObject({ _tag: "ChecksumMismatch", algorithm: "md5 (ETag)", location: "s3://b/m/big.onnx" })
-        expect(yield* budget.available).toBe(8 * 1024 * 1024)
+        expect(stillTaken).toBe(0)
       }
     }))
 
   it.scoped("interrupted mid-part: the budget goes back at once, nothing is left on disk", () =>
     Effect.gen(function*() {
-      const stalled = new Set(["m/big.onnx"])
-      const server = yield* withBig({ stalled })
+      const server = yield* withBig({ stalled: new Set(["m/big.onnx"]) })
       const cacheDir = yield* tempDir
-      const budget = yield* MemoryBudget.make({ bytes: 8 * 1024 * 1024 })
       const storage = yield* inMemory(server, cacheDir, { partConcurrency: 2 })
-      const fiber = yield* Effect.fork(storage.load.pipe(Effect.provideService(MemoryBudget.MemoryBudget, budget)))
-      yield* Effect.repeat(Effect.sync(() => server.gets("big.onnx").length >= 2), {
-        until: (started) => started,
-        schedule: Schedule.spaced("10 millis")
-      })
-      expect(yield* budget.available).toBeLessThan(8 * 1024 * 1024)
-      yield* Fiber.interrupt(fiber)
-      expect(yield* budget.available).toBe(8 * 1024 * 1024)
+      const { heldBefore, stillTaken } = yield* budgetAfterFailure(storage, Effect.sync(() => server.gets("big.onnx").length >= 2))
+      expect(heldBefore).toBeGreaterThanOrEqual(big.byteLength)
+      expect(stillTaken).toBe(0)
       expect(filesUnder(cacheDir)).toEqual([])
     }))
 

@@ -4,10 +4,13 @@ import * as crypto from "node:crypto"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Schedule from "effect/Schedule"
 import * as Layer from "effect/Layer"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as MemoryBudget from "../src/MemoryBudget.js"
 import type * as Storage from "../src/Storage.js"
 
 /** A real temporary folder, removed when the scope closes. */
@@ -184,3 +187,29 @@ export const onSmallDisk = (cacheDir: string) =>
     }),
     ({ child }) => Effect.sync(() => child.kill())
   )
+
+/**
+ * Runs a storage's load with a memory budget of its own, inside the caller's
+ * scope (which stays open), until it fails, or, with `interruptWhen`, until
+ * the condition holds and the load is interrupted. What the load took must
+ * already be back: succeeds with the error (if any), the bytes the load held
+ * at the interruption, and the bytes of the budget still taken after it.
+ */
+export const budgetAfterFailure = (
+  storage: Storage.Storage["Type"],
+  interruptWhen?: Effect.Effect<boolean>
+) =>
+  Effect.gen(function*() {
+    const total = 64 * 1024 * 1024
+    const budget = yield* MemoryBudget.make({ bytes: total })
+    const run = storage.load.pipe(Effect.provideService(MemoryBudget.MemoryBudget, budget))
+    if (interruptWhen === undefined) {
+      const error = yield* Effect.flip(run)
+      return { error, heldBefore: undefined, stillTaken: total - (yield* budget.available) }
+    }
+    const fiber = yield* Effect.fork(run)
+    yield* Effect.repeat(interruptWhen, { until: (ready) => ready, schedule: Schedule.spaced("10 millis") })
+    const heldBefore = total - (yield* budget.available)
+    yield* Fiber.interrupt(fiber)
+    return { error: undefined, heldBefore, stillTaken: total - (yield* budget.available) }
+  })

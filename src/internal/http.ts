@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as crypto from "node:crypto"
 import * as StorageError from "../StorageError.js"
@@ -16,6 +17,7 @@ import * as cache from "./cache.js"
 import * as errors from "./errors.js"
 import * as network from "./network.js"
 import * as nodeDrain from "./nodeDrain.js"
+import type * as snapshot from "./snapshot.js"
 import * as transfer from "./transfer.js"
 
 /**
@@ -129,6 +131,78 @@ const discard = (response: HttpClientResponse.HttpClientResponse): Effect.Effect
 }
 
 /**
+ * Requests of one URL: the caller's headers (secrets) to the URL's own origin
+ * only, conditions to every hop, redirects followed (at most 10), a response
+ * expected within `connectTimeout`; transport failures are `Retryable`, a
+ * certificate or a proxy that refuses is a typed error at once.
+ *
+ * @internal
+ */
+export const requester = (
+  client: HttpClient.HttpClient,
+  url: string,
+  options: { readonly headers: FetchOptions["headers"]; readonly connectTimeout: Duration.Duration }
+) => {
+  // What messages, logs and progress show: never the URL's credentials or signature.
+  const location = errors.redactUrl(url)
+  // Conditions go to every hop; the caller's headers (secrets) only to the URL's own origin.
+  const origin = new URL(url).origin
+  const secretHeaders = (target: string): Record<string, string> =>
+    new URL(target).origin === origin
+      ? Object.fromEntries(Object.entries(options.headers).map(([key, value]) => [key, Redacted.value(value)]))
+      : {}
+  const send = (target: string, conditions: Record<string, string>) =>
+    client.execute(
+      HttpClientRequest.get(target).pipe(
+        HttpClientRequest.setHeaders(secretHeaders(target)),
+        HttpClientRequest.setHeaders(conditions)
+      )
+    ).pipe(
+      Effect.timeoutFail({
+        duration: options.connectTimeout,
+        onTimeout: () =>
+          new transfer.Retryable({ reason: `no response within ${Duration.format(options.connectTimeout)}` })
+      }),
+      Effect.catchTags({
+        RequestError: (error) => {
+          // A certificate that is not accepted is not accepted on a retry either.
+          const refused = network.refusalOf(error.cause, location)
+          return refused !== undefined
+            ? Effect.fail(refused)
+            : Effect.fail(
+              new transfer.Retryable({ reason: `request failed: ${errors.redactText(String(error.cause ?? error.message))}` })
+            )
+        },
+        ResponseError: (error) =>
+          Effect.fail(
+            new transfer.Retryable({ reason: `bad response: ${errors.redactText(String(error.cause ?? error.message))}` })
+          )
+      })
+    )
+
+  // One request, redirects followed.
+  const request = (conditions: Record<string, string>) =>
+    Effect.gen(function*() {
+      let response = yield* send(url, conditions)
+      for (let hops = 0; isRedirect(response.status) && response.headers["location"] !== undefined; hops++) {
+        if (hops === maxRedirects) {
+          return yield* new StorageError.RequestRejected({
+            location,
+            status: response.status,
+            reason: `more than ${maxRedirects} redirects`
+          })
+        }
+        yield* Effect.ignore(response.text)
+        response = yield* send(new URL(response.headers["location"], response.request.url).href, conditions)
+      }
+      return response
+    })
+
+
+  return { location, request, secretHeaders }
+}
+
+/**
  * Fetches one URL into the cache and returns the cached file. Under the
  * entry's lock: re-checks a cached copy (re-hashed when its identity on disk
  * changed) and reuses it when the server confirms it (304); resumes a partial
@@ -210,58 +284,7 @@ export const fetch = (
         ? { "if-modified-since": meta.value.lastModified }
         : {}
 
-    // Conditions go to every hop; the caller's headers (secrets) only to the URL's own origin.
-    const origin = new URL(url).origin
-    const secretHeaders = (target: string): Record<string, string> =>
-      new URL(target).origin === origin
-        ? Object.fromEntries(Object.entries(options.headers).map(([key, value]) => [key, Redacted.value(value)]))
-        : {}
-    const send = (target: string, conditions: Record<string, string>) =>
-      client.execute(
-        HttpClientRequest.get(target).pipe(
-          HttpClientRequest.setHeaders(secretHeaders(target)),
-          HttpClientRequest.setHeaders(conditions)
-        )
-      ).pipe(
-        Effect.timeoutFail({
-          duration: options.connectTimeout,
-          onTimeout: () =>
-            new transfer.Retryable({ reason: `no response within ${Duration.format(options.connectTimeout)}` })
-        }),
-        Effect.catchTags({
-          RequestError: (error) => {
-            // A certificate that is not accepted is not accepted on a retry either.
-            const refused = network.refusalOf(error.cause, location)
-            return refused !== undefined
-              ? Effect.fail(refused)
-              : Effect.fail(
-                new transfer.Retryable({ reason: `request failed: ${errors.redactText(String(error.cause ?? error.message))}` })
-              )
-          },
-          ResponseError: (error) =>
-            Effect.fail(
-              new transfer.Retryable({ reason: `bad response: ${errors.redactText(String(error.cause ?? error.message))}` })
-            )
-        })
-      )
-
-    // One request, redirects followed.
-    const request = (conditions: Record<string, string>) =>
-      Effect.gen(function*() {
-        let response = yield* send(url, conditions)
-        for (let hops = 0; isRedirect(response.status) && response.headers["location"] !== undefined; hops++) {
-          if (hops === maxRedirects) {
-            return yield* new StorageError.RequestRejected({
-              location,
-              status: response.status,
-              reason: `more than ${maxRedirects} redirects`
-            })
-          }
-          yield* Effect.ignore(response.text)
-          response = yield* send(new URL(response.headers["location"], response.request.url).href, conditions)
-        }
-        return response
-      })
+    const { request, secretHeaders } = requester(client, url, options)
 
     if (options.offline) {
       const meta = yield* readMeta
@@ -732,3 +755,110 @@ export const fetch = (
       })
     }))
   })
+
+/**
+ * The HTTP storage's URLs as a source of the transfer engine (the memory
+ * sink's, with `cache: false`): its listing is the URLs, each resolved by
+ * its first answer to a one-byte range (the size from Content-Range, the
+ * version from a strong ETag or Last-Modified, ranges possible when the
+ * server answered 206 with a version), and its reads carry `If-Range` with
+ * that version, so that every part comes from it or the answer says the
+ * file changed. A server that announces no size (no Content-Length, no
+ * Content-Range) cannot be read into a buffer of the file's size: that is a
+ * `RequestRejected` naming the way out (the cache).
+ *
+ * @internal
+ */
+export const source = (options: {
+  readonly urls: ReadonlyArray<string>
+  readonly expected: ReadonlyMap<string, string>
+  readonly headers: FetchOptions["headers"]
+  readonly connectTimeout: Duration.Duration
+  readonly concurrency: number
+  readonly connect: Effect.Effect<HttpClient.HttpClient, StorageError.StorageError, Scope.Scope>
+}): snapshot.Source<HttpClient.HttpClient> => {
+  // The version each URL was resolved with, and of which kind, for the If-Range of its reads.
+  const versions = new Map<string, { readonly kind: PartialMeta["kind"]; readonly validator: string }>()
+  const bodyOf = (response: HttpClientResponse.HttpClientResponse): unknown =>
+    nodeDrain.readableOf(response) ?? Stream.toAsyncIterable(response.stream)
+  const resolve = (client: HttpClient.HttpClient, url: string) =>
+    Effect.gen(function*() {
+      const { location, request } = requester(client, url, options)
+      const response = yield* request({ "accept-encoding": "identity", range: "bytes=0-0" })
+      yield* discard(response)
+      const etag = strongEtag(response.headers["etag"])
+      const lastModified = response.headers["last-modified"]
+      const version = etag !== undefined
+        ? { kind: "etag" as const, validator: etag }
+        : lastModified !== undefined
+        ? { kind: "last-modified" as const, validator: lastModified }
+        : undefined
+      const range = parseContentRange(response.headers["content-range"])
+      const size = response.status === 206 || response.status === 416
+        ? range?.total
+        : response.status === 200 && response.headers["content-length"] !== undefined
+        ? Number(response.headers["content-length"])
+        : undefined
+      if (response.status !== 200 && response.status !== 206 && !(response.status === 416 && size === 0)) {
+        return yield* statusFailure(location, response)
+      }
+      if (size === undefined || !Number.isSafeInteger(size) || size < 0) {
+        return yield* new StorageError.RequestRejected({
+          location,
+          status: response.status,
+          reason: "the server does not say how large the file is (no Content-Length or Content-Range), which loading " +
+            "straight into memory needs: load it through the cache (cache: true)"
+        })
+      }
+      if (version !== undefined) versions.set(url, version)
+      const expected = options.expected.get(url)
+      return {
+        key: url,
+        name: nameOf(url),
+        size,
+        etag: version?.validator ?? "",
+        ranged: response.status === 206 && version !== undefined,
+        checks: expected === undefined ? [] : [{ algorithm: "sha256", expected, label: "sha256" }]
+      } satisfies snapshot.Listed
+    })
+  return {
+    storageType: "http",
+    folder: "http",
+    cacheKey: options.urls,
+    locationOf: (key) => (key === "" ? "" : errors.redactUrl(key)),
+    prefix: "",
+    mask: /(?:)/,
+    maskField: "urls",
+    named: true,
+    nothingListed: "no URL",
+    connect: options.connect,
+    list: (client) => Effect.forEach(options.urls, (url) => resolve(client, url), { concurrency: options.concurrency }),
+    get: (client, entry, range) =>
+      Effect.gen(function*() {
+        const { location, request } = requester(client, entry.key, options)
+        const version = versions.get(entry.key)
+        const conditions: Record<string, string> = { "accept-encoding": "identity" }
+        if (range !== undefined) {
+          conditions.range = `bytes=${range.start}-${range.end - 1}`
+          if (version !== undefined) conditions["if-range"] = version.validator
+        }
+        const response = yield* request(conditions)
+        // Closed with the read's scope unless its body was read to the end (its connection is then reused).
+        yield* Effect.addFinalizer(() => nodeDrain.readableOf(response)?.readableEnded === true ? Effect.void : discard(response))
+        const answered = version === undefined ? undefined : validatorOf(version.kind, response)
+        if (response.status === 206 && range !== undefined) {
+          const served = parseContentRange(response.headers["content-range"])
+          return { body: bodyOf(response), etag: answered, range: { start: served?.start, end: served?.end } } satisfies snapshot.Got
+        }
+        if (response.status === 200 && range === undefined) {
+          return { body: bodyOf(response), etag: answered } satisfies snapshot.Got
+        }
+        if (response.status === 200) {
+          // The whole file, to a ranged read: a newer version (If-Range failed), or a server that stopped serving ranges.
+          if (answered !== undefined && answered !== version?.validator) return { body: undefined, etag: answered } satisfies snapshot.Got
+          return yield* new transfer.Retryable({ reason: "the server answered a ranged read with the whole file" })
+        }
+        return yield* statusFailure(location, response)
+      })
+  }
+}

@@ -279,7 +279,7 @@ export const make = (settings: Settings) =>
     const treeOf = (client: Client, api: string, commit: string, location: string) =>
       Effect.gen(function*() {
         const file = path.join(treesDir, `${commit}.json`)
-        const kept = yield* cache.readJson<Tree>(file)
+        const kept = settings.cache === false ? Option.none<Tree>() : yield* cache.readJson<Tree>(file)
         if (Option.isSome(kept) && kept.value.commit === commit && Array.isArray(kept.value.files)) return kept.value
         const files: Array<Tree["files"][number]> = []
         let url: string | undefined = `${api}/tree/${commit}?recursive=true&expand=false`
@@ -302,7 +302,9 @@ export const make = (settings: Settings) =>
           url = page.next
         }
         const tree: Tree = { commit, files }
-        yield* Effect.ignore(Effect.zipRight(cache.ensureDir(treesDir), cache.writeJsonAtomic(file, tree, { flush: false })))
+        if (settings.cache !== false) {
+          yield* Effect.ignore(Effect.zipRight(cache.ensureDir(treesDir), cache.writeJsonAtomic(file, tree, { flush: false })))
+        }
         return tree
       })
 

@@ -23,7 +23,9 @@ const readChunkSize = 8 * 1024 * 1024
 export const readBytes = (fs: FileSystem.FileSystem, path: Path.Path) =>
 (
   file: string,
-  name: string = path.basename(file)
+  name: string = path.basename(file),
+  /** The caller reserved the file's size from the `MemoryBudget` already (with the other files of its load). */
+  options: { readonly reserved?: boolean } = {}
 ): Effect.Effect<LoadedFile.Bytes, StorageError.StorageError, Scope.Scope> =>
   // The buffer (and its share of the memory budget) is the caller's once the read succeeded; a failed read gives it back at once.
   release.keptOnSuccess(Effect.gen(function*() {
@@ -35,7 +37,8 @@ export const readBytes = (fs: FileSystem.FileSystem, path: Path.Path) =>
         return yield* new StorageError.ReadFailed({ path: file, operation: "read", reason: "it is a folder, not a file" })
       }
       const size = Number(info.size)
-      const bytes = yield* Scope.extend(release.allocateScoped(size, { location: file }), own)
+      if (options.reserved !== true) yield* Scope.extend(release.reserve(size, { location: file }), own)
+      const bytes = yield* Scope.extend(release.allocateScoped(size), own)
       let offset = 0
       while (offset < size) {
         const chunk = bytes.subarray(offset, Math.min(size, offset + readChunkSize))
@@ -58,6 +61,28 @@ export const readBytes = (fs: FileSystem.FileSystem, path: Path.Path) =>
     }))
     return yield* LoadedFile.bytes({ path: file, name, bytes })
   }))
+
+/**
+ * The files of one load, handed over by path, or read into memory
+ * (`needLoadFile`) once the size of them all is reserved from the
+ * `MemoryBudget` (one reservation for the load: they are held together).
+ *
+ * @internal
+ */
+export const deliverAll = (fs: FileSystem.FileSystem, path: Path.Path, needLoadFile: boolean) => {
+  const read = readBytes(fs, path)
+  return (
+    files: ReadonlyArray<{ readonly file: string; readonly name: string; readonly size: number }>
+  ): Effect.Effect<Array<LoadedFile.LoadedFile>, StorageError.StorageError, Scope.Scope> =>
+    needLoadFile
+      ? Effect.zipRight(
+        release.reserve(files.reduce((sum, file) => sum + file.size, 0), {
+          location: files.length === 1 ? files[0]!.file : `${files.length} files (${files[0]?.file ?? ""}, …)`
+        }),
+        Effect.forEach(files, (file) => read(file.file, file.name, { reserved: true }))
+      )
+      : Effect.succeed(files.map((file) => LoadedFile.path({ path: file.file, name: file.name, size: file.size })))
+}
 
 /**
  * The storage a cache-backed source makes (S3, GCS, Azure, the Hub): each
@@ -101,7 +126,7 @@ export const cachedStorage = (options: {
     })
   return storage.make({
     storageType: options.storageType,
-    load: options.loadBytes ?? Effect.flatMap(options.load, (files) => Effect.forEach(files, deliver)),
+    load: options.loadBytes ?? Effect.flatMap(options.load, deliverAll(fs, path, options.needLoadFile)),
     // A location of the source's (with the cache off) is fetched into memory; a local file is handed over.
     loadBytesSingleFile: (file) => Option.getOrElse(options.loadBytesOf?.(file) ?? Option.none(), () => local(file))
   })

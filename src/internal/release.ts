@@ -60,23 +60,30 @@ export const detach = (bytes: Uint8Array): void => {
 }
 
 /**
- * A buffer of exactly `size` bytes, not pooled (so it may be detached), whose
- * memory is reserved from the `MemoryBudget` first and released (buffer and
- * reservation) when the scope closes.
+ * Reserves `bytes` from the `MemoryBudget` until the scope closes. A load
+ * reserves the size of all the files it will hold at once, before the first
+ * buffer, so that loads wait for each other whole (a load that took part of
+ * the budget and waits for the rest could wait forever).
  *
  * @internal
  */
-export const allocateScoped = (
-  size: number,
+export const reserve = (
+  bytes: number,
   options: { readonly location: string; readonly onWait?: Effect.Effect<void> | undefined }
-): Effect.Effect<Uint8Array, MemoryBudgetExceeded, Scope.Scope> =>
-  Effect.zipRight(
-    Effect.flatMap(MemoryBudget, (budget) => budget.reserve(size, options)),
-    Effect.acquireRelease(
-      // An ArrayBuffer of its own; large ones come zeroed from the OS page by page, at no extra cost.
-      Effect.zipRight(track, Effect.sync(() => new Uint8Array(size))),
-      (bytes) => Effect.sync(() => detach(bytes))
-    )
+): Effect.Effect<void, MemoryBudgetExceeded, Scope.Scope> =>
+  Effect.flatMap(MemoryBudget, (budget) => budget.reserve(bytes, options))
+
+/**
+ * A buffer of exactly `size` bytes, not pooled (so it may be detached), whose
+ * memory is released when the scope closes.
+ *
+ * @internal
+ */
+export const allocateScoped = (size: number): Effect.Effect<Uint8Array, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    // An ArrayBuffer of its own; large ones come zeroed from the OS page by page, at no extra cost.
+    Effect.zipRight(track, Effect.sync(() => new Uint8Array(size))),
+    (bytes) => Effect.sync(() => detach(bytes))
   )
 
 /**

@@ -30,6 +30,10 @@ export interface Listed {
   readonly etag: string
   /** Digests of the whole object the source vouches for, each checked when the object is fetched. */
   readonly checks?: ReadonlyArray<Check> | undefined
+  /** The name it is delivered under, for a source whose listing names its files (`Source.named`). */
+  readonly name?: string | undefined
+  /** Whether ranges of it can be read (false: one whole read, never parts). Default true. */
+  readonly ranged?: boolean | undefined
 }
 
 /**
@@ -98,6 +102,11 @@ export interface Source<C> {
    */
   readonly keep?: ((key: string) => boolean) | undefined
   readonly maskField: string
+  /**
+   * The listing is the selection: each entry named (`Listed.name`), in the
+   * order to deliver, with no prefix or mask (the HTTP storage's URLs).
+   */
+  readonly named?: boolean | undefined
   /** What an empty listing means (RemoteNotFound's reason). */
   readonly nothingListed: string
   readonly connect: Effect.Effect<C, StorageError.StorageError, Scope.Scope>
@@ -123,6 +132,8 @@ export interface Settings {
   readonly offline: boolean
   readonly lockTimeout: Duration.Duration
   readonly verify: cache.VerifyMode
+  /** false: nothing is written to the cache folder (the memory sink's loads); default true. */
+  readonly cache?: boolean | undefined
 }
 
 /** One object of a snapshot: where it came from and what it was. */
@@ -204,6 +215,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
     // below it (a key relative to the prefix).
     const select = (objects: ReadonlyArray<Listed>) =>
       Effect.gen(function*() {
+        if (source.named === true) return objects.map((object): Entry => ({ ...object, name: object.name ?? object.key }))
         const selector = { storageType: source.storageType, field: source.maskField }
         const exact = objects.find((object) => object.key === source.prefix)
         if (exact !== undefined && source.prefix !== "") {
@@ -428,7 +440,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         const mismatch = (algorithm: string, expected: string, actual: string) =>
           new StorageError.ChecksumMismatch({ location, algorithm, expected, actual })
         yield* cache.ensureDir(path.dirname(target))
-        if (entry.size < settings.multipartThreshold) {
+        if (entry.size < settings.multipartThreshold || entry.ranged === false) {
           yield* progress.start(entry.size, 0)
           const { checks, digests: [sha256, ...actual] } = yield* retrying(location, fetchRange(client, entry, { file: target }, 0, undefined, progress))
           for (const [i, check] of checks.entries()) {
@@ -754,10 +766,10 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
       Effect.gen(function*() {
         const location = source.locationOf(entry.key)
         const progress = tracker.file(location, entry.name)
-        const bytes = yield* release.allocateScoped(entry.size, { location, onWait: progress.waiting(entry.size) })
+        const bytes = yield* release.allocateScoped(entry.size)
         yield* progress.start(entry.size, 0)
         const into = { bytes }
-        const { actual, checks } = entry.size < settings.multipartThreshold
+        const { actual, checks } = entry.size < settings.multipartThreshold || entry.ranged === false
           ? yield* Effect.map(
             retrying(location, fetchRange(client, entry, into, 0, undefined, progress)),
             ({ checks, digests: [, ...actual] }) => ({ actual, checks })
@@ -821,11 +833,22 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         return yield* LoadedFile.bytes({ path: location, name: entry.name, bytes })
       })
 
+    // The memory of every file of the load, reserved at once before the first buffer (they are held
+    // together); while it waits, each file's progress says so.
+    const reserveFor = (entries: ReadonlyArray<Entry>, tracker: transfer.Tracker) =>
+      release.reserve(entries.reduce((sum, entry) => sum + entry.size, 0), {
+        location: entries.length === 1 ? source.locationOf(entries[0]!.key) : `${entries.length} files of ${base}`,
+        onWait: Effect.forEach(entries, (entry) => tracker.file(source.locationOf(entry.key), entry.name).waiting(entry.size), {
+          discard: true
+        })
+      })
+
     const loadBytes: Effect.Effect<ReadonlyArray<LoadedFile.Bytes>, StorageError.StorageError, Scope.Scope> = Effect.gen(
       function*() {
         const tracker = yield* transfer.makeTracker
         const client = yield* source.connect
         const selected = yield* Effect.flatMap(retrying(base, source.list(client)), select)
+        yield* reserveFor(selected, tracker)
         return yield* Effect.forEach(
           selected,
           (entry) => release.keptOnSuccess(fetchIntoMemory(client, entry, tracker)),
@@ -846,6 +869,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           if (entry === undefined) {
             return yield* new StorageError.RemoteNotFound({ location, reason: "not among the files this storage selects" })
           }
+          yield* reserveFor([entry], tracker)
           return yield* release.keptOnSuccess(fetchIntoMemory(client, entry, tracker))
         }))
 
