@@ -15,7 +15,7 @@ import * as hub from "../src/internal/hub.js"
 import * as Storage from "../src/Storage.js"
 import * as StorageUri from "../src/StorageUri.js"
 import { storageContract } from "../src/Testing.js"
-import { budgetAfterFailure, bytesOf, contents, filesUnder, fingerprint, platform, tempDir } from "./helpers.js"
+import { budgetAfterFailure, bytesOf, contents, filesUnder, fingerprint, partsRecords, platform, runSelectionChild, tempDir } from "./helpers.js"
 import * as Hub from "./servers/hub.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -57,6 +57,33 @@ const fixture = (needLoadFile: boolean, cache = true) =>
 storageContract("HfStorage (paths)", fixture(false))
 storageContract("HfStorage (bytes)", fixture(true))
 storageContract("HfStorage (straight into memory, cache: false)", fixture(true, false))
+
+withServer("HfStorage: resume after SIGKILL", (it) => {
+  const load = (options: HfStorage.Options) => Effect.flatMap(HfStorage.make({ retries: 0, ...options }), contents).pipe(withEnv())
+  it.scoped("one stream killed with SIGKILL at half: the next run fetches only what was not flushed and recorded", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const server = yield* Hub.make()
+      const large = bytesOf(20 * MiB + 7, 31)
+      server.push("acme/big", { "model.safetensors": large })
+      server.stalled.add("model.safetensors")
+      const cacheDir = yield* tempDir
+      const kwargs = { repo_id: "acme/big", endpoint: server.endpoint, cache_dir: cacheDir, stall_timeout: 60 }
+      // Below the threshold: one stream, which stops at half (the connection stays open).
+      const first = runSelectionChild({ storage_type: "hf", storage_kwargs: kwargs }, { HF_TOKEN_PATH: "/nonexistent" })
+      const recorded = () => partsRecords(cacheDir).map((record) => record.progress?.["0"]?.bytes ?? 0)[0] ?? 0
+      yield* Effect.repeat(Effect.sync(recorded), { until: (bytes) => bytes >= 8 * MiB, schedule: Schedule.spaced("20 millis") })
+      first.child.kill("SIGKILL")
+      expect(yield* Effect.promise(() => first.done)).toEqual({ signal: "SIGKILL" })
+      const kept = recorded()
+      server.stalled.clear()
+      const before = server.requests("cdn").length
+      const delivered = yield* load({ repoId: "acme/big", endpoint: server.endpoint, cacheDir })
+      expect(delivered.map((file) => file.bytes)).toEqual([fingerprint(large)])
+      // One ranged GET from the last checkpoint on: nothing recorded is fetched again.
+      expect(server.requests("cdn").slice(before).map((entry) => entry.range)).toEqual([`bytes=${kept}-${large.byteLength - 1}`])
+      expect(partsRecords(cacheDir)).toEqual([])
+    })), 60_000)
+})
 
 withServer("HfStorage: straight into memory (cache: false)", (it) => {
   it.scoped("parts from the CDN into one buffer, checked against the LFS sha256; a corrupt or stalled file gives back its buffer and budget at once", () =>

@@ -17,7 +17,7 @@ import * as s3Internal from "../src/internal/s3.js"
 import * as S3Storage from "../src/S3Storage.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "../src/Testing.js"
-import { budgetAfterFailure, bytesOf, contents, filesUnder, fingerprint, platform, tempDir, flipByte, onSmallDisk } from "./helpers.js"
+import { budgetAfterFailure, bytesOf, contents, filesUnder, fingerprint, partsRecords, platform, runSelectionChild, tempDir, flipByte, onSmallDisk } from "./helpers.js"
 import * as S3 from "./servers/s3.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -60,6 +60,58 @@ const fixture = (needLoadFile: boolean, cache = true) =>
 storageContract("S3Storage (paths)", fixture(false))
 storageContract("S3Storage (bytes)", fixture(true))
 storageContract("S3Storage (straight into memory, cache: false)", fixture(true, false))
+
+withServer("S3Storage: resume after SIGKILL", (it) => {
+  it.scoped("parts killed with SIGKILL mid-way: each resumes from its last flushed, recorded bytes; nothing recorded is fetched again", () =>
+    Effect.scoped(Effect.gen(function*() {
+      // Every GET of the object stops at half its range (the connection stays open).
+      const stalled = new Set(["m/big.bin"])
+      const server = yield* S3.make(["b"], { stalled })
+      const big = bytesOf(16 * 1024 * 1024, 41)
+      yield* Effect.promise(() => server.put("b", "m/big.bin", big))
+      const cacheDir = yield* tempDir
+      const kwargs = {
+        bucket: "b",
+        prefix: "m/big.bin",
+        file_mask: "bin$",
+        endpoint: server.endpoint,
+        access_key_id: S3.accessKeyId,
+        secret_access_key: S3.secretAccessKey,
+        cache_dir: cacheDir,
+        multipart_threshold_mb: 4,
+        part_size_mb: 4,
+        part_concurrency: 4
+      }
+      const first = runSelectionChild({ storage_type: "s3", storage_kwargs: kwargs })
+      const recorded = () => Object.values(partsRecords(cacheDir)[0]?.progress ?? {}).map((part) => part.bytes)
+      // Checkpoints every MiB (a quarter of a part): each part has 2 MiB when it stops.
+      yield* Effect.repeat(Effect.sync(recorded), {
+        until: (parts) => parts.length === 4 && parts.every((bytes) => bytes >= 1024 * 1024),
+        schedule: Schedule.spaced("20 millis")
+      })
+      first.child.kill("SIGKILL")
+      expect(yield* Effect.promise(() => first.done)).toEqual({ signal: "SIGKILL" })
+      const kept = partsRecords(cacheDir)[0]!.progress!
+      stalled.clear()
+      const before = server.gets("big.bin").length
+      const delivered = yield* contents(yield* S3Storage.make({
+        bucket: "b",
+        prefix: "m/big.bin",
+        fileMask: "bin$",
+        endpoint: server.endpoint,
+        ...keys,
+        cacheDir,
+        multipartThresholdMb: 4,
+        partSizeMb: 4
+      }))
+      expect(delivered.map((file) => file.bytes)).toEqual([fingerprint(big)])
+      const part = 4 * 1024 * 1024
+      expect(server.gets("big.bin").slice(before).map((entry) => entry.range).sort()).toEqual(
+        [0, 1, 2, 3].map((i) => `bytes=${i * part + kept[String(i)]!.bytes}-${(i + 1) * part - 1}`).sort()
+      )
+      expect(partsRecords(cacheDir)).toEqual([])
+    })), 60_000)
+})
 
 withServer("S3Storage: straight into memory (cache: false)", (it) => {
   const big = bytesOf(3 * 1024 * 1024 + 100, 11)

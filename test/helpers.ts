@@ -213,3 +213,40 @@ export const budgetAfterFailure = (
     yield* Fiber.interrupt(fiber)
     return { error: undefined, heldBefore, stillTaken: total - (yield* budget.available) }
   })
+
+/**
+ * Runs test/fixtures/selection-child.ts: a load of `selection` in a process
+ * of its own (the tests kill it with SIGKILL midway). `done` has its outcome,
+ * or the signal that ended it.
+ */
+export const runSelectionChild = (selection: unknown, env: Record<string, string> = {}) => {
+  const root = path.resolve(import.meta.dirname, "..")
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(HF_|AWS_|AZURE_|GCS_)/.test(name)))
+  const child = spawn(process.execPath, ["--import", "tsx", "test/fixtures/selection-child.ts", JSON.stringify(selection)], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...clean, ...env }
+  })
+  let out = ""
+  child.stdout.on("data", (chunk) => (out += chunk))
+  const done = new Promise<unknown>((resolve, reject) =>
+    child.on("exit", (code, signal) => {
+      if (signal !== null) resolve({ signal })
+      else if (code === 0) resolve(JSON.parse(out.trim().split("\n").at(-1)!))
+      else reject(new Error(`exit ${code}: ${out}`))
+    })
+  )
+  return { child, done }
+}
+
+/** The resume records (`partials/*.json`) under a cache folder, parsed. */
+export const partsRecords = (cacheDir: string): Array<{ readonly parts: Record<string, string>; readonly progress?: Record<string, { readonly bytes: number }> }> =>
+  filesUnder(cacheDir)
+    .filter((file) => /partials\/[^/]+\.json$/.test(file) && !file.endsWith(".done.json"))
+    .flatMap((file) => {
+      try {
+        return [JSON.parse(fs.readFileSync(path.join(cacheDir, file), "utf8"))]
+      } catch {
+        return []
+      }
+    })

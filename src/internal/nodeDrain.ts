@@ -66,6 +66,18 @@ export const drain = (options: {
   readonly onWritten?: (start: number, length: number) => void
   /** With flags "a": the file's size before (where the writes begin). */
   readonly appendsAt?: number
+  /**
+   * Checkpoints that survive SIGKILL: every `every` bytes the body passed,
+   * `mark` is asked for a token of that moment (a digest of the bytes so
+   * far); once those bytes are written, the file is flushed (fdatasync) and
+   * `durable` told (from a Node callback: it must only record). A killed
+   * process then leaves a record of bytes that are on the device.
+   */
+  readonly checkpoint?: {
+    readonly every: number
+    readonly mark: () => string
+    readonly durable: (bytes: number, mark: string) => void
+  } | undefined
 }): Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed> =>
   published(options.progress, (count) =>
     Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
@@ -82,6 +94,24 @@ export const drain = (options: {
         ...(options.start === undefined ? {} : { start: options.start })
       })
       out.on("error", (error) => (writeError = error))
+      // Marks taken as the bytes pass, each flushed and told once the write stream wrote that far.
+      const checkpoint = options.checkpoint
+      const marks: Array<{ readonly bytes: number; readonly mark: string }> = []
+      let nextMark = checkpoint?.every ?? Number.POSITIVE_INFINITY
+      let flushing = false
+      const flushMarks = () => {
+        const fd = (out as unknown as { readonly fd: number | null }).fd
+        if (checkpoint === undefined || flushing || marks.length === 0 || typeof fd !== "number" || out.closed) return
+        let ready: { readonly bytes: number; readonly mark: string } | undefined
+        while (marks.length > 0 && marks[0]!.bytes <= out.bytesWritten) ready = marks.shift()
+        if (ready === undefined) return
+        const reached = ready
+        flushing = true
+        fs.fdatasync(fd, (error) => {
+          flushing = false
+          if (error === null) checkpoint.durable(reached.bytes, reached.mark)
+        })
+      }
       const counter = new Transform({
         highWaterMark,
         transform(chunk: Buffer, _encoding, callback) {
@@ -89,6 +119,10 @@ export const drain = (options: {
           written += chunk.byteLength
           count(chunk.byteLength)
           lastBytesAt = Date.now()
+          if (written >= nextMark) {
+            marks.push({ bytes: written, mark: checkpoint!.mark() })
+            nextMark = written + checkpoint!.every
+          }
           callback(null, chunk)
         }
       })
@@ -102,6 +136,7 @@ export const drain = (options: {
       }
       const timer = setInterval(() => {
         tell()
+        flushMarks()
         if (Date.now() - lastBytesAt > stallMillis) options.body.destroy(new Stalled())
       }, Math.min(100, stallMillis / 4))
       pipeline(options.body, counter, out).then(

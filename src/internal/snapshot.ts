@@ -1,9 +1,9 @@
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import type * as Schedule from "effect/Schedule"
+import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as crypto from "node:crypto"
@@ -166,6 +166,12 @@ interface PartsRecord {
   readonly size: number
   readonly partSize: number
   readonly parts: Readonly<Record<string, string>>
+  /**
+   * Parts under way: the bytes from the part's start that are on the device
+   * (flushed before they were recorded), and their sha256: a run after a
+   * SIGKILL re-hashes them and goes on from there.
+   */
+  readonly progress?: Readonly<Record<string, { readonly bytes: number; readonly sha256: string }>> | undefined
   /** The whole-object digests the first answered part vouched for (checked once every part is in). */
   readonly checks?: ReadonlyArray<Check> | undefined
 }
@@ -188,6 +194,12 @@ const bodyStream = (body: unknown) =>
   )
 
 const namesShown = 10
+
+/**
+ * Objects from this size on go through a partial file with a resume record
+ * (checkpointed as they arrive); smaller ones are fetched again whole.
+ */
+const resumableFrom = 8 * 1024 * 1024
 
 /**
  * The engine of the remote sources that list a set of objects (S3, Azure
@@ -270,31 +282,40 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
       return { data: `${base}.done`, record: `${base}.done.json` }
     }
 
-    // What a large object's partial file already holds, from an earlier run
-    // (killed, interrupted, failed): the parts recorded for this very version,
-    // re-hashed. Anything else is removed.
-    const resumable = (entry: Entry) =>
+    // What a partial file already holds, from an earlier run (killed,
+    // interrupted, failed): the parts recorded for this very version and part
+    // size, and the durable beginnings of parts that were under way, each
+    // re-hashed (a beginning's hash is kept, to go on from). Anything else is removed.
+    const resumable = (entry: Entry, partSize: number) =>
       Effect.gen(function*() {
         const { data, record } = partialOf(entry)
         const held = yield* cache.readJson<PartsRecord>(record)
         const info = yield* Effect.option(fs.stat(data))
+        const parts = new Map<number, string>()
+        const prefixes = new Map<number, { readonly bytes: number; readonly hash: crypto.Hash }>()
         if (
           Option.isNone(held) || Option.isNone(info) || held.value.key !== entry.key ||
           held.value.etag !== entry.etag || held.value.size !== entry.size ||
-          held.value.partSize !== settings.partSize || Number(info.value.size) !== entry.size
+          held.value.partSize !== partSize || Number(info.value.size) !== entry.size
         ) {
           yield* cache.removeAll(data, record)
-          return { parts: new Map<number, string>(), checks: undefined }
+          return { parts, prefixes, checks: undefined }
         }
-        // Only the recorded parts are read again (not the rest of a large, mostly missing object).
-        const parts = new Map<number, string>()
+        // Only the recorded bytes are read again (not the rest of a large, mostly missing object).
         for (const [index, digest] of Object.entries(held.value.parts)) {
-          const start = Number(index) * settings.partSize
-          const length = Math.min(entry.size, start + settings.partSize) - start
+          const start = Number(index) * partSize
+          const length = Math.min(entry.size, start + partSize) - start
           const now = yield* Effect.option(cache.digestOfRange(fs, data, start, length))
           if (Option.isSome(now) && now.value === digest) parts.set(Number(index), digest)
         }
-        return { parts, checks: held.value.checks }
+        for (const [index, { bytes, sha256 }] of Object.entries(held.value.progress ?? {})) {
+          if (parts.has(Number(index)) || !(bytes > 0)) continue
+          const start = Number(index) * partSize
+          if (start + bytes >= Math.min(entry.size, start + partSize)) continue
+          const hash = yield* Effect.option(cache.hashInto(fs, data, crypto.createHash("sha256"), { start, length: bytes }))
+          if (Option.isSome(hash) && hash.value.copy().digest("hex") === sha256) prefixes.set(Number(index), { bytes, hash: hash.value })
+        }
+        return { parts, prefixes, checks: held.value.checks }
       })
 
     // What the source vouches for, against what arrived.
@@ -318,11 +339,27 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
       into: Into,
       start: number,
       end: number | undefined,
-      progress: transfer.FileTracker
+      progress: transfer.FileTracker,
+      options: {
+        /** The sha256 of the bytes before `start` (a part resumed from a checkpoint): continued, never changed. */
+        readonly seed?: crypto.Hash | undefined
+        /**
+         * Checkpoints of the file written (see nodeDrain): `durable(offset, sha256 of the part up to it,
+         * the checks the answer vouched for)`.
+         */
+        readonly checkpoint?: {
+          readonly every: number
+          readonly durable: (offset: number, sha256: string, vouched: ReadonlyArray<Check>) => void
+        } | undefined
+        /** Into a file that has its size already (a partial file): written in place, never truncated. */
+        readonly inPlace?: boolean | undefined
+        /** Whether a whole read also hashes the checks it vouches for (false: the caller hashes them). */
+        readonly wholeChecks?: boolean | undefined
+      } = {}
     ) =>
       Effect.gen(function*() {
         const location = source.locationOf(entry.key)
-        const hashes = [crypto.createHash("sha256")]
+        const hashes = [options.seed?.copy() ?? crypto.createHash("sha256")]
         let vouched: ReadonlyArray<Check> | undefined
         const onBytes = (chunk: Uint8Array) => {
           for (const hash of hashes) hash.update(chunk)
@@ -343,7 +380,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
             if (vouched === undefined) {
               vouched = got.checks ?? entry.checks ?? []
               // The whole object is hashed for each check as it arrives; parts are checked whole at the end.
-              if (end === undefined) hashes.push(...vouched.map(hashOf))
+              if (end === undefined && options.wholeChecks !== false) hashes.push(...vouched.map(hashOf))
             }
             const served = end === undefined ? undefined : got.range
             const upto = served?.end ?? last
@@ -354,7 +391,20 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
             }
             const written = "bytes" in into
               ? yield* intoMemory(got.body, into.bytes.subarray(at, last), onBytes, progress)
-              : yield* intoFile(got.body, into.file, end === undefined ? "w" : "r+", at, end !== undefined, onBytes, progress)
+              : yield* intoFile(
+                got.body,
+                into.file,
+                end === undefined && options.inPlace !== true ? "w" : "r+",
+                at,
+                end !== undefined,
+                onBytes,
+                progress,
+                {
+                  every: options.checkpoint?.every,
+                  mark: () => hashes[0]!.copy().digest("hex"),
+                  durable: (bytes, mark) => options.checkpoint?.durable(at + bytes, mark, vouched ?? [])
+                }
+              )
             if (written !== upto - at) {
               return yield* new transfer.Retryable({ reason: `got ${at - start + written} of ${last - start} bytes` })
             }
@@ -372,7 +422,12 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
       at: number,
       part: boolean,
       onBytes: (chunk: Uint8Array) => void,
-      progress: transfer.FileTracker
+      progress: transfer.FileTracker,
+      checkpoint: {
+        readonly every: number | undefined
+        readonly mark: () => string
+        readonly durable: (bytes: number, mark: string) => void
+      }
     ) =>
       nodeDrain.isNodeReadable(body)
         ? nodeDrain.drain({
@@ -383,6 +438,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           onBytes,
           progress,
           stallTimeout: settings.stallTimeout,
+          checkpoint: checkpoint.every === undefined ? undefined : { ...checkpoint, every: checkpoint.every },
           // A part runs beside others: each holds little (see nodeDrain).
           ...(part ? { highWaterMark: 64 * 1024 } : {})
         })
@@ -427,12 +483,16 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           })
         })
 
-    // One object into `target`: one streamed GET (its announced digests
-    // checked as it arrives), or, when large, parallel ranged GETs pinned to
-    // its version into a partial file that survives the run (each part
-    // recorded once it is flushed), so that a later run fetches only the
-    // parts still missing; the announced digests are then checked on the
-    // whole file. Succeeds with the sha256 digests of the file, one per part.
+    // One object into `target`. A small one (or one that cannot be resumed:
+    // no version, no ranges): one streamed GET, its announced digests checked
+    // as it arrives, fetched again whole after a failure. Any other: into a
+    // partial file that survives the run, as one stream or, when large, as
+    // parallel ranged GETs pinned to its version; each part is recorded once
+    // it is flushed, and every few MiB the bytes a stream has on the device
+    // are recorded too (flushed first), so that a run after a SIGKILL fetches
+    // only what no record holds. The announced digests are then checked on
+    // the whole file (in workers, as parts finish in order). Succeeds with the
+    // sha256 digests of the file, one per part.
     const download = (client: C, entry: Entry, target: string, tracker: transfer.Tracker) =>
       Effect.gen(function*() {
         const location = source.locationOf(entry.key)
@@ -440,9 +500,13 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         const mismatch = (algorithm: string, expected: string, actual: string) =>
           new StorageError.ChecksumMismatch({ location, algorithm, expected, actual })
         yield* cache.ensureDir(path.dirname(target))
-        if (entry.size < settings.multipartThreshold || entry.ranged === false) {
+        const inParts = entry.size >= settings.multipartThreshold && entry.ranged !== false
+        if (!inParts && (entry.size < resumableFrom || entry.etag === "" || entry.ranged === false)) {
           yield* progress.start(entry.size, 0)
-          const { checks, digests: [sha256, ...actual] } = yield* retrying(location, fetchRange(client, entry, { file: target }, 0, undefined, progress))
+          const { checks, digests: [sha256, ...actual] } = yield* retrying(
+            location,
+            fetchRange(client, entry, { file: target }, 0, undefined, progress)
+          )
           for (const [i, check] of checks.entries()) {
             if (actual[i] !== check.expected.toLowerCase()) {
               yield* cache.removeAll(target)
@@ -453,13 +517,21 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           return { digests: [sha256!], partSize: Math.max(1, entry.size) }
         }
 
+        const partSize = inParts ? settings.partSize : entry.size
+        const count = Math.ceil(entry.size / partSize)
+        const partBytes = (i: number) => Math.min(entry.size, (i + 1) * partSize) - i * partSize
+        // How often a stream's durable bytes are recorded: every 4 MiB (less for small parts).
+        const every = Math.max(256 * 1024, Math.min(4 * 1024 * 1024, Math.floor(partSize / 4)))
         const { data, record } = partialOf(entry)
-        const { checks: recordedChecks, parts: done } = yield* resumable(entry)
-        // Known from the record (a resume), else from the first part answered, else (every part was
+        const { checks: recordedChecks, parts: done, prefixes } = yield* resumable(entry, partSize)
+        // Known from the record (a resume), else from the first answer, else (every part was
         // recorded by a run that did not record them) from the listing.
         let checks = recordedChecks
-        const count = Math.ceil(entry.size / settings.partSize)
-        if (done.size === 0) {
+        // The durable beginnings of the parts under way (resumed ones first).
+        const under = new Map<number, { readonly bytes: number; readonly sha256: string }>(
+          [...prefixes].map(([i, { bytes, hash }]) => [i, { bytes, sha256: hash.copy().digest("hex") }])
+        )
+        if (done.size === 0 && prefixes.size === 0) {
           // The whole file exists at its size first; each part writes its own range.
           yield* cache.ensureDir(partialsDir)
           yield* Effect.scoped(Effect.flatMap(
@@ -467,44 +539,76 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
             (handle) => Effect.mapError(handle.truncate(entry.size), errors.writeFailed(data, "allocate"))
           ))
         } else {
-          yield* Effect.logDebug(`Resuming ${errors.cap(location)}: ${done.size} of ${count} parts are already in the cache`)
+          const kept = [...done.keys()].reduce((sum, i) => sum + partBytes(i), 0) +
+            [...prefixes.values()].reduce((sum, prefix) => sum + prefix.bytes, 0)
+          yield* Effect.logDebug(
+            `Resuming ${errors.cap(location)}: ${kept} of ${entry.size} bytes are already in the cache ` +
+              `(${done.size} of ${count} parts whole, ${prefixes.size} begun)`
+          )
         }
-        const partBytes = (i: number) => Math.min(entry.size, (i + 1) * settings.partSize) - i * settings.partSize
-        yield* progress.start(entry.size, [...done.keys()].reduce((sum, i) => sum + partBytes(i), 0))
-        // Parts are recorded one at a time, each once it is on the device.
+        yield* progress.start(
+          entry.size,
+          [...done.keys()].reduce((sum, i) => sum + partBytes(i), 0) + [...under.values()].reduce((sum, p) => sum + p.bytes, 0)
+        )
+        // The record is written one at a time: when a part is finished (once it is on the device),
+        // and, while parts are under way, at most every 250 ms when a checkpoint moved.
         const recordLock = yield* Effect.makeSemaphore(1)
-        const writeRecord = Effect.suspend(() =>
-          cache.writeJsonAtomic(record, {
+        let moved = false
+        const writeRecord = Effect.suspend(() => {
+          moved = false
+          return cache.writeJsonAtomic(record, {
             key: entry.key,
             etag: entry.etag,
             size: entry.size,
-            partSize: settings.partSize,
+            partSize,
             parts: Object.fromEntries([...done].map(([index, sha]) => [String(index), sha])),
+            ...(under.size === 0 ? {} : { progress: Object.fromEntries([...under].map(([i, p]) => [String(i), p])) }),
             ...(checks === undefined ? {} : { checks })
           } satisfies PartsRecord)
-        )
+        })
+        const recordMoved = recordLock.withPermits(1)(Effect.suspend(() => (moved ? Effect.ignore(writeRecord) : Effect.void)))
         const recordPart = (i: number, digest: string) =>
-          recordLock.withPermits(1)(Effect.zipRight(Effect.sync(() => done.set(i, digest)), writeRecord))
-        if (done.size === 0) yield* writeRecord
+          recordLock.withPermits(1)(Effect.zipRight(
+            Effect.sync(() => {
+              done.set(i, digest)
+              under.delete(i)
+            }),
+            writeRecord
+          ))
+        if (done.size === 0 && prefixes.size === 0) yield* writeRecord
+        // From a Node callback: only recorded here; a fiber writes it.
+        const checkpoint = (i: number) => ({
+          every,
+          durable: (offset: number, sha256: string, vouched: ReadonlyArray<Check>) => {
+            // A flush that ends after its part was finished (and recorded whole) says nothing new.
+            if (done.has(i)) return
+            checks ??= vouched
+            under.set(i, { bytes: offset - i * partSize, sha256 })
+            moved = true
+          }
+        })
         // The digests the source announced are of the whole object: each is computed in a worker
         // thread (as the HTTP storage's) from the file itself, part after part in file order as the
         // parts are finished (resumed ones first), while later parts are still arriving.
         const actual = yield* Effect.scoped(Effect.gen(function*() {
+          yield* Effect.forkScoped(Effect.repeat(recordMoved, Schedule.spaced(Duration.millis(250))))
+          // Interrupted or failed: what is durable by then is recorded, for the next run.
+          yield* Effect.addFinalizer(() => recordMoved)
           type Hasher = Effect.Effect.Success<ReturnType<typeof cache.rangeHasher>>
           let hashers: ReadonlyArray<Hasher> | undefined
           let hashed = 0
           const catchUp = Effect.sync(() => {
             if (hashers === undefined) return
             for (; hashed < count && done.has(hashed); hashed++) {
-              for (const hasher of hashers) hasher.add(hashed * settings.partSize, partBytes(hashed))
+              for (const hasher of hashers) hasher.add(hashed * partSize, partBytes(hashed))
             }
           })
           // Once the checks are known, a hasher each, fed from part 0 on.
           const useChecks = (vouched: ReadonlyArray<Check>) =>
             Effect.gen(function*() {
               if (hashers !== undefined) return
-              checks = vouched
-              hashers = yield* Effect.forEach(vouched, (check) =>
+              checks ??= vouched
+              hashers = yield* Effect.forEach(checks, (check) =>
                 cache.rangeHasher(data, { algorithm: check.algorithm, preamble: check.preamble }))
               yield* catchUp
             })
@@ -512,13 +616,28 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           yield* Effect.forEach(
             Array.from({ length: count }, (_, i) => i).filter((i) => !done.has(i)),
             (i) => {
-              const start = i * settings.partSize
-              const end = Math.min(entry.size, start + settings.partSize)
-              return Effect.flatMap(retrying(location, fetchRange(client, entry, { file: data }, start, end, progress)), ({ checks: vouched, digests: [digest] }) =>
-                recordLock.withPermits(1)(useChecks(vouched)).pipe(
-                  Effect.zipRight(recordPart(i, digest!)),
-                  Effect.zipRight(catchUp)
-                ))
+              const start = i * partSize
+              const end = Math.min(entry.size, start + partSize)
+              const prefix = prefixes.get(i)
+              const from = start + (prefix?.bytes ?? 0)
+              // One stream from the start is a whole GET (its answer vouches for the object's digests).
+              const whole = count === 1 && from === 0
+              return Effect.flatMap(
+                retrying(
+                  location,
+                  fetchRange(client, entry, { file: data }, from, whole ? undefined : end, progress, {
+                    seed: prefix?.hash,
+                    checkpoint: checkpoint(i),
+                    inPlace: true,
+                    wholeChecks: false
+                  })
+                ),
+                ({ checks: vouched, digests: [digest] }) =>
+                  recordLock.withPermits(1)(useChecks(vouched)).pipe(
+                    Effect.zipRight(recordPart(i, digest!)),
+                    Effect.zipRight(catchUp)
+                  )
+              )
             },
             { concurrency: settings.partConcurrency, discard: true }
           )
@@ -541,7 +660,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         yield* progress.finish(entry.size)
         return {
           digests: Array.from({ length: count }, (_, i) => done.get(i)!),
-          partSize: settings.partSize
+          partSize
         }
       })
 
