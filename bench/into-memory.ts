@@ -15,12 +15,12 @@
 //
 // Environment: BENCH_SIZE_MIB (1024), BENCH_ROUNDS (3), BENCH_CAP (20m), BENCH_DIR.
 // Needs nginx and aria2c (apt-get install nginx-light aria2) for the capped case.
-import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3"
-import { execFileSync, spawn } from "node:child_process"
+import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { has, ratioOf, rounds, type Series, startServer, timed } from "./peers.js"
+import { putFile, s3Client, startS3rver } from "./s3rver.js"
 
 process.env["AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"] ??= "true"
 
@@ -102,38 +102,19 @@ export const intoMemoryBenchmark = async (options: {
   console.log(`${sizeMiB} MiB from s3rver into memory against the AWS SDK's GetObject into a buffer`)
   const s3dir = path.join(work, "s3rver-memory")
   fs.mkdirSync(s3dir)
-  const s3 = spawn(process.execPath, ["--openssl-legacy-provider", "--import", "tsx", path.join(root, "bench", "s3-server.ts"), s3dir], {
-    stdio: ["ignore", "pipe", "inherit"]
-  })
+  const s3 = await startS3rver(s3dir)
   let s3Series: Record<string, Series>
   try {
-    const endpoint = await new Promise<string>((resolve) => {
-      let text = ""
-      s3.stdout.on("data", (chunk) => {
-        text += chunk
-        if (text.includes("\n")) resolve(JSON.parse(text.split("\n")[0]!).endpoint)
-      })
-    })
-    const client = new S3Client({
-      endpoint,
-      region: "us-east-1",
-      forcePathStyle: true,
-      credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
-      requestChecksumCalculation: "WHEN_REQUIRED"
-    })
-    await client.send(new PutObjectCommand({
-      Bucket: "bench",
-      Key: "model.bin",
-      Body: fs.createReadStream(path.join(folder, "big.bin")),
-      ContentLength: size
-    }))
+    const endpoint = s3.endpoint
+    const client = s3Client(endpoint)
+    await putFile(client, "model.bin", path.join(folder, "big.bin"))
     client.destroy()
     s3Series = rounds(options.rounds, {
       "SDK GetObject into a buffer": measured("sdk", () => child("sdk-buffer", endpoint)),
       "load into memory": measured("s3", () => child("s3-memory", endpoint))
     })
   } finally {
-    s3.kill()
+    s3.stop()
     fs.rmSync(folder, { recursive: true, force: true })
     fs.rmSync(s3dir, { recursive: true, force: true })
   }

@@ -13,13 +13,14 @@
 //
 // Environment: BENCH_SIZE_MIB (default 1024), BENCH_FILES (default 100000),
 // BENCH_ROUNDS (default 5), BENCH_DIR (default: a folder under the OS temp dir).
-import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3"
+import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3"
 import { execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { bundleReport, measureBundles } from "./bundle.js"
 import { peersBenchmark, peersReport } from "./peers.js"
+import { putFile, s3Client, startS3rver } from "./s3rver.js"
 
 // The AWS SDK's Node-version notice is noise in the children's output.
 process.env["AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"] ??= "true"
@@ -164,23 +165,11 @@ const remoteBenchmark = async () => {
   console.log("S3: the AWS SDK's GetObject against the S3 storage (s3rver)")
   const s3dir = path.join(work, "s3rver")
   fs.mkdirSync(s3dir)
-  const s3 = await startServer("s3-server.ts", [s3dir], ["--openssl-legacy-provider"])
+  const s3 = await startS3rver(s3dir)
   try {
-    const endpoint = s3.info["endpoint"]!
-    const client = new S3Client({
-      endpoint,
-      region: "us-east-1",
-      forcePathStyle: true,
-      credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
-      // s3rver would store the aws-chunked framing of a streamed upload with a trailing checksum.
-      requestChecksumCalculation: "WHEN_REQUIRED"
-    })
-    await client.send(new PutObjectCommand({
-      Bucket: "bench",
-      Key: "model.bin",
-      Body: fs.createReadStream(file),
-      ContentLength: size
-    }))
+    const endpoint = s3.endpoint
+    const client = s3Client(endpoint)
+    await putFile(client, "model.bin", file)
     const head = await client.send(new GetObjectCommand({ Bucket: "bench", Key: "model.bin", Range: "bytes=0-0" }))
     await head.Body?.transformToByteArray()
     for (let round = 0; round < rounds; round++) {
@@ -324,13 +313,17 @@ ${bundleReport(await measureBundles())}
 npm run bench                                   # 1 GiB, 100,000 files, 2,000 small files, 5 rounds
 BENCH_SIZE_MIB=256 BENCH_FILES=20000 BENCH_MANY=500 BENCH_ROUNDS=3 npm run bench   # smaller
 BENCH_CAP=20m                                   # the capped case's per-connection rate (nginx limit_rate)
+npm run bench:memory                            # straight into memory and the MemoryBudget (its own section)
+npm run bench:hub                               # the Hub against huggingface_hub (its own section)
 \`\`\`
 
 It needs about ${3 * sizeMiB + 100} MiB free in the OS temp folder (or \`BENCH_DIR\`) and in \`BENCH_FETCH_DIR\`,
 python3 and curl; nginx and aria2c when present (\`apt-get install nginx-light aria2\`). It writes this file.
 `
-// The Hub's section (npm run bench:hub, which needs Python's huggingface_hub) is kept as it was.
+// The sections of npm run bench:hub (which needs Python's huggingface_hub) and npm run bench:memory are kept as they were.
 const doc = path.join(root, "docs", "performance.md")
-const hubSection = /<!-- hub:start[\s\S]*?<!-- hub:end -->\n/.exec(fs.existsSync(doc) ? fs.readFileSync(doc, "utf8") : "")?.[0]
-fs.writeFileSync(doc, hubSection === undefined ? report : report.replace(/\n## Reproduce\n/, `\n${hubSection}\n## Reproduce\n`))
+const before = fs.existsSync(doc) ? fs.readFileSync(doc, "utf8") : ""
+const kept = [/<!-- hub:start[\s\S]*?<!-- hub:end -->\n/, /<!-- memory:start[\s\S]*?<!-- memory:end -->\n/]
+  .flatMap((section) => section.exec(before)?.[0] ?? [])
+fs.writeFileSync(doc, report.replace(/\n## Reproduce\n/, `\n${kept.map((section) => `${section}\n`).join("")}## Reproduce\n`))
 console.log(`\nwrote docs/performance.md`)

@@ -22,7 +22,6 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -30,15 +29,14 @@ import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as azure from "./internal/azure.js"
-import * as cache from "./internal/cache.js"
-import * as definition_ from "./internal/definition.js"
-import * as errors from "./internal/errors.js"
+import * as declare_ from "./internal/declare.js"
+import type * as definition_ from "./internal/definition.js"
 import * as mask_ from "./internal/mask.js"
 import * as options_ from "./internal/options.js"
 import { aliasConflicts, PrefixInside, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
+import * as snapshot from "./internal/snapshot.js"
 import * as internal from "./internal/storage.js"
-import * as transfer from "./internal/transfer.js"
 import * as StorageError from "./StorageError.js"
 
 /**
@@ -47,7 +45,6 @@ import * as StorageError from "./StorageError.js"
  */
 export const storageType = "azure"
 
-const MiB = 1024 * 1024
 
 const BlobPrefix = PrefixInside("prefix", "container")
 
@@ -106,36 +103,12 @@ export const Kwargs = Schema.Struct({
 export type Kwargs = typeof Kwargs.Type
 
 /**
- * Options in code: the kwargs in camelCase, durations as Effect Durations,
- * and the retry policy as a Schedule (it replaces `retries`).
+ * What only code can give the Azure storage: a retry Schedule and a Microsoft Entra ID credential.
  *
  * @since 0.5.0
  * @category models
  */
-export interface Options {
-  readonly container: string
-  readonly prefix?: string | undefined
-  readonly fileMask?: string | undefined
-  readonly account?: string | undefined
-  readonly accountKey?: string | Redacted.Redacted<string> | undefined
-  readonly sasToken?: string | Redacted.Redacted<string> | undefined
-  readonly connectionString?: string | Redacted.Redacted<string> | undefined
-  readonly endpoint?: string | undefined
-  readonly needLoadFile?: boolean | undefined
-  /** `false`: straight into memory, no disk (with `needLoadFile: true`); see `cache` in the kwargs. */
-  readonly cache?: boolean | undefined
-  readonly cacheDir?: string | undefined
-  readonly offline?: boolean | undefined
-  readonly concurrency?: number | undefined
-  readonly partSizeMb?: number | undefined
-  readonly partConcurrency?: number | undefined
-  readonly multipartThresholdMb?: number | undefined
-  readonly stallTimeout?: Duration.DurationInput | undefined
-  readonly retries?: number | undefined
-  readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined
-  readonly lockTimeout?: Duration.DurationInput | undefined
-  readonly verify?: "changed" | "always" | undefined
-  readonly caBundle?: string | undefined
+export interface Extra extends declare_.WithRetrySchedule {
   /**
    * Microsoft Entra ID (managed identities, workload identity, service
    * principals): a credential of the application's own, such as
@@ -145,6 +118,16 @@ export interface Options {
    */
   readonly credential?: TokenCredential | undefined
 }
+
+/**
+ * Options in code: the kwargs in camelCase (`part_size_mb` → `partSizeMb`),
+ * durations as Effect Durations (`"30 seconds"`), and `Extra`. Derived from
+ * `Kwargs`, so that code and configuration take the same options.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export type Options = declare_.OptionsOf<typeof Kwargs.Encoded> & Extra
 
 /**
  * The shape of a Microsoft Entra ID credential (`@azure/core-auth`'s
@@ -267,18 +250,7 @@ export const makeResolved = (
       prefix: (kwargs.prefix ?? kwargs.path_to_files ?? "").replace(/^\/+/, ""),
       mask: kwargs.file_mask ?? kwargs.files_mask ?? mask_.compileDefault(),
       caBundle: kwargs.ca_bundle,
-      cacheDir: path.resolve(kwargs.cache_dir ?? (yield* cache.defaultCacheDir(path))),
-      concurrency: kwargs.concurrency,
-      partSize: kwargs.part_size_mb * MiB,
-      partConcurrency: kwargs.part_concurrency,
-      multipartThreshold: kwargs.multipart_threshold_mb * MiB,
-      stallTimeout: Duration.seconds(kwargs.stall_timeout),
-      schedule: retrySchedule ?? transfer.defaultSchedule(kwargs.retries),
-      maxRetryAfter: Duration.minutes(1),
-      offline: kwargs.offline,
-      lockTimeout: Duration.seconds(kwargs.lock_timeout),
-      verify: kwargs.verify,
-      cache: kwargs.cache
+      ...(yield* snapshot.settingsOf(kwargs, retrySchedule))
     }
     // The Azure SDK (an optional peer dependency) is loaded only when an Azure
     // storage is made, by a path bundlers do not follow.
@@ -300,15 +272,16 @@ export const makeResolved = (
       Effect.provideService(FileSystem.FileSystem, fs),
       Effect.provideService(Path.Path, path)
     )
-    return yield* read_.cachedStorage({
-      storageType,
-      fs,
-      path,
-      needLoadFile: kwargs.need_load_file,
-      load: work.load,
-      ...(kwargs.cache ? {} : { loadBytes: work.loadBytes, loadBytesOf: work.loadBytesOf })
-    })
+    return yield* read_.remoteStorage(storageType, kwargs, work)
   })
+
+const declared = declare_.declare({
+  name: storageType,
+  aliases: ["AzureStorage", "az", "azure_blob"],
+  kwargs: Kwargs,
+  extras: ["retrySchedule", "credential"],
+  build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule, extra.credential)
+})
 
 /**
  * An Azure storage. Invalid options fail with `InvalidStorageOptions`.
@@ -316,36 +289,9 @@ export const makeResolved = (
  * @since 0.5.0
  * @category constructors
  */
-export const make = (
+export const make: (
   options: Options
-): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
-  errors.decodeOptionsInCode(storageType, Kwargs, {
-    container: options.container,
-    prefix: options.prefix,
-    file_mask: options.fileMask,
-    account: options.account,
-    account_key: options.accountKey,
-    sas_token: options.sasToken,
-    connection_string: options.connectionString,
-    endpoint: options.endpoint,
-    need_load_file: options.needLoadFile,
-    cache: options.cache,
-    cache_dir: options.cacheDir,
-    offline: options.offline,
-    concurrency: options.concurrency,
-    part_size_mb: options.partSizeMb,
-    part_concurrency: options.partConcurrency,
-    multipart_threshold_mb: options.multipartThresholdMb,
-    stall_timeout: options.stallTimeout === undefined
-      ? undefined
-      : Duration.toSeconds(Duration.decode(options.stallTimeout)),
-    retries: options.retries,
-    lock_timeout: options.lockTimeout === undefined
-      ? undefined
-      : Duration.toSeconds(Duration.decode(options.lockTimeout)),
-    verify: options.verify,
-    ca_bundle: options.caBundle
-  }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule, options.credential)))
+) => Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.make
 
 /**
  * The Azure storage as a layer that takes `FileSystem` and `Path` from the
@@ -355,10 +301,9 @@ export const make = (
  * @since 0.5.0
  * @category layers
  */
-export const layer = (
+export const layer: (
   options: Options
-): Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
-  Layer.effect(internal.Storage, make(options))
+) => Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.layer
 
 /**
  * The storage as a layer whose options come from Effect's `Config`.
@@ -376,21 +321,16 @@ export const layer = (
  * @since 0.5.0
  * @category layers
  */
-export const layerConfig = (
+export const layerConfig: (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<
+) => Layer.Layer<
   internal.Storage,
   StorageError.InvalidStorageOptions | ConfigError.ConfigError,
   FileSystem.FileSystem | Path.Path
-> => Layer.effect(internal.Storage, Effect.flatMap(Config.unwrap(config), make))
+> = declared.layerConfig
 
 /**
  * @since 0.5.0
  * @category definitions
  */
-export const definition: definition_.StorageDefinition<Kwargs> = definition_.define({
-  name: storageType,
-  aliases: ["AzureStorage", "az", "azure_blob"],
-  kwargs: Kwargs,
-  make: (kwargs) => makeResolved(kwargs)
-})
+export const definition: definition_.StorageDefinition<Kwargs> = declared.definition

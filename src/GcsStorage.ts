@@ -25,14 +25,13 @@ import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
-import * as definition_ from "./internal/definition.js"
-import * as errors from "./internal/errors.js"
+import * as declare_ from "./internal/declare.js"
+import type * as definition_ from "./internal/definition.js"
 import * as options_ from "./internal/options.js"
 import * as internal from "./internal/storage.js"
 import * as S3Storage from "./S3Storage.js"
@@ -70,35 +69,23 @@ export const Kwargs = S3Storage.Kwargs.omit("region", "path_style", "session_tok
 export type Kwargs = typeof Kwargs.Type
 
 /**
- * Options in code: the kwargs in camelCase, and the retry policy as a
- * Schedule (it replaces `retries`).
+ * What only code can give the GCS storage: a retry Schedule.
  *
  * @since 0.5.0
  * @category models
  */
-export interface Options {
-  readonly bucket: string
-  readonly prefix?: string | undefined
-  readonly fileMask?: string | undefined
-  readonly endpoint?: string | undefined
-  readonly accessKeyId?: string | Redacted.Redacted<string> | undefined
-  readonly secretAccessKey?: string | Redacted.Redacted<string> | undefined
-  readonly needLoadFile?: boolean | undefined
-  /** `false`: straight into memory, no disk (with `needLoadFile: true`); see `cache` in the kwargs. */
-  readonly cache?: boolean | undefined
-  readonly cacheDir?: string | undefined
-  readonly offline?: boolean | undefined
-  readonly concurrency?: number | undefined
-  readonly partSizeMb?: number | undefined
-  readonly partConcurrency?: number | undefined
-  readonly multipartThresholdMb?: number | undefined
-  readonly stallTimeout?: Duration.DurationInput | undefined
-  readonly retries?: number | undefined
-  readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined
-  readonly lockTimeout?: Duration.DurationInput | undefined
-  readonly verify?: "changed" | "always" | undefined
-  readonly caBundle?: string | undefined
+export interface Extra extends declare_.WithRetrySchedule {
 }
+
+/**
+ * Options in code: the kwargs in camelCase (`part_size_mb` → `partSizeMb`),
+ * durations as Effect Durations (`"30 seconds"`), and `Extra`. Derived from
+ * `Kwargs`, so that code and configuration take the same options.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export type Options = declare_.OptionsOf<typeof Kwargs.Encoded> & Extra
 
 // The HMAC key from the environment, when the kwargs give none.
 const keysFromEnvironment = Effect.gen(function*() {
@@ -141,40 +128,23 @@ export const makeResolved = (
     }, retrySchedule)
   })
 
+const declared = declare_.declare({
+  name: storageType,
+  aliases: ["GcsStorage", "gs", "google"],
+  kwargs: Kwargs,
+  extras: ["retrySchedule"],
+  build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule)
+})
+
 /**
  * A GCS storage. Invalid options fail with `InvalidStorageOptions`.
  *
  * @since 0.5.0
  * @category constructors
  */
-export const make = (
+export const make: (
   options: Options
-): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
-  errors.decodeOptionsInCode(storageType, Kwargs, {
-    bucket: options.bucket,
-    prefix: options.prefix,
-    file_mask: options.fileMask,
-    endpoint: options.endpoint,
-    access_key_id: options.accessKeyId,
-    secret_access_key: options.secretAccessKey,
-    need_load_file: options.needLoadFile,
-    cache: options.cache,
-    cache_dir: options.cacheDir,
-    offline: options.offline,
-    concurrency: options.concurrency,
-    part_size_mb: options.partSizeMb,
-    part_concurrency: options.partConcurrency,
-    multipart_threshold_mb: options.multipartThresholdMb,
-    stall_timeout: options.stallTimeout === undefined
-      ? undefined
-      : Duration.toSeconds(Duration.decode(options.stallTimeout)),
-    retries: options.retries,
-    lock_timeout: options.lockTimeout === undefined
-      ? undefined
-      : Duration.toSeconds(Duration.decode(options.lockTimeout)),
-    verify: options.verify,
-    ca_bundle: options.caBundle
-  }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule)))
+) => Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.make
 
 /**
  * The GCS storage as a layer that takes `FileSystem` and `Path` from the
@@ -184,10 +154,9 @@ export const make = (
  * @since 0.5.0
  * @category layers
  */
-export const layer = (
+export const layer: (
   options: Options
-): Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
-  Layer.effect(internal.Storage, make(options))
+) => Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.layer
 
 /**
  * The storage as a layer whose options come from Effect's `Config`.
@@ -206,21 +175,16 @@ export const layer = (
  * @since 0.5.0
  * @category layers
  */
-export const layerConfig = (
+export const layerConfig: (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<
+) => Layer.Layer<
   internal.Storage,
   StorageError.InvalidStorageOptions | ConfigError.ConfigError,
   FileSystem.FileSystem | Path.Path
-> => Layer.effect(internal.Storage, Effect.flatMap(Config.unwrap(config), make))
+> = declared.layerConfig
 
 /**
  * @since 0.5.0
  * @category definitions
  */
-export const definition: definition_.StorageDefinition<Kwargs> = definition_.define({
-  name: storageType,
-  aliases: ["GcsStorage", "gs", "google"],
-  kwargs: Kwargs,
-  make: (kwargs) => makeResolved(kwargs)
-})
+export const definition: definition_.StorageDefinition<Kwargs> = declared.definition

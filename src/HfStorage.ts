@@ -35,15 +35,14 @@ import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as nodeFs from "node:fs"
 import * as os from "node:os"
-import * as cache from "./internal/cache.js"
-import * as definition_ from "./internal/definition.js"
-import * as errors from "./internal/errors.js"
+import * as declare_ from "./internal/declare.js"
+import type * as definition_ from "./internal/definition.js"
 import * as hub from "./internal/hub.js"
 import * as options_ from "./internal/options.js"
 import { Seconds, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
+import * as snapshot from "./internal/snapshot.js"
 import * as internal from "./internal/storage.js"
-import * as transfer from "./internal/transfer.js"
 import * as StorageError from "./StorageError.js"
 
 /**
@@ -60,7 +59,6 @@ export const storageType = "hf"
  */
 export const defaultEndpoint = "https://huggingface.co"
 
-const MiB = 1024 * 1024
 
 const Globs = Schema.Union(Schema.String, Schema.Array(Schema.String))
 
@@ -139,39 +137,23 @@ export const Kwargs = Schema.Struct({
 export type Kwargs = typeof Kwargs.Type
 
 /**
- * Options in code: the kwargs in camelCase, durations as Effect Durations,
- * and the retry policy as a Schedule (it replaces `retries`).
+ * What only code can give the Hub storage: a retry Schedule.
  *
  * @since 0.5.0
  * @category models
  */
-export interface Options {
-  readonly repoId: string
-  readonly revision?: string | undefined
-  readonly repoType?: "model" | "dataset" | "space" | undefined
-  readonly pathInRepo?: string | undefined
-  readonly allowPatterns?: string | ReadonlyArray<string> | undefined
-  readonly ignorePatterns?: string | ReadonlyArray<string> | undefined
-  readonly fileMask?: string | undefined
-  readonly token?: string | Redacted.Redacted<string> | undefined
-  readonly endpoint?: string | undefined
-  readonly needLoadFile?: boolean | undefined
-  /** `false`: straight into memory, no disk (with `needLoadFile: true`); see `cache` in the kwargs. */
-  readonly cache?: boolean | undefined
-  readonly cacheDir?: string | undefined
-  readonly offline?: boolean | undefined
-  readonly concurrency?: number | undefined
-  readonly multipartThresholdMb?: number | undefined
-  readonly partSizeMb?: number | undefined
-  readonly partConcurrency?: number | undefined
-  readonly connectTimeout?: Duration.DurationInput | undefined
-  readonly stallTimeout?: Duration.DurationInput | undefined
-  readonly retries?: number | undefined
-  readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined
-  readonly lockTimeout?: Duration.DurationInput | undefined
-  readonly verify?: "changed" | "always" | undefined
-  readonly caBundle?: string | undefined
+export interface Extra extends declare_.WithRetrySchedule {
 }
+
+/**
+ * Options in code: the kwargs in camelCase (`part_size_mb` → `partSizeMb`),
+ * durations as Effect Durations (`"30 seconds"`), and `Extra`. Derived from
+ * `Kwargs`, so that code and configuration take the same options.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export type Options = declare_.OptionsOf<typeof Kwargs.Encoded> & Extra
 
 const env = options_.envString
 
@@ -234,32 +216,22 @@ export const makeResolved = (
       token,
       caBundle: kwargs.ca_bundle,
       connectTimeout: Duration.seconds(kwargs.connect_timeout),
-      cacheDir: path.resolve(kwargs.cache_dir ?? (yield* cache.defaultCacheDir(path))),
-      concurrency: kwargs.concurrency,
-      partSize: kwargs.part_size_mb * MiB,
-      partConcurrency: kwargs.part_concurrency,
-      multipartThreshold: kwargs.multipart_threshold_mb * MiB,
-      stallTimeout: Duration.seconds(kwargs.stall_timeout),
-      schedule: retrySchedule ?? transfer.defaultSchedule(kwargs.retries),
-      maxRetryAfter: Duration.minutes(1),
-      offline,
-      lockTimeout: Duration.seconds(kwargs.lock_timeout),
-      verify: kwargs.verify,
-      cache: kwargs.cache
+      ...(yield* snapshot.settingsOf({ ...kwargs, offline }, retrySchedule))
     }
     const work = yield* hub.make(settings).pipe(
       Effect.provideService(FileSystem.FileSystem, fs),
       Effect.provideService(Path.Path, path)
     )
-    return yield* read_.cachedStorage({
-      storageType,
-      fs,
-      path,
-      needLoadFile: kwargs.need_load_file,
-      load: work.load,
-      ...(kwargs.cache ? {} : { loadBytes: work.loadBytes, loadBytesOf: work.loadBytesOf })
-    })
+    return yield* read_.remoteStorage(storageType, kwargs, work)
   })
+
+const declared = declare_.declare({
+  name: storageType,
+  aliases: ["HfStorage", "huggingface", "hugging_face"],
+  kwargs: Kwargs,
+  extras: ["retrySchedule"],
+  build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule)
+})
 
 /**
  * A Hub storage. Invalid options fail with `InvalidStorageOptions`.
@@ -267,40 +239,9 @@ export const makeResolved = (
  * @since 0.5.0
  * @category constructors
  */
-export const make = (
+export const make: (
   options: Options
-): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
-  errors.decodeOptionsInCode(storageType, Kwargs, {
-    repo_id: options.repoId,
-    revision: options.revision,
-    repo_type: options.repoType,
-    path_in_repo: options.pathInRepo,
-    allow_patterns: options.allowPatterns,
-    ignore_patterns: options.ignorePatterns,
-    file_mask: options.fileMask,
-    token: options.token,
-    endpoint: options.endpoint,
-    need_load_file: options.needLoadFile,
-    cache: options.cache,
-    cache_dir: options.cacheDir,
-    offline: options.offline,
-    concurrency: options.concurrency,
-    multipart_threshold_mb: options.multipartThresholdMb,
-    part_size_mb: options.partSizeMb,
-    part_concurrency: options.partConcurrency,
-    connect_timeout: options.connectTimeout === undefined
-      ? undefined
-      : Duration.toSeconds(Duration.decode(options.connectTimeout)),
-    stall_timeout: options.stallTimeout === undefined
-      ? undefined
-      : Duration.toSeconds(Duration.decode(options.stallTimeout)),
-    retries: options.retries,
-    lock_timeout: options.lockTimeout === undefined
-      ? undefined
-      : Duration.toSeconds(Duration.decode(options.lockTimeout)),
-    verify: options.verify,
-    ca_bundle: options.caBundle
-  }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule)))
+) => Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.make
 
 /**
  * The Hub storage as a layer that takes `FileSystem` and `Path` from the
@@ -310,10 +251,9 @@ export const make = (
  * @since 0.5.0
  * @category layers
  */
-export const layer = (
+export const layer: (
   options: Options
-): Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
-  Layer.effect(internal.Storage, make(options))
+) => Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.layer
 
 /**
  * The storage as a layer whose options come from Effect's `Config`.
@@ -331,21 +271,16 @@ export const layer = (
  * @since 0.5.0
  * @category layers
  */
-export const layerConfig = (
+export const layerConfig: (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<
+) => Layer.Layer<
   internal.Storage,
   StorageError.InvalidStorageOptions | ConfigError.ConfigError,
   FileSystem.FileSystem | Path.Path
-> => Layer.effect(internal.Storage, Effect.flatMap(Config.unwrap(config), make))
+> = declared.layerConfig
 
 /**
  * @since 0.5.0
  * @category definitions
  */
-export const definition: definition_.StorageDefinition<Kwargs> = definition_.define({
-  name: storageType,
-  aliases: ["HfStorage", "huggingface", "hugging_face"],
-  kwargs: Kwargs,
-  make: (kwargs) => makeResolved(kwargs)
-})
+export const definition: definition_.StorageDefinition<Kwargs> = declared.definition

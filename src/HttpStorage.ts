@@ -33,12 +33,12 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
 import * as cache from "./internal/cache.js"
-import * as definition_ from "./internal/definition.js"
+import * as declare_ from "./internal/declare.js"
+import type * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as http from "./internal/http.js"
 import * as network_ from "./internal/network.js"
@@ -130,7 +130,7 @@ const MiB = 1024 * 1024
  * @category schemas
  */
 export const Kwargs = Schema.Struct({
-  urls: Schema.Union(Url, Schema.NonEmptyArray(Url)).annotations({
+  urls: Schema.Union(Url, Schema.Array(Url).pipe(Schema.minItems(1, { message: () => "must list at least one URL" }))).annotations({
     missingMessage: () => "is missing: give the URL of the model file, or a list of URLs"
   }),
   headers: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Secret }), { default: () => ({}) }),
@@ -171,35 +171,23 @@ export const Kwargs = Schema.Struct({
 export type Kwargs = typeof Kwargs.Type
 
 /**
- * Options in code: the kwargs in camelCase, durations as Effect Durations,
- * and the retry policy as a Schedule (it replaces `retries`).
+ * What only code can give the HTTP storage: a retry Schedule.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface Extra extends declare_.WithRetrySchedule {
+}
+
+/**
+ * Options in code: the kwargs in camelCase (`part_size_mb` → `partSizeMb`),
+ * durations as Effect Durations (`"30 seconds"`), and `Extra`. Derived from
+ * `Kwargs`, so that code and configuration take the same options.
  *
  * @since 0.2.0
  * @category models
  */
-export interface Options {
-  readonly urls: string | ReadonlyArray<string>
-  readonly headers?: Readonly<Record<string, string | Redacted.Redacted<string>>> | undefined
-  readonly sha256?: string | Readonly<Record<string, string>> | undefined
-  readonly needLoadFile?: boolean | undefined
-  /** `false`: straight into memory, no disk (with `needLoadFile: true`); see `cache` in the kwargs. */
-  readonly cache?: boolean | undefined
-  readonly cacheDir?: string | undefined
-  readonly connectTimeout?: Duration.DurationInput | undefined
-  readonly stallTimeout?: Duration.DurationInput | undefined
-  readonly retries?: number | undefined
-  /** Replaces the default policy. Its input is the failure of each attempt. */
-  readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined
-  readonly maxRetryAfter?: Duration.DurationInput | undefined
-  readonly offline?: boolean | undefined
-  readonly concurrency?: number | undefined
-  readonly multipartThresholdMb?: number | undefined
-  readonly partSizeMb?: number | undefined
-  readonly partConcurrency?: number | undefined
-  readonly lockTimeout?: Duration.DurationInput | undefined
-  readonly verify?: "changed" | "always" | undefined
-  readonly caBundle?: string | undefined
-}
+export type Options = declare_.OptionsOf<typeof Kwargs.Encoded> & Extra
 
 const invalid = (field: string, problem: string) =>
   new StorageError.InvalidStorageOptions({
@@ -344,44 +332,23 @@ export const makeResolved = (
     return yield* internal.make({ storageType, load, loadBytesSingleFile })
   })
 
+const declared = declare_.declare({
+  name: storageType,
+  aliases: ["https", "HttpStorage"],
+  kwargs: Kwargs,
+  extras: ["retrySchedule"],
+  build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule)
+})
+
 /**
  * An HTTP storage. Invalid options fail with `InvalidStorageOptions`.
  *
  * @since 0.2.0
  * @category constructors
  */
-export const make = (
+export const make: (
   options: Options
-): Effect.Effect<
-  internal.Service,
-  StorageError.InvalidStorageOptions,
-  HttpClient.HttpClient | FileSystem.FileSystem | Path.Path
-> => {
-  const seconds = (input: Duration.DurationInput | undefined) =>
-    input === undefined ? undefined : Duration.toSeconds(Duration.decode(input))
-  return errors.decodeOptionsInCode(storageType, Kwargs, {
-    urls: options.urls,
-    headers: options.headers,
-    sha256: options.sha256,
-    need_load_file: options.needLoadFile,
-    cache: options.cache,
-    cache_dir: options.cacheDir,
-    connect_timeout: seconds(options.connectTimeout),
-    stall_timeout: seconds(options.stallTimeout),
-    retries: options.retries,
-    max_retry_after: seconds(options.maxRetryAfter),
-    offline: options.offline,
-    concurrency: options.concurrency,
-    multipart_threshold_mb: options.multipartThresholdMb,
-    part_size_mb: options.partSizeMb,
-    part_concurrency: options.partConcurrency,
-    lock_timeout: seconds(options.lockTimeout),
-    verify: options.verify,
-    ca_bundle: options.caBundle
-  }).pipe(
-    Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule))
-  )
-}
+) => Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, HttpClient.HttpClient | FileSystem.FileSystem | Path.Path> = declared.make
 
 /**
  * The HTTP storage as a layer that takes `HttpClient`, `FileSystem` and
@@ -391,13 +358,9 @@ export const make = (
  * @since 0.2.0
  * @category layers
  */
-export const layer = (
+export const layer: (
   options: Options
-): Layer.Layer<
-  internal.Storage,
-  StorageError.InvalidStorageOptions,
-  HttpClient.HttpClient | FileSystem.FileSystem | Path.Path
-> => Layer.effect(internal.Storage, make(options))
+) => Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, HttpClient.HttpClient | FileSystem.FileSystem | Path.Path> = declared.layer
 
 /**
  * The storage as a layer whose options come from Effect's `Config`: each
@@ -419,21 +382,16 @@ export const layer = (
  * @since 0.4.0
  * @category layers
  */
-export const layerConfig = (
+export const layerConfig: (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<
+) => Layer.Layer<
   internal.Storage,
   StorageError.InvalidStorageOptions | ConfigError.ConfigError,
   HttpClient.HttpClient | FileSystem.FileSystem | Path.Path
-> => Layer.effect(internal.Storage, Effect.flatMap(Config.unwrap(config), make))
+> = declared.layerConfig
 
 /**
  * @since 0.2.0
  * @category definitions
  */
-export const definition: definition_.StorageDefinition<Kwargs> = definition_.define({
-  name: storageType,
-  aliases: ["https", "HttpStorage"],
-  kwargs: Kwargs,
-  make: (kwargs) => makeResolved(kwargs)
-})
+export const definition: definition_.StorageDefinition<Kwargs> = declared.definition

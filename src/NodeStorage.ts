@@ -114,6 +114,15 @@ export const layer: Layer.Layer<
   FileSystem.FileSystem | Path.Path | HttpClient.HttpClient | GarbageCollector.GarbageCollector
 > = Layer.merge(layerRequirements, layerGarbageCollector)
 
+// A storage's layers with everything they need on Node provided: its Node twins.
+const onNode = <O, E, R>(storage: {
+  readonly layer: (options: O) => Layer.Layer<Storage.Storage, E, R>
+  readonly layerConfig: (config: Config.Config.Wrap<O>) => Layer.Layer<Storage.Storage, E | ConfigError.ConfigError, R>
+}) => ({
+  layer: (options: O) => storage.layer(options).pipe(Layer.provide(layer)),
+  layerConfig: (config: Config.Config.Wrap<O>) => storage.layerConfig(config).pipe(Layer.provide(layer))
+})
+
 /**
  * The Memory storage with Node's collector.
  *
@@ -129,10 +138,9 @@ export const layerMemory = <A>(model: A): Layer.Layer<Storage.Storage> =>
  * @since 0.1.0
  * @category layers
  */
-export const layerDisk = (
+export const layerDisk: (
   options: DiskStorage.Options
-): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
-  DiskStorage.layer(options).pipe(Layer.provide(layer))
+) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> = onNode(DiskStorage).layer
 
 /**
  * The HTTP storage on Node.
@@ -140,10 +148,9 @@ export const layerDisk = (
  * @since 0.2.0
  * @category layers
  */
-export const layerHttp = (
+export const layerHttp: (
   options: HttpStorage.Options
-): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
-  HttpStorage.layer(options).pipe(Layer.provide(layer))
+) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> = onNode(HttpStorage).layer
 
 /**
  * The S3 storage on Node.
@@ -151,10 +158,9 @@ export const layerHttp = (
  * @since 0.2.0
  * @category layers
  */
-export const layerS3 = (
+export const layerS3: (
   options: S3Storage.Options
-): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
-  S3Storage.layer(options).pipe(Layer.provide(layer))
+) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> = onNode(S3Storage).layer
 
 /**
  * The GCS storage (its XML API, with HMAC keys) on Node.
@@ -162,10 +168,9 @@ export const layerS3 = (
  * @since 0.5.0
  * @category layers
  */
-export const layerGcs = (
+export const layerGcs: (
   options: GcsStorage.Options
-): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
-  GcsStorage.layer(options).pipe(Layer.provide(layer))
+) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> = onNode(GcsStorage).layer
 
 /**
  * The Azure Blob storage on Node.
@@ -173,10 +178,9 @@ export const layerGcs = (
  * @since 0.5.0
  * @category layers
  */
-export const layerAzure = (
+export const layerAzure: (
   options: AzureStorage.Options
-): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
-  AzureStorage.layer(options).pipe(Layer.provide(layer))
+) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> = onNode(AzureStorage).layer
 
 /**
  * The Hugging Face Hub storage on Node.
@@ -184,10 +188,9 @@ export const layerAzure = (
  * @since 0.5.0
  * @category layers
  */
-export const layerHf = (
+export const layerHf: (
   options: HfStorage.Options
-): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> =>
-  HfStorage.layer(options).pipe(Layer.provide(layer))
+) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> = onNode(HfStorage).layer
 
 /**
  * A storage from mlup's `{ storage_type, storage_kwargs }`, on Node.
@@ -218,10 +221,9 @@ export const layerConfig = (
  * @since 0.4.0
  * @category layers
  */
-export const layerDiskConfig = (
+export const layerDiskConfig: (
   config: Config.Config.Wrap<DiskStorage.Options>
-): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
-  DiskStorage.layerConfig(config).pipe(Layer.provide(layer))
+) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> = onNode(DiskStorage).layerConfig
 
 /**
  * `HttpStorage.layerConfig` on Node.
@@ -229,10 +231,9 @@ export const layerDiskConfig = (
  * @since 0.4.0
  * @category layers
  */
-export const layerHttpConfig = (
+export const layerHttpConfig: (
   config: Config.Config.Wrap<HttpStorage.Options>
-): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
-  HttpStorage.layerConfig(config).pipe(Layer.provide(layer))
+) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> = onNode(HttpStorage).layerConfig
 
 /**
  * `S3Storage.layerConfig` on Node.
@@ -240,10 +241,9 @@ export const layerHttpConfig = (
  * @since 0.4.0
  * @category layers
  */
-export const layerS3Config = (
+export const layerS3Config: (
   config: Config.Config.Wrap<S3Storage.Options>
-): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
-  S3Storage.layerConfig(config).pipe(Layer.provide(layer))
+) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> = onNode(S3Storage).layerConfig
 
 /**
  * `GcsStorage.layerConfig` on Node.
@@ -251,10 +251,9 @@ export const layerS3Config = (
  * @since 0.5.0
  * @category layers
  */
-export const layerGcsConfig = (
+export const layerGcsConfig: (
   config: Config.Config.Wrap<GcsStorage.Options>
-): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
-  GcsStorage.layerConfig(config).pipe(Layer.provide(layer))
+) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> = onNode(GcsStorage).layerConfig
 
 /**
  * `HfStorage.layerConfig` on Node.
@@ -262,10 +261,9 @@ export const layerGcsConfig = (
  * @since 0.5.0
  * @category layers
  */
-export const layerHfConfig = (
+export const layerHfConfig: (
   config: Config.Config.Wrap<HfStorage.Options>
-): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
-  HfStorage.layerConfig(config).pipe(Layer.provide(layer))
+) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> = onNode(HfStorage).layerConfig
 
 /**
  * `AzureStorage.layerConfig` on Node.
@@ -273,7 +271,6 @@ export const layerHfConfig = (
  * @since 0.5.0
  * @category layers
  */
-export const layerAzureConfig = (
+export const layerAzureConfig: (
   config: Config.Config.Wrap<AzureStorage.Options>
-): Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> =>
-  AzureStorage.layerConfig(config).pipe(Layer.provide(layer))
+) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> = onNode(AzureStorage).layerConfig

@@ -21,23 +21,20 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import * as Duration from "effect/Duration"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
-import * as cache from "./internal/cache.js"
-import * as definition_ from "./internal/definition.js"
-import * as errors from "./internal/errors.js"
+import * as declare_ from "./internal/declare.js"
+import type * as definition_ from "./internal/definition.js"
 import * as mask_ from "./internal/mask.js"
 import * as options_ from "./internal/options.js"
 import { aliasConflicts, PrefixInside, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
+import * as snapshot from "./internal/snapshot.js"
 import * as internal from "./internal/storage.js"
-import * as transfer from "./internal/transfer.js"
 import * as StorageError from "./StorageError.js"
 
 /**
@@ -46,7 +43,6 @@ import * as StorageError from "./StorageError.js"
  */
 export const storageType = "s3"
 
-const MiB = 1024 * 1024
 
 const KeyPrefix = PrefixInside("key prefix", "bucket")
 
@@ -111,37 +107,12 @@ export const Kwargs = Schema.Struct({
 export type Kwargs = typeof Kwargs.Type
 
 /**
- * Options in code: the kwargs in camelCase, and the retry policy as a
- * Schedule (it replaces `retries`).
+ * What only code can give the S3 storage: a retry Schedule and a client of its own.
  *
- * @since 0.2.0
+ * @since 0.5.0
  * @category models
  */
-export interface Options {
-  readonly bucket: string
-  readonly prefix?: string | undefined
-  readonly fileMask?: string | undefined
-  readonly endpoint?: string | undefined
-  readonly region?: string | undefined
-  readonly pathStyle?: boolean | undefined
-  readonly accessKeyId?: string | Redacted.Redacted<string> | undefined
-  readonly secretAccessKey?: string | Redacted.Redacted<string> | undefined
-  readonly sessionToken?: string | Redacted.Redacted<string> | undefined
-  readonly needLoadFile?: boolean | undefined
-  /** `false`: straight into memory, no disk (with `needLoadFile: true`); see `cache` in the kwargs. */
-  readonly cache?: boolean | undefined
-  readonly cacheDir?: string | undefined
-  readonly offline?: boolean | undefined
-  readonly concurrency?: number | undefined
-  readonly partSizeMb?: number | undefined
-  readonly partConcurrency?: number | undefined
-  readonly multipartThresholdMb?: number | undefined
-  readonly stallTimeout?: Duration.DurationInput | undefined
-  readonly retries?: number | undefined
-  readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined
-  readonly lockTimeout?: Duration.DurationInput | undefined
-  readonly verify?: "changed" | "always" | undefined
-  readonly caBundle?: string | undefined
+export interface Extra extends declare_.WithRetrySchedule {
   /**
    * An S3 client of the application's own (custom credential providers,
    * request handlers, retries): used as it is, and never destroyed by the
@@ -150,6 +121,16 @@ export interface Options {
    */
   readonly client?: S3Client | undefined
 }
+
+/**
+ * Options in code: the kwargs in camelCase (`part_size_mb` → `partSizeMb`),
+ * durations as Effect Durations (`"30 seconds"`), and `Extra`. Derived from
+ * `Kwargs`, so that code and configuration take the same options.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Options = declare_.OptionsOf<typeof Kwargs.Encoded> & Extra
 
 /**
  * An AWS SDK v3 `S3Client` (from `@aws-sdk/client-s3`), as the storage needs
@@ -229,18 +210,7 @@ export const makeFor = (
           sessionToken: kwargs.session_token
         }
         : undefined,
-      cacheDir: path.resolve(kwargs.cache_dir ?? (yield* cache.defaultCacheDir(path))),
-      concurrency: kwargs.concurrency,
-      partSize: kwargs.part_size_mb * MiB,
-      partConcurrency: kwargs.part_concurrency,
-      multipartThreshold: kwargs.multipart_threshold_mb * MiB,
-      stallTimeout: Duration.seconds(kwargs.stall_timeout),
-      schedule: retrySchedule ?? transfer.defaultSchedule(kwargs.retries),
-      maxRetryAfter: Duration.minutes(1),
-      offline: kwargs.offline,
-      lockTimeout: Duration.seconds(kwargs.lock_timeout),
-      verify: kwargs.verify,
-      cache: kwargs.cache
+      ...(yield* snapshot.settingsOf(kwargs, retrySchedule))
     }
     // The AWS SDK (an optional peer dependency) is loaded only when an S3
     // storage is made, by a path bundlers do not follow: an application that
@@ -263,15 +233,16 @@ export const makeFor = (
       Effect.provideService(FileSystem.FileSystem, fs),
       Effect.provideService(Path.Path, path)
     )
-    return yield* read_.cachedStorage({
-      storageType,
-      fs,
-      path,
-      needLoadFile: kwargs.need_load_file,
-      load: work.load,
-      ...(kwargs.cache ? {} : { loadBytes: work.loadBytes, loadBytesOf: work.loadBytesOf })
-    })
+    return yield* read_.remoteStorage(storageType, kwargs, work)
   })
+
+const declared = declare_.declare({
+  name: storageType,
+  aliases: ["S3Storage", "minio"],
+  kwargs: Kwargs,
+  extras: ["retrySchedule", "client"],
+  build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule, extra.client)
+})
 
 /**
  * An S3 storage. Invalid options fail with `InvalidStorageOptions`.
@@ -279,37 +250,9 @@ export const makeFor = (
  * @since 0.2.0
  * @category constructors
  */
-export const make = (
+export const make: (
   options: Options
-): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
-  errors.decodeOptionsInCode(storageType, Kwargs, {
-    bucket: options.bucket,
-    prefix: options.prefix,
-    file_mask: options.fileMask,
-    endpoint: options.endpoint,
-    region: options.region,
-    path_style: options.pathStyle,
-    access_key_id: options.accessKeyId,
-    secret_access_key: options.secretAccessKey,
-    session_token: options.sessionToken,
-    need_load_file: options.needLoadFile,
-    cache: options.cache,
-    cache_dir: options.cacheDir,
-    offline: options.offline,
-    concurrency: options.concurrency,
-    part_size_mb: options.partSizeMb,
-    part_concurrency: options.partConcurrency,
-    multipart_threshold_mb: options.multipartThresholdMb,
-    stall_timeout: options.stallTimeout === undefined
-      ? undefined
-      : Duration.toSeconds(Duration.decode(options.stallTimeout)),
-    retries: options.retries,
-    lock_timeout: options.lockTimeout === undefined
-      ? undefined
-      : Duration.toSeconds(Duration.decode(options.lockTimeout)),
-    verify: options.verify,
-    ca_bundle: options.caBundle
-  }).pipe(Effect.flatMap((kwargs) => makeResolved(kwargs, options.retrySchedule, options.client)))
+) => Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.make
 
 /**
  * The S3 storage as a layer that takes `FileSystem` and `Path` from the
@@ -319,10 +262,9 @@ export const make = (
  * @since 0.2.0
  * @category layers
  */
-export const layer = (
+export const layer: (
   options: Options
-): Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
-  Layer.effect(internal.Storage, make(options))
+) => Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.layer
 
 /**
  * The storage as a layer whose options come from Effect's `Config`: each
@@ -345,21 +287,16 @@ export const layer = (
  * @since 0.4.0
  * @category layers
  */
-export const layerConfig = (
+export const layerConfig: (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<
+) => Layer.Layer<
   internal.Storage,
   StorageError.InvalidStorageOptions | ConfigError.ConfigError,
   FileSystem.FileSystem | Path.Path
-> => Layer.effect(internal.Storage, Effect.flatMap(Config.unwrap(config), make))
+> = declared.layerConfig
 
 /**
  * @since 0.2.0
  * @category definitions
  */
-export const definition: definition_.StorageDefinition<Kwargs> = definition_.define({
-  name: storageType,
-  aliases: ["S3Storage", "minio"],
-  kwargs: Kwargs,
-  make: (kwargs) => makeResolved(kwargs)
-})
+export const definition: definition_.StorageDefinition<Kwargs> = declared.definition

@@ -182,6 +182,9 @@ export const transferFields = {
   ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
 }
 
+/** The shared options, decoded. @internal */
+export type TransferKwargs = Schema.Struct.Type<typeof transferFields>
+
 /**
  * Where a remote storage delivers, and what contradicts it: `cache: false`
  * delivers each file straight into memory (it needs `need_load_file: true`:

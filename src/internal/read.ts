@@ -1,5 +1,5 @@
-import type * as FileSystem from "@effect/platform/FileSystem"
-import type * as Path from "@effect/platform/Path"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
@@ -131,3 +131,35 @@ export const cachedStorage = (options: {
     loadBytesSingleFile: (file) => Option.getOrElse(options.loadBytesOf?.(file) ?? Option.none(), () => local(file))
   })
 }
+
+/**
+ * The storage of a remote source on the engine: through the cache (by path,
+ * or read into bytes), or straight into memory with `cache: false`.
+ *
+ * @internal
+ */
+export const remoteStorage = (
+  storageType: string,
+  kwargs: { readonly need_load_file: boolean; readonly cache: boolean },
+  work: {
+    readonly load: Effect.Effect<
+      ReadonlyArray<{ readonly file: string; readonly name: string; readonly size: number }>,
+      StorageError.StorageError,
+      Scope.Scope
+    >
+    readonly loadBytes: Effect.Effect<ReadonlyArray<LoadedFile.Bytes>, StorageError.StorageError, Scope.Scope>
+    readonly loadBytesOf: (
+      location: string
+    ) => Option.Option<Effect.Effect<LoadedFile.Bytes, StorageError.StorageError, Scope.Scope>>
+  }
+): Effect.Effect<storage.Service, never, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    return yield* cachedStorage({
+      storageType,
+      fs: yield* FileSystem.FileSystem,
+      path: yield* Path.Path,
+      needLoadFile: kwargs.need_load_file,
+      load: work.load,
+      ...(kwargs.cache ? {} : { loadBytes: work.loadBytes, loadBytesOf: work.loadBytesOf })
+    })
+  })

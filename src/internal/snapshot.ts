@@ -12,6 +12,7 @@ import * as StorageError from "../StorageError.js"
 import * as cache from "./cache.js"
 import * as errors from "./errors.js"
 import * as mask_ from "./mask.js"
+import type * as options_ from "./options.js"
 import * as nodeDrain from "./nodeDrain.js"
 import * as release from "./release.js"
 import * as transfer from "./transfer.js"
@@ -135,6 +136,37 @@ export interface Settings {
   /** false: nothing is written to the cache folder (the memory sink's loads); default true. */
   readonly cache?: boolean | undefined
 }
+
+/**
+ * The engine's settings from the options every remote storage shares (one
+ * place for their units and defaults), the retry policy given in code
+ * replacing `retries`.
+ *
+ * @internal
+ */
+export const settingsOf = (
+  kwargs: options_.TransferKwargs & { readonly offline?: boolean | undefined },
+  retrySchedule: Schedule.Schedule<unknown, unknown> | undefined
+): Effect.Effect<Settings, never, Path.Path> =>
+  Effect.gen(function*() {
+    const path = yield* Path.Path
+    return {
+      cacheDir: path.resolve(kwargs.cache_dir ?? (yield* cache.defaultCacheDir(path))),
+      concurrency: kwargs.concurrency,
+      partSize: kwargs.part_size_mb * MiB,
+      partConcurrency: kwargs.part_concurrency,
+      multipartThreshold: kwargs.multipart_threshold_mb * MiB,
+      stallTimeout: Duration.seconds(kwargs.stall_timeout),
+      schedule: retrySchedule ?? transfer.defaultSchedule(kwargs.retries),
+      maxRetryAfter: Duration.minutes(1),
+      offline: kwargs.offline ?? false,
+      lockTimeout: Duration.seconds(kwargs.lock_timeout),
+      verify: kwargs.verify,
+      cache: kwargs.cache
+    }
+  })
+
+const MiB = 1024 * 1024
 
 /** One object of a snapshot: where it came from and what it was. */
 interface Entry extends Listed {
