@@ -19,7 +19,7 @@ import * as HttpStorage from "../src/HttpStorage.js"
 import * as Progress from "../src/Progress.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "../src/Testing.js"
-import { bytesOf, contents, filesUnder, fingerprint, flipByte, onSmallDisk, platform, spyFileSystem, tempDir } from "./helpers.js"
+import { bytesOf, contents, filesUnder, fingerprint, flipByte, onSmallDisk, partsRecords, platform, spyFileSystem, tempDir } from "./helpers.js"
 import * as TestServer from "./servers/http.js"
 
 const root = path.resolve(import.meta.dirname, "..")
@@ -505,6 +505,38 @@ withServers("HttpStorage: processes", (it) => {
       expect(last.status).toBe(206)
       expect(last.range).toBe(`bytes=${resumedFrom}-`)
       expect(cacheFiles(cacheDir).sort()).toEqual(["m.onnx", "meta.json"])
+    })), 60_000)
+})
+
+withServers("HttpStorage: parts after SIGKILL", (it) => {
+  it.scoped("parts of a killed downloader resume from their last flushed, recorded bytes (the engine's checkpoints)", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const MiB = 1024 * 1024
+      const big = bytesOf(4 * MiB, 47)
+      const server = yield* TestServer.make({ chunkSize: 64 * 1024, delayMs: 20 })
+      server.put("/big.bin", big)
+      const cacheDir = yield* tempDir
+      const parts = { multipartThresholdMb: 1, partSizeMb: 1, partConcurrency: 4 }
+      const first = runChild(server.url("/big.bin"), cacheDir, parts)
+      // Checkpoints every 256 KiB (a quarter of a part): wait until each part has one.
+      const recorded = () => Object.values(partsRecords(cacheDir)[0]?.progress ?? {}).map((part) => part.bytes)
+      yield* Effect.repeat(Effect.sync(recorded), {
+        until: (bytes) => bytes.length === 4 && bytes.every((n) => n >= 256 * 1024),
+        schedule: Schedule.spaced("20 millis")
+      })
+      first.child.kill("SIGKILL")
+      expect(yield* Effect.promise(() => first.done)).toEqual({ signal: "SIGKILL" })
+      const kept = partsRecords(cacheDir)[0]!.progress!
+      const before = server.requests("/big.bin").length
+      const second = runChild(server.url("/big.bin"), cacheDir, parts)
+      expect(yield* Effect.promise(() => second.done)).toEqual({
+        files: [{ name: "big.bin", size: big.byteLength, sha256: TestServer.sha256(big) }]
+      })
+      // No first GET again: straight to the parts, each from its checkpoint.
+      expect(server.requests("/big.bin").slice(before).map((r) => r.range).sort()).toEqual(
+        [0, 1, 2, 3].map((i) => `bytes=${i * MiB + kept[String(i)]!.bytes}-${(i + 1) * MiB - 1}`).sort()
+      )
+      expect(cacheFiles(cacheDir).sort()).toEqual(["big.bin", "meta.json"])
     })), 60_000)
 })
 

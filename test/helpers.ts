@@ -239,13 +239,14 @@ export const runSelectionChild = (selection: unknown, env: Record<string, string
   return { child, done }
 }
 
-/** The resume records (`partials/*.json`) under a cache folder, parsed. */
+/** The engine's resume records under a cache folder (`partials/*.json`, and the HTTP cache's), parsed. */
 export const partsRecords = (cacheDir: string): Array<{ readonly parts: Record<string, string>; readonly progress?: Record<string, { readonly bytes: number }> }> =>
   filesUnder(cacheDir)
-    .filter((file) => /partials\/[^/]+\.json$/.test(file) && !file.endsWith(".done.json"))
+    .filter((file) => file.endsWith(".json") && !file.endsWith(".done.json"))
     .flatMap((file) => {
       try {
-        return [JSON.parse(fs.readFileSync(path.join(cacheDir, file), "utf8"))]
+        const record = JSON.parse(fs.readFileSync(path.join(cacheDir, file), "utf8"))
+        return typeof record.partSize === "number" && typeof record.parts === "object" && record.parts !== null && !Array.isArray(record.parts) ? [record] : []
       } catch {
         return []
       }

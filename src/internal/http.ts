@@ -3,7 +3,6 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Path from "@effect/platform/Path"
-import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -17,6 +16,7 @@ import * as cache from "./cache.js"
 import * as errors from "./errors.js"
 import * as network from "./network.js"
 import * as nodeDrain from "./nodeDrain.js"
+import * as engine from "./engine.js"
 import type * as snapshot from "./snapshot.js"
 import * as transfer from "./transfer.js"
 
@@ -405,127 +405,48 @@ export const fetch = (
       const sizeOf = (target: string) =>
         Effect.map(Effect.option(fs.stat(target)), Option.match({ onNone: () => 0, onSome: (info) => Number(info.size) }))
 
-      // A large file from a server that accepts ranges of one version: parallel
-      // ranged GETs, each checked against that version (If-Range, then the
-      // answer's own validator, range and total), written at their offsets.
-      // A finished part is flushed (drain) before it is recorded, so that a
-      // resume trusts exactly the recorded parts. The sha256 follows the
-      // parts in order (read back from the page cache while later parts are
-      // still arriving, in a worker thread), so that little is left to hash at the end.
+      // A large file from a server that accepts ranges of one version: the
+      // transfer engine's parts (as every remote source's), each a ranged GET
+      // checked against that version (If-Range, then the answer's validator),
+      // checkpointed as it arrives and resumed from its record, the sha256
+      // computed in a worker as parts finish in order. The engine's partial
+      // file becomes the staging file; `complete` puts it in place. A new
+      // version on the server during the download: started over.
       const inParts = (record: PartialMeta & { readonly total: number; readonly partSize: number }) =>
-        Effect.scoped(Effect.gen(function*() {
-          const { partSize, total } = record
-          const count = Math.max(1, Math.ceil(total / partSize))
-          const bounds = (i: number) => ({ start: i * partSize, length: Math.min(partSize, total - i * partSize) })
-          const done = new Set((record.parts ?? []).filter((i) => Number.isInteger(i) && i >= 0 && i < count))
-          if (done.size === 0 || (yield* sizeOf(partial)) !== total) {
-            done.clear()
-            yield* cache.removeAll(partial)
-            yield* cache.ensureSpace(dir, total)
-            yield* Effect.mapError(
-              Effect.zipRight(fs.writeFile(partial, new Uint8Array(0)), fs.truncate(partial, total)),
-              errors.writeFailed(partial, "create")
-            )
+        Effect.gen(function*() {
+          yield* cache.writeJsonHint(partialMetaFile, { ...record, parts: [] } satisfies PartialMeta)
+          const work = yield* engine.make(
+            reader({ ...options, versions: new Map([[url, { kind: record.kind, validator: record.validator }]]) }),
+            {
+              ...options,
+              concurrency: 1,
+              // The attempt is retried as a whole by the caller's policy; each part, by the engine's.
+              schedule: options.schedule
+            },
+            dir
+          ).pipe(Effect.provideService(FileSystem.FileSystem, fs), Effect.provideService(Path.Path, path))
+          const entry: engine.Entry = {
+            key: url,
+            name,
+            size: record.total,
+            etag: record.validator,
+            ranged: true,
+            checks: [{ algorithm: "sha256", expected, label: "sha256" }]
           }
-          const save = Effect.suspend(() => cache.writeJsonHint(partialMetaFile, {
-            key: record.key,
-            validator: record.validator,
-            kind: record.kind,
-            total,
-            partSize,
-            parts: [...done].sort((a, b) => a - b)
-          } satisfies PartialMeta))
-          yield* save
-
-          // Finished parts go to the hasher in file order, as soon as every part before them is finished.
-          const hasher = yield* cache.rangeHasher(partial)
-          let hashed = 0
-          const catchUp = Effect.sync(() => {
-            while (hashed < count && done.has(hashed)) {
-              const { length, start } = bounds(hashed)
-              hasher.add(start, length)
-              hashed++
-            }
-          })
-          const startOver = (reason: string) =>
-            Effect.zipRight(cache.removeAll(partial, partialMetaFile), Effect.fail(new transfer.Retryable({ reason })))
-
-          // A server may answer a shorter range than the one asked for (RFC 9110
-          // allows it; some cap every answer): the rest is asked for again, from
-          // where the answer ended, under the same checks.
-          const fetchPart = (i: number) =>
-            Effect.gen(function*() {
-              const { length, start } = bounds(i)
-              const end = start + length
-              for (let at = start; at < end;) {
-                const response = yield* request({
-                  "accept-encoding": "identity",
-                  range: `bytes=${at}-${end - 1}`,
-                  "if-range": record.validator
-                })
-                if (response.status !== 200 && response.status !== 206) {
-                  return yield* Effect.zipRight(discard(response), Effect.fail(statusFailure(location, response)))
-                }
-                const range = parseContentRange(response.headers["content-range"])
-                const validatorNow = validatorOf(record.kind, response)
-                const body = nodeDrain.readableOf(response)
-                if (
-                  response.status !== 206 || range?.start !== at || range.total !== total ||
-                  validatorNow !== record.validator || body === undefined
-                ) {
-                  yield* discard(response)
-                  return yield* startOver(
-                    "the file changed on the server during the download (or the server stopped serving its ranges); starting over"
-                  )
-                }
-                const upto = range.end
-                if (upto === undefined || upto <= at || upto > end || Number(response.headers["content-length"]) !== upto - at) {
-                  yield* discard(response)
-                  return yield* startOver(`the server answered part ${i} with a range that was not asked for; starting over`)
-                }
-                const written = yield* nodeDrain.drain({
-                  body,
-                  file: partial,
-                  flags: "r+",
-                  start: at,
-                  onBytes: () => {},
-                  progress,
-                  stallTimeout: options.stallTimeout,
-                  highWaterMark: 64 * 1024
-                })
-                if (written > upto - at) return yield* startOver(`part ${i} had more bytes than asked for; starting over`)
-                if (written < upto - at) {
-                  return yield* new transfer.Retryable({ reason: `part ${i} ended after ${at - start + written} of ${length} bytes` })
-                }
-                at = upto
-              }
-              done.add(i)
-              yield* Effect.ignore(save)
-              yield* catchUp
-            })
-
-          yield* progress.start(total, [...done].reduce((sum, i) => sum + bounds(i).length, 0))
-          const missing = Array.from({ length: count }, (_, i) => i).filter((i) => !done.has(i))
-          // A failed part starts no new ones, but the parts under way finish
-          // (and are recorded): a resume then has less to fetch.
-          let failure: Cause.Cause<Effect.Effect.Error<ReturnType<typeof fetchPart>>> | undefined
-          yield* Effect.forEach(
-            missing,
-            (i) =>
-              failure !== undefined ? Effect.void : fetchPart(i).pipe(
-                Effect.catchAllCause((cause) =>
-                  Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : Effect.sync(() => void (failure ??= cause))
-                )
-              ),
-            { concurrency: options.partConcurrency, discard: true }
+          const startOver = cache.removeAll(partial, partialMetaFile, work.partialOf(entry).data, work.partialOf(entry).record).pipe(
+            Effect.zipRight(Effect.logWarning(`${errors.cap(location)} changed on the server during the download; starting over`)),
+            Effect.zipRight(Effect.fail(new transfer.Retryable({ reason: "the file changed on the server during the download; starting over" })))
           )
-          if (failure !== undefined) return yield* Effect.failCause(failure)
-          yield* catchUp
-          return yield* complete(total, yield* hasher.digest, {
+          const done = yield* work.download(client, entry, partial, tracker).pipe(
+            Effect.catchAll((error): Effect.Effect<never, StorageError.StorageError | transfer.Retryable> =>
+              error._tag === "ChecksumMismatch" && error.algorithm.startsWith("ETag") ? startOver : Effect.fail(error)
+            )
+          )
+          return yield* complete(record.total, done.checked[0]!, {
             etag: record.kind === "etag" ? record.validator : undefined,
             lastModified: record.kind === "last-modified" ? record.validator : undefined
-          }, false)
-        }))
+          }, true)
+        })
 
       const attempt = Effect.gen(function*() {
         // A partial file is resumed only with the validator it was started with.
@@ -778,9 +699,8 @@ export const source = (options: {
   readonly connect: Effect.Effect<HttpClient.HttpClient, StorageError.StorageError, Scope.Scope>
 }): snapshot.Source<HttpClient.HttpClient> => {
   // The version each URL was resolved with, and of which kind, for the If-Range of its reads.
-  const versions = new Map<string, { readonly kind: PartialMeta["kind"]; readonly validator: string }>()
-  const bodyOf = (response: HttpClientResponse.HttpClientResponse): unknown =>
-    nodeDrain.readableOf(response) ?? Stream.toAsyncIterable(response.stream)
+  const versions = new Map<string, Version>()
+  const read = reader({ ...options, versions })
   const resolve = (client: HttpClient.HttpClient, url: string) =>
     Effect.gen(function*() {
       const { location, request } = requester(client, url, options)
@@ -822,17 +742,46 @@ export const source = (options: {
       } satisfies snapshot.Listed
     })
   return {
-    storageType: "http",
+    ...read,
     folder: "http",
     cacheKey: options.urls,
-    locationOf: (key) => (key === "" ? "" : errors.redactUrl(key)),
     prefix: "",
     mask: /(?:)/,
     maskField: "urls",
     named: true,
     nothingListed: "no URL",
     connect: options.connect,
-    list: (client) => Effect.forEach(options.urls, (url) => resolve(client, url), { concurrency: options.concurrency }),
+    list: (client) => Effect.forEach(options.urls, (url) => resolve(client, url), { concurrency: options.concurrency })
+
+  }
+}
+
+/** The version of a URL's file, and of which kind, for the If-Range of its reads. @internal */
+export interface Version {
+  readonly kind: "etag" | "last-modified"
+  readonly validator: string
+}
+
+const bodyOf = (response: HttpClientResponse.HttpClientResponse): unknown =>
+  nodeDrain.readableOf(response) ?? Stream.toAsyncIterable(response.stream)
+
+/**
+ * The HTTP storage's reads for the transfer engine: a GET of a URL, or of a
+ * range of it with `If-Range` its version (from `versions`); an answer that
+ * carries another version says so (the engine then refuses to splice it), a
+ * server that answers a range with the whole of the same version is retried.
+ *
+ * @internal
+ */
+export const reader = (options: {
+  readonly headers: FetchOptions["headers"]
+  readonly connectTimeout: Duration.Duration
+  readonly versions: ReadonlyMap<string, Version>
+}): engine.Reader<HttpClient.HttpClient> => {
+  const versions = options.versions
+  return {
+    storageType: "http",
+    locationOf: (key) => (key === "" ? "" : errors.redactUrl(key)),
     get: (client, entry, range) =>
       Effect.gen(function*() {
         const { location, request } = requester(client, entry.key, options)
