@@ -50,10 +50,10 @@ const customImport = /import\(url\)/
 const customStorageImport = {
   name: "custom-storage-import",
   setup(build) {
-    build.onLoad({ filter: /[\\/]src[\\/]Storage\.ts$/ }, async (args) => {
+    build.onLoad({ filter: /[\\/]src[\\/]Selection\.ts$/ }, async (args) => {
       const text = await fs.promises.readFile(args.path, "utf8")
       if (text.match(new RegExp(customImport.source, "g"))?.length !== 1) {
-        throw new Error("scripts/bundle-bin.mjs: the custom storage's import in Storage.ts changed")
+        throw new Error("scripts/bundle-bin.mjs: the custom storage's import in Selection.ts changed")
       }
       return { contents: text.replace(customImport, "__import(url)"), loader: "ts" }
     })

@@ -51,7 +51,7 @@ export const layer = <A>(model: A): Layer.Layer<internal.Storage> => Layer.effec
 /**
  * `storage_kwargs` of the Memory storage: the model itself. From a config
  * file or the environment, where no model can be written, pass it with the
- * `model` option of `Storage.layerFromSelection` / `Storage.layerConfig`.
+ * `model` option of `Selection.layerFromSelection` / `Selection.layerConfig`.
  *
  * @since 0.1.0
  * @category schemas

@@ -26,6 +26,7 @@ import * as HttpStorage from "./HttpStorage.js"
 import * as network_ from "./internal/network.js"
 import * as MemoryStorage from "./MemoryStorage.js"
 import * as S3Storage from "./S3Storage.js"
+import * as Selection from "./Selection.js"
 import * as Storage from "./Storage.js"
 import type * as StorageError from "./StorageError.js"
 
@@ -199,21 +200,21 @@ export const layerHf: (
  * @category layers
  */
 export const layerFromSelection = (
-  selection: Storage.Selection,
-  options?: Storage.SelectionOptions
+  selection: Selection.Selection,
+  options?: Selection.SelectionOptions
 ): Layer.Layer<Storage.Storage, StorageError.StorageError> =>
-  Storage.layerFromSelection(selection, options).pipe(Layer.provide(layer))
+  Selection.layerFromSelection(selection, options).pipe(Layer.provide(layer))
 
 /**
- * A storage from Effect's `Config` (see `Storage.fromConfig`), on Node.
+ * A storage from Effect's `Config` (see `Selection.fromConfig`), on Node.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerConfig = (
-  options?: Storage.ConfigOptions
+  options?: Selection.ConfigOptions
 ): Layer.Layer<Storage.Storage, StorageError.StorageError | ConfigError.ConfigError> =>
-  Storage.layerConfig(options).pipe(Layer.provide(layer))
+  Selection.layerConfig(options).pipe(Layer.provide(layer))
 
 /**
  * `DiskStorage.layerConfig` on Node.

@@ -63,6 +63,11 @@ export * as Progress from "./Progress.js"
 export * as S3Storage from "./S3Storage.js"
 
 /**
+ * @since 0.5.0
+ */
+export * as Selection from "./Selection.js"
+
+/**
  * @since 0.1.0
  */
 export * as Storage from "./Storage.js"

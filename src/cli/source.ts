@@ -6,7 +6,7 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as CliError from "../CliError.js"
 import * as MemoryStorage from "../MemoryStorage.js"
-import * as Storage from "../Storage.js"
+import * as Selection from "../Selection.js"
 import type * as StorageError from "../StorageError.js"
 import * as StorageUri from "../StorageUri.js"
 
@@ -39,7 +39,7 @@ const isRecord = (u: unknown): u is Record<string, unknown> =>
  */
 export const readConfigFile = (
   file: string
-): Effect.Effect<Storage.Selection, CliError.ConfigFileError, FileSystem.FileSystem | Path.Path> =>
+): Effect.Effect<Selection.Selection, CliError.ConfigFileError, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
@@ -133,18 +133,18 @@ const parseKwargsFlag = (text: string): Either.Either<Record<string, unknown>, C
  */
 export const selectionOf = (
   flags: SourceFlags
-): Effect.Effect<Storage.Selection, ReadonlyArray<SourceError>, FileSystem.FileSystem | Path.Path> =>
+): Effect.Effect<Selection.Selection, ReadonlyArray<SourceError>, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     if (
       Option.isNone(flags.uri) && Option.isNone(flags.storageType) && Option.isNone(flags.kwargs) &&
       Option.isNone(flags.config)
     ) {
-      return yield* Storage.selectionFromConfig(
+      return yield* Selection.selectionFromConfig(
         Option.isSome(flags.envPrefix) ? { prefix: flags.envPrefix.value } : undefined
       ).pipe(Effect.mapError((error) => [error]))
     }
     const problems: Array<SourceError> = []
-    let fromFile: Storage.Selection = {}
+    let fromFile: Selection.Selection = {}
     if (Option.isSome(flags.config)) {
       const read = yield* Effect.either(readConfigFile(flags.config.value))
       if (Either.isLeft(read)) problems.push(read.left)
@@ -177,13 +177,13 @@ export const selectionOf = (
  */
 export const validatedOf = (
   flags: SourceFlags
-): Effect.Effect<Storage.Validated, ReadonlyArray<SourceError>, FileSystem.FileSystem | Path.Path> =>
+): Effect.Effect<Selection.Validated, ReadonlyArray<SourceError>, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const selection = yield* selectionOf(flags)
     // With a URI, the storage is the URI's (validate checks that storage_type agrees).
     const uri = selection.storage_kwargs?.[StorageUri.kwarg] !== undefined
     const storageType = selection.storage_type ?? MemoryStorage.storageType
-    const definition = uri ? undefined : yield* Storage.resolve(storageType).pipe(Effect.mapError((error) => [error]))
+    const definition = uri ? undefined : yield* Selection.resolve(storageType).pipe(Effect.mapError((error) => [error]))
     if (definition === MemoryStorage.definition) {
       return yield* Effect.fail([
         new CliError.InvalidArgument({
@@ -193,5 +193,5 @@ export const validatedOf = (
         })
       ])
     }
-    return yield* Storage.validate(selection).pipe(Effect.mapError((error) => [error]))
+    return yield* Selection.validate(selection).pipe(Effect.mapError((error) => [error]))
   })
