@@ -15,7 +15,7 @@ import * as hub from "../src/internal/hub.js"
 import * as Storage from "../src/Storage.js"
 import * as StorageUri from "../src/StorageUri.js"
 import { storageContract } from "../src/Testing.js"
-import { budgetAfterFailure, bytesOf, contents, filesUnder, fingerprint, partsRecords, platform, runSelectionChild, tempDir } from "./helpers.js"
+import { budgetAfterFailure, intoMemoryInParts, bytesOf, contents, filesUnder, fingerprint, partsRecords, platform, runSelectionChild, tempDir } from "./helpers.js"
 import * as Hub from "./servers/hub.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -97,11 +97,7 @@ withServer("HfStorage: straight into memory (cache: false)", (it) => {
           repoId: "acme/big",
           endpoint: server.endpoint,
           cacheDir,
-          needLoadFile: true,
-          cache: false,
-          multipartThresholdMb: 1,
-          partSizeMb: 1,
-          retries: 0,
+          ...intoMemoryInParts,
           ...options
         }).pipe(withEnv())
       const delivered = yield* contents(yield* make())

@@ -17,7 +17,7 @@ import * as s3Internal from "../src/internal/s3.js"
 import * as S3Storage from "../src/S3Storage.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "../src/Testing.js"
-import { budgetAfterFailure, bytesOf, contents, filesUnder, fingerprint, partsRecords, platform, runSelectionChild, tempDir, flipByte, onSmallDisk } from "./helpers.js"
+import { budgetAfterFailure, intoMemoryInParts, bytesOf, contents, filesUnder, fingerprint, partsRecords, platform, runSelectionChild, tempDir, flipByte, onSmallDisk } from "./helpers.js"
 import * as S3 from "./servers/s3.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -130,11 +130,7 @@ withServer("S3Storage: straight into memory (cache: false)", (it) => {
       endpoint: server.endpoint,
       ...keys,
       cacheDir,
-      needLoadFile: true,
-      cache: false,
-      multipartThresholdMb: 1,
-      partSizeMb: 1,
-      retries: 0,
+      ...intoMemoryInParts,
       ...options
     })
 

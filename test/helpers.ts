@@ -251,3 +251,12 @@ export const partsRecords = (cacheDir: string): Array<{ readonly parts: Record<s
         return []
       }
     })
+
+/** Options in code that load straight into memory, in parts of 1 MiB from 1 MiB on, without retries. */
+export const intoMemoryInParts = {
+  needLoadFile: true,
+  cache: false,
+  multipartThresholdMb: 1,
+  partSizeMb: 1,
+  retries: 0
+} as const

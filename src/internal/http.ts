@@ -7,7 +7,6 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
-import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as crypto from "node:crypto"
@@ -54,20 +53,9 @@ interface PartialMeta {
 }
 
 /** @internal */
-export interface FetchOptions {
-  readonly cacheDir: string
+export interface FetchOptions extends Omit<engine.Settings, "concurrency" | "cache"> {
   readonly headers: Readonly<Record<string, Redacted.Redacted<string>>>
   readonly connectTimeout: Duration.Duration
-  readonly stallTimeout: Duration.Duration
-  readonly schedule: Schedule.Schedule<unknown, transfer.Retryable>
-  readonly maxRetryAfter: Duration.Duration
-  readonly offline: boolean
-  readonly lockTimeout: Duration.Duration
-  readonly verify: cache.VerifyMode
-  /** Files at least this large are fetched as parallel ranged GETs (when the server allows). */
-  readonly multipartThreshold: number
-  readonly partSize: number
-  readonly partConcurrency: number
 }
 
 /** @internal */
