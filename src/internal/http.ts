@@ -740,7 +740,6 @@ export const source = (options: {
     nothingListed: "no URL",
     connect: options.connect,
     list: (client) => Effect.forEach(options.urls, (url) => resolve(client, url), { concurrency: options.concurrency })
-
   }
 }
 

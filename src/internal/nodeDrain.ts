@@ -3,7 +3,7 @@ import * as Duration from "effect/Duration"
 import * as Fiber from "effect/Fiber"
 import * as Schedule from "effect/Schedule"
 import * as fs from "node:fs"
-import { Readable, Transform } from "node:stream"
+import { finished, Readable, Transform } from "node:stream"
 import { pipeline } from "node:stream/promises"
 import * as StorageError from "../StorageError.js"
 import * as transfer from "./transfer.js"
@@ -139,14 +139,28 @@ export const drain = (options: {
         flushMarks()
         if (Date.now() - lastBytesAt > stallMillis) options.body.destroy(new Stalled())
       }, Math.min(100, stallMillis / 4))
-      pipeline(options.body, counter, out).then(
+      // A body that ends early (cut off, stalled) still has its bytes so far written: the hashing
+      // step is ended rather than destroyed, so that the file holds every byte received (a resume
+      // goes on from there), and the failure is told once they are written.
+      let bodyError: Error | undefined
+      options.body.pipe(counter)
+      finished(options.body, (error) => {
+        if (error === undefined || error === null) return
+        bodyError = error
+        options.body.unpipe(counter)
+        counter.end()
+      })
+      pipeline(counter, out).then(
         () => {
           clearInterval(timer)
           tell()
-          resume(Effect.succeed(written))
+          if (bodyError === undefined) return resume(Effect.succeed(written))
+          resume(Effect.fail(bodyError instanceof Stalled ? stalled(stallMillis) : cutOff(written, bodyError)))
         },
         (error: NodeJS.ErrnoException) => {
           clearInterval(timer)
+          // The file could not be written (or the copy was destroyed): the body is of no use any more.
+          options.body.destroy()
           if (error instanceof Stalled) {
             resume(Effect.fail(stalled(stallMillis)))
           } else if (writeError !== undefined) {
