@@ -30,7 +30,11 @@ export interface Meta {
   readonly key: string
   readonly name: string
   readonly size: number
-  readonly sha256: string
+  /** The sha256 of the whole file (absent for a file fetched in parts without an expected digest). */
+  readonly sha256?: string
+  /** A file fetched in parts: the sha256 of each `partSize` bytes (what re-checks it). */
+  readonly digests?: ReadonlyArray<string>
+  readonly partSize?: number
   readonly etag?: string
   readonly lastModified?: string
   readonly fetchedAt: number
@@ -241,7 +245,12 @@ export const fetch = (
       cache.checkCached(
         fs,
         file,
-        { size: meta.size, digests: [meta.sha256], partSize: Math.max(1, meta.size), identity: meta.identity },
+        {
+          size: meta.size,
+          digests: meta.digests ?? [meta.sha256 ?? ""],
+          partSize: meta.partSize ?? Math.max(1, meta.size),
+          identity: meta.identity
+        },
         options.verify
       ).pipe(
         Effect.tap(({ identity, rehashed }) =>
@@ -255,7 +264,7 @@ export const fetch = (
       new StorageError.ChecksumMismatch({
         location: `${location} (the cached copy in ${file})`,
         algorithm: "sha256",
-        expected: meta.sha256,
+        expected: meta.sha256 ?? (meta.digests ?? []).join(","),
         actual
       })
 
@@ -352,19 +361,20 @@ export const fetch = (
       // with old metadata.
       const complete = (
         written: number,
-        digest: string,
+        /** The whole file's sha256, or (in parts, without an expected digest) its parts'. */
+        verified: string | { readonly digests: ReadonlyArray<string>; readonly partSize: number },
         validators: { readonly etag: string | undefined; readonly lastModified: string | undefined },
         /** The staging file was flushed as it was closed (the Node drain does it). */
         flushed: boolean
       ) =>
         Effect.gen(function*() {
-          if (expected !== undefined && digest !== expected) {
+          if (expected !== undefined && verified !== expected) {
             yield* cache.removeAll(partial, partialMetaFile)
             return yield* new StorageError.ChecksumMismatch({
               location,
               algorithm: "sha256",
               expected,
-              actual: digest
+              actual: typeof verified === "string" ? verified : "(not computed)"
             })
           }
           yield* cache.removeAll(metaFile)
@@ -375,7 +385,7 @@ export const fetch = (
             key,
             name,
             size: written,
-            sha256: digest,
+            ...(typeof verified === "string" ? { sha256: verified } : verified),
             ...(validators.etag === undefined ? {} : { etag: validators.etag }),
             ...(validators.lastModified === undefined ? {} : { lastModified: validators.lastModified }),
             fetchedAt: Date.now(),
@@ -419,7 +429,8 @@ export const fetch = (
             size: record.total,
             etag: record.validator,
             ranged: true,
-            checks: [{ algorithm: "sha256", expected, label: "sha256" }]
+            // The whole file is hashed only to check an expected digest: else its parts' digests verify it.
+            checks: expected === undefined ? [] : [{ algorithm: "sha256", expected, label: "sha256" }]
           }
           const startOver = cache.removeAll(partial, partialMetaFile, work.partialOf(entry).data, work.partialOf(entry).record).pipe(
             Effect.zipRight(Effect.logWarning(`${errors.cap(location)} changed on the server during the download; starting over`)),
@@ -430,7 +441,7 @@ export const fetch = (
               error._tag === "ChecksumMismatch" && error.algorithm.startsWith("ETag") ? startOver : Effect.fail(error)
             )
           )
-          return yield* complete(record.total, done.checked[0]!, {
+          return yield* complete(record.total, done.checked[0] ?? { digests: done.digests, partSize: done.partSize }, {
             etag: record.kind === "etag" ? record.validator : undefined,
             lastModified: record.kind === "last-modified" ? record.validator : undefined
           }, true)
