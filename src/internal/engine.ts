@@ -282,11 +282,13 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
         readonly inPlace?: boolean | undefined
         /** Whether a whole read also hashes the checks it vouches for (false: the caller hashes them). */
         readonly wholeChecks?: boolean | undefined
+        /** false: the bytes are not hashed here (a worker hashes them from the file); no sha256 comes back. */
+        readonly hash?: boolean | undefined
       } = {}
     ) =>
       Effect.gen(function*() {
         const location = source.locationOf(entry.key)
-        const hashes = [options.seed?.copy() ?? crypto.createHash("sha256")]
+        const hashes = options.hash === false ? [] : [options.seed?.copy() ?? crypto.createHash("sha256")]
         let vouched: ReadonlyArray<Check> | undefined
         const onBytes = (chunk: Uint8Array) => {
           for (const hash of hashes) hash.update(chunk)
@@ -328,7 +330,7 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
                 progress,
                 {
                   every: options.checkpoint?.every,
-                  mark: () => hashes[0]!.copy().digest("hex"),
+                  mark: () => hashes[0]?.copy().digest("hex") ?? "",
                   durable: (bytes, mark) => options.checkpoint?.durable(at + bytes, mark, vouched ?? [])
                 }
               )
@@ -503,21 +505,26 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
             writeRecord
           ))
         if (done.size === 0 && prefixes.size === 0) yield* writeRecord
-        // From a Node callback: only recorded here; a fiber writes it.
-        const checkpoint = (i: number) => ({
-          every,
-          durable: (offset: number, sha256: string, vouched: ReadonlyArray<Check>) => {
-            // A flush that ends after its part was finished (and recorded whole) says nothing new.
-            if (done.has(i)) return
-            checks ??= vouched
-            under.set(i, { bytes: offset - i * partSize, sha256 })
-            moved = true
-          }
-        })
         // The digests the source announced are of the whole object: each is computed in a worker
         // thread (as the HTTP storage's) from the file itself, part after part in file order as the
         // parts are finished (resumed ones first), while later parts are still arriving.
         const actual = yield* Effect.scoped(Effect.gen(function*() {
+          // Each part's sha256 is computed in a worker from the file as the part is written (the
+          // event loop only receives and writes): at each checkpoint, once the bytes are flushed, and
+          // at the part's end. From a Node callback, a checkpoint is only noted; a fiber records it.
+          const digester = yield* cache.partsDigester(data)
+          const checkpoint = (i: number) => ({
+            every,
+            durable: (offset: number, _sha256: string, vouched: ReadonlyArray<Check>) => {
+              checks ??= vouched
+              digester.uptoThen(i, i * partSize, offset, (sha256) => {
+                // A checkpoint told after its part was finished (and recorded whole) says nothing new.
+                if (done.has(i)) return
+                under.set(i, { bytes: offset - i * partSize, sha256 })
+                moved = true
+              })
+            }
+          })
           yield* Effect.forkScoped(Effect.repeat(recordMoved, Schedule.spaced(Duration.millis(250))))
           // Interrupted or failed: what is durable by then is recorded, for the next run.
           yield* Effect.addFinalizer(() => recordMoved)
@@ -557,17 +564,25 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
               return Effect.flatMap(
                 retrying(
                   location,
-                  fetchRange(client, entry, { file: data }, from, whole ? undefined : end, progress, {
-                    seed: prefix?.hash,
-                    checkpoint: checkpoint(i),
-                    inPlace: true,
-                    wholeChecks: false
-                  })
+                  // Each attempt starts the part's digest over from its start.
+                  Effect.zipRight(
+                    Effect.sync(() => digester.reset(i)),
+                    fetchRange(client, entry, { file: data }, from, whole ? undefined : end, progress, {
+                      checkpoint: checkpoint(i),
+                      inPlace: true,
+                      wholeChecks: false,
+                      hash: false
+                    })
+                  )
                 ),
-                ({ checks: vouched, digests: [digest] }) =>
-                  recordLock.withPermits(1)(useChecks(vouched)).pipe(
-                    Effect.zipRight(recordPart(i, digest!)),
-                    Effect.zipRight(catchUp)
+                ({ checks: vouched }) =>
+                  digester.upto(i, start, end).pipe(
+                    Effect.flatMap((digest) =>
+                      recordLock.withPermits(1)(useChecks(vouched)).pipe(
+                        Effect.zipRight(recordPart(i, digest)),
+                        Effect.zipRight(catchUp)
+                      )
+                    )
                   )
               ).pipe(
                 Effect.catchAllCause((cause) =>

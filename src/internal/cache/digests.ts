@@ -344,3 +344,106 @@ export const bytesHasher = (
       }
     }
   )
+
+/** Keeps a running sha256 per part of one file, fed from the file in order; answers a part's digest so far. */
+const partsDigesterCode = `
+const { parentPort, workerData } = require("node:worker_threads")
+const fs = require("node:fs")
+const crypto = require("node:crypto")
+const buffer = Buffer.allocUnsafe(1024 * 1024)
+const parts = new Map()
+let fd
+parentPort.on("message", (message) => {
+  try {
+    if (fd === undefined) fd = fs.openSync(workerData.file, "r")
+    let part = parts.get(message.part)
+    if (part === undefined || message.from !== undefined) {
+      part = { hash: crypto.createHash("sha256"), at: message.from }
+      parts.set(message.part, part)
+    }
+    while (part.at < message.upto) {
+      const read = fs.readSync(fd, buffer, 0, Math.min(buffer.length, message.upto - part.at), part.at)
+      if (read === 0) throw new Error("the file ends at " + part.at + ", before " + message.upto)
+      part.hash.update(buffer.subarray(0, read))
+      part.at += read
+    }
+    parentPort.postMessage({ id: message.id, digest: part.hash.copy().digest("hex") })
+  } catch (error) {
+    parentPort.postMessage({ id: message.id, error: String(error && error.message || error) })
+  }
+})
+`
+
+/**
+ * The sha256 of each part of a file written in parts, computed in a worker
+ * thread from the file itself (the page cache) as the parts are written, so
+ * that the event loop only receives and writes. `upto(part, from, offset)`
+ * feeds the part from where it was last fed (from `from` the first time) up
+ * to `offset`, and succeeds with the digest of [from, offset): a checkpoint's,
+ * or the whole part's. The worker ends with the scope.
+ *
+ * @internal
+ */
+export const partsDigester = (
+  file: string
+): Effect.Effect<
+  {
+    readonly upto: (part: number, from: number, offset: number) => Effect.Effect<string, StorageError.ReadFailed>
+    /** The same from a Node callback: `then` gets the digest (nothing on a failure: a checkpoint is then not recorded). */
+    readonly uptoThen: (part: number, from: number, offset: number, then: (digest: string) => void) => void
+    /** The part starts over from its `from` at its next `upto` (a retried part). */
+    readonly reset: (part: number) => void
+  },
+  never,
+  Scope.Scope
+> =>
+  Effect.map(
+    Effect.acquireRelease(
+      Effect.sync(() => new Worker(partsDigesterCode, { eval: true, workerData: { file } })),
+      (worker) => Effect.promise(() => worker.terminate())
+    ),
+    (worker) => {
+      let nextId = 0
+      const started = new Set<number>()
+      const waiting = new Map<number, (answer: { readonly digest?: string; readonly error?: string }) => void>()
+      worker.on("message", (answer: { readonly id: number; readonly digest?: string; readonly error?: string }) => {
+        const resume = waiting.get(answer.id)
+        waiting.delete(answer.id)
+        resume?.(answer)
+      })
+      worker.on("error", (error) => {
+        for (const resume of waiting.values()) resume({ error: error.message })
+        waiting.clear()
+      })
+      const send = (
+        part: number,
+        from: number,
+        offset: number,
+        answer: (answer: { readonly digest?: string; readonly error?: string }) => void
+      ) => {
+        const id = nextId++
+        waiting.set(id, answer)
+        worker.postMessage({ id, part, upto: offset, ...(started.has(part) ? {} : { from }) })
+        started.add(part)
+        return id
+      }
+      return {
+        upto: (part, from, offset) =>
+          Effect.async<string, StorageError.ReadFailed>((resume) => {
+            const id = send(part, from, offset, (answer) =>
+              resume(
+                answer.digest !== undefined
+                  ? Effect.succeed(answer.digest)
+                  : Effect.fail(new StorageError.ReadFailed({ path: file, operation: "hash", reason: answer.error ?? "unknown" }))
+              ))
+            // Interrupted: the answer is not waited for (the worker ends with the scope).
+            return Effect.sync(() => void waiting.delete(id))
+          }),
+        uptoThen: (part, from, offset, then) =>
+          void send(part, from, offset, (answer) => {
+            if (answer.digest !== undefined) then(answer.digest)
+          }),
+        reset: (part) => void started.delete(part)
+      }
+    }
+  )
