@@ -296,7 +296,7 @@ What the fetch goals show on this machine (2 cores, the server and the client sh
 curl is Node's, not the storage's (see the next section for what bounds it). The HTTP storage fetches a
 file this large as parallel ranged GETs by default (8 at a time, 16 MiB each, each buffering 64 KiB):
 that is what servers capping each connection need (next section); over loopback, where nothing caps a
-connection, one stream costs less CPU. The S3 storage does the same (4 at a time, 64 KiB each): that pays
+connection, one stream costs less CPU. The S3 storage does the same (8 at a time since the shared options, 64 KiB each): that pays
 off against real S3, where one stream is slow; over loopback, against an s3rver that serves every request
 from one thread, it is about as fast as one GetObject. Both storages hash what they fetch (sha256, so
 that a cached file can be verified again on a later load; about 0.6 s per GiB of CPU on this machine)
