@@ -13,15 +13,15 @@ import { Readable } from "node:stream"
 import * as nodeDrain from "../src/internal/nodeDrain.js"
 import * as transfer from "../src/internal/transfer.js"
 
-describe("the platform-neutral drain, on the Clock", () => {
-  const quietTracker: transfer.FileTracker = {
-    start: () => Effect.void,
-    advance: () => Effect.void,
-    cached: () => Effect.void,
-    waiting: () => Effect.void,
-    finish: () => Effect.void
-  }
+const quietTracker: transfer.FileTracker = {
+  start: () => Effect.void,
+  advance: () => Effect.void,
+  cached: () => Effect.void,
+  waiting: () => Effect.void,
+  finish: () => Effect.void
+}
 
+describe("the platform-neutral drain, on the Clock", () => {
   it.effect("a body that stops is a stall after stall_timeout of the Clock's time (driven by TestClock, no sleeping)", () =>
     Effect.gen(function*() {
       let written = 0
@@ -42,14 +42,6 @@ describe("the platform-neutral drain, on the Clock", () => {
 })
 
 describe("the Node drain", () => {
-  const quietTracker: transfer.FileTracker = {
-    start: () => Effect.void,
-    advance: () => Effect.void,
-    cached: () => Effect.void,
-    waiting: () => Effect.void,
-    finish: () => Effect.void
-  }
-
   it.live("a body cut off: every byte received is in the file before the failure is told (a resume goes on from there)", () =>
     Effect.gen(function*() {
       const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "mlup-drain-")), "partial")
