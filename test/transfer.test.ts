@@ -1,15 +1,21 @@
-// The transfer engine's pieces that run on Effect alone (internal/transfer.ts):
-// time is the Clock's, so a TestClock drives them without sleeping.
+// The transfer engine's pieces on their own: the drains, retries and the cache
+// entry's lock (internal/transfer.ts, nodeDrain.ts, cache/lock.ts). Time is the
+// Clock's, so a TestClock drives stalls, retries and lock waits without sleeping.
 import { describe, expect, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Readable } from "node:stream"
+import * as cache from "../src/internal/cache.js"
 import * as nodeDrain from "../src/internal/nodeDrain.js"
 import * as transfer from "../src/internal/transfer.js"
 
@@ -68,4 +74,93 @@ describe("the Node drain", () => {
       expect(fs.statSync(file).size).toBe(16 * chunk)
       fs.rmSync(path.dirname(file), { recursive: true })
     }))
+})
+
+describe("retries, on the Clock", () => {
+  it.effect("a Retry-After is waited for on the Clock's time (TestClock), then the attempt runs again; the last failure names the attempts", () =>
+    Effect.gen(function*() {
+      let attempts = 0
+      const fiber = yield* Effect.fork(transfer.retrying({
+        location: "http://127.0.0.1/model.bin",
+        schedule: transfer.defaultSchedule(2),
+        maxRetryAfter: Duration.seconds(60),
+        attempt: Effect.suspend(() => {
+          attempts++
+          return Effect.fail(new transfer.Retryable({ reason: "HTTP 503", status: 503, retryAfter: 30_000 }))
+        })
+      }))
+      yield* TestClock.adjust("1 millis")
+      expect(attempts).toBe(1)
+      // The backoff alone would be 250 ms: the server asked for 30 s.
+      yield* TestClock.adjust("29 seconds")
+      expect(attempts).toBe(1)
+      yield* TestClock.adjust("1 second")
+      expect(attempts).toBe(2)
+      yield* TestClock.adjust("30 seconds")
+      expect(attempts).toBe(3)
+      const error = yield* Effect.flip(Fiber.join(fiber))
+      expect(error).toMatchObject({ _tag: "TransientFailure", attempts: 3, status: 503 })
+    }))
+
+  it.effect("without Retry-After: exponential from 250 ms with jitter (TestRandom), a success ends it", () =>
+    Effect.gen(function*() {
+      let attempts = 0
+      const fiber = yield* Effect.fork(transfer.retrying({
+        location: "s3://b/k",
+        schedule: transfer.defaultSchedule(5),
+        maxRetryAfter: Duration.seconds(60),
+        attempt: Effect.suspend(() =>
+          ++attempts < 3 ? Effect.fail(new transfer.Retryable({ reason: "connection reset" })) : Effect.succeed("bytes")
+        )
+      }))
+      yield* TestClock.adjust("1 millis")
+      expect(attempts).toBe(1)
+      // Jitter keeps each delay within 80–120% of 250 ms, then of 500 ms.
+      yield* TestClock.adjust("190 millis")
+      expect(attempts).toBe(1)
+      yield* TestClock.adjust("120 millis")
+      expect(attempts).toBe(2)
+      yield* TestClock.adjust("610 millis")
+      expect(attempts).toBe(3)
+      expect(yield* Fiber.join(fiber)).toBe("bytes")
+    }))
+})
+
+describe("the cache entry's lock, on the Clock", () => {
+  // 100 ms of the Clock at a time; between steps, one turn of the event loop lets file IO settle (no timer).
+  const driveUntilDone = <A, E>(fiber: Fiber.RuntimeFiber<A, E>) =>
+    Effect.gen(function*() {
+      for (let step = 0; step < 300 && fiber.unsafePoll() === null; step++) {
+        yield* TestClock.adjust("100 millis")
+        yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
+      }
+    })
+
+  it.scoped("a live holder: the waiter gives up after lock_timeout of the Clock's time (TestClock) and calls it alive", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlup-lock-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+      const file = path.join(dir, "lock")
+      // Held in this scope: its heartbeat beats every second of the Clock.
+      yield* cache.lock(file, { location: "s3://b/m/", timeout: Duration.seconds(60) })
+      const waiter = yield* Effect.fork(Effect.scoped(cache.lock(file, { location: "s3://b/m/", timeout: Duration.seconds(5) })))
+      yield* driveUntilDone(waiter)
+      const error = yield* Effect.flip(Fiber.join(waiter))
+      expect(error).toMatchObject({ _tag: "LockTimeout", alive: true, seconds: 5 })
+    }).pipe(Logger.withMinimumLogLevel(LogLevel.Error)))
+
+  it.scoped("released: the waiter takes it at once", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlup-lock-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+      const file = path.join(dir, "lock")
+      const holder = yield* Scope.make()
+      yield* Scope.extend(cache.lock(file, { location: "s3://b/m/", timeout: Duration.seconds(60) }), holder)
+      const waiter = yield* Effect.fork(Effect.scoped(cache.lock(file, { location: "s3://b/m/", timeout: Duration.seconds(60) })))
+      yield* TestClock.adjust("2 seconds")
+      expect(waiter.unsafePoll()).toBeNull()
+      yield* Scope.close(holder, Exit.void)
+      yield* driveUntilDone(waiter)
+      expect(yield* Fiber.join(waiter)).toEqual({ waited: true })
+    }).pipe(Logger.withMinimumLogLevel(LogLevel.Error)))
 })
