@@ -297,7 +297,6 @@ export const makeResolved = (
         Effect.provideService(FileSystem.FileSystem, fs),
         Effect.provideService(Path.Path, path)
       )
-    const intoMemory = yield* inMemory(urls)
 
     const load = kwargs.cache
       ? Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, { client, probe }]) =>
@@ -305,7 +304,7 @@ export const makeResolved = (
           withServices(client),
           Effect.flatMap(deliver)
         ))
-      : intoMemory.loadBytes
+      : Effect.flatMap(inMemory(urls), (work) => work.loadBytes)
 
     const deliverLocal = (file: string) =>
       Effect.gen(function*() {

@@ -415,12 +415,8 @@ export const fetch = (
           yield* cache.writeJsonHint(partialMetaFile, { ...record, parts: [] } satisfies PartialMeta)
           const work = yield* engine.make(
             reader({ ...options, versions: new Map([[url, { kind: record.kind, validator: record.validator }]]) }),
-            {
-              ...options,
-              concurrency: 1,
-              // The attempt is retried as a whole by the caller's policy; each part, by the engine's.
-              schedule: options.schedule
-            },
+            // Each part is retried by the engine under the storage's policy; a new version starts the attempt over.
+            { ...options, concurrency: 1 },
             dir
           ).pipe(Effect.provideService(FileSystem.FileSystem, fs), Effect.provideService(Path.Path, path))
           const entry: engine.Entry = {

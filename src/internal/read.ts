@@ -27,18 +27,18 @@ export const readBytes = (fs: FileSystem.FileSystem, path: Path.Path) =>
   /** The caller reserved the file's size from the `MemoryBudget` already (with the other files of its load). */
   options: { readonly reserved?: boolean } = {}
 ): Effect.Effect<LoadedFile.Bytes, StorageError.StorageError, Scope.Scope> =>
-  // The buffer (and its share of the memory budget) is the caller's once the read succeeded; a failed read gives it back at once.
-  release.keptOnSuccess(Effect.gen(function*() {
-    const own = yield* Effect.scope
-    const bytes = yield* Effect.scoped(Effect.gen(function*() {
+  // The buffer and its share of the memory budget are the caller's scope's (a load that fails
+  // releases them at once: `Storage.make` runs every load in a scope of its own).
+  Effect.flatMap(Effect.scope, (outer) =>
+    Effect.scoped(Effect.gen(function*() {
       const handle = yield* Effect.mapError(fs.open(file, { flag: "r" }), errors.fromPlatformError(file, "open"))
       const info = yield* Effect.mapError(handle.stat, errors.fromPlatformError(file, "stat"))
       if (info.type === "Directory") {
         return yield* new StorageError.ReadFailed({ path: file, operation: "read", reason: "it is a folder, not a file" })
       }
       const size = Number(info.size)
-      if (options.reserved !== true) yield* Scope.extend(release.reserve(size, { location: file }), own)
-      const bytes = yield* Scope.extend(release.allocateScoped(size), own)
+      if (options.reserved !== true) yield* Scope.extend(release.reserve(size, { location: file }), outer)
+      const bytes = yield* Scope.extend(release.allocateScoped(size), outer)
       let offset = 0
       while (offset < size) {
         const chunk = bytes.subarray(offset, Math.min(size, offset + readChunkSize))
@@ -57,10 +57,8 @@ export const readBytes = (fs: FileSystem.FileSystem, path: Path.Path) =>
           reason: `the file changed while it was read (${offset} of ${size} bytes)`
         })
       }
-      return bytes
-    }))
-    return yield* LoadedFile.bytes({ path: file, name, bytes })
-  }))
+      return yield* Scope.extend(LoadedFile.bytes({ path: file, name, bytes }), outer)
+    })))
 
 /**
  * The files of one load, handed over by path, or read into memory
@@ -85,56 +83,12 @@ export const deliverAll = (fs: FileSystem.FileSystem, path: Path.Path, needLoadF
 }
 
 /**
- * The storage a cache-backed source makes (S3, GCS, Azure, the Hub): each
- * cached file handed over by path, or read into bytes (`need_load_file`), or,
- * with the cache off, each file fetched straight into memory (`loadBytes`);
- * `loadBytesSingleFile` hands over a local file (one this storage delivered,
- * say) the same way.
- *
- * @internal
- */
-export const cachedStorage = (options: {
-  readonly storageType: string
-  readonly fs: FileSystem.FileSystem
-  readonly path: Path.Path
-  readonly needLoadFile: boolean
-  /** Straight into memory, without the cache (`cache: false`): the files as bytes. */
-  readonly loadBytes?: Effect.Effect<ReadonlyArray<LoadedFile.Bytes>, StorageError.StorageError, Scope.Scope> | undefined
-  /** With the cache off: one file of the source, named by its location (none: not the source's). */
-  readonly loadBytesOf?:
-    | ((location: string) => Option.Option<Effect.Effect<LoadedFile.Bytes, StorageError.StorageError, Scope.Scope>>)
-    | undefined
-  readonly load: Effect.Effect<
-    ReadonlyArray<{ readonly file: string; readonly name: string; readonly size: number }>,
-    StorageError.StorageError,
-    Scope.Scope
-  >
-}): Effect.Effect<storage.Service> => {
-  const { fs, path } = options
-  const read = readBytes(fs, path)
-  const deliver = (
-    file: { readonly file: string; readonly name: string; readonly size: number }
-  ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
-    options.needLoadFile
-      ? read(file.file, file.name)
-      : Effect.succeed(LoadedFile.path({ path: file.file, name: file.name, size: file.size }))
-  const local = (file: string) =>
-    Effect.gen(function*() {
-      const target = path.resolve(file)
-      const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat"))
-      return yield* deliver({ file: target, name: path.basename(target), size: Number(info.size) })
-    })
-  return storage.make({
-    storageType: options.storageType,
-    load: options.loadBytes ?? Effect.flatMap(options.load, deliverAll(fs, path, options.needLoadFile)),
-    // A location of the source's (with the cache off) is fetched into memory; a local file is handed over.
-    loadBytesSingleFile: (file) => Option.getOrElse(options.loadBytesOf?.(file) ?? Option.none(), () => local(file))
-  })
-}
-
-/**
- * The storage of a remote source on the engine: through the cache (by path,
- * or read into bytes), or straight into memory with `cache: false`.
+ * The storage of a remote source on the engine (S3, GCS, Azure, the Hub):
+ * each cached file handed over by path, or read into bytes
+ * (`need_load_file`), or, with the cache off, each file fetched straight
+ * into memory. `loadBytesSingleFile` fetches a location of the source into
+ * memory (cache off), or hands over a local file (one this storage
+ * delivered, say) as `load` would.
  *
  * @internal
  */
@@ -154,12 +108,20 @@ export const remoteStorage = (
   }
 ): Effect.Effect<storage.Service, never, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
-    return yield* cachedStorage({
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const deliver = deliverAll(fs, path, kwargs.need_load_file)
+    const local = (file: string) =>
+      Effect.gen(function*() {
+        const target = path.resolve(file)
+        const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat"))
+        const [delivered] = yield* deliver([{ file: target, name: path.basename(target), size: Number(info.size) }])
+        return delivered!
+      })
+    return yield* storage.make({
       storageType,
-      fs: yield* FileSystem.FileSystem,
-      path: yield* Path.Path,
-      needLoadFile: kwargs.need_load_file,
-      load: work.load,
-      ...(kwargs.cache ? {} : { loadBytes: work.loadBytes, loadBytesOf: work.loadBytesOf })
+      load: kwargs.cache ? Effect.flatMap(work.load, deliver) : work.loadBytes,
+      loadBytesSingleFile: (file) =>
+        kwargs.cache ? local(file) : Option.getOrElse(work.loadBytesOf(file), () => local(file))
     })
   })

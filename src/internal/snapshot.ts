@@ -114,8 +114,6 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
     const maskShown = source.maskShown ?? mask_.sourceOf(source.mask)
     const keep = source.keep ?? (() => true)
 
-    const retrying = <A, E>(location: string, attempt: Effect.Effect<A, E | transfer.Retryable>) =>
-      transfer.retrying({ location, schedule: settings.schedule, maxRetryAfter: settings.maxRetryAfter, attempt })
 
     // As the Disk storage: a prefix that is itself a key is a single file, the
     // mask searched in its key; else a folder, the mask searched in each name
@@ -166,7 +164,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
       }))
 
     const partialsDir = path.join(entryDir, "partials")
-    const { download, fetchIntoMemory, partialOf } = yield* engine.make(source, settings, partialsDir)
+    const { download, fetchIntoMemory, partialOf, retrying } = yield* engine.make(source, settings, partialsDir)
     // A whole object fetched and verified by a load that did not publish (interrupted, or failed
     // on another object): kept, linked, with what it was, so that the next load does not fetch it again.
     const finishedOf = (entry: Entry) => {
@@ -394,35 +392,35 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         })
       })
 
-    const loadBytes: Effect.Effect<ReadonlyArray<LoadedFile.Bytes>, StorageError.StorageError, Scope.Scope> = Effect.gen(
-      function*() {
+    // The files (all of the selection, or those `pick` keeps) into memory, their size reserved first.
+    const intoMemory = (pick: (selected: ReadonlyArray<Entry>) => Effect.Effect<ReadonlyArray<Entry>, StorageError.StorageError>) =>
+      Effect.gen(function*() {
         const tracker = yield* transfer.makeTracker
         const client = yield* source.connect
-        const selected = yield* Effect.flatMap(retrying(base, source.list(client)), select)
-        yield* reserveFor(selected, tracker)
-        return yield* Effect.forEach(
-          selected,
-          (entry) => release.keptOnSuccess(fetchIntoMemory(client, entry, tracker)),
-          { concurrency: settings.concurrency }
-        )
-      }
+        const entries = yield* Effect.flatMap(Effect.flatMap(retrying(base, source.list(client)), select), pick)
+        yield* reserveFor(entries, tracker)
+        return yield* Effect.forEach(entries, (entry) => fetchIntoMemory(client, entry, tracker), {
+          concurrency: settings.concurrency
+        })
+      })
+
+    const loadBytes: Effect.Effect<ReadonlyArray<LoadedFile.Bytes>, StorageError.StorageError, Scope.Scope> = intoMemory(
+      Effect.succeed
     )
 
     // One file of the selection, named by its location (as a `Bytes` file of `loadBytes` names it).
     const loadBytesOf = (location: string): Option.Option<Effect.Effect<LoadedFile.Bytes, StorageError.StorageError, Scope.Scope>> =>
       !location.startsWith(source.locationOf(""))
         ? Option.none()
-        : Option.some(Effect.gen(function*() {
-          const tracker = yield* transfer.makeTracker
-          const client = yield* source.connect
-          const selected = yield* Effect.flatMap(retrying(base, source.list(client)), select)
-          const entry = selected.find((entry) => source.locationOf(entry.key) === location)
-          if (entry === undefined) {
-            return yield* new StorageError.RemoteNotFound({ location, reason: "not among the files this storage selects" })
-          }
-          yield* reserveFor([entry], tracker)
-          return yield* release.keptOnSuccess(fetchIntoMemory(client, entry, tracker))
-        }))
+        : Option.some(Effect.map(
+          intoMemory((selected) => {
+            const entry = selected.find((entry) => source.locationOf(entry.key) === location)
+            return entry === undefined
+              ? Effect.fail(new StorageError.RemoteNotFound({ location, reason: "not among the files this storage selects" }))
+              : Effect.succeed([entry])
+          }),
+          (files) => files[0]!
+        ))
 
     return { load, loadBytes, loadBytesOf, base, entryDir } as const
   })
