@@ -9,7 +9,8 @@ import * as path from "node:path"
 import { ExitCode as Cli } from "../src/Cli.js"
 import * as progressView from "../src/cli/progress.js"
 import * as Progress from "../src/Progress.js"
-import { bytesOf, tempDir, writeFiles } from "./helpers.js"
+import { keyOf as cacheKeyOf } from "../src/internal/cache/folder.js"
+import { bytesOf, partsRecords, tempDir, writeFiles } from "./helpers.js"
 import * as Azurite from "./servers/azurite.js"
 import * as Hub from "./servers/hub.js"
 import * as TestServer from "./servers/http.js"
@@ -509,20 +510,19 @@ describe("mlup-storage exit codes", () => {
   for (const [signal, code] of [["SIGINT", Cli.Interrupted], ["SIGTERM", Cli.Terminated]] as const) {
     it.scopedLive(`${signal} during a download: ${code}, nothing in the target, the partial kept in the cache and resumed`, () =>
       Effect.gen(function*() {
-        const server = yield* TestServer.make({ chunkSize: 64 * 1024, delayMs: 20 })
-        server.put("/m.onnx", model)
+        // Large enough to be resumed (8 MiB or more).
+        const large = bytesOf(10 * 1024 * 1024, 6)
+        const server = yield* TestServer.make({ chunkSize: 64 * 1024, delayMs: 10 })
+        server.put("/m.onnx", large)
         const dir = yield* tempDir
         const cache = path.join(dir, "cache")
         const to = path.join(dir, "out")
         const args = ["fetch", "-t", "http", "-k", JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: cache }), "--to", to]
         const running = start(args)
-        // Wait until bytes are arriving in the cache's staging file.
+        // Wait until a checkpoint is recorded (bytes flushed, every quarter of the file here).
+        const recorded = () => (fs.existsSync(cache) ? partsRecords(cache)[0]?.progress?.["0"]?.bytes ?? 0 : 0)
         yield* Effect.promise(async () => {
-          while (
-            !listAll(cache).some((file) => file.endsWith(".partial") && fs.statSync(path.join(cache, file)).size > 0)
-          ) {
-            await new Promise((resolve) => setTimeout(resolve, 10))
-          }
+          while (recorded() === 0) await new Promise((resolve) => setTimeout(resolve, 10))
         })
         running.child.kill(signal)
         const run = yield* Effect.promise(() => running.done)
@@ -530,16 +530,19 @@ describe("mlup-storage exit codes", () => {
         expect(run.stderr).toContain("interrupted")
         // Nothing under a final name, no lock: only the partial file and its resume record.
         const files = listAll(cache).filter((file) => !fs.statSync(path.join(cache, file)).isDirectory())
-        expect(files.map((file) => path.basename(file)).sort()).toEqual(["m.onnx.partial", "partial.json"])
+        const key = cacheKeyOf(server.url("/m.onnx"))
+        expect(files.map((file) => path.basename(file)).sort()).toEqual([`${key}.json`, `${key}.part`])
         expect(listAll(to)).toEqual([])
-        const kept = fs.statSync(path.join(cache, files.find((file) => file.endsWith(".partial"))!)).size
-        expect(kept).toBeGreaterThan(0)
+        const kept = recorded()
 
         // The next run resumes from there.
         const again = yield* cli([...args, "--hash", "--json"])
         expect(again.code).toBe(0)
-        expect(JSON.parse(again.stdout).files).toMatchObject([{ name: "m.onnx", sha256: sha256(model) }])
-        expect(server.requests("/m.onnx").at(-1)).toMatchObject({ status: 206, range: `bytes=${kept}-` })
+        expect(JSON.parse(again.stdout).files).toMatchObject([{ name: "m.onnx", sha256: sha256(large) }])
+        expect(server.requests("/m.onnx").at(-1)).toMatchObject({
+          status: 206,
+          range: `bytes=${kept}-${large.byteLength - 1}`
+        })
       }))
   }
 })

@@ -205,7 +205,7 @@ export const make = (settings: Settings) =>
               range === undefined ? undefined : range.end - range.start,
               {
                 abortSignal: signal,
-                // A cut body fails the attempt; the engine's retry starts it over.
+                // A cut body fails the attempt; the engine's retry goes on from what it delivered.
                 maxRetryRequests: 0,
                 ...(entry.etag === "" ? {} : { conditions: { ifMatch: entry.etag } })
               }

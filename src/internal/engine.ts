@@ -85,6 +85,13 @@ export interface Got {
    * encrypted with KMS or a customer's key, which only its GET says.
    */
   readonly checks?: ReadonlyArray<Check> | undefined
+  /**
+   * The answer is not of the listed object (another version or size, the
+   * whole file to a ranged read, …), said why: never spliced in, whatever
+   * the source's version (a load then fails with a `ChecksumMismatch` on
+   * "ETag", which a source may take as its cue to start over).
+   */
+  readonly changed?: string | undefined
 }
 
 /**
@@ -95,11 +102,14 @@ export interface Got {
  * @internal
  */
 export interface Reader<C> {
+  /** The storage's name, in errors. */
   readonly storageType: string
+  /** Where a key is, in messages, logs and progress (`s3://bucket/key`). */
   readonly locationOf: (key: string) => string
+  /** One GET of the object, or of [start, end) of it, pinned to its listed version where the source can. */
   readonly get: (
     client: C,
-    entry: Listed,
+    entry: Entry,
     range: { readonly start: number; readonly end: number } | undefined
   ) => Effect.Effect<Got, StorageError.StorageError | transfer.Retryable, Scope.Scope>
 }
@@ -155,6 +165,11 @@ const MiB = 1024 * 1024
 /** An object as the engine fetches it: as listed, and the name it is delivered under. @internal */
 export interface Entry extends Listed {
   readonly name: string
+  /**
+   * The source announced no size (an HTTP body without Content-Length):
+   * one whole read of whatever the body holds, never resumed; `size` is 0.
+   */
+  readonly unsized?: boolean | undefined
 }
 
 /**
@@ -205,7 +220,7 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
     const retrying = <A, E>(location: string, attempt: Effect.Effect<A, E | transfer.Retryable>) =>
       transfer.retrying({ location, schedule: settings.schedule, maxRetryAfter: settings.maxRetryAfter, attempt })
     // An object's partial file and its record.
-    const partialOf = (entry: Entry) => {
+    const partialOf = (entry: { readonly key: string }) => {
       const base = path.join(partialsDir, cache.keyOf(entry.key))
       return { data: `${base}.part`, record: `${base}.json` }
     }
@@ -243,6 +258,23 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
           if (Option.isSome(hash) && hash.value.copy().digest("hex") === sha256) prefixes.set(Number(index), { bytes, hash: hash.value })
         }
         return { parts, prefixes, checks: held.value.checks }
+      })
+
+    // The bytes a partial file holds for this very version (what is left to
+    // fetch is the rest); a partial of another version is removed first, so
+    // that its space is free for this one.
+    const held = (entry: Entry) =>
+      Effect.gen(function*() {
+        const { data, record } = partialOf(entry)
+        const found = yield* cache.readJson<PartsRecord>(record)
+        if (Option.isNone(found)) return 0
+        if (found.value.key !== entry.key || found.value.etag !== entry.etag || found.value.size !== entry.size) {
+          yield* cache.removeAll(data, record)
+          return 0
+        }
+        const partSize = found.value.partSize
+        return Object.keys(found.value.parts).length * partSize +
+          Object.values(found.value.progress ?? {}).reduce((sum, prefix) => sum + prefix.bytes, 0)
       })
 
     // What the source vouches for, against what arrived.
@@ -294,16 +326,20 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
           for (const hash of hashes) hash.update(chunk)
         }
         const last = end ?? entry.size
+        let bytes = 0
         for (let at = start, first = true; first || at < last; first = false) {
           at = yield* Effect.scoped(Effect.gen(function*() {
             const got = yield* source.get(client, entry, end === undefined ? undefined : { start: at, end })
             // Servers that ignore the version condition are caught here: every part must come from the listed version.
-            if (got.etag !== undefined && got.etag !== "" && entry.etag !== "" && got.etag !== entry.etag) {
+            if (
+              got.changed !== undefined ||
+              (got.etag !== undefined && got.etag !== "" && entry.etag !== "" && got.etag !== entry.etag)
+            ) {
               return yield* new StorageError.ChecksumMismatch({
                 location,
                 algorithm: "ETag (the object changed during the load: load again)",
                 expected: entry.etag,
-                actual: got.etag
+                actual: got.changed ?? got.etag ?? ""
               })
             }
             if (vouched === undefined) {
@@ -334,13 +370,16 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
                   durable: (bytes, mark) => options.checkpoint?.durable(at + bytes, mark, vouched ?? [])
                 }
               )
+            bytes += written
+            // A body of no announced size is whatever it holds.
+            if (entry.unsized === true && end === undefined) return at + written
             if (written !== upto - at) {
               return yield* new transfer.Retryable({ reason: `got ${at - start + written} of ${last - start} bytes` })
             }
             return upto
           }))
         }
-        return { digests: hashes.map((hash) => hash.digest("hex")), checks: vouched ?? [] }
+        return { digests: hashes.map((hash) => hash.digest("hex")), checks: vouched ?? [], bytes }
       })
 
     // A body into a file at `at`: piped on Node, else written chunk by chunk (then flushed).
@@ -429,10 +468,15 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
         const mismatch = (algorithm: string, expected: string, actual: string) =>
           new StorageError.ChecksumMismatch({ location, algorithm, expected, actual })
         yield* cache.ensureDir(path.dirname(target))
-        const inParts = entry.size >= settings.multipartThreshold && entry.ranged !== false
-        if (!inParts && (entry.size < resumableFrom || entry.etag === "" || entry.ranged === false)) {
-          yield* progress.start(entry.size, 0)
-          const { checks, digests: [sha256, ...actual] } = yield* retrying(
+        // Parts only when more than one can run at once (else one stream, checkpointed all the same).
+        const inParts = entry.size >= settings.multipartThreshold && settings.partConcurrency > 1 &&
+          entry.ranged !== false && entry.unsized !== true
+        if (
+          !inParts &&
+          (entry.size < resumableFrom || entry.etag === "" || entry.ranged === false || entry.unsized === true)
+        ) {
+          yield* progress.start(entry.unsized === true ? undefined : entry.size, 0)
+          const { bytes, checks, digests: [sha256, ...actual] } = yield* retrying(
             location,
             fetchRange(client, entry, { file: target }, 0, undefined, progress)
           )
@@ -442,8 +486,8 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
               return yield* mismatch(check.label, check.expected, actual[i]!)
             }
           }
-          yield* progress.finish(entry.size)
-          return { digests: [sha256!], partSize: Math.max(1, entry.size), checked: actual }
+          yield* progress.finish(bytes)
+          return { size: bytes, digests: [sha256!], partSize: Math.max(1, bytes), checked: actual }
         }
 
         const partSize = inParts ? settings.partSize : entry.size
@@ -513,10 +557,15 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
           // event loop only receives and writes): at each checkpoint, once the bytes are flushed, and
           // at the part's end. From a Node callback, a checkpoint is only noted; a fiber records it.
           const digester = yield* cache.partsDigester(data)
+          // How far each part's bytes are on the device: a retried part goes on from there.
+          const reached = new Map<number, number>()
           const checkpoint = (i: number) => ({
             every,
             durable: (offset: number, _sha256: string, vouched: ReadonlyArray<Check>) => {
+              // A flush told after a later one says nothing new (and the part's digest is past it).
+              if (offset <= (reached.get(i) ?? -1)) return
               checks ??= vouched
+              reached.set(i, offset)
               digester.uptoThen(i, i * partSize, offset, (sha256) => {
                 // A checkpoint told after its part was finished (and recorded whole) says nothing new.
                 if (done.has(i)) return
@@ -526,8 +575,9 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
             }
           })
           yield* Effect.forkScoped(Effect.repeat(recordMoved, Schedule.spaced(Duration.millis(250))))
-          // Interrupted or failed: what is durable by then is recorded, for the next run.
-          yield* Effect.addFinalizer(() => recordMoved)
+          // Interrupted or failed: what is durable by then is recorded, for the next run (once the
+          // digests of the last checkpoints are in).
+          yield* Effect.addFinalizer(() => Effect.zipRight(digester.idle, recordMoved))
           type Hasher = Effect.Effect.Success<ReturnType<typeof cache.rangeHasher>>
           let hashers: ReadonlyArray<Hasher> | undefined
           let hashed = 0
@@ -558,22 +608,22 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
               const start = i * partSize
               const end = Math.min(entry.size, start + partSize)
               const prefix = prefixes.get(i)
-              const from = start + (prefix?.bytes ?? 0)
-              // One stream from the start is a whole GET (its answer vouches for the object's digests).
-              const whole = count === 1 && from === 0
               return Effect.flatMap(
                 retrying(
                   location,
-                  // Each attempt starts the part's digest over from its start.
-                  Effect.zipRight(
-                    Effect.sync(() => digester.reset(i)),
-                    fetchRange(client, entry, { file: data }, from, whole ? undefined : end, progress, {
+                  // Each attempt goes on from the part's last checkpoint (its bytes before it are on the
+                  // device, and the part's digest, computed from the file, has not gone past it).
+                  Effect.suspend(() => {
+                    const from = reached.get(i) ?? start + (prefix?.bytes ?? 0)
+                    // One stream from the start is a whole GET (its answer vouches for the object's digests).
+                    const whole = count === 1 && from === 0
+                    return fetchRange(client, entry, { file: data }, from, whole ? undefined : end, progress, {
                       checkpoint: checkpoint(i),
                       inPlace: true,
                       wholeChecks: false,
                       hash: false
                     })
-                  )
+                  })
                 ),
                 ({ checks: vouched }) =>
                   digester.upto(i, start, end).pipe(
@@ -611,6 +661,7 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
         yield* cache.removeAll(record)
         yield* progress.finish(entry.size)
         return {
+          size: entry.size,
           digests: Array.from({ length: count }, (_, i) => done.get(i)!),
           partSize,
           checked: actual
@@ -694,5 +745,5 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
         return yield* LoadedFile.bytes({ path: location, name: entry.name, bytes })
       })
 
-    return { download, fetchIntoMemory, partialOf, retrying } as const
+    return { download, fetchIntoMemory, held, partialOf, retrying } as const
   })

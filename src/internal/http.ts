@@ -3,13 +3,13 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Path from "@effect/platform/Path"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import * as crypto from "node:crypto"
 import * as StorageError from "../StorageError.js"
 import * as cache from "./cache.js"
 import * as errors from "./errors.js"
@@ -42,20 +42,6 @@ export interface Meta {
   readonly identity?: cache.Identity
 }
 
-/**
- * What a partial download needs to resume: the validator it was started with
- * (a strong ETag, else Last-Modified) and the total size the server announced.
- */
-interface PartialMeta {
-  readonly key: string
-  readonly validator: string
-  readonly kind: "etag" | "last-modified"
-  readonly total?: number
-  /** A download in parallel parts: their size, and those already flushed (in the file at their offsets). */
-  readonly partSize?: number
-  readonly parts?: ReadonlyArray<number>
-}
-
 /** @internal */
 export interface FetchOptions extends Omit<engine.Settings, "concurrency" | "cache"> {
   readonly headers: Readonly<Record<string, Redacted.Redacted<string>>>
@@ -82,10 +68,6 @@ export const nameOf = (url: string): string => {
 }
 
 const maxRedirects = 10
-/** Bodies up to this size are not resumed (fetched again whole). */
-const resumableFrom = 512 * 1024
-/** Bodies from this size on are hashed in a worker thread (starting one costs a few milliseconds). */
-const hashBehindFrom = 8 * 1024 * 1024
 const isRedirect = (status: number) =>
   status === 301 || status === 302 || status === 303 || status === 307 || status === 308
 
@@ -95,7 +77,7 @@ const strongEtag = (etag: string | undefined): string | undefined =>
 const parseContentRange = transfer.parseContentRange
 
 /** The version an answer carries, of the kind a partial download was started with. */
-const validatorOf = (kind: PartialMeta["kind"] | undefined, response: HttpClientResponse.HttpClientResponse) =>
+const validatorOf = (kind: Version["kind"] | undefined, response: HttpClientResponse.HttpClientResponse) =>
   kind === "etag" ? strongEtag(response.headers["etag"]) : response.headers["last-modified"]
 
 const statusFailure = (url: string, response: HttpClientResponse.HttpClientResponse) => {
@@ -197,11 +179,12 @@ export const requester = (
 /**
  * Fetches one URL into the cache and returns the cached file. Under the
  * entry's lock: re-checks a cached copy (re-hashed when its identity on disk
- * changed) and reuses it when the server confirms it (304); resumes a partial
- * download with Range + If-Range, and accepts the 206 only when it carries
- * the partial's validator and total size (else starts over); checks the free
- * space before the body; streams the body into a staging file while hashing
- * it, verifies it, flushes it and only then renames it into place.
+ * changed) and reuses it when the server confirms it (304); else resolves
+ * the URL by its answer (size, version, ranges), checks the free space, and
+ * hands the body to the transfer engine (one stream or ranged parts pinned
+ * to the version with If-Range, resumed from the engine's checkpoints, a
+ * 206 of another version or size never spliced); the verified, flushed
+ * staging file is then renamed into place with its metadata.
  *
  * @internal
  */
@@ -229,7 +212,6 @@ export const fetch = (
     const file = path.join(dir, name)
     const metaFile = path.join(dir, "meta.json")
     const partial = path.join(dir, `${name}.partial`)
-    const partialMetaFile = path.join(dir, "partial.json")
     const progress = tracker.file(location, name)
     const expected = expectedSha256?.toLowerCase()
 
@@ -334,7 +316,7 @@ export const fetch = (
     }
 
     yield* cache.ensureDir(dir)
-    const waitStarted = Date.now()
+    const waitStarted = yield* Clock.currentTimeMillis
 
     return yield* Effect.scoped(Effect.gen(function*() {
       // The unlocked answer is closed, whatever happens, unless it was used.
@@ -356,117 +338,117 @@ export const fetch = (
         return yield* fromCache(cached.value)
       }
 
-      // A verified staging file goes into place (flushed, renamed, folder
-      // flushed). The old metadata goes first, so no moment pairs a new file
-      // with old metadata.
+      // The body goes through the transfer engine, as every remote source's:
+      // one stream, or ranged parts pinned to the URL's version (If-Range,
+      // then the answer's validator), checkpointed as it arrives and resumed
+      // from its record, verified whole. The first answer (the URL's
+      // resolution) is handed to the engine as its first read when it asks
+      // for the whole file, so a small file costs one request.
+      const versions = new Map<string, Version>()
+      const primed = new Map<string, HttpClientResponse.HttpClientResponse>()
+      yield* Effect.addFinalizer(() => Effect.forEach(primed.values(), discard, { discard: true }))
+      // A server that answered a range with the whole file is not asked for ranges again.
+      let rangesIgnored = false
+      const work = yield* engine.make(
+        reader({ ...options, versions, primed, onRangesIgnored: () => void (rangesIgnored = true) }),
+        { ...options, concurrency: 1 },
+        dir
+      )
+      const { data: partsData, record: partsRecord } = work.partialOf({ key: url })
+
+      // A verified staging file goes into place (renamed, folder flushed; the
+      // engine flushed the file). The old metadata goes first, so no moment
+      // pairs a new file with old metadata.
       const complete = (
-        written: number,
+        size: number,
         /** The whole file's sha256, or (in parts, without an expected digest) its parts'. */
         verified: string | { readonly digests: ReadonlyArray<string>; readonly partSize: number },
-        validators: { readonly etag: string | undefined; readonly lastModified: string | undefined },
-        /** The staging file was flushed as it was closed (the Node drain does it). */
-        flushed: boolean
+        version: Version | undefined
       ) =>
         Effect.gen(function*() {
-          if (expected !== undefined && verified !== expected) {
-            yield* cache.removeAll(partial, partialMetaFile)
-            return yield* new StorageError.ChecksumMismatch({
-              location,
-              algorithm: "sha256",
-              expected,
-              actual: typeof verified === "string" ? verified : "(not computed)"
-            })
-          }
           yield* cache.removeAll(metaFile)
           // One flush of the folder, after both renames (the file's, then its metadata's).
-          yield* cache.commit(partial, file, { syncFolder: false, flushed })
+          yield* cache.commit(partial, file, { syncFolder: false, flushed: true })
           const identity = yield* cache.identityOf(file)
           const meta: Meta = {
             key,
             name,
-            size: written,
+            size,
             ...(typeof verified === "string" ? { sha256: verified } : verified),
-            ...(validators.etag === undefined ? {} : { etag: validators.etag }),
-            ...(validators.lastModified === undefined ? {} : { lastModified: validators.lastModified }),
-            fetchedAt: Date.now(),
+            ...(version?.kind === "etag" ? { etag: version.validator } : {}),
+            ...(version?.kind === "last-modified" ? { lastModified: version.validator } : {}),
+            fetchedAt: yield* Clock.currentTimeMillis,
             ...(Option.isSome(identity) ? { identity: identity.value } : {})
           }
           // Not flushed itself: a record cut short by a power loss reads as none, and the file is
           // then fetched again; the folder's flush below makes both renames durable.
           yield* cache.writeJsonAtomic(metaFile, meta, { flush: false })
           yield* cache.sync(dir)
-          yield* cache.removeAll(partialMetaFile)
-          yield* progress.finish(written)
-          return { file, name, size: written } satisfies Fetched
+          return { file, name, size } satisfies Fetched
         })
 
-      const sizeOf = (target: string) =>
-        Effect.map(Effect.option(fs.stat(target)), Option.match({ onNone: () => 0, onSome: (info) => Number(info.size) }))
+      const startOver = Effect.suspend(() => {
+        const reason = rangesIgnored
+          ? "the server answered a range with the whole file; starting over without ranges"
+          : "the file changed on the server during the download; starting over"
+        return cache.removeAll(partial, partsData, partsRecord).pipe(
+          Effect.zipRight(Effect.logWarning(`${errors.cap(location)}: ${reason}`)),
+          Effect.zipRight(Effect.fail(new transfer.Retryable({ reason })))
+        )
+      })
 
-      // A large file from a server that accepts ranges of one version: the
-      // transfer engine's parts (as every remote source's), each a ranged GET
-      // checked against that version (If-Range, then the answer's validator),
-      // checkpointed as it arrives and resumed from its record, the sha256
-      // computed in a worker as parts finish in order. The engine's partial
-      // file becomes the staging file; `complete` puts it in place. A new
-      // version on the server during the download: started over.
-      const inParts = (record: PartialMeta & { readonly total: number; readonly partSize: number }) =>
+      // The file into the staging file, through the engine, then into place.
+      const intoPlace = (entry: engine.Entry, version: Version | undefined) =>
         Effect.gen(function*() {
-          yield* cache.writeJsonHint(partialMetaFile, { ...record, parts: [] } satisfies PartialMeta)
-          const work = yield* engine.make(
-            reader({ ...options, versions: new Map([[url, { kind: record.kind, validator: record.validator }]]) }),
-            // Each part is retried by the engine under the storage's policy; a new version starts the attempt over.
-            { ...options, concurrency: 1 },
-            dir
-          ).pipe(Effect.provideService(FileSystem.FileSystem, fs), Effect.provideService(Path.Path, path))
-          const entry: engine.Entry = {
-            key: url,
-            name,
-            size: record.total,
-            etag: record.validator,
-            ranged: true,
-            // The whole file is hashed only to check an expected digest: else its parts' digests verify it.
-            checks: expected === undefined ? [] : [{ algorithm: "sha256", expected, label: "sha256" }]
+          if (version !== undefined) versions.set(url, version)
+          else versions.delete(url)
+          // Is there room for the rest? Checked before any byte is written (a partial of an older
+          // version is removed first, so that its space is free for this one; so is, when room is
+          // short, a staging file an earlier run left, which is never resumed).
+          if (entry.unsized !== true) {
+            const needed = entry.size - (yield* work.held(entry))
+            yield* cache.ensureSpace(dir, needed).pipe(
+              Effect.catchTag("InsufficientSpace", () =>
+                Effect.zipRight(cache.removeAll(partial), cache.ensureSpace(dir, needed)))
+            )
           }
-          const startOver = cache.removeAll(partial, partialMetaFile, work.partialOf(entry).data, work.partialOf(entry).record).pipe(
-            Effect.zipRight(Effect.logWarning(`${errors.cap(location)} changed on the server during the download; starting over`)),
-            Effect.zipRight(Effect.fail(new transfer.Retryable({ reason: "the file changed on the server during the download; starting over" })))
-          )
           const done = yield* work.download(client, entry, partial, tracker).pipe(
             Effect.catchAll((error): Effect.Effect<never, StorageError.StorageError | transfer.Retryable> =>
               error._tag === "ChecksumMismatch" && error.algorithm.startsWith("ETag") ? startOver : Effect.fail(error)
             )
           )
-          return yield* complete(record.total, done.checked[0] ?? { digests: done.digests, partSize: done.partSize }, {
-            etag: record.kind === "etag" ? record.validator : undefined,
-            lastModified: record.kind === "last-modified" ? record.validator : undefined
-          }, true)
+          return yield* complete(
+            done.size,
+            done.checked[0] ??
+              (done.digests.length === 1 ? done.digests[0]! : { digests: done.digests, partSize: done.partSize }),
+            version
+          )
         })
+      const checks: ReadonlyArray<engine.Check> = expected === undefined
+        ? []
+        : [{ algorithm: "sha256", expected, label: "sha256" }]
 
       const attempt = Effect.gen(function*() {
-        // A partial file is resumed only with the validator it was started with.
-        let partialMeta = Option.filter(
-          yield* cache.readJson<PartialMeta>(partialMetaFile),
-          (meta) => meta.key === key && (meta.kind === "etag" || meta.kind === "last-modified")
+        // A partial download of an earlier run (killed, interrupted, failed) goes on straight from
+        // its checkpoints, its reads pinned to its version (If-Range): a server that has another
+        // version now answers with it, and the download starts over.
+        const record = Option.filter(
+          yield* cache.readJson<engine.PartsRecord>(partsRecord),
+          (record) => record.key === url && record.etag !== "" && !rangesIgnored
         )
-        // A download in parallel parts goes on with the parts still missing.
-        if (Option.isSome(partialMeta) && partialMeta.value.parts !== undefined) {
-          const { partSize, total } = partialMeta.value
-          if (partSize !== undefined && partSize > 0 && total !== undefined) {
-            return yield* inParts({ ...partialMeta.value, partSize, total })
-          }
+        if (Option.isSome(record)) {
+          if (unlocked !== undefined) yield* discard(unlocked.response)
+          unlocked = undefined
+          const { etag, size } = record.value
+          return yield* intoPlace(
+            { key: url, name, size, etag, ranged: true, checks },
+            { kind: etag.startsWith("\"") ? "etag" : "last-modified", validator: etag }
+          )
         }
-        let partialSize = Option.isSome(partialMeta) ? yield* sizeOf(partial) : 0
-
+        // Else the URL is resolved by its answer to a GET, conditional on the cached copy.
         const conditions: Record<string, string> = { "accept-encoding": "identity", ...validatorsOf(cached) }
-        const resumeConditions = (meta: PartialMeta): Record<string, string> => ({
-          ...conditions,
-          range: `bytes=${partialSize}-`,
-          "if-range": meta.validator
-        })
-        const resumeFrom = partialSize > 0 ? Option.getOrUndefined(partialMeta) : undefined
         // The unlocked revalidation's 200, when it answered the question this attempt asks.
-        const answered = unlocked !== undefined && !waited && resumeFrom === undefined && Option.isSome(cached) &&
+        const answered = unlocked !== undefined && !waited && Option.isSome(cached) &&
             cached.value.fetchedAt === unlocked.meta.fetchedAt
           ? unlocked.response
           : undefined
@@ -474,194 +456,33 @@ export const fetch = (
           if (answered === undefined) yield* discard(unlocked.response)
           unlocked = undefined
         }
-        let response = answered ?? (yield* request(resumeFrom !== undefined ? resumeConditions(resumeFrom) : conditions))
-
-        // A 206 is appended to the partial file only when it continues the same
-        // version: the partial's validator and total size, from the partial's
-        // end. A server that ignores If-Range answers a newer version with 206
-        // all the same: then the partial goes, and the download starts over.
-        if (response.status === 206 && resumeFrom !== undefined) {
-          const range = parseContentRange(response.headers["content-range"])
-          const meta = resumeFrom
-          const validatorNow = validatorOf(meta.kind, response)
-          const mismatch = range === undefined || range.start !== partialSize
-            ? "the server answered another range"
-            : validatorNow !== meta.validator
-            ? `the server's ${meta.kind === "etag" ? "ETag" : "Last-Modified"} is now ${validatorNow ?? "absent"}, not ${meta.validator}`
-            : meta.total !== undefined && range.total !== meta.total
-            ? `the total size is now ${range.total ?? "unknown"}, not ${meta.total}`
-            : undefined
-          if (mismatch !== undefined) {
-            yield* Effect.ignore(response.text)
-            yield* Effect.logWarning(`Not resuming ${errors.cap(location)}: ${mismatch}; starting over from byte 0`)
-            yield* cache.removeAll(partial, partialMetaFile)
-            partialMeta = Option.none()
-            partialSize = 0
-            response = yield* request(conditions)
-          }
-        }
-
+        const response = answered ?? (yield* request(conditions))
         if (response.status === 304 && Option.isSome(cached)) {
           yield* Effect.ignore(response.text)
           return yield* fromCache(cached.value)
         }
-        if (response.status === 416) {
-          yield* Effect.ignore(response.text)
-          const range = parseContentRange(response.headers["content-range"])
-          const validatorNow = validatorOf(Option.getOrUndefined(partialMeta)?.kind, response)
-          if (
-            partialSize > 0 && Option.isSome(partialMeta) && range?.total === partialSize &&
-            (validatorNow === undefined || validatorNow === partialMeta.value.validator)
-          ) {
-            // The partial file already holds every byte (the last attempt ended
-            // after the body, on a wrong Content-Length): verify it and finish.
-            const meta = partialMeta.value
-            return yield* complete(partialSize, (yield* cache.hashInto(fs, partial, crypto.createHash("sha256"))).digest("hex"), {
-              etag: meta.kind === "etag" ? meta.validator : undefined,
-              lastModified: meta.kind === "last-modified" ? meta.validator : undefined
-            }, false)
-          }
-          // The partial file is no prefix of what the server has now: start over.
-          yield* cache.removeAll(partial, partialMetaFile)
-          return yield* new transfer.Retryable({ reason: "the server refused to resume (416); starting over" })
-        }
-        if (response.status !== 200 && response.status !== 206) {
-          return yield* Effect.zipRight(Effect.ignore(response.text), Effect.fail(statusFailure(location, response)))
-        }
-
-        let start = 0
-        let total: number | undefined
-        const contentLength = response.headers["content-length"]
-        if (response.status === 206) {
-          const range = parseContentRange(response.headers["content-range"])
-          if (!(partialSize > 0 && Option.isSome(partialMeta)) || range === undefined || range.start !== partialSize) {
-            yield* Effect.ignore(response.text)
-            yield* cache.removeAll(partial, partialMetaFile)
-            return yield* new transfer.Retryable({ reason: "the server answered a range that was not asked for; starting over" })
-          }
-          start = partialSize
-          total = range.total
-        } else {
-          // 200: a new file, or a server that ignores Range: start from byte 0.
-          // The old partial goes first, so that its space is free for the new one.
-          total = contentLength === undefined ? undefined : Number(contentLength)
-          if (partialSize > 0 || Option.isSome(partialMeta)) yield* cache.removeAll(partial, partialMetaFile)
-          partialSize = 0
-        }
-
-        // Is there room for the rest? Checked before any byte is written.
-        if (total !== undefined) {
-          yield* Effect.catchAll(cache.ensureSpace(dir, total - start), (error) =>
-            Effect.zipRight(Effect.ignore(response.text), Effect.fail(error)))
-        }
-
-        // The resume record is written only when it changes (on a full disk
-        // even this small write may fail: a resume must not need it).
-        const etag = strongEtag(response.headers["etag"])
-        const lastModified = response.headers["last-modified"]
-        const record: PartialMeta | undefined = etag !== undefined
-          ? { key, validator: etag, kind: "etag", ...(total === undefined ? {} : { total }) }
-          : lastModified !== undefined
-          ? { key, validator: lastModified, kind: "last-modified", ...(total === undefined ? {} : { total }) }
-          : undefined
-        if (
-          start === 0 && response.status === 200 && record !== undefined && total !== undefined &&
-          total >= options.multipartThreshold && options.partConcurrency > 1 &&
-          response.headers["accept-ranges"]?.toLowerCase() === "bytes" && nodeDrain.readableOf(response) !== undefined
-        ) {
+        if (response.status !== 200) {
           yield* discard(response)
-          return yield* inParts({ ...record, total, partSize: options.partSize })
+          return yield* response.status === 206
+            ? Effect.fail(new transfer.Retryable({ reason: "the server answered a range that was not asked for" }))
+            : Effect.fail(statusFailure(location, response))
         }
-        // A body of a few hundred KiB is fetched again rather than resumed:
-        // no record (two file creations fewer for each of many small files).
-        if (start === 0) {
-          if (record !== undefined && (total === undefined || total > resumableFrom)) {
-            yield* cache.writeJsonHint(partialMetaFile, record)
-          } else if (Option.isSome(partialMeta)) {
-            yield* cache.removeAll(partialMetaFile)
-          }
-        }
-
-        // On Node, the body is piped straight into the file; elsewhere, streamed through Effect.
-        const source = nodeDrain.readableOf(response)
-        let written = start
-        const digest = yield* Effect.scoped(Effect.gen(function*() {
-          // A large body on Node is hashed behind its writes, from the file, in a worker
-          // thread (the event loop only receives and writes); a small one as it arrives.
-          const behind = source !== undefined && (total === undefined || total >= hashBehindFrom)
-            ? yield* cache.rangeHasher(partial)
-            : undefined
-          const hash = crypto.createHash("sha256")
-          if (start > 0) {
-            // The bytes already there count towards the hash.
-            if (behind !== undefined) behind.add(0, start)
-            else yield* cache.hashInto(fs, partial, hash)
-          }
-          yield* progress.start(total, start)
-          const onBytes = behind !== undefined
-            ? (chunk: Uint8Array) => void (written += chunk.byteLength)
-            : (chunk: Uint8Array) => {
-              hash.update(chunk)
-              written += chunk.byteLength
-            }
-          // A 206 may end before the total (a server that caps its answers, as
-          // RFC 9110 allows): the rest is asked for from there, under the same
-          // version, and appended.
-          for (let answer = response;;) {
-            const body = nodeDrain.readableOf(answer)
-            const from = written
-            yield* body !== undefined
-              ? nodeDrain.drain({
-                body,
-                file: partial,
-                flags: from > 0 ? "a" : "w",
-                appendsAt: from,
-                onBytes,
-                progress,
-                stallTimeout: options.stallTimeout,
-                ...(behind === undefined ? {} : { onWritten: behind.add })
-              })
-              : Effect.scoped(Effect.flatMap(
-                Effect.mapError(fs.open(partial, { flag: from > 0 ? "a" : "w" }), errors.writeFailed(partial, "open")),
-                (handle) =>
-                  transfer.drain({
-                    body: Stream.mapError(answer.stream, (error) =>
-                      new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })),
-                    write: (bytes) => Effect.mapError(handle.writeAll(bytes), errors.writeFailed(partial, "write")),
-                    onBytes,
-                    progress,
-                    stallTimeout: options.stallTimeout
-                  })
-              ))
-            const served = answer.status === 206 ? parseContentRange(answer.headers["content-range"])?.end : undefined
-            if (record === undefined || total === undefined || served === undefined || served >= total || written !== served) break
-            answer = yield* request({ "accept-encoding": "identity", range: `bytes=${written}-`, "if-range": record.validator })
-            const range = parseContentRange(answer.headers["content-range"])
-            const validatorNow = validatorOf(record.kind, answer)
-            if (
-              answer.status !== 206 || range?.start !== written || range.total !== total ||
-              validatorNow !== record.validator
-            ) {
-              yield* discard(answer)
-              return yield* new transfer.Retryable({
-                reason: `the server answered the rest from byte ${written} with another range or version`
-              })
-            }
-          }
-
-          if (total !== undefined && written < total) {
-            return yield* new transfer.Retryable({ reason: `the body ended after ${written} of ${total} bytes` })
-          }
-          if (total !== undefined && written > total) {
-            yield* cache.removeAll(partial, partialMetaFile)
-            return yield* new transfer.Retryable({ reason: `the body had ${written} bytes, more than the ${total} announced` })
-          }
-          return behind !== undefined ? yield* behind.digest : hash.digest("hex")
-        }))
-        return yield* complete(written, digest, { etag, lastModified }, source !== undefined)
+        // The answer is the engine's first read, when it asks for the whole file (else it is closed).
+        primed.set(url, response)
+        const { ranged, size, version } = resolution(response, false)
+        // A server that announces no size: one stream of whatever its body holds, never resumed.
+        return yield* intoPlace({
+          key: url,
+          name,
+          size: size ?? 0,
+          unsized: size === undefined,
+          etag: version?.validator ?? "",
+          ranged: ranged && !rangesIgnored && size !== undefined,
+          checks
+        }, version)
       })
 
-      // Interrupted or failed: the partial file stays in the cache (never
+      // Interrupted or failed: a partial download of 8 MiB or more stays in the cache (never
       // under the final name), with its resume record: the next run resumes it.
       return yield* transfer.retrying({
         location,
@@ -671,6 +492,36 @@ export const fetch = (
       })
     }))
   })
+
+/**
+ * What a URL's answer says of its file: its size (Content-Range's total, or
+ * a 200's Content-Length), its version (a strong ETag, else Last-Modified),
+ * and whether ranges of that version can be read (a 206 to a range asked
+ * for, or a 200 that says it accepts byte ranges).
+ */
+const resolution = (response: HttpClientResponse.HttpClientResponse, askedRange: boolean) => {
+  const etag = strongEtag(response.headers["etag"])
+  const lastModified = response.headers["last-modified"]
+  const version: Version | undefined = etag !== undefined
+    ? { kind: "etag", validator: etag }
+    : lastModified !== undefined
+    ? { kind: "last-modified", validator: lastModified }
+    : undefined
+  const length = response.headers["content-length"]
+  const size = response.status === 206 || response.status === 416
+    ? parseContentRange(response.headers["content-range"])?.total
+    : response.status === 200 && length !== undefined
+    ? Number(length)
+    : undefined
+  const ranged = version !== undefined &&
+    (response.status === 206 ||
+      (!askedRange && response.status === 200 && response.headers["accept-ranges"]?.toLowerCase() === "bytes"))
+  return {
+    size: size !== undefined && Number.isSafeInteger(size) && size >= 0 ? size : undefined,
+    version,
+    ranged
+  }
+}
 
 /**
  * The HTTP storage's URLs as a source of the transfer engine (the memory
@@ -701,23 +552,11 @@ export const source = (options: {
       const { location, request } = requester(client, url, options)
       const response = yield* request({ "accept-encoding": "identity", range: "bytes=0-0" })
       yield* discard(response)
-      const etag = strongEtag(response.headers["etag"])
-      const lastModified = response.headers["last-modified"]
-      const version = etag !== undefined
-        ? { kind: "etag" as const, validator: etag }
-        : lastModified !== undefined
-        ? { kind: "last-modified" as const, validator: lastModified }
-        : undefined
-      const range = parseContentRange(response.headers["content-range"])
-      const size = response.status === 206 || response.status === 416
-        ? range?.total
-        : response.status === 200 && response.headers["content-length"] !== undefined
-        ? Number(response.headers["content-length"])
-        : undefined
+      const { ranged, size, version } = resolution(response, true)
       if (response.status !== 200 && response.status !== 206 && !(response.status === 416 && size === 0)) {
         return yield* statusFailure(location, response)
       }
-      if (size === undefined || !Number.isSafeInteger(size) || size < 0) {
+      if (size === undefined) {
         return yield* new StorageError.RequestRejected({
           location,
           status: response.status,
@@ -732,7 +571,7 @@ export const source = (options: {
         name: nameOf(url),
         size,
         etag: version?.validator ?? "",
-        ranged: response.status === 206 && version !== undefined,
+        ranged,
         checks: expected === undefined ? [] : [{ algorithm: "sha256", expected, label: "sha256" }]
       } satisfies snapshot.Listed
     })
@@ -762,8 +601,11 @@ const bodyOf = (response: HttpClientResponse.HttpClientResponse): unknown =>
 /**
  * The HTTP storage's reads for the transfer engine: a GET of a URL, or of a
  * range of it with `If-Range` its version (from `versions`); an answer that
- * carries another version says so (the engine then refuses to splice it), a
- * server that answers a range with the whole of the same version is retried.
+ * carries another version, or another total size, says so (the engine then
+ * refuses to splice it), as does a 416 (the range is past the end of what
+ * the server has now); a server that answers a range with the whole of the
+ * same version is retried. An answer already in hand for a URL (`primed`:
+ * the 200 that resolved it) is its first whole read.
  *
  * @internal
  */
@@ -771,6 +613,14 @@ export const reader = (options: {
   readonly headers: FetchOptions["headers"]
   readonly connectTimeout: Duration.Duration
   readonly versions: ReadonlyMap<string, Version>
+  readonly primed?: Map<string, HttpClientResponse.HttpClientResponse> | undefined
+  /**
+   * Told when a ranged read is answered with the whole file of the same
+   * version (a server that ignores Range): the answer then reads as another
+   * version, so that the caller starts over without ranges. Without it, the
+   * read is retried.
+   */
+  readonly onRangesIgnored?: (() => void) | undefined
 }): engine.Reader<HttpClient.HttpClient> => {
   const versions = options.versions
   return {
@@ -785,21 +635,41 @@ export const reader = (options: {
           conditions.range = `bytes=${range.start}-${range.end - 1}`
           if (version !== undefined) conditions["if-range"] = version.validator
         }
-        const response = yield* request(conditions)
+        const held = options.primed?.get(entry.key)
+        if (held !== undefined) {
+          options.primed!.delete(entry.key)
+          if (range !== undefined) yield* discard(held)
+        }
+        const response = held !== undefined && range === undefined ? held : yield* request(conditions)
         // Closed with the read's scope unless its body was read to the end (its connection is then reused).
         yield* Effect.addFinalizer(() => nodeDrain.readableOf(response)?.readableEnded === true ? Effect.void : discard(response))
         const answered = version === undefined ? undefined : validatorOf(version.kind, response)
         if (response.status === 206 && range !== undefined) {
           const served = parseContentRange(response.headers["content-range"])
+          if (served?.total !== undefined && served.total !== entry.size) {
+            return { body: undefined, etag: answered, changed: `a file of ${served.total} bytes now` } satisfies snapshot.Got
+          }
           return { body: bodyOf(response), etag: answered, range: { start: served?.start, end: served?.end } } satisfies snapshot.Got
         }
         if (response.status === 200 && range === undefined) {
+          const length = response.headers["content-length"]
+          // Another size than resolved: another file (or a server that announced a wrong length).
+          if (entry.unsized !== true && length !== undefined && Number(length) !== entry.size) {
+            return { body: undefined, etag: answered, changed: `a file of ${length} bytes now` } satisfies snapshot.Got
+          }
           return { body: bodyOf(response), etag: answered } satisfies snapshot.Got
         }
         if (response.status === 200) {
           // The whole file, to a ranged read: a newer version (If-Range failed), or a server that stopped serving ranges.
           if (answered !== undefined && answered !== version?.validator) return { body: undefined, etag: answered } satisfies snapshot.Got
+          if (options.onRangesIgnored !== undefined) {
+            options.onRangesIgnored()
+            return { body: undefined, etag: answered, changed: "the whole file (the server ignores ranges)" } satisfies snapshot.Got
+          }
           return yield* new transfer.Retryable({ reason: "the server answered a ranged read with the whole file" })
+        }
+        if (response.status === 416 && range !== undefined && version !== undefined) {
+          return { body: undefined, etag: answered, changed: "416: the range is past the end of the file now" } satisfies snapshot.Got
         }
         return yield* statusFailure(location, response)
       })

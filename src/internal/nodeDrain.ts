@@ -71,7 +71,9 @@ export const drain = (options: {
    * `mark` is asked for a token of that moment (a digest of the bytes so
    * far); once those bytes are written, the file is flushed (fdatasync) and
    * `durable` told (from a Node callback: it must only record). A killed
-   * process then leaves a record of bytes that are on the device.
+   * process then leaves a record of bytes that are on the device. A body cut
+   * off (or stalled) is told once more, with every byte it delivered, once
+   * the file is flushed and closed. A flush may be told after a later one.
    */
   readonly checkpoint?: {
     readonly every: number
@@ -155,6 +157,9 @@ export const drain = (options: {
           clearInterval(timer)
           tell()
           if (bodyError === undefined) return resume(Effect.succeed(written))
+          // The write stream flushed the file as it closed: every byte the body delivered is on the
+          // device, a checkpoint the retry goes on from.
+          if (checkpoint !== undefined && written > 0) checkpoint.durable(written, checkpoint.mark())
           resume(Effect.fail(bodyError instanceof Stalled ? stalled(stallMillis) : cutOff(written, bodyError)))
         },
         (error: NodeJS.ErrnoException) => {

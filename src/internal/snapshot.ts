@@ -24,7 +24,6 @@ export type Settings = engine.Settings
 /** @internal */
 export const settingsOf = engine.settingsOf
 type Entry = engine.Entry
-type PartsRecord = engine.PartsRecord
 
 /**
  * What a remote source supplies to the engine: a client for one load, a
@@ -34,14 +33,10 @@ type PartsRecord = engine.PartsRecord
  *
  * @internal
  */
-export interface Source<C> {
-  /** The storage's name, in errors. */
-  readonly storageType: string
+export interface Source<C> extends engine.Reader<C> {
   /** The cache's folder for this source (`s3`, `azure`, `hf`), and what keys the entry in it. */
   readonly folder: string
   readonly cacheKey: ReadonlyArray<string>
-  /** Where a key is, in messages, logs and progress (`s3://bucket/key`). */
-  readonly locationOf: (key: string) => string
   /** A key (a single file) or a folder of keys; "" for all. */
   readonly prefix: string
   readonly mask: RegExp
@@ -62,12 +57,6 @@ export interface Source<C> {
   readonly nothingListed: string
   readonly connect: Effect.Effect<C, StorageError.StorageError, Scope.Scope>
   readonly list: (client: C) => Effect.Effect<ReadonlyArray<Listed>, StorageError.StorageError | transfer.Retryable>
-  /** One GET of the object, or of [start, end) of it, pinned to its listed version where the source can. */
-  readonly get: (
-    client: C,
-    entry: Listed,
-    range: { readonly start: number; readonly end: number } | undefined
-  ) => Effect.Effect<Got, StorageError.StorageError | transfer.Retryable, Scope.Scope>
 }
 
 
@@ -164,7 +153,7 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
       }))
 
     const partialsDir = path.join(entryDir, "partials")
-    const { download, fetchIntoMemory, partialOf, retrying } = yield* engine.make(source, settings, partialsDir)
+    const { download, fetchIntoMemory, held, retrying } = yield* engine.make(source, settings, partialsDir)
     // A whole object fetched and verified by a load that did not publish (interrupted, or failed
     // on another object): kept, linked, with what it was, so that the next load does not fetch it again.
     const finishedOf = (entry: Entry) => {
@@ -276,18 +265,10 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
 
         // Room for what is still to fetch (partial objects count for what they hold)?
         const toFetch = selected.filter((entry) => !unchanged(entry))
-        const held = yield* Effect.forEach(toFetch, (entry) =>
-          Effect.map(cache.readJson<PartsRecord>(partialOf(entry).record), (record) =>
-            Option.match(record, {
-              onNone: () => 0,
-              onSome: (record) =>
-                record.etag === entry.etag && record.size === entry.size
-                  ? Object.keys(record.parts).length * record.partSize
-                  : 0
-            })))
+        const kept = yield* Effect.forEach(toFetch, held)
         yield* cache.ensureSpace(
           entryDir,
-          toFetch.reduce((sum, entry) => sum + entry.size, 0) - held.reduce((sum, bytes) => sum + bytes, 0)
+          toFetch.reduce((sum, entry) => sum + entry.size, 0) - kept.reduce((sum, bytes) => sum + bytes, 0)
         )
 
         // A new snapshot: staged whole, then made visible at once.

@@ -44,8 +44,11 @@ export interface TestAzurite {
   readonly createContainer: (container: string, access?: "blob" | "container") => Promise<void>
   /** A blob; `md5: false` makes it as large uploads do (staged blocks, no Content-MD5). */
   readonly put: (container: string, name: string, body: Uint8Array | string, options?: { readonly md5?: boolean }) => Promise<void>
-  /** After `skip` more downloads of blobs, the next `count` are cut off after `bytes` bytes. */
-  cutAfter: { bytes: number; count: number; skip: number } | undefined
+  /**
+   * After `skip` more downloads of blobs, the next `count` are cut off after `bytes` bytes (only those
+   * whose range starts at `from`, when given).
+   */
+  cutAfter: { bytes: number; count: number; skip: number; from?: number } | undefined
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
@@ -135,7 +138,7 @@ export const make = (
             res.writeHead(answer.statusCode ?? 502, answer.headers)
             const cut = server.cutAfter
             const isDownload = req.method === "GET" && !(req.url ?? "").includes("comp=") && answer.statusCode !== undefined &&
-              answer.statusCode < 300
+              answer.statusCode < 300 && (cut?.from === undefined || entry.range?.startsWith(`bytes=${cut.from}-`) === true)
             if (cut !== undefined && cut.skip > 0 && isDownload) cut.skip--
             else if (cut !== undefined && cut.count > 0 && isDownload) {
               cut.count--

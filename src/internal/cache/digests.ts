@@ -391,8 +391,8 @@ export const partsDigester = (
     readonly upto: (part: number, from: number, offset: number) => Effect.Effect<string, StorageError.ReadFailed>
     /** The same from a Node callback: `then` gets the digest (nothing on a failure: a checkpoint is then not recorded). */
     readonly uptoThen: (part: number, from: number, offset: number, then: (digest: string) => void) => void
-    /** The part starts over from its `from` at its next `upto` (a retried part). */
-    readonly reset: (part: number) => void
+    /** Succeeds once every digest asked for is answered (or the worker failed). */
+    readonly idle: Effect.Effect<void>
   },
   never,
   Scope.Scope
@@ -406,14 +406,22 @@ export const partsDigester = (
       let nextId = 0
       const started = new Set<number>()
       const waiting = new Map<number, (answer: { readonly digest?: string; readonly error?: string }) => void>()
+      const idlers = new Set<(done: Effect.Effect<void>) => void>()
+      const whenIdle = () => {
+        if (waiting.size > 0) return
+        for (const resume of idlers) resume(Effect.void)
+        idlers.clear()
+      }
       worker.on("message", (answer: { readonly id: number; readonly digest?: string; readonly error?: string }) => {
         const resume = waiting.get(answer.id)
         waiting.delete(answer.id)
         resume?.(answer)
+        whenIdle()
       })
       worker.on("error", (error) => {
         for (const resume of waiting.values()) resume({ error: error.message })
         waiting.clear()
+        whenIdle()
       })
       const send = (
         part: number,
@@ -443,7 +451,11 @@ export const partsDigester = (
           void send(part, from, offset, (answer) => {
             if (answer.digest !== undefined) then(answer.digest)
           }),
-        reset: (part) => void started.delete(part)
+        idle: Effect.async<void>((resume) => {
+          if (waiting.size === 0) return resume(Effect.void)
+          idlers.add(resume)
+          return Effect.sync(() => void idlers.delete(resume))
+        })
       }
     }
   )
