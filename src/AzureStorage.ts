@@ -20,17 +20,13 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import * as Config from "effect/Config"
-import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as azure from "./internal/azure.js"
 import * as declare_ from "./internal/declare.js"
-import type * as definition_ from "./internal/definition.js"
 import * as mask_ from "./internal/mask.js"
 import * as options_ from "./internal/options.js"
 import { aliasConflicts, PrefixInside, Secret } from "./internal/options.js"
@@ -91,12 +87,12 @@ export const Kwargs = Schema.Struct({
     Schema.String.pipe(Schema.filter((value) => /^https?:\/\//.test(value) && URL.canParse(value) || "must be an http(s) URL")),
     { exact: true }
   ),
-  need_load_file: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
-  offline: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
   ...options_.transferFields
 })
 
 /**
+ * The Azure storage's kwargs, decoded: the account or connection string, the container and prefix, and the shared options.
+ *
  * @since 0.5.0
  * @category models
  */
@@ -120,9 +116,8 @@ export interface Extra extends declare_.WithRetrySchedule {
 }
 
 /**
- * Options in code: the kwargs in camelCase (`part_size_mb` → `partSizeMb`),
- * durations as Effect Durations (`"30 seconds"`), and `Extra`. Derived from
- * `Kwargs`, so that code and configuration take the same options.
+ * What `make`, `layer` and `layerConfig` take: `Kwargs` in camelCase, durations as Durations, and
+ * `Extra` (a credential of the application's own among them).
  *
  * @since 0.5.0
  * @category models
@@ -240,8 +235,6 @@ export const makeResolved = (
   credential?: TokenCredential
 ): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
-    const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
     const problems = [...aliasConflicts(kwargs), ...options_.deliveryConflicts(kwargs)]
     if (problems.length > 0) return yield* new StorageError.InvalidStorageOptions({ storageType, issues: problems })
     const settings: azure.Settings = {
@@ -268,14 +261,29 @@ export const makeResolved = (
           ]
         })
     })
-    const work = yield* sdk.make(settings).pipe(
-      Effect.provideService(FileSystem.FileSystem, fs),
-      Effect.provideService(Path.Path, path)
-    )
-    return yield* read_.remoteStorage(storageType, kwargs, work)
+    return yield* read_.remoteStorage(storageType, kwargs, yield* sdk.make(settings))
   })
 
-const declared = declare_.declare({
+/**
+ * The Azure Blob storage, declared once. `make` builds one, or fails with
+ * `InvalidStorageOptions`. `layer` runs on Node (the Azure SDK on node:http
+ * agents) with the application's `FileSystem` and `Path` (a test may give
+ * its own; `NodeStorage.layerAzure` gives Node's). `layerConfig` reads each
+ * option from a `Config`. `definition` goes into a `Selection` registry.
+ *
+ * @example
+ * ```ts
+ * import * as Config from "effect/Config"
+ * AzureStorage.layerConfig({
+ *   container: Config.string("MODEL_CONTAINER"),
+ *   connectionString: Config.redacted("AZURE_STORAGE_CONNECTION_STRING")
+ * })
+ * ```
+ *
+ * @since 0.5.0
+ * @category constructors
+ */
+export const { definition, layer, layerConfig, make }: declare_.Declared<Options, Kwargs> = declare_.declare({
   name: storageType,
   aliases: ["AzureStorage", "az", "azure_blob"],
   kwargs: Kwargs,
@@ -283,54 +291,3 @@ const declared = declare_.declare({
   build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule, extra.credential)
 })
 
-/**
- * An Azure storage. Invalid options fail with `InvalidStorageOptions`.
- *
- * @since 0.5.0
- * @category constructors
- */
-export const make: (
-  options: Options
-) => Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.make
-
-/**
- * The Azure storage as a layer that takes `FileSystem` and `Path` from the
- * application (a test may give its own); it runs on Node (the Azure SDK on
- * node:http agents). `NodeStorage.layerAzure` provides Node's.
- *
- * @since 0.5.0
- * @category layers
- */
-export const layer: (
-  options: Options
-) => Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.layer
-
-/**
- * The storage as a layer whose options come from Effect's `Config`.
- *
- * @example
- * ```ts
- * import * as Config from "effect/Config"
- * AzureStorage.layerConfig({
- *   container: Config.string("MODEL_CONTAINER"),
- *   prefix: Config.string("MODEL_PREFIX"),
- *   connectionString: Config.redacted("AZURE_STORAGE_CONNECTION_STRING")
- * })
- * ```
- *
- * @since 0.5.0
- * @category layers
- */
-export const layerConfig: (
-  config: Config.Config.Wrap<Options>
-) => Layer.Layer<
-  internal.Storage,
-  StorageError.InvalidStorageOptions | ConfigError.ConfigError,
-  FileSystem.FileSystem | Path.Path
-> = declared.layerConfig
-
-/**
- * @since 0.5.0
- * @category definitions
- */
-export const definition: definition_.StorageDefinition<Kwargs> = declared.definition

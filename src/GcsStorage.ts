@@ -23,15 +23,11 @@
  */
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
-import * as Config from "effect/Config"
-import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
 import * as declare_ from "./internal/declare.js"
-import type * as definition_ from "./internal/definition.js"
 import * as options_ from "./internal/options.js"
 import * as internal from "./internal/storage.js"
 import * as S3Storage from "./S3Storage.js"
@@ -63,6 +59,8 @@ export const defaultEndpoint = "https://storage.googleapis.com"
 export const Kwargs = S3Storage.Kwargs.omit("region", "path_style", "session_token")
 
 /**
+ * The GCS storage's kwargs, decoded: the S3 storage's, without what GCS's XML API has no use for (region, path style, session token).
+ *
  * @since 0.5.0
  * @category models
  */
@@ -78,9 +76,7 @@ export interface Extra extends declare_.WithRetrySchedule {
 }
 
 /**
- * Options in code: the kwargs in camelCase (`part_size_mb` → `partSizeMb`),
- * durations as Effect Durations (`"30 seconds"`), and `Extra`. Derived from
- * `Kwargs`, so that code and configuration take the same options.
+ * The GCS storage's options in code, derived from its `Kwargs` (camelCase, Durations) plus `Extra`.
  *
  * @since 0.5.0
  * @category models
@@ -128,7 +124,27 @@ export const makeResolved = (
     }, retrySchedule)
   })
 
-const declared = declare_.declare({
+/**
+ * The GCS storage (its XML API, with HMAC keys), declared once: `make`
+ * (invalid options are `InvalidStorageOptions`), `layer` (on Node, through
+ * the AWS SDK; `FileSystem` and `Path` from the application, or
+ * `NodeStorage.layerGcs`), `layerConfig` (each option a `Config`) and the
+ * `definition` a `Selection` registry takes.
+ *
+ * @example
+ * ```ts
+ * import * as Config from "effect/Config"
+ * GcsStorage.layerConfig({
+ *   bucket: Config.string("MODEL_BUCKET"),
+ *   accessKeyId: Config.redacted("HMAC_ACCESS_ID"),
+ *   secretAccessKey: Config.redacted("HMAC_SECRET")
+ * })
+ * ```
+ *
+ * @since 0.5.0
+ * @category constructors
+ */
+export const { definition, layer, layerConfig, make }: declare_.Declared<Options, Kwargs> = declare_.declare({
   name: storageType,
   aliases: ["GcsStorage", "gs", "google"],
   kwargs: Kwargs,
@@ -136,55 +152,3 @@ const declared = declare_.declare({
   build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule)
 })
 
-/**
- * A GCS storage. Invalid options fail with `InvalidStorageOptions`.
- *
- * @since 0.5.0
- * @category constructors
- */
-export const make: (
-  options: Options
-) => Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.make
-
-/**
- * The GCS storage as a layer that takes `FileSystem` and `Path` from the
- * application; it runs on Node (the AWS SDK on node:http agents).
- * `NodeStorage.layerGcs` provides Node's.
- *
- * @since 0.5.0
- * @category layers
- */
-export const layer: (
-  options: Options
-) => Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.layer
-
-/**
- * The storage as a layer whose options come from Effect's `Config`.
- *
- * @example
- * ```ts
- * import * as Config from "effect/Config"
- * GcsStorage.layerConfig({
- *   bucket: Config.string("MODEL_BUCKET"),
- *   prefix: Config.string("MODEL_PREFIX"),
- *   accessKeyId: Config.redacted("HMAC_ACCESS_ID"),
- *   secretAccessKey: Config.redacted("HMAC_SECRET")
- * })
- * ```
- *
- * @since 0.5.0
- * @category layers
- */
-export const layerConfig: (
-  config: Config.Config.Wrap<Options>
-) => Layer.Layer<
-  internal.Storage,
-  StorageError.InvalidStorageOptions | ConfigError.ConfigError,
-  FileSystem.FileSystem | Path.Path
-> = declared.layerConfig
-
-/**
- * @since 0.5.0
- * @category definitions
- */
-export const definition: definition_.StorageDefinition<Kwargs> = declared.definition

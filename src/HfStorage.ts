@@ -24,11 +24,8 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import * as Config from "effect/Config"
-import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type * as Schedule from "effect/Schedule"
@@ -36,7 +33,6 @@ import * as Schema from "effect/Schema"
 import * as nodeFs from "node:fs"
 import * as os from "node:os"
 import * as declare_ from "./internal/declare.js"
-import type * as definition_ from "./internal/definition.js"
 import * as hub from "./internal/hub.js"
 import * as options_ from "./internal/options.js"
 import { Seconds, Secret } from "./internal/options.js"
@@ -123,14 +119,13 @@ export const Kwargs = Schema.Struct({
     Schema.String.pipe(Schema.filter((value) => /^https?:\/\//.test(value) && URL.canParse(value) || "must be an http(s) URL")),
     { exact: true }
   ),
-  need_load_file: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
-  // Else HF_HUB_OFFLINE (read when the storage is made).
-  offline: Schema.optionalWith(options_.BooleanFlag, { exact: true }),
   connect_timeout: Seconds(30),
   ...options_.transferFields
 })
 
 /**
+ * The Hub storage's kwargs, decoded: a repository, its revision and file patterns, and the remote storages' shared options.
+ *
  * @since 0.5.0
  * @category models
  */
@@ -146,9 +141,7 @@ export interface Extra extends declare_.WithRetrySchedule {
 }
 
 /**
- * Options in code: the kwargs in camelCase (`part_size_mb` → `partSizeMb`),
- * durations as Effect Durations (`"30 seconds"`), and `Extra`. Derived from
- * `Kwargs`, so that code and configuration take the same options.
+ * Options in code for the Hub: `repoId`, `revision`, … (the kwargs in camelCase) and `Extra`.
  *
  * @since 0.5.0
  * @category models
@@ -189,8 +182,6 @@ export const makeResolved = (
   retrySchedule?: Schedule.Schedule<unknown, unknown>
 ): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
-    const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
     const token = kwargs.token ?? Option.getOrUndefined(Option.map(yield* tokenFromEnvironment, Redacted.make))
     const endpoint = (kwargs.endpoint ?? Option.getOrElse(yield* env("HF_ENDPOINT"), () => defaultEndpoint)).replace(/\/+$/, "")
     if (!/^https?:\/\//.test(endpoint) || !URL.canParse(endpoint)) {
@@ -218,45 +209,14 @@ export const makeResolved = (
       connectTimeout: Duration.seconds(kwargs.connect_timeout),
       ...(yield* snapshot.settingsOf({ ...kwargs, offline }, retrySchedule))
     }
-    const work = yield* hub.make(settings).pipe(
-      Effect.provideService(FileSystem.FileSystem, fs),
-      Effect.provideService(Path.Path, path)
-    )
-    return yield* read_.remoteStorage(storageType, kwargs, work)
+    return yield* read_.remoteStorage(storageType, kwargs, yield* hub.make(settings))
   })
 
-const declared = declare_.declare({
-  name: storageType,
-  aliases: ["HfStorage", "huggingface", "hugging_face"],
-  kwargs: Kwargs,
-  extras: ["retrySchedule"],
-  build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule)
-})
-
 /**
- * A Hub storage. Invalid options fail with `InvalidStorageOptions`.
- *
- * @since 0.5.0
- * @category constructors
- */
-export const make: (
-  options: Options
-) => Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.make
-
-/**
- * The Hub storage as a layer that takes `FileSystem` and `Path` from the
- * application; it runs on Node (its requests use node:http).
- * `NodeStorage.layerHf` provides Node's.
- *
- * @since 0.5.0
- * @category layers
- */
-export const layer: (
-  options: Options
-) => Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.layer
-
-/**
- * The storage as a layer whose options come from Effect's `Config`.
+ * The Hugging Face Hub storage, from one declaration: `make` (bad options:
+ * `InvalidStorageOptions`), `layer` (Node's `FileSystem` and `Path` through
+ * `NodeStorage.layerHf`, or the application's; requests use node:http),
+ * `layerConfig` (options as `Config`s) and `definition` (for a `Selection`).
  *
  * @example
  * ```ts
@@ -269,18 +229,13 @@ export const layer: (
  * ```
  *
  * @since 0.5.0
- * @category layers
+ * @category constructors
  */
-export const layerConfig: (
-  config: Config.Config.Wrap<Options>
-) => Layer.Layer<
-  internal.Storage,
-  StorageError.InvalidStorageOptions | ConfigError.ConfigError,
-  FileSystem.FileSystem | Path.Path
-> = declared.layerConfig
+export const { definition, layer, layerConfig, make }: declare_.Declared<Options, Kwargs> = declare_.declare({
+  name: storageType,
+  aliases: ["HfStorage", "huggingface", "hugging_face"],
+  kwargs: Kwargs,
+  extras: ["retrySchedule"],
+  build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule)
+})
 
-/**
- * @since 0.5.0
- * @category definitions
- */
-export const definition: definition_.StorageDefinition<Kwargs> = declared.definition

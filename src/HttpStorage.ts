@@ -28,17 +28,13 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as Path from "@effect/platform/Path"
 import * as Duration from "effect/Duration"
-import * as Config from "effect/Config"
-import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
 import * as cache from "./internal/cache.js"
 import * as declare_ from "./internal/declare.js"
-import type * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as http from "./internal/http.js"
 import * as network_ from "./internal/network.js"
@@ -137,10 +133,8 @@ export const Kwargs = Schema.Struct({
   sha256: Schema.optionalWith(Schema.Union(Sha256, Schema.Record({ key: Schema.String, value: Sha256 })), {
     exact: true
   }),
-  need_load_file: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
   connect_timeout: Seconds(30),
   max_retry_after: Seconds(60),
-  offline: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
   ...options_.transferFields
 }).pipe(Schema.filter((kwargs) => {
   // Files are delivered by name (into --to, say): two URLs must not share one.
@@ -165,6 +159,8 @@ export const Kwargs = Schema.Struct({
 }))
 
 /**
+ * The HTTP storage's kwargs, decoded: its URLs, headers and digests besides the options every remote storage takes.
+ *
  * @since 0.2.0
  * @category models
  */
@@ -180,9 +176,8 @@ export interface Extra extends declare_.WithRetrySchedule {
 }
 
 /**
- * Options in code: the kwargs in camelCase (`part_size_mb` → `partSizeMb`),
- * durations as Effect Durations (`"30 seconds"`), and `Extra`. Derived from
- * `Kwargs`, so that code and configuration take the same options.
+ * The options in code (`urls`, `sha256`, `partSizeMb`, …): the kwargs' camelCase twins, with
+ * Durations for timeouts and `Extra` besides; one schema decodes both.
  *
  * @since 0.2.0
  * @category models
@@ -241,7 +236,7 @@ export const makeResolved = (
       stallTimeout: Duration.seconds(kwargs.stall_timeout),
       schedule: retrySchedule ?? transfer.defaultSchedule(kwargs.retries),
       maxRetryAfter: Duration.seconds(kwargs.max_retry_after),
-      offline: kwargs.offline,
+      offline: kwargs.offline ?? false,
       lockTimeout: Duration.seconds(kwargs.lock_timeout),
       verify: kwargs.verify,
       multipartThreshold: kwargs.multipart_threshold_mb * MiB,
@@ -331,42 +326,14 @@ export const makeResolved = (
     return yield* internal.make({ storageType, load, loadBytesSingleFile })
   })
 
-const declared = declare_.declare({
-  name: storageType,
-  aliases: ["https", "HttpStorage"],
-  kwargs: Kwargs,
-  extras: ["retrySchedule"],
-  build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule)
-})
-
 /**
- * An HTTP storage. Invalid options fail with `InvalidStorageOptions`.
- *
- * @since 0.2.0
- * @category constructors
- */
-export const make: (
-  options: Options
-) => Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, HttpClient.HttpClient | FileSystem.FileSystem | Path.Path> = declared.make
-
-/**
- * The HTTP storage as a layer that takes `HttpClient`, `FileSystem` and
- * `Path` from the application (a test may give its own); its cache runs on
- * Node (node:fs, worker threads). `NodeStorage.layerHttp` provides Node's.
- *
- * @since 0.2.0
- * @category layers
- */
-export const layer: (
-  options: Options
-) => Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, HttpClient.HttpClient | FileSystem.FileSystem | Path.Path> = declared.layer
-
-/**
- * The storage as a layer whose options come from Effect's `Config`: each
- * option a `Config` (`Config.succeed` for a constant), as `PgClient.layerConfig`
- * takes them.
- * A missing or malformed value is a `ConfigError`; options that do not
- * validate are `InvalidStorageOptions`.
+ * The HTTP storage, declared once; from the declaration come `make`
+ * (options that do not validate: `InvalidStorageOptions`), `layer` (takes
+ * `HttpClient`, `FileSystem` and `Path` from the application, so a test may
+ * give its own; the cache runs on Node: node:fs, worker threads;
+ * `NodeStorage.layerHttp` provides Node's), `layerConfig` (every option a
+ * `Config`, `Config.succeed` for a constant; a malformed value is a
+ * `ConfigError`) and `definition`, for a `Selection` registry.
  *
  * @example
  * ```ts
@@ -378,19 +345,14 @@ export const layer: (
  * })
  * ```
  *
- * @since 0.4.0
- * @category layers
- */
-export const layerConfig: (
-  config: Config.Config.Wrap<Options>
-) => Layer.Layer<
-  internal.Storage,
-  StorageError.InvalidStorageOptions | ConfigError.ConfigError,
-  HttpClient.HttpClient | FileSystem.FileSystem | Path.Path
-> = declared.layerConfig
-
-/**
  * @since 0.2.0
- * @category definitions
+ * @category constructors
  */
-export const definition: definition_.StorageDefinition<Kwargs> = declared.definition
+export const { definition, layer, layerConfig, make }: declare_.Declared<Options, Kwargs, HttpClient.HttpClient | FileSystem.FileSystem | Path.Path> = declare_.declare({
+  name: storageType,
+  aliases: ["https", "HttpStorage"],
+  kwargs: Kwargs,
+  extras: ["retrySchedule"],
+  build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule)
+})
+

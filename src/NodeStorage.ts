@@ -23,6 +23,7 @@ import * as GarbageCollector from "./GarbageCollector.js"
 import * as GcsStorage from "./GcsStorage.js"
 import * as HfStorage from "./HfStorage.js"
 import * as HttpStorage from "./HttpStorage.js"
+import type * as declare_ from "./internal/declare.js"
 import * as network_ from "./internal/network.js"
 import * as MemoryStorage from "./MemoryStorage.js"
 import * as S3Storage from "./S3Storage.js"
@@ -116,6 +117,18 @@ export const layer: Layer.Layer<
 > = Layer.merge(layerRequirements, layerGarbageCollector)
 
 // A storage's layers with everything they need on Node provided: its Node twins.
+/**
+ * A storage's layers with Node's services provided (`FileSystem`, `Path`,
+ * the HTTP client, the collector): they need nothing more.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface OnNode<O> {
+  readonly layer: declare_.LayerOf<O, never>
+  readonly layerConfig: declare_.LayerConfigOf<O, never>
+}
+
 const onNode = <O, E, R>(storage: {
   readonly layer: (options: O) => Layer.Layer<Storage.Storage, E, R>
   readonly layerConfig: (config: Config.Config.Wrap<O>) => Layer.Layer<Storage.Storage, E | ConfigError.ConfigError, R>
@@ -134,64 +147,54 @@ export const layerMemory = <A>(model: A): Layer.Layer<Storage.Storage> =>
   MemoryStorage.layer(model).pipe(Layer.provide(layer))
 
 /**
- * The Disk storage on Node.
+ * The Disk storage on Node: `layerDisk(options)`, and `layerDiskConfig(config)`, its options from
+ * Effect's `Config` (since 0.4.0).
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerDisk: (
-  options: DiskStorage.Options
-) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> = onNode(DiskStorage).layer
+export const { layer: layerDisk, layerConfig: layerDiskConfig }: OnNode<DiskStorage.Options> = onNode(DiskStorage)
 
 /**
- * The HTTP storage on Node.
+ * The HTTP storage on Node (Node's HTTP client, file system and path): `layerHttp`,
+ * `layerHttpConfig` (since 0.4.0).
  *
  * @since 0.2.0
  * @category layers
  */
-export const layerHttp: (
-  options: HttpStorage.Options
-) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> = onNode(HttpStorage).layer
+export const { layer: layerHttp, layerConfig: layerHttpConfig }: OnNode<HttpStorage.Options> = onNode(HttpStorage)
 
 /**
- * The S3 storage on Node.
+ * `S3Storage.layer` and `S3Storage.layerConfig` (since 0.4.0) with Node's services.
  *
  * @since 0.2.0
  * @category layers
  */
-export const layerS3: (
-  options: S3Storage.Options
-) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> = onNode(S3Storage).layer
+export const { layer: layerS3, layerConfig: layerS3Config }: OnNode<S3Storage.Options> = onNode(S3Storage)
 
 /**
- * The GCS storage (its XML API, with HMAC keys) on Node.
+ * The GCS storage (its XML API, with HMAC keys) on Node: `layerGcs`, `layerGcsConfig`.
  *
  * @since 0.5.0
  * @category layers
  */
-export const layerGcs: (
-  options: GcsStorage.Options
-) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> = onNode(GcsStorage).layer
+export const { layer: layerGcs, layerConfig: layerGcsConfig }: OnNode<GcsStorage.Options> = onNode(GcsStorage)
 
 /**
- * The Azure Blob storage on Node.
+ * The Azure Blob storage's layers on Node.
  *
  * @since 0.5.0
  * @category layers
  */
-export const layerAzure: (
-  options: AzureStorage.Options
-) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> = onNode(AzureStorage).layer
+export const { layer: layerAzure, layerConfig: layerAzureConfig }: OnNode<AzureStorage.Options> = onNode(AzureStorage)
 
 /**
- * The Hugging Face Hub storage on Node.
+ * The Hugging Face Hub storage on Node, from options in code or from `Config`.
  *
  * @since 0.5.0
  * @category layers
  */
-export const layerHf: (
-  options: HfStorage.Options
-) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions> = onNode(HfStorage).layer
+export const { layer: layerHf, layerConfig: layerHfConfig }: OnNode<HfStorage.Options> = onNode(HfStorage)
 
 /**
  * A storage from mlup's `{ storage_type, storage_kwargs }`, on Node.
@@ -216,62 +219,3 @@ export const layerConfig = (
 ): Layer.Layer<Storage.Storage, StorageError.StorageError | ConfigError.ConfigError> =>
   Selection.layerConfig(options).pipe(Layer.provide(layer))
 
-/**
- * `DiskStorage.layerConfig` on Node.
- *
- * @since 0.4.0
- * @category layers
- */
-export const layerDiskConfig: (
-  config: Config.Config.Wrap<DiskStorage.Options>
-) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> = onNode(DiskStorage).layerConfig
-
-/**
- * `HttpStorage.layerConfig` on Node.
- *
- * @since 0.4.0
- * @category layers
- */
-export const layerHttpConfig: (
-  config: Config.Config.Wrap<HttpStorage.Options>
-) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> = onNode(HttpStorage).layerConfig
-
-/**
- * `S3Storage.layerConfig` on Node.
- *
- * @since 0.4.0
- * @category layers
- */
-export const layerS3Config: (
-  config: Config.Config.Wrap<S3Storage.Options>
-) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> = onNode(S3Storage).layerConfig
-
-/**
- * `GcsStorage.layerConfig` on Node.
- *
- * @since 0.5.0
- * @category layers
- */
-export const layerGcsConfig: (
-  config: Config.Config.Wrap<GcsStorage.Options>
-) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> = onNode(GcsStorage).layerConfig
-
-/**
- * `HfStorage.layerConfig` on Node.
- *
- * @since 0.5.0
- * @category layers
- */
-export const layerHfConfig: (
-  config: Config.Config.Wrap<HfStorage.Options>
-) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> = onNode(HfStorage).layerConfig
-
-/**
- * `AzureStorage.layerConfig` on Node.
- *
- * @since 0.5.0
- * @category layers
- */
-export const layerAzureConfig: (
-  config: Config.Config.Wrap<AzureStorage.Options>
-) => Layer.Layer<Storage.Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError> = onNode(AzureStorage).layerConfig

@@ -21,14 +21,10 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import * as Config from "effect/Config"
-import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as declare_ from "./internal/declare.js"
-import type * as definition_ from "./internal/definition.js"
 import * as mask_ from "./internal/mask.js"
 import * as options_ from "./internal/options.js"
 import { aliasConflicts, PrefixInside, Secret } from "./internal/options.js"
@@ -95,12 +91,12 @@ export const Kwargs = Schema.Struct({
   access_key_id: Schema.optionalWith(Secret, { exact: true }),
   secret_access_key: Schema.optionalWith(Secret, { exact: true }),
   session_token: Schema.optionalWith(Secret, { exact: true }),
-  need_load_file: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
-  offline: Schema.optionalWith(options_.BooleanFlag, { default: () => false }),
   ...options_.transferFields
 })
 
 /**
+ * The S3 storage's kwargs, decoded: the bucket, its endpoint and credentials, and the options every remote storage shares.
+ *
  * @since 0.2.0
  * @category models
  */
@@ -123,9 +119,9 @@ export interface Extra extends declare_.WithRetrySchedule {
 }
 
 /**
- * Options in code: the kwargs in camelCase (`part_size_mb` → `partSizeMb`),
- * durations as Effect Durations (`"30 seconds"`), and `Extra`. Derived from
- * `Kwargs`, so that code and configuration take the same options.
+ * Options for `make` and `layer`: the kwargs in camelCase (`part_size_mb` → `partSizeMb`), durations
+ * as Effect Durations (`"30 seconds"`), and `Extra` (derived from `Kwargs`: code and configuration
+ * take the same options).
  *
  * @since 0.2.0
  * @category models
@@ -179,8 +175,6 @@ export const makeFor = (
   client?: S3Client
 ): Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
-    const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
     const problems = [...aliasConflicts(kwargs), ...options_.deliveryConflicts(kwargs)]
     const keys = [kwargs.access_key_id, kwargs.secret_access_key]
     if (keys.some((key) => key !== undefined) && keys.some((key) => key === undefined)) {
@@ -229,49 +223,18 @@ export const makeFor = (
           ]
         })
     })
-    const work = yield* s3.make(settings).pipe(
-      Effect.provideService(FileSystem.FileSystem, fs),
-      Effect.provideService(Path.Path, path)
-    )
-    return yield* read_.remoteStorage(storageType, kwargs, work)
+    return yield* read_.remoteStorage(storageType, kwargs, yield* s3.make(settings))
   })
 
-const declared = declare_.declare({
-  name: storageType,
-  aliases: ["S3Storage", "minio"],
-  kwargs: Kwargs,
-  extras: ["retrySchedule", "client"],
-  build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule, extra.client)
-})
-
 /**
- * An S3 storage. Invalid options fail with `InvalidStorageOptions`.
- *
- * @since 0.2.0
- * @category constructors
- */
-export const make: (
-  options: Options
-) => Effect.Effect<internal.Service, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.make
-
-/**
- * The S3 storage as a layer that takes `FileSystem` and `Path` from the
- * application; it runs on Node (the AWS SDK on node:http agents).
- * `NodeStorage.layerS3` provides Node's.
- *
- * @since 0.2.0
- * @category layers
- */
-export const layer: (
-  options: Options
-) => Layer.Layer<internal.Storage, StorageError.InvalidStorageOptions, FileSystem.FileSystem | Path.Path> = declared.layer
-
-/**
- * The storage as a layer whose options come from Effect's `Config`: each
- * option a `Config` (`Config.succeed` for a constant), as `PgClient.layerConfig`
- * takes them.
- * A missing or malformed value is a `ConfigError`; options that do not
- * validate are `InvalidStorageOptions`.
+ * The S3 storage (and S3-compatible stores: MinIO, Ceph, R2), declared once:
+ * `make(options)` builds one (invalid options fail with
+ * `InvalidStorageOptions`); `layer(options)` takes `FileSystem` and `Path`
+ * from the application and runs on Node (the AWS SDK on node:http agents;
+ * `NodeStorage.layerS3` provides Node's); `layerConfig(config)` takes each
+ * option as a `Config` (`Config.succeed` for a constant), as
+ * `PgClient.layerConfig` does: a missing or malformed value is a
+ * `ConfigError`; `definition` is what a `Selection` registry takes.
  *
  * @example
  * ```ts
@@ -284,19 +247,14 @@ export const layer: (
  * })
  * ```
  *
- * @since 0.4.0
- * @category layers
- */
-export const layerConfig: (
-  config: Config.Config.Wrap<Options>
-) => Layer.Layer<
-  internal.Storage,
-  StorageError.InvalidStorageOptions | ConfigError.ConfigError,
-  FileSystem.FileSystem | Path.Path
-> = declared.layerConfig
-
-/**
  * @since 0.2.0
- * @category definitions
+ * @category constructors
  */
-export const definition: definition_.StorageDefinition<Kwargs> = declared.definition
+export const { definition, layer, layerConfig, make }: declare_.Declared<Options, Kwargs> = declare_.declare({
+  name: storageType,
+  aliases: ["S3Storage", "minio"],
+  kwargs: Kwargs,
+  extras: ["retrySchedule", "client"],
+  build: (kwargs, extra: Extra) => makeResolved(kwargs, extra.retrySchedule, extra.client)
+})
+

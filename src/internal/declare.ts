@@ -13,6 +13,8 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import type * as FileSystem from "@effect/platform/FileSystem"
+import type * as Path from "@effect/platform/Path"
 import type * as Schedule from "effect/Schedule"
 import type * as Schema from "effect/Schema"
 import type * as StorageError from "../StorageError.js"
@@ -20,6 +22,28 @@ import * as definition_ from "./definition.js"
 import * as errors from "./errors.js"
 import { Storage } from "./storage.js"
 import type { Service } from "./storage.js"
+
+/** What a storage's `make` and layers take from the application by default. @internal */
+export type Platform = FileSystem.FileSystem | Path.Path
+
+/** A storage's `make`: its options validated, or `InvalidStorageOptions`. @internal */
+export type Make<O, R = Platform> = (options: O) => Effect.Effect<Service, StorageError.InvalidStorageOptions, R>
+
+/** A storage's `layer`. @internal */
+export type LayerOf<O, R = Platform> = (options: O) => Layer.Layer<Storage, StorageError.InvalidStorageOptions, R>
+
+/** A storage's `layerConfig`: each option a `Config`. @internal */
+export type LayerConfigOf<O, R = Platform> = (
+  config: Config.Config.Wrap<O>
+) => Layer.Layer<Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError, R>
+
+/** What a storage's declaration gives: its constructors and its definition. @internal */
+export interface Declared<O, A, R = Platform> {
+  readonly make: Make<O, R>
+  readonly layer: LayerOf<O, R>
+  readonly layerConfig: LayerConfigOf<O, R>
+  readonly definition: definition_.StorageDefinition<A>
+}
 
 /** `part_size_mb` → `partSizeMb`. @internal */
 export type Camel<S extends string> = S extends `${infer Head}_${infer Tail}` ? `${Head}${Capitalize<Camel<Tail>>}` : S
@@ -78,16 +102,13 @@ export const declare = <A, I, Extra extends object, R extends definition_.Requir
   readonly build: (kwargs: A, extra: Extra) => Effect.Effect<Service, StorageError.InvalidStorageOptions, R>
 }) => {
   type Options = OptionsOf<I> & Extra
-  const make = (options: Options): Effect.Effect<Service, StorageError.InvalidStorageOptions, R> =>
+  const make: Make<Options, R> = (options) =>
     Effect.flatMap(
       errors.decodeOptionsInCode(declaration.name, declaration.kwargs, kwargsOf(options, declaration.extras)),
       (kwargs) => declaration.build(kwargs, options)
     )
-  const layer = (options: Options): Layer.Layer<Storage, StorageError.InvalidStorageOptions, R> =>
-    Layer.effect(Storage, make(options))
-  const layerConfig = (
-    config: Config.Config.Wrap<Options>
-  ): Layer.Layer<Storage, StorageError.InvalidStorageOptions | ConfigError.ConfigError, R> =>
+  const layer: LayerOf<Options, R> = (options) => Layer.effect(Storage, make(options))
+  const layerConfig: LayerConfigOf<Options, R> = (config) =>
     Layer.effect(Storage, Effect.flatMap(Config.unwrap(config), (options) => make(options as Options)))
   const definition: definition_.StorageDefinition<A> = definition_.define({
     name: declaration.name,

@@ -159,13 +159,16 @@ export const envString = (name: string): Effect.Effect<Option.Option<string>> =>
   )
 
 /**
- * The options every remote storage shares (the cache, parallelism, parts,
- * timeouts, retries, the lock, verification, CAs), with one set of bounds and
+ * The options every remote storage shares (delivery, the cache, parallelism,
+ * parts, timeouts, retries, the lock, verification, CAs), with one set of bounds and
  * defaults, spread into each storage's kwargs schema.
  *
  * @internal
  */
 export const transferFields = {
+  need_load_file: Schema.optionalWith(BooleanFlag, { default: () => false }),
+  // Unset: false (the Hub reads HF_HUB_OFFLINE then).
+  offline: Schema.optionalWith(BooleanFlag, { exact: true }),
   cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
   concurrency: Schema.optionalWith(positiveInt(64), { default: () => 8 }),
   multipart_threshold_mb: Schema.optionalWith(positiveInt(1024 * 1024), { default: () => 64 }),
