@@ -2,6 +2,7 @@
 // entry's lock (internal/transfer.ts, nodeDrain.ts, cache/lock.ts). Time is the
 // Clock's, so a TestClock drives stalls, retries and lock waits without sleeping.
 import { describe, expect, it } from "@effect/vitest"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -100,6 +101,38 @@ describe("retries, on the Clock", () => {
       expect(attempts).toBe(3)
       const error = yield* Effect.flip(Fiber.join(fiber))
       expect(error).toMatchObject({ _tag: "TransientFailure", attempts: 3, status: 503 })
+    }))
+
+  it.effect("a Retry-After that is an HTTP date is a wait from the Clock's time when the attempt failed (TestClock)", () =>
+    Effect.gen(function*() {
+      let attempts = 0
+      const fiber = yield* Effect.fork(transfer.retrying({
+        location: "http://127.0.0.1/model.bin",
+        schedule: transfer.defaultSchedule(1),
+        maxRetryAfter: Duration.seconds(60),
+        attempt: Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          attempts++
+          // The server asks to come back 20 s from its "now", given as an HTTP date (whole seconds).
+          const date = new Date(Math.ceil((now + 20_000) / 1000) * 1000).toUTCString()
+          return attempts === 1
+            ? Effect.fail(new transfer.Retryable({ reason: "HTTP 503", status: 503, ...transfer.retryAfterOf(date) }))
+            : Effect.succeed("bytes")
+        })
+      }))
+      yield* TestClock.adjust("19 seconds")
+      expect(attempts).toBe(1)
+      yield* TestClock.adjust("1 second")
+      expect(attempts).toBe(2)
+      expect(yield* Fiber.join(fiber)).toBe("bytes")
+      // A date later than allowed fails at once.
+      const late = new Date(Date.UTC(2030, 0, 1)).toUTCString()
+      const error = yield* Effect.flip(transfer.retrying({
+        location: "http://127.0.0.1/model.bin",
+        schedule: transfer.defaultSchedule(3),
+        maxRetryAfter: Duration.seconds(60),
+        attempt: Effect.fail(new transfer.Retryable({ reason: "HTTP 503", ...transfer.retryAfterOf(late) }))
+      }))
+      expect(error).toMatchObject({ _tag: "TransientFailure", attempts: 1 })
     }))
 
   it.effect("without Retry-After: exponential from 250 ms with jitter (TestRandom), a success ends it", () =>

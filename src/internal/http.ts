@@ -89,7 +89,7 @@ const statusFailure = (url: string, response: HttpClientResponse.HttpClientRespo
     return new transfer.Retryable({
       reason: `HTTP ${status}`,
       status,
-      retryAfter: transfer.parseRetryAfter(response.headers["retry-after"])
+      ...transfer.retryAfterOf(response.headers["retry-after"])
     })
   }
   return new StorageError.RequestRejected({ location: url, status, reason: `unexpected HTTP ${status}` })
@@ -398,7 +398,7 @@ export const fetch = (
       })
 
       // The file into the staging file, through the engine, then into place.
-      const intoPlace = (entry: engine.Entry, version: Version | undefined) =>
+      const intoPlace = (entry: engine.Entry, version: Version | undefined, recorded: boolean) =>
         Effect.gen(function*() {
           if (version !== undefined) versions.set(url, version)
           else versions.delete(url)
@@ -406,7 +406,7 @@ export const fetch = (
           // version is removed first, so that its space is free for this one; so is, when room is
           // short, a staging file an earlier run left, which is never resumed).
           if (entry.unsized !== true) {
-            const needed = entry.size - (yield* work.held(entry))
+            const needed = entry.size - (recorded ? yield* work.held(entry) : 0)
             yield* cache.ensureSpace(dir, needed).pipe(
               Effect.catchTag("InsufficientSpace", () =>
                 Effect.zipRight(cache.removeAll(partial), cache.ensureSpace(dir, needed)))
@@ -432,17 +432,16 @@ export const fetch = (
         // A partial download of an earlier run (killed, interrupted, failed) goes on straight from
         // its checkpoints, its reads pinned to its version (If-Range): a server that has another
         // version now answers with it, and the download starts over.
-        const record = Option.filter(
-          yield* cache.readJson<engine.PartsRecord>(partsRecord),
-          (record) => record.key === url && record.etag !== "" && !rangesIgnored
-        )
+        const found = yield* cache.readJson<engine.PartsRecord>(partsRecord)
+        const record = Option.filter(found, (record) => record.key === url && record.etag !== "" && !rangesIgnored)
         if (Option.isSome(record)) {
           if (unlocked !== undefined) yield* discard(unlocked.response)
           unlocked = undefined
           const { etag, size } = record.value
           return yield* intoPlace(
             { key: url, name, size, etag, ranged: true, checks },
-            { kind: etag.startsWith("\"") ? "etag" : "last-modified", validator: etag }
+            { kind: etag.startsWith("\"") ? "etag" : "last-modified", validator: etag },
+            true
           )
         }
         // Else the URL is resolved by its answer to a GET, conditional on the cached copy.
@@ -479,7 +478,7 @@ export const fetch = (
           etag: version?.validator ?? "",
           ranged: ranged && !rangesIgnored && size !== undefined,
           checks
-        }, version)
+        }, version, Option.isSome(found))
       })
 
       // Interrupted or failed: a partial download of 8 MiB or more stays in the cache (never

@@ -174,7 +174,7 @@ export const failureOf = (
     return new transfer.Retryable({
       reason: `HTTP ${status}`,
       status,
-      retryAfter: transfer.parseRetryAfter(response.headers["retry-after"] as string | undefined)
+      ...transfer.retryAfterOf(response.headers["retry-after"] as string | undefined)
     })
   }
   return new StorageError.RequestRejected({ location, status, reason: `unexpected HTTP ${status}` })

@@ -1,5 +1,6 @@
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
@@ -272,7 +273,8 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         )
 
         // A new snapshot: staged whole, then made visible at once.
-        const id = `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`
+        // The Clock's time names it; a random part keeps names apart between processes.
+        const id = `${(yield* Clock.currentTimeMillis).toString(36)}-${crypto.randomUUID().slice(0, 8)}`
         const staging = path.join(entryDir, `staging-${id}`)
         const snapshot = path.join(entryDir, "snapshots", id)
         yield* cache.ensureDir(staging)

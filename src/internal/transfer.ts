@@ -23,6 +23,12 @@ export class Retryable extends Data.TaggedError("Retryable")<{
   readonly status?: number | undefined
   /** What the server asked for (Retry-After), in milliseconds. */
   readonly retryAfter?: number | undefined
+  /**
+   * What the server asked for as a moment (Retry-After: an HTTP date), in
+   * milliseconds since the epoch: a wait from the Clock's time when the
+   * attempt fails.
+   */
+  readonly retryAt?: number | undefined
   readonly stalledSeconds?: number | undefined
 }> {}
 
@@ -94,7 +100,19 @@ export const retrying = <A, E>(options: {
       Effect.zipRight(options.attempt),
       Effect.map(Either.right),
       Effect.catchAll((error) =>
-        isRetryable(error) ? Effect.fail(error) : Effect.succeed(Either.left(error as Exclude<E, Retryable>))
+        !isRetryable(error)
+          ? Effect.succeed(Either.left(error as Exclude<E, Retryable>))
+          : error.retryAt === undefined
+          ? Effect.fail(error)
+          : Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            Effect.fail(
+              new Retryable({
+                reason: error.reason,
+                status: error.status,
+                stalledSeconds: error.stalledSeconds,
+                retryAfter: Math.max(0, error.retryAt! - now)
+              })
+            ))
       )
     )
     const result = yield* Effect.retry(once, schedule).pipe(
@@ -107,15 +125,18 @@ export const retrying = <A, E>(options: {
   })
 
 /**
- * Parses Retry-After (seconds, or an HTTP date) into milliseconds.
+ * Retry-After: seconds (a wait, in milliseconds), or an HTTP date (a moment,
+ * which `retrying` turns into a wait from the Clock's time).
  *
  * @internal
  */
-export const parseRetryAfter = (value: string | undefined): number | undefined => {
-  if (value === undefined) return undefined
-  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000
+export const retryAfterOf = (
+  value: string | undefined
+): { readonly retryAfter?: number; readonly retryAt?: number } => {
+  if (value === undefined) return {}
+  if (/^\d+$/.test(value.trim())) return { retryAfter: Number(value.trim()) * 1000 }
   const date = Date.parse(value)
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now())
+  return Number.isNaN(date) ? {} : { retryAt: date }
 }
 
 const MiB = 1024 * 1024
