@@ -460,14 +460,13 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
     // are recorded too (flushed first), so that a run after a SIGKILL fetches
     // only what no record holds. The announced digests are then checked on
     // the whole file (in workers, as parts finish in order). Succeeds with the
-    // sha256 digests of the file, one per part.
+    // sha256 digests of the file, one per part. `target`'s folder exists.
     const download = (client: C, entry: Entry, target: string, tracker: transfer.Tracker) =>
       Effect.gen(function*() {
         const location = source.locationOf(entry.key)
         const progress = tracker.file(location, entry.name)
         const mismatch = (algorithm: string, expected: string, actual: string) =>
           new StorageError.ChecksumMismatch({ location, algorithm, expected, actual })
-        yield* cache.ensureDir(path.dirname(target))
         // Parts only when more than one can run at once (else one stream, checkpointed all the same).
         const inParts = entry.size >= settings.multipartThreshold && settings.partConcurrency > 1 &&
           entry.ranged !== false && entry.unsized !== true

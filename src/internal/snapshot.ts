@@ -336,11 +336,18 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           return Effect.flatMap(reuseFinished(entry, target), (reused) =>
             Option.isSome(reused)
               ? Effect.succeed(reused.value)
-              : Effect.map(download(client, entry, target, tracker), (verified): Recorded => {
-                const recorded = { ...entry, ...verified }
-                fetched.push({ target, recorded })
-                return recorded
-              }))
+              : Effect.map(
+                Effect.zipRight(
+                  // The staging folder exists; a nested name needs its folders.
+                  entry.name.includes("/") ? cache.ensureDir(path.dirname(target)) : Effect.void,
+                  download(client, entry, target, tracker)
+                ),
+                (verified): Recorded => {
+                  const recorded = { ...entry, ...verified }
+                  fetched.push({ target, recorded })
+                  return recorded
+                }
+              ))
         }, { concurrency: settings.concurrency })
 
         const recorded = yield* stage.pipe(
