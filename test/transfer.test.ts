@@ -49,6 +49,35 @@ describe("the platform-neutral drain, on the Clock", () => {
 })
 
 describe("the Node drain", () => {
+  it.effect("a body that stops is a stall after stall_timeout of the Clock's time (TestClock), into a file and into memory", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlup-drain-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+      // Ten bytes, then silence (the connection stays open).
+      const silent = () => {
+        const body = new Readable({ read() {} })
+        body.push(new Uint8Array(10))
+        return body
+      }
+      const common = { onBytes: () => {}, progress: quietTracker, stallTimeout: Duration.seconds(3) }
+      for (
+        const drained of [
+          nodeDrain.drain({ body: silent(), file: path.join(dir, "partial"), flags: "w", ...common }),
+          nodeDrain.drainInto({ body: silent(), into: new Uint8Array(100), ...common })
+        ]
+      ) {
+        const fiber = yield* Effect.fork(drained)
+        // The stream's ten bytes arrive on the event loop, then the Clock moves.
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 50)))
+        yield* TestClock.adjust("2900 millis")
+        yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
+        expect(fiber.unsafePoll()).toBeNull()
+        yield* TestClock.adjust("300 millis")
+        const stalled = yield* Effect.flip(Fiber.join(fiber))
+        expect(stalled).toMatchObject({ stalledSeconds: 3, reason: "no bytes for 3 s" })
+      }
+    }).pipe(Effect.scoped))
+
   it.live("a body cut off: every byte received is in the file before the failure is told (a resume goes on from there)", () =>
     Effect.gen(function*() {
       const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "mlup-drain-")), "partial")

@@ -1,5 +1,6 @@
-import * as Effect from "effect/Effect"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Schedule from "effect/Schedule"
 import * as fs from "node:fs"
@@ -35,11 +36,11 @@ class Stalled extends Error {}
 /**
  * The Node fast path of `transfer.drain`: the body is piped (with Node's own
  * backpressure, no per-chunk scheduling) through a hashing step into a file
- * write stream that starts at `start`. The stall watchdog checks every 100
- * ms; progress is counted in the stream and published by a fiber every 100
- * ms (no effect is run from a Node callback), and once more at the end,
- * never waited for. Interruption destroys both streams and waits for the file
- * to be closed.
+ * write stream that starts at `start`. Progress is counted in the stream
+ * and published by a fiber every 100 ms (no effect is run from a Node
+ * callback), and once more at the end, never waited for; the same fiber is
+ * the stall watchdog, on the Clock's time. Interruption destroys both
+ * streams and waits for the file to be closed.
  *
  * @internal
  */
@@ -81,12 +82,11 @@ export const drain = (options: {
     readonly durable: (bytes: number, mark: string) => void
   } | undefined
 }): Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed> =>
-  published(options.progress, (count) =>
+  watched(options.progress, options.stallTimeout, (count, onStall) =>
     Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
       const stallMillis = Duration.toMillis(options.stallTimeout)
       const highWaterMark = options.highWaterMark ?? 1024 * 1024
       let written = 0
-      let lastBytesAt = Date.now()
       let writeError: NodeJS.ErrnoException | undefined
       const out = fs.createWriteStream(options.file, {
         flags: options.flags,
@@ -120,7 +120,6 @@ export const drain = (options: {
           options.onBytes(chunk)
           written += chunk.byteLength
           count(chunk.byteLength)
-          lastBytesAt = Date.now()
           if (written >= nextMark) {
             marks.push({ bytes: written, mark: checkpoint!.mark() })
             nextMark = written + checkpoint!.every
@@ -136,11 +135,11 @@ export const drain = (options: {
         options.onWritten(origin + told, out.bytesWritten - told)
         told = out.bytesWritten
       }
+      onStall(() => options.body.destroy(new Stalled()))
       const timer = setInterval(() => {
         tell()
         flushMarks()
-        if (Date.now() - lastBytesAt > stallMillis) options.body.destroy(new Stalled())
-      }, Math.min(100, stallMillis / 4))
+      }, 100)
       // A body that ends early (cut off, stalled) still has its bytes so far written: the hashing
       // step is ended rather than destroyed, so that the file holds every byte received (a resume
       // goes on from there), and the failure is told once they are written.
@@ -209,28 +208,43 @@ const cutOff = (written: number, error: Error) =>
 /**
  * Runs a copy that counts its bytes with `count` (from a Node callback: no
  * effect is run there), while a fiber of its own publishes the count every
- * 100 ms, and once more at the end. A transfer never waits for its
- * observers: the publisher is interruptible whatever region the copy runs
- * in, and neither its interruption nor the last publish is waited for, so a
- * subscriber stuck in its publish holds nothing.
+ * 100 ms (a quarter of the stall timeout when shorter), and once more at the
+ * end, and watches for a stall: when no byte came for `stallTimeout` of the
+ * Clock's time (a TestClock's, in tests), the copy is told through the
+ * `stalled` it registered. A transfer never waits for its observers: the
+ * publisher is interruptible whatever region the copy runs in, and neither
+ * its interruption nor the last publish is waited for, so a subscriber stuck
+ * in its publish holds nothing.
  */
-const published = <A, E>(
+const watched = <A, E>(
   progress: transfer.FileTracker,
-  copy: (count: (bytes: number) => void) => Effect.Effect<A, E>
+  stallTimeout: Duration.Duration,
+  copy: (count: (bytes: number) => void, onStall: (stalled: () => void) => void) => Effect.Effect<A, E>
 ): Effect.Effect<A, E> =>
   Effect.suspend(() => {
-    // Bytes counted by the stream, not yet published.
+    const stallMillis = Duration.toMillis(stallTimeout)
+    // Bytes counted by the stream, not yet published; when the last ones were seen.
     let unpublished = 0
+    let lastBytesAt: number | undefined
+    let stalled: (() => void) | undefined
     const publish = Effect.suspend(() => {
       const bytes = unpublished
       unpublished = 0
       return bytes > 0 ? progress.advance(bytes) : Effect.void
     })
+    const tick = Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      if (unpublished > 0 || lastBytesAt === undefined) lastBytesAt = now
+      else if (now - lastBytesAt > stallMillis && stalled !== undefined) {
+        stalled()
+        stalled = undefined
+      }
+      return publish
+    })
     return Effect.flatMap(
-      Effect.fork(Effect.interruptible(Effect.repeat(publish, Schedule.spaced(Duration.millis(100))))),
+      Effect.fork(Effect.interruptible(Effect.repeat(tick, Schedule.spaced(Duration.millis(Math.min(100, stallMillis / 4)))))),
       (publisher) =>
         Effect.ensuring(
-          copy((bytes) => void (unpublished += bytes)),
+          copy((bytes) => void (unpublished += bytes), (f) => void (stalled = f)),
           Effect.zipRight(Fiber.interruptFork(publisher), Effect.forkDaemon(publish))
         )
     )
@@ -254,18 +268,16 @@ export const drainInto = (options: {
   readonly progress: transfer.FileTracker
   readonly stallTimeout: Duration.Duration
 }): Effect.Effect<number, transfer.Retryable> =>
-  published(options.progress, (count) =>
+  watched(options.progress, options.stallTimeout, (count, onStall) =>
     Effect.async<number, transfer.Retryable>((resume) => {
       const stallMillis = Duration.toMillis(options.stallTimeout)
       const into = options.into
       let written = 0
-      let lastBytesAt = Date.now()
       let ended = false
       const body = options.body
       const finish = (result: Effect.Effect<number, transfer.Retryable>) => {
         if (ended) return
         ended = true
-        clearInterval(timer)
         body.off("data", onData)
         body.off("end", onEnd)
         body.off("error", onError)
@@ -282,15 +294,12 @@ export const drainInto = (options: {
         options.onBytes(chunk)
         written += chunk.byteLength
         count(chunk.byteLength)
-        lastBytesAt = Date.now()
       }
       const onEnd = () => finish(Effect.succeed(written))
       const onError = (error: Error) => finish(Effect.fail(error instanceof Stalled ? stalled(stallMillis) : cutOff(written, error)))
       // Closed without an end or an error (a socket torn down): cut off.
       const onClose = () => finish(Effect.fail(cutOff(written, new Error("the connection was closed"))))
-      const timer = setInterval(() => {
-        if (Date.now() - lastBytesAt > stallMillis) body.destroy(new Stalled())
-      }, Math.min(100, stallMillis / 4))
+      onStall(() => body.destroy(new Stalled()))
       body.on("data", onData)
       body.once("end", onEnd)
       body.once("error", onError)
@@ -298,7 +307,6 @@ export const drainInto = (options: {
       // Interrupted: the body is destroyed; no listener copies any more.
       return Effect.sync(() => {
         ended = true
-        clearInterval(timer)
         body.off("data", onData)
         body.destroy()
       })
