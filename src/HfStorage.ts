@@ -231,8 +231,7 @@ export const makeResolved = (
  * @since 0.5.0
  * @category constructors
  */
-export const { definition, layer, layerConfig, make }: declare_.Declared<Options, Kwargs> = declare_.declare({
-  name: storageType,
+export const { definition, layer, layerConfig, make }: declare_.Declared<Options, Kwargs> = declare_.declare(storageType, {
   aliases: ["HfStorage", "huggingface", "hugging_face"],
   kwargs: Kwargs,
   extras: ["retrySchedule"],

@@ -248,9 +248,7 @@ export const makeResolved = (
     // On Node, each load's requests go through agents with the environment's
     // proxies and CAs (and ca_bundle's); elsewhere, through the platform's client.
     const network = yield* Effect.serviceOption(network_.Network)
-    const extraCa = kwargs.ca_bundle === undefined
-      ? []
-      : [yield* network_.readCaBundle("ca_bundle", path.resolve(kwargs.ca_bundle), storageType)]
+    const extraCa = yield* network_.caBundleOf(kwargs.ca_bundle, storageType)
     if (Option.isNone(network) && kwargs.ca_bundle !== undefined) {
       return yield* invalid("ca_bundle", "needs the Node wiring (NodeStorage's layers), which this platform does not have")
     }
@@ -348,8 +346,7 @@ export const makeResolved = (
  * @since 0.2.0
  * @category constructors
  */
-export const { definition, layer, layerConfig, make }: declare_.Declared<Options, Kwargs, HttpClient.HttpClient | FileSystem.FileSystem | Path.Path> = declare_.declare({
-  name: storageType,
+export const { definition, layer, layerConfig, make }: declare_.Declared<Options, Kwargs, HttpClient.HttpClient | FileSystem.FileSystem | Path.Path> = declare_.declare(storageType, {
   aliases: ["https", "HttpStorage"],
   kwargs: Kwargs,
   extras: ["retrySchedule"],

@@ -250,8 +250,7 @@ export const makeFor = (
  * @since 0.2.0
  * @category constructors
  */
-export const { definition, layer, layerConfig, make }: declare_.Declared<Options, Kwargs> = declare_.declare({
-  name: storageType,
+export const { definition, layer, layerConfig, make }: declare_.Declared<Options, Kwargs> = declare_.declare(storageType, {
   aliases: ["S3Storage", "minio"],
   kwargs: Kwargs,
   extras: ["retrySchedule", "client"],

@@ -9,7 +9,6 @@
  */
 import type { BlobServiceClient as BlobServiceClientType, ContainerClient, StoragePipelineOptions } from "@azure/storage-blob"
 import { AnonymousCredential, BlobServiceClient, newPipeline, StorageSharedKeyCredential } from "@azure/storage-blob"
-import * as Path from "@effect/platform/Path"
 import * as Effect from "effect/Effect"
 import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
@@ -88,29 +87,14 @@ const fromSdk = (location: string) => (error: unknown): StorageError.StorageErro
   const code = Predicate.hasProperty(error, "code") && typeof error.code === "string" ? error.code : undefined
   const message = errors.redactText(Predicate.hasProperty(error, "message") ? String(error.message).split("\n")[0]! : String(error))
   const reason = code === undefined ? message : `${code}: ${message}`
-  const refused = network.refusalOf(error, location)
-  if (refused !== undefined) return refused
-  if (status === 407) return network.proxyRefused(location)
-  if (status === 401 || status === 403) {
-    return new StorageError.Unauthorized({
-      location,
-      status,
-      reason: `${reason} (give account_key, sas_token or connection_string, or set AZURE_STORAGE_KEY, ` +
-        "AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING; a SAS needs the read and list permissions)"
-    })
-  }
-  if (status === 404) return new StorageError.RemoteNotFound({ location, status, reason })
-  if (status === 412) {
-    return new StorageError.RequestRejected({
-      location,
-      status,
-      reason: "the blob changed during the load (its ETag no longer matches): load again"
-    })
-  }
-  if (status !== undefined && status < 500 && status !== 408 && status !== 429) {
-    return new StorageError.RequestRejected({ location, status, reason })
-  }
-  return new transfer.Retryable({ reason, ...(status === undefined ? {} : { status }) })
+  return network.failureOf({
+    location,
+    status,
+    reason: status === 412 ? "the blob changed during the load (its ETag no longer matches): load again" : reason,
+    cause: error,
+    unauthorized: `${reason} (give account_key, sas_token or connection_string, or set AZURE_STORAGE_KEY, ` +
+      "AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING; a SAS needs the read and list permissions)"
+  })
 }
 
 /**
@@ -120,10 +104,7 @@ const fromSdk = (location: string) => (error: unknown): StorageError.StorageErro
  */
 export const make = (settings: Settings) =>
   Effect.gen(function*() {
-    const path = yield* Path.Path
-    const extraCa = settings.caBundle === undefined
-      ? []
-      : [yield* network.readCaBundle("ca_bundle", path.resolve(settings.caBundle), "azure")]
+    const extraCa = yield* network.caBundleOf(settings.caBundle, "azure")
     const serviceUrl = settings.access._tag === "ConnectionString"
       ? serviceOfConnectionString(Redacted.value(settings.access.connectionString))
       : settings.access.serviceUrl

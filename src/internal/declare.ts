@@ -94,8 +94,7 @@ export const kwargsOf = (options: object, extras: ReadonlyArray<string>): Record
  *
  * @internal
  */
-export const declare = <A, I, Extra extends object, R extends definition_.Requirements>(declaration: {
-  readonly name: string
+export const declare = <A, I, Extra extends object, R extends definition_.Requirements>(name: string, declaration: {
   readonly aliases: ReadonlyArray<string>
   readonly kwargs: Schema.Schema<A, I>
   readonly extras: ReadonlyArray<keyof Extra & string>
@@ -104,14 +103,14 @@ export const declare = <A, I, Extra extends object, R extends definition_.Requir
   type Options = OptionsOf<I> & Extra
   const make: Make<Options, R> = (options) =>
     Effect.flatMap(
-      errors.decodeOptionsInCode(declaration.name, declaration.kwargs, kwargsOf(options, declaration.extras)),
+      errors.decodeOptionsInCode(name, declaration.kwargs, kwargsOf(options, declaration.extras)),
       (kwargs) => declaration.build(kwargs, options)
     )
   const layer: LayerOf<Options, R> = (options) => Layer.effect(Storage, make(options))
   const layerConfig: LayerConfigOf<Options, R> = (config) =>
     Layer.effect(Storage, Effect.flatMap(Config.unwrap(config), (options) => make(options as Options)))
   const definition: definition_.StorageDefinition<A> = definition_.define({
-    name: declaration.name,
+    name,
     aliases: declaration.aliases,
     kwargs: declaration.kwargs,
     // From a selection: no extras (the defaults).

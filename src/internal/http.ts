@@ -80,20 +80,8 @@ const parseContentRange = transfer.parseContentRange
 const validatorOf = (kind: Version["kind"] | undefined, response: HttpClientResponse.HttpClientResponse) =>
   kind === "etag" ? strongEtag(response.headers["etag"]) : response.headers["last-modified"]
 
-const statusFailure = (url: string, response: HttpClientResponse.HttpClientResponse) => {
-  const status = response.status
-  if (status === 401 || status === 403) return new StorageError.Unauthorized({ location: url, status })
-  if (status === 407) return network.proxyRefused(url)
-  if (status === 404 || status === 410) return new StorageError.RemoteNotFound({ location: url, status })
-  if (status === 408 || status === 429 || status >= 500) {
-    return new transfer.Retryable({
-      reason: `HTTP ${status}`,
-      status,
-      ...transfer.retryAfterOf(response.headers["retry-after"])
-    })
-  }
-  return new StorageError.RequestRejected({ location: url, status, reason: `unexpected HTTP ${status}` })
-}
+const statusFailure = (url: string, response: HttpClientResponse.HttpClientResponse) =>
+  network.failureOf({ location: url, status: response.status, retryAfter: transfer.retryAfterOf(response.headers["retry-after"]) })
 
 /**
  * Drops a response whose body is not wanted: on Node its connection is closed

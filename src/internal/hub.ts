@@ -161,23 +161,12 @@ export const failureOf = (
   if (code === "EntryNotFound") {
     return new StorageError.RemoteNotFound({ location, status, reason: `no such file in ${repo} at ${settings.revision}` })
   }
-  if (status === 407) return network.proxyRefused(location)
-  if (status === 401 || status === 403) {
-    return new StorageError.Unauthorized({
-      location,
-      status,
-      reason: hasToken ? "the token was refused (expired, revoked, or without read access)" : `${giveToken}`
-    })
-  }
-  if (status === 404 || status === 410) return new StorageError.RemoteNotFound({ location, status })
-  if (status === 408 || status === 429 || status >= 500) {
-    return new transfer.Retryable({
-      reason: `HTTP ${status}`,
-      status,
-      ...transfer.retryAfterOf(response.headers["retry-after"] as string | undefined)
-    })
-  }
-  return new StorageError.RequestRejected({ location, status, reason: `unexpected HTTP ${status}` })
+  return network.failureOf({
+    location,
+    status,
+    unauthorized: hasToken ? "the token was refused (expired, revoked, or without read access)" : giveToken,
+    retryAfter: transfer.retryAfterOf(response.headers["retry-after"] as string | undefined)
+  })
 }
 
 const fromRequestFailure = (location: string) => (failure: network.RequestFailure) =>
@@ -217,9 +206,7 @@ interface Client {
 export const make = (settings: Settings) =>
   Effect.gen(function*() {
     const path = yield* Path.Path
-    const extraCa = settings.caBundle === undefined
-      ? []
-      : [yield* network.readCaBundle("ca_bundle", path.resolve(settings.caBundle), "hf")]
+    const extraCa = yield* network.caBundleOf(settings.caBundle, "hf")
     const secret: Record<string, string> = settings.token === undefined
       ? {}
       : { authorization: `Bearer ${Redacted.value(settings.token)}` }

@@ -8,6 +8,7 @@
  * @internal
  */
 import type * as HttpClient from "@effect/platform/HttpClient"
+import * as Path from "@effect/platform/Path"
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -20,6 +21,7 @@ import * as net from "node:net"
 import * as tls from "node:tls"
 import * as StorageError from "../StorageError.js"
 import * as errors from "./errors.js"
+import * as transfer from "./transfer.js"
 
 /** @internal */
 export interface Settings {
@@ -93,6 +95,22 @@ export const readCaBundle = (
       })
     )
   )
+
+/**
+ * The CAs of a storage's `ca_bundle` option (none when it is not given), its
+ * path resolved from the working folder: trusted beside the system's and
+ * `NODE_EXTRA_CA_CERTS`'s.
+ *
+ * @internal
+ */
+export const caBundleOf = (
+  caBundle: string | undefined,
+  storageType: string
+): Effect.Effect<Array<string>, StorageError.InvalidStorageOptions, Path.Path> =>
+  caBundle === undefined
+    ? Effect.succeed([])
+    : Effect.flatMap(Path.Path, (path) =>
+      Effect.map(readCaBundle("ca_bundle", path.resolve(caBundle), storageType), (pem) => [pem]))
 
 /**
  * The network settings from the environment (through Effect's `Config`). A
@@ -429,6 +447,52 @@ export const proxyRefused = (location: string, proxy?: string) =>
     reason: `the proxy${proxy === undefined ? "" : ` ${errors.cap(errors.redactUrl(proxy))}`} refused its credentials: ` +
       "check the user and password in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port, percent-encoded)"
   })
+
+/**
+ * A remote source's failure as the library's error, by its HTTP status: one
+ * rule for every source. A certificate or a proxy the client refuses
+ * (`cause`), 407 (the proxy's credentials), 401/403 `Unauthorized` (with the
+ * source's `unauthorized` reason: what to give), 404, 410 (or `notFound`,
+ * the source's own code for it) `RemoteNotFound`, 408, 429, 5xx and no status
+ * at all (a transport failure) retried (waiting at least `retryAfter`), any
+ * other status `RequestRejected`.
+ *
+ * @internal
+ */
+export const failureOf = (options: {
+  readonly location: string
+  readonly status: number | undefined
+  /** What the source said (else "HTTP <status>"). */
+  readonly reason?: string | undefined
+  readonly cause?: unknown
+  readonly unauthorized?: string | undefined
+  readonly notFound?: boolean | undefined
+  readonly retryAfter?: { readonly retryAfter?: number; readonly retryAt?: number } | undefined
+}): StorageError.StorageError | transfer.Retryable => {
+  const { location, reason, status } = options
+  const refused = options.cause === undefined ? undefined : refusalOf(options.cause, location)
+  if (refused !== undefined) return refused
+  if (status === 407) return proxyRefused(location)
+  if (status === 401 || status === 403) {
+    const why = options.unauthorized ?? reason
+    return new StorageError.Unauthorized({ location, status, ...(why === undefined ? {} : { reason: why }) })
+  }
+  if (status === 404 || status === 410 || options.notFound === true) {
+    return new StorageError.RemoteNotFound({
+      location,
+      ...(status === undefined ? {} : { status }),
+      ...(reason === undefined ? {} : { reason })
+    })
+  }
+  if (status !== undefined && status < 500 && status !== 408 && status !== 429) {
+    return new StorageError.RequestRejected({ location, status, reason: reason ?? `unexpected HTTP ${status}` })
+  }
+  return new transfer.Retryable({
+    reason: reason ?? `HTTP ${status}`,
+    ...(status === undefined ? {} : { status }),
+    ...options.retryAfter
+  })
+}
 
 /**
  * A failure to get an answer (no connection, no headers in time): worth

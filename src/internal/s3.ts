@@ -1,7 +1,6 @@
 import type { GetObjectCommandOutput, S3ClientConfig } from "@aws-sdk/client-s3"
 import { S3Client } from "@aws-sdk/client-s3"
 import { makeS3Service, S3ClientInstance } from "@effect-aws/client-s3"
-import * as Path from "@effect/platform/Path"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
@@ -66,26 +65,17 @@ const fromSdk = (location: string, storageType: Settings["storageType"]) => (err
         "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a role (web identity, container or instance)"
     })
   }
-  const refused = network.refusalOf(error, location)
-  if (refused !== undefined) return refused
-  if (status === 407) return network.proxyRefused(location)
-  if (status === 401 || status === 403) {
-    return new StorageError.Unauthorized({
-      location,
-      status,
-      reason: storageType === "gcs"
-        ? `${reason} (Google Cloud Storage's XML API takes HMAC keys: give access_key_id and secret_access_key, ` +
-          "or set GCS_ACCESS_KEY_ID and GCS_SECRET_ACCESS_KEY; without them requests are anonymous, for public buckets)"
-        : reason
-    })
-  }
-  if (status === 404 || code === "NoSuchBucket" || code === "NoSuchKey") {
-    return new StorageError.RemoteNotFound({ location, ...(status === undefined ? {} : { status }), reason })
-  }
-  if (status !== undefined && status < 500 && status !== 408 && status !== 429) {
-    return new StorageError.RequestRejected({ location, status, reason })
-  }
-  return new transfer.Retryable({ reason, status })
+  return network.failureOf({
+    location,
+    status,
+    reason,
+    cause: error,
+    notFound: code === "NoSuchBucket" || code === "NoSuchKey",
+    unauthorized: storageType === "gcs"
+      ? `${reason} (Google Cloud Storage's XML API takes HMAC keys: give access_key_id and secret_access_key, ` +
+        "or set GCS_ACCESS_KEY_ID and GCS_SECRET_ACCESS_KEY; without them requests are anonymous, for public buckets)"
+      : reason
+  })
 }
 
 /**
@@ -217,16 +207,13 @@ export const resolveGcs = (settings: Pick<Settings, "endpoint" | "region" | "pat
  */
 export const make = (settings: Settings) =>
   Effect.gen(function*() {
-    const path = yield* Path.Path
     // The caller's own client knows its endpoint and region (the cache is keyed by what the kwargs say).
     const resolved = settings.client !== undefined
       ? { endpoint: settings.endpoint, region: settings.region ?? "(the client's)", pathStyle: settings.pathStyle ?? false }
       : settings.storageType === "gcs"
       ? resolveGcs(settings)
       : yield* resolveEndpointAndRegion(settings)
-    const extraCa = settings.caBundle === undefined
-      ? []
-      : [yield* network.readCaBundle("ca_bundle", path.resolve(settings.caBundle), settings.storageType)]
+    const extraCa = yield* network.caBundleOf(settings.caBundle, settings.storageType)
     // The SDK warns, on every client made under Node 20, that its releases of
     // 2027 will need Node 22. This library supports Node 20 (with the SDK
     // versions that do): the warning is noise to its users, not a fault.
