@@ -454,7 +454,10 @@ export const fetch = (
             ? Effect.fail(new transfer.Retryable({ reason: "the server answered a range that was not asked for" }))
             : Effect.fail(statusFailure(location, response))
         }
-        // The answer is the engine's first read, when it asks for the whole file (else it is closed).
+        // The answer is the engine's first read, when it asks for the whole file (else it is closed,
+        // as is one an earlier attempt left unread).
+        const stale = primed.get(url)
+        if (stale !== undefined) yield* discard(stale)
         primed.set(url, response)
         const { ranged, size, version } = resolution(response, false)
         // A server that announces no size: one stream of whatever its body holds, never resumed.
