@@ -116,7 +116,6 @@ export const layer: Layer.Layer<
   FileSystem.FileSystem | Path.Path | HttpClient.HttpClient | GarbageCollector.GarbageCollector
 > = Layer.merge(layerRequirements, layerGarbageCollector)
 
-// A storage's layers with everything they need on Node provided: its Node twins.
 /**
  * A storage's layers with Node's services provided (`FileSystem`, `Path`,
  * the HTTP client, the collector): they need nothing more.
@@ -129,6 +128,7 @@ export interface OnNode<O> {
   readonly layerConfig: declare_.LayerConfigOf<O, never>
 }
 
+// A storage's layers with everything they need on Node provided: its Node twins.
 const onNode = <O, E, R>(storage: {
   readonly layer: (options: O) => Layer.Layer<Storage.Storage, E, R>
   readonly layerConfig: (config: Config.Config.Wrap<O>) => Layer.Layer<Storage.Storage, E | ConfigError.ConfigError, R>
