@@ -107,18 +107,20 @@ describe("the Node drain", () => {
 })
 
 describe("retries, on the Clock", () => {
+  // The storage's retries of one location, a Retry-After of up to a minute honoured.
+  const retried = <A>(schedule: ReturnType<typeof transfer.defaultSchedule>, attempt: Effect.Effect<A, transfer.Retryable>) =>
+    transfer.retrying({ location: "http://127.0.0.1/model.bin", schedule, maxRetryAfter: Duration.seconds(60), attempt })
+
   it.effect("a Retry-After is waited for on the Clock's time (TestClock), then the attempt runs again; the last failure names the attempts", () =>
     Effect.gen(function*() {
       let attempts = 0
-      const fiber = yield* Effect.fork(transfer.retrying({
-        location: "http://127.0.0.1/model.bin",
-        schedule: transfer.defaultSchedule(2),
-        maxRetryAfter: Duration.seconds(60),
-        attempt: Effect.suspend(() => {
+      const fiber = yield* Effect.fork(retried(
+        transfer.defaultSchedule(2),
+        Effect.suspend(() => {
           attempts++
           return Effect.fail(new transfer.Retryable({ reason: "HTTP 503", status: 503, retryAfter: 30_000 }))
         })
-      }))
+      ))
       yield* TestClock.adjust("1 millis")
       expect(attempts).toBe(1)
       // The backoff alone would be 250 ms: the server asked for 30 s.
@@ -135,11 +137,9 @@ describe("retries, on the Clock", () => {
   it.effect("a Retry-After that is an HTTP date is a wait from the Clock's time when the attempt failed (TestClock)", () =>
     Effect.gen(function*() {
       let attempts = 0
-      const fiber = yield* Effect.fork(transfer.retrying({
-        location: "http://127.0.0.1/model.bin",
-        schedule: transfer.defaultSchedule(1),
-        maxRetryAfter: Duration.seconds(60),
-        attempt: Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const fiber = yield* Effect.fork(retried(
+        transfer.defaultSchedule(1),
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
           attempts++
           // The server asks to come back 20 s from its "now", given as an HTTP date (whole seconds).
           const date = new Date(Math.ceil((now + 20_000) / 1000) * 1000).toUTCString()
@@ -147,7 +147,7 @@ describe("retries, on the Clock", () => {
             ? Effect.fail(new transfer.Retryable({ reason: "HTTP 503", status: 503, ...transfer.retryAfterOf(date) }))
             : Effect.succeed("bytes")
         })
-      }))
+      ))
       yield* TestClock.adjust("19 seconds")
       expect(attempts).toBe(1)
       yield* TestClock.adjust("1 second")
@@ -155,26 +155,22 @@ describe("retries, on the Clock", () => {
       expect(yield* Fiber.join(fiber)).toBe("bytes")
       // A date later than allowed fails at once.
       const late = new Date(Date.UTC(2030, 0, 1)).toUTCString()
-      const error = yield* Effect.flip(transfer.retrying({
-        location: "http://127.0.0.1/model.bin",
-        schedule: transfer.defaultSchedule(3),
-        maxRetryAfter: Duration.seconds(60),
-        attempt: Effect.fail(new transfer.Retryable({ reason: "HTTP 503", ...transfer.retryAfterOf(late) }))
-      }))
+      const error = yield* Effect.flip(retried(
+        transfer.defaultSchedule(3),
+        Effect.fail(new transfer.Retryable({ reason: "HTTP 503", ...transfer.retryAfterOf(late) }))
+      ))
       expect(error).toMatchObject({ _tag: "TransientFailure", attempts: 1 })
     }))
 
   it.effect("without Retry-After: exponential from 250 ms with jitter (TestRandom), a success ends it", () =>
     Effect.gen(function*() {
       let attempts = 0
-      const fiber = yield* Effect.fork(transfer.retrying({
-        location: "s3://b/k",
-        schedule: transfer.defaultSchedule(5),
-        maxRetryAfter: Duration.seconds(60),
-        attempt: Effect.suspend(() =>
+      const fiber = yield* Effect.fork(retried(
+        transfer.defaultSchedule(5),
+        Effect.suspend(() =>
           ++attempts < 3 ? Effect.fail(new transfer.Retryable({ reason: "connection reset" })) : Effect.succeed("bytes")
         )
-      }))
+      ))
       yield* TestClock.adjust("1 millis")
       expect(attempts).toBe(1)
       // Jitter keeps each delay within 80–120% of 250 ms, then of 500 ms.
