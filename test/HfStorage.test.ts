@@ -15,7 +15,7 @@ import * as hub from "../src/internal/hub.js"
 import * as Storage from "../src/Storage.js"
 import * as StorageUri from "../src/StorageUri.js"
 import { storageContract } from "../src/Testing.js"
-import { budgetAfterFailure, intoMemoryInParts, bytesOf, contents, filesUnder, fingerprint, partsRecords, platform, runSelectionChild, tempDir } from "./helpers.js"
+import { budgetAfterFailure, intoMemoryInParts, bytesOf, contents, filesUnder, fingerprint, checkpointed, partsRecords, platform, runSelectionChild, tempDir, untilCheckpointed } from "./helpers.js"
 import * as Hub from "./servers/hub.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -70,11 +70,10 @@ withServer("HfStorage: resume after SIGKILL", (it) => {
       const kwargs = { repo_id: "acme/big", endpoint: server.endpoint, cache_dir: cacheDir, stall_timeout: 60 }
       // Below the threshold: one stream, which stops at half (the connection stays open).
       const first = runSelectionChild({ storage_type: "hf", storage_kwargs: kwargs }, { HF_TOKEN_PATH: "/nonexistent" })
-      const recorded = () => partsRecords(cacheDir).map((record) => record.progress?.["0"]?.bytes ?? 0)[0] ?? 0
-      yield* Effect.repeat(Effect.sync(recorded), { until: (bytes) => bytes >= 8 * MiB, schedule: Schedule.spaced("20 millis") })
+      yield* untilCheckpointed(cacheDir, (parts) => (parts["0"] ?? 0) >= 8 * MiB)
       first.child.kill("SIGKILL")
       expect(yield* Effect.promise(() => first.done)).toEqual({ signal: "SIGKILL" })
-      const kept = recorded()
+      const kept = checkpointed(cacheDir)["0"]!
       server.stalled.clear()
       const before = server.requests("cdn").length
       const delivered = yield* load({ repoId: "acme/big", endpoint: server.endpoint, cacheDir })

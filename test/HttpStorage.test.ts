@@ -19,7 +19,7 @@ import * as HttpStorage from "../src/HttpStorage.js"
 import * as Progress from "../src/Progress.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "../src/Testing.js"
-import { bytesOf, contents, filesUnder, fingerprint, flipByte, onSmallDisk, partsRecords, platform, spyFileSystem, tempDir } from "./helpers.js"
+import { bytesOf, contents, filesUnder, fingerprint, flipByte, checkpointed, eachPartAtLeast, onSmallDisk, platform, spyFileSystem, tempDir, untilCheckpointed } from "./helpers.js"
 import * as TestServer from "./servers/http.js"
 
 const root = path.resolve(import.meta.dirname, "..")
@@ -402,12 +402,11 @@ withServers("HttpStorage: interruption and concurrency", (it) => {
       const storage = yield* make({ urls: server.url("/m.onnx"), cacheDir })
       const fiber = yield* Effect.fork(contents(storage))
       // Wait until a checkpoint is recorded (bytes flushed, every quarter of the file here).
-      const recorded = () => partsRecords(cacheDir)[0]?.progress?.["0"]?.bytes ?? 0
-      yield* Effect.repeat(Effect.sync(recorded), { until: (bytes) => bytes > 0, schedule: Schedule.spaced("10 millis") })
+      yield* untilCheckpointed(cacheDir, (parts) => (parts["0"] ?? 0) > 0)
       yield* Fiber.interrupt(fiber)
       const key = cache.keyOf(server.url("/m.onnx"))
       expect(cacheFiles(cacheDir).sort()).toEqual([`${key}.json`, `${key}.part`])
-      const kept = recorded()
+      const kept = checkpointed(cacheDir)["0"]
       expect((yield* contents(storage))[0]!.bytes).toBe(fingerprint(large))
       // Straight to the rest, from the checkpoint (no first GET again).
       expect(server.requests("/m.onnx").slice(1)).toMatchObject([
@@ -499,12 +498,11 @@ withServers("HttpStorage: processes", (it) => {
       const cacheDir = yield* tempDir
       const first = runChild(server.url("/m.onnx"), cacheDir)
       // One stream, checkpointed every quarter of the file: wait for the first.
-      const recorded = () => partsRecords(cacheDir)[0]?.progress?.["0"]?.bytes ?? 0
-      yield* Effect.repeat(Effect.sync(recorded), { until: (bytes) => bytes > 0, schedule: Schedule.spaced("20 millis") })
+      yield* untilCheckpointed(cacheDir, (parts) => (parts["0"] ?? 0) > 0)
       first.child.kill("SIGKILL")
       expect(yield* Effect.promise(() => first.done)).toEqual({ signal: "SIGKILL" })
       expect(cacheFiles(cacheDir)).toContain("lock")
-      const resumedFrom = recorded()
+      const resumedFrom = checkpointed(cacheDir)["0"]
 
       const second = runChild(server.url("/m.onnx"), cacheDir)
       const result = yield* Effect.promise(() => second.done)
@@ -527,14 +525,10 @@ withServers("HttpStorage: parts after SIGKILL", (it) => {
       const parts = { multipartThresholdMb: 1, partSizeMb: 1, partConcurrency: 4 }
       const first = runChild(server.url("/big.bin"), cacheDir, parts)
       // Checkpoints every 256 KiB (a quarter of a part): wait until each part has one.
-      const recorded = () => Object.values(partsRecords(cacheDir)[0]?.progress ?? {}).map((part) => part.bytes)
-      yield* Effect.repeat(Effect.sync(recorded), {
-        until: (bytes) => bytes.length === 4 && bytes.every((n) => n >= 256 * 1024),
-        schedule: Schedule.spaced("20 millis")
-      })
+      yield* untilCheckpointed(cacheDir, eachPartAtLeast(4, 256 * 1024))
       first.child.kill("SIGKILL")
       expect(yield* Effect.promise(() => first.done)).toEqual({ signal: "SIGKILL" })
-      const kept = partsRecords(cacheDir)[0]!.progress!
+      const kept = checkpointed(cacheDir)
       const before = server.requests("/big.bin").length
       const second = runChild(server.url("/big.bin"), cacheDir, parts)
       expect(yield* Effect.promise(() => second.done)).toEqual({
@@ -542,7 +536,7 @@ withServers("HttpStorage: parts after SIGKILL", (it) => {
       })
       // No first GET again: straight to the parts, each from its checkpoint.
       expect(server.requests("/big.bin").slice(before).map((r) => r.range).sort()).toEqual(
-        [0, 1, 2, 3].map((i) => `bytes=${i * MiB + kept[String(i)]!.bytes}-${(i + 1) * MiB - 1}`).sort()
+        [0, 1, 2, 3].map((i) => `bytes=${i * MiB + kept[String(i)]!}-${(i + 1) * MiB - 1}`).sort()
       )
       expect(cacheFiles(cacheDir).sort()).toEqual(["big.bin", "meta.json"])
     })), 60_000)

@@ -17,7 +17,7 @@ import * as s3Internal from "../src/internal/s3.js"
 import * as S3Storage from "../src/S3Storage.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "../src/Testing.js"
-import { budgetAfterFailure, intoMemoryInParts, bytesOf, contents, filesUnder, fingerprint, partsRecords, platform, runSelectionChild, tempDir, flipByte, onSmallDisk } from "./helpers.js"
+import { budgetAfterFailure, intoMemoryInParts, bytesOf, contents, filesUnder, fingerprint, checkpointed, eachPartAtLeast, partsRecords, platform, runSelectionChild, tempDir, flipByte, onSmallDisk, untilCheckpointed } from "./helpers.js"
 import * as S3 from "./servers/s3.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -83,15 +83,11 @@ withServer("S3Storage: resume after SIGKILL", (it) => {
         part_concurrency: 4
       }
       const first = runSelectionChild({ storage_type: "s3", storage_kwargs: kwargs })
-      const recorded = () => Object.values(partsRecords(cacheDir)[0]?.progress ?? {}).map((part) => part.bytes)
       // Checkpoints every MiB (a quarter of a part): each part has 2 MiB when it stops.
-      yield* Effect.repeat(Effect.sync(recorded), {
-        until: (parts) => parts.length === 4 && parts.every((bytes) => bytes >= 1024 * 1024),
-        schedule: Schedule.spaced("20 millis")
-      })
+      yield* untilCheckpointed(cacheDir, eachPartAtLeast(4, 1024 * 1024))
       first.child.kill("SIGKILL")
       expect(yield* Effect.promise(() => first.done)).toEqual({ signal: "SIGKILL" })
-      const kept = partsRecords(cacheDir)[0]!.progress!
+      const kept = checkpointed(cacheDir)
       stalled.clear()
       const before = server.gets("big.bin").length
       const delivered = yield* contents(yield* S3Storage.make({
@@ -107,7 +103,7 @@ withServer("S3Storage: resume after SIGKILL", (it) => {
       expect(delivered.map((file) => file.bytes)).toEqual([fingerprint(big)])
       const part = 4 * 1024 * 1024
       expect(server.gets("big.bin").slice(before).map((entry) => entry.range).sort()).toEqual(
-        [0, 1, 2, 3].map((i) => `bytes=${i * part + kept[String(i)]!.bytes}-${(i + 1) * part - 1}`).sort()
+        [0, 1, 2, 3].map((i) => `bytes=${i * part + kept[String(i)]!}-${(i + 1) * part - 1}`).sort()
       )
       expect(partsRecords(cacheDir)).toEqual([])
     })), 60_000)

@@ -10,7 +10,7 @@ import { ExitCode as Cli } from "../src/Cli.js"
 import * as progressView from "../src/cli/progress.js"
 import * as Progress from "../src/Progress.js"
 import { keyOf as cacheKeyOf } from "../src/internal/cache/folder.js"
-import { bytesOf, partsRecords, tempDir, writeFiles } from "./helpers.js"
+import { bytesOf, checkpointed, tempDir, untilCheckpointed, writeFiles } from "./helpers.js"
 import * as Azurite from "./servers/azurite.js"
 import * as Hub from "./servers/hub.js"
 import * as TestServer from "./servers/http.js"
@@ -520,10 +520,7 @@ describe("mlup-storage exit codes", () => {
         const args = ["fetch", "-t", "http", "-k", JSON.stringify({ urls: server.url("/m.onnx"), cache_dir: cache }), "--to", to]
         const running = start(args)
         // Wait until a checkpoint is recorded (bytes flushed, every quarter of the file here).
-        const recorded = () => (fs.existsSync(cache) ? partsRecords(cache)[0]?.progress?.["0"]?.bytes ?? 0 : 0)
-        yield* Effect.promise(async () => {
-          while (recorded() === 0) await new Promise((resolve) => setTimeout(resolve, 10))
-        })
+        yield* untilCheckpointed(cache, (parts) => (parts["0"] ?? 0) > 0)
         running.child.kill(signal)
         const run = yield* Effect.promise(() => running.done)
         expect(run.code).toBe(code)
@@ -533,7 +530,7 @@ describe("mlup-storage exit codes", () => {
         const key = cacheKeyOf(server.url("/m.onnx"))
         expect(files.map((file) => path.basename(file)).sort()).toEqual([`${key}.json`, `${key}.part`])
         expect(listAll(to)).toEqual([])
-        const kept = recorded()
+        const kept = checkpointed(cache)["0"]
 
         // The next run resumes from there.
         const again = yield* cli([...args, "--hash", "--json"])

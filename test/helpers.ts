@@ -252,6 +252,25 @@ export const partsRecords = (cacheDir: string): Array<{ readonly parts: Record<s
       }
     })
 
+/**
+ * The checkpoints of the (first) partial download under a cache folder: for
+ * each part under way, the bytes flushed and recorded (none before the
+ * folder exists).
+ */
+export const checkpointed = (cacheDir: string): Record<string, number> =>
+  Object.fromEntries(
+    Object.entries((fs.existsSync(cacheDir) ? partsRecords(cacheDir)[0]?.progress : undefined) ?? {})
+      .map(([part, { bytes }]) => [part, bytes])
+  )
+
+/** Polls the checkpoints (every 20 ms, while a download runs for real) until `until` holds; succeeds with them. */
+export const untilCheckpointed = (cacheDir: string, until: (parts: Record<string, number>) => boolean) =>
+  Effect.repeat(Effect.sync(() => checkpointed(cacheDir)), { until, schedule: Schedule.spaced("20 millis") })
+
+/** For `untilCheckpointed`: `count` parts under way, each with at least `bytes` recorded. */
+export const eachPartAtLeast = (count: number, bytes: number) => (parts: Record<string, number>): boolean =>
+  Object.keys(parts).length === count && Object.values(parts).every((n) => n >= bytes)
+
 /** Options in code that load straight into memory, in parts of 1 MiB from 1 MiB on, without retries. */
 export const intoMemoryInParts = {
   needLoadFile: true,

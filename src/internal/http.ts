@@ -625,12 +625,12 @@ export const reader = (options: {
           conditions.range = `bytes=${range.start}-${range.end - 1}`
           if (version !== undefined) conditions["if-range"] = version.validator
         }
-        const held = options.primed?.get(entry.key)
-        if (held !== undefined) {
+        const inHand = options.primed?.get(entry.key)
+        if (inHand !== undefined) {
           options.primed!.delete(entry.key)
-          if (range !== undefined) yield* discard(held)
+          if (range !== undefined) yield* discard(inHand)
         }
-        const response = held !== undefined && range === undefined ? held : yield* request(conditions)
+        const response = inHand !== undefined && range === undefined ? inHand : yield* request(conditions)
         // Closed with the read's scope unless its body was read to the end (its connection is then reused).
         yield* Effect.addFinalizer(() => nodeDrain.readableOf(response)?.readableEnded === true ? Effect.void : discard(response))
         const answered = version === undefined ? undefined : validatorOf(version.kind, response)

@@ -47,7 +47,7 @@ class Stalled extends Error {}
 export const drain = (options: {
   readonly body: Readable
   readonly file: string
-  readonly flags: "w" | "a" | "r+"
+  readonly flags: "w" | "r+"
   readonly start?: number
   readonly onBytes: (chunk: Uint8Array) => void
   readonly progress: transfer.FileTracker
@@ -59,14 +59,6 @@ export const drain = (options: {
    * same speed.
    */
   readonly highWaterMark?: number
-  /**
-   * Told, every 100 ms and at the end, which bytes of the file the write
-   * stream has written since it last told (file offsets): a hasher that
-   * reads the file behind the writes.
-   */
-  readonly onWritten?: (start: number, length: number) => void
-  /** With flags "a": the file's size before (where the writes begin). */
-  readonly appendsAt?: number
   /**
    * Checkpoints that survive SIGKILL: every `every` bytes the body passed,
    * `mark` is asked for a token of that moment (a digest of the bytes so
@@ -127,19 +119,8 @@ export const drain = (options: {
           callback(null, chunk)
         }
       })
-      // Where the stream's writes began in the file ("a": at its end, given as `start`).
-      const origin = options.appendsAt ?? options.start ?? 0
-      let told = 0
-      const tell = () => {
-        if (options.onWritten === undefined || out.bytesWritten <= told) return
-        options.onWritten(origin + told, out.bytesWritten - told)
-        told = out.bytesWritten
-      }
       onStall(() => options.body.destroy(new Stalled()))
-      const timer = setInterval(() => {
-        tell()
-        flushMarks()
-      }, 100)
+      const timer = setInterval(flushMarks, 100)
       // A body that ends early (cut off, stalled) still has its bytes so far written: the hashing
       // step is ended rather than destroyed, so that the file holds every byte received (a resume
       // goes on from there), and the failure is told once they are written.
@@ -154,7 +135,6 @@ export const drain = (options: {
       pipeline(counter, out).then(
         () => {
           clearInterval(timer)
-          tell()
           if (bodyError === undefined) return resume(Effect.succeed(written))
           // The write stream flushed the file as it closed: every byte the body delivered is on the
           // device, a checkpoint the retry goes on from.
