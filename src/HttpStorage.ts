@@ -245,34 +245,32 @@ export const makeResolved = (
     }
     const readBytes = read_.readBytes(fs, path)
 
-    // On Node, each load's requests go through agents with the environment's
-    // proxies and CAs (and ca_bundle's); elsewhere, through the platform's client.
+    // On Node, each load's requests go through node:http agents with the
+    // environment's proxies and CAs (and ca_bundle's); elsewhere, through the
+    // platform's client.
     const network = yield* Effect.serviceOption(network_.Network)
     const extraCa = yield* network_.caBundleOf(kwargs.ca_bundle, storageType)
     if (Option.isNone(network) && kwargs.ca_bundle !== undefined) {
       return yield* invalid("ca_bundle", "needs the Node wiring (NodeStorage's layers), which this platform does not have")
     }
-    const clientForLoad: Effect.Effect<
-      { readonly client: HttpClient.HttpClient; readonly probe: network_.Probe | undefined },
-      StorageError.InvalidStorageOptions,
-      Scope.Scope
-    > = Option.match(network, {
-      onNone: () => Effect.succeed({ client, probe: undefined }),
-      onSome: (network) => network.client(storageType, extraCa)
-    })
+    const sendForLoad: Effect.Effect<network_.Send, StorageError.InvalidStorageOptions, Scope.Scope> = Option.match(
+      network,
+      {
+        onNone: () => Effect.succeed(http.platformSend(client)),
+        onSome: (network) => network.client(storageType, extraCa)
+      }
+    )
 
-    const fetchOne = (url: string, tracker: transfer.Tracker, probe: network_.Probe | undefined) =>
-      http.fetch(url, expected.get(url), options, tracker, probe)
+    const fetchOne = (url: string, tracker: transfer.Tracker, send: network_.Send) =>
+      http.fetch(url, expected.get(url), options, tracker, send)
     const deliver = read_.deliverAll(fs, path, kwargs.need_load_file)
 
     // The services are provided once per load, not once per file (thousands of files).
-    const withServices = (client: HttpClient.HttpClient) =>
-      <A, E>(self: Effect.Effect<A, E, HttpClient.HttpClient | FileSystem.FileSystem | Path.Path | Scope.Scope>) =>
-        self.pipe(
-          Effect.provideService(HttpClient.HttpClient, HttpClient.withTracerDisabledWhen(client, () => true)),
-          Effect.provideService(FileSystem.FileSystem, fs),
-          Effect.provideService(Path.Path, path)
-        )
+    const withServices = <A, E>(self: Effect.Effect<A, E, FileSystem.FileSystem | Path.Path | Scope.Scope>) =>
+      self.pipe(
+        Effect.provideService(FileSystem.FileSystem, fs),
+        Effect.provideService(Path.Path, path)
+      )
 
     // With the cache off, the URLs are a source of the transfer engine, which reads them straight into memory.
     const inMemory = (urls: ReadonlyArray<string>) =>
@@ -283,7 +281,7 @@ export const makeResolved = (
           headers: kwargs.headers,
           connectTimeout: options.connectTimeout,
           concurrency: kwargs.concurrency,
-          connect: Effect.map(clientForLoad, ({ client }) => HttpClient.withTracerDisabledWhen(client, () => true))
+          connect: sendForLoad
         }),
         { ...options, concurrency: kwargs.concurrency }
       ).pipe(
@@ -292,9 +290,9 @@ export const makeResolved = (
       )
 
     const load = kwargs.cache
-      ? Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, { client, probe }]) =>
-        Effect.forEach(urls, (url) => fetchOne(url, tracker, probe), { concurrency: kwargs.concurrency }).pipe(
-          withServices(client),
+      ? Effect.flatMap(Effect.zip(transfer.makeTracker, sendForLoad), ([tracker, send]) =>
+        Effect.forEach(urls, (url) => fetchOne(url, tracker, send), { concurrency: kwargs.concurrency }).pipe(
+          withServices,
           Effect.flatMap(deliver)
         ))
       : Effect.flatMap(inMemory(urls), (work) => work.loadBytes)
@@ -317,8 +315,8 @@ export const makeResolved = (
       Schema.is(Url)(location) && !kwargs.cache
         ? Effect.flatMap(inMemory([location]), (one) => Effect.map(one.loadBytes, (files) => files[0]!))
         : Schema.is(Url)(location)
-        ? Effect.flatMap(Effect.zip(transfer.makeTracker, clientForLoad), ([tracker, { client, probe }]) =>
-          Effect.map(withServices(client)(Effect.flatMap(fetchOne(location, tracker, probe), (fetched) => deliver([fetched]))), (files) => files[0]!))
+        ? Effect.flatMap(Effect.zip(transfer.makeTracker, sendForLoad), ([tracker, send]) =>
+          Effect.map(withServices(Effect.flatMap(fetchOne(location, tracker, send), (fetched) => deliver([fetched]))), (files) => files[0]!))
         : deliverLocal(location)
 
     return yield* internal.make({ storageType, load, loadBytesSingleFile })

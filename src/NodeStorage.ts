@@ -74,16 +74,7 @@ export const layerGarbageCollector: Layer.Layer<GarbageCollector.GarbageCollecto
 )
 
 const network: network_.Network["Type"] = {
-  client: (storageType, extraCa) =>
-    Effect.flatMap(network_.agentsFor(storageType, extraCa), (agents) =>
-      NodeHttpClient.make.pipe(
-        Effect.provideService(NodeHttpClient.HttpAgent, {
-          [NodeHttpClient.HttpAgentTypeId]: NodeHttpClient.HttpAgentTypeId,
-          http: agents.http,
-          https: agents.https
-        }),
-        Effect.map((client) => ({ client, probe: network_.makeProbe(agents) }))
-      ))
+  client: (storageType, extraCa) => Effect.map(network_.agentsFor(storageType, extraCa), network_.makeSend)
 }
 
 /**

@@ -1,7 +1,6 @@
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
-import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Path from "@effect/platform/Path"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -77,19 +76,56 @@ const strongEtag = (etag: string | undefined): string | undefined =>
 const parseContentRange = transfer.parseContentRange
 
 /** The version an answer carries, of the kind a partial download was started with. */
-const validatorOf = (kind: Version["kind"] | undefined, response: HttpClientResponse.HttpClientResponse) =>
+const validatorOf = (kind: Version["kind"] | undefined, response: network.Answer) =>
   kind === "etag" ? strongEtag(response.headers["etag"]) : response.headers["last-modified"]
 
-const statusFailure = (url: string, response: HttpClientResponse.HttpClientResponse) =>
+const statusFailure = (url: string, response: network.Answer) =>
   network.failureOf({ location: url, status: response.status, retryAfter: transfer.retryAfterOf(response.headers["retry-after"]) })
 
 /**
- * Drops a response whose body is not wanted: on Node its connection is closed
- * at once (the body may be large); elsewhere the body is read and dropped.
+ * GETs through the platform's HTTP client (platforms without the Node
+ * wiring, and tests that give their own client): its answers as `Answer`s.
+ *
+ * @internal
  */
-const discard = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> => {
-  const readable = nodeDrain.readableOf(response)
-  return readable !== undefined ? Effect.sync(() => readable.destroy()) : Effect.ignore(Stream.runDrain(response.stream))
+export const platformSend = (client: HttpClient.HttpClient): network.Send => {
+  const untraced = HttpClient.withTracerDisabledWhen(client, () => true)
+  return (url, headers, timeoutMillis) =>
+    untraced.execute(HttpClientRequest.get(url).pipe(HttpClientRequest.setHeaders(headers))).pipe(
+      Effect.map((response): network.Answer => {
+        // @effect/platform-node's clients hold a Node stream: read as such.
+        const readable = nodeDrain.readableOf(response)
+        return {
+          status: response.status,
+          headers: response.headers,
+          body: readable ?? Stream.toAsyncIterable(response.stream),
+          consume: Effect.ignore(response.text),
+          discard: readable !== undefined
+            ? Effect.sync(() => void (readable.readableEnded || readable.destroy()))
+            : Effect.ignore(Stream.runDrain(response.stream))
+        }
+      }),
+      Effect.timeoutFail({
+        duration: Duration.millis(timeoutMillis),
+        onTimeout: (): network.RequestFailure => ({
+          _tag: "Unanswered",
+          reason: `no response within ${Duration.format(Duration.millis(timeoutMillis))}`
+        })
+      }),
+      Effect.catchTags({
+        RequestError: (error) =>
+          Effect.fail<network.RequestFailure>(
+            network.refusalOf(error.cause, "") !== undefined
+              ? { _tag: "Refused", error: error.cause }
+              : { _tag: "Unanswered", reason: `request failed: ${errors.redactText(String(error.cause ?? error.message))}` }
+          ),
+        ResponseError: (error) =>
+          Effect.fail<network.RequestFailure>({
+            _tag: "Unanswered",
+            reason: `bad response: ${errors.redactText(String(error.cause ?? error.message))}`
+          })
+      })
+    )
 }
 
 /**
@@ -101,7 +137,7 @@ const discard = (response: HttpClientResponse.HttpClientResponse): Effect.Effect
  * @internal
  */
 export const requester = (
-  client: HttpClient.HttpClient,
+  send: network.Send,
   url: string,
   options: { readonly headers: FetchOptions["headers"]; readonly connectTimeout: Duration.Duration }
 ) => {
@@ -113,39 +149,24 @@ export const requester = (
     new URL(target).origin === origin
       ? Object.fromEntries(Object.entries(options.headers).map(([key, value]) => [key, Redacted.value(value)]))
       : {}
-  const send = (target: string, conditions: Record<string, string>) =>
-    client.execute(
-      HttpClientRequest.get(target).pipe(
-        HttpClientRequest.setHeaders(secretHeaders(target)),
-        HttpClientRequest.setHeaders(conditions)
+  const timeoutMillis = Duration.toMillis(options.connectTimeout)
+  const once = (target: string, conditions: Record<string, string>) =>
+    send(target, { ...secretHeaders(target), ...conditions }, timeoutMillis).pipe(
+      // A certificate or a proxy that is not accepted is not accepted on a retry either.
+      Effect.catchAll((failure) =>
+        Effect.fail(
+          failure._tag === "Refused"
+            ? network.refusalOf(failure.error, location) ?? new transfer.Retryable({ reason: "request refused" })
+            : new transfer.Retryable({ reason: failure.reason })
+        )
       )
-    ).pipe(
-      Effect.timeoutFail({
-        duration: options.connectTimeout,
-        onTimeout: () =>
-          new transfer.Retryable({ reason: `no response within ${Duration.format(options.connectTimeout)}` })
-      }),
-      Effect.catchTags({
-        RequestError: (error) => {
-          // A certificate that is not accepted is not accepted on a retry either.
-          const refused = network.refusalOf(error.cause, location)
-          return refused !== undefined
-            ? Effect.fail(refused)
-            : Effect.fail(
-              new transfer.Retryable({ reason: `request failed: ${errors.redactText(String(error.cause ?? error.message))}` })
-            )
-        },
-        ResponseError: (error) =>
-          Effect.fail(
-            new transfer.Retryable({ reason: `bad response: ${errors.redactText(String(error.cause ?? error.message))}` })
-          )
-      })
     )
 
   // One request, redirects followed.
   const request = (conditions: Record<string, string>) =>
     Effect.gen(function*() {
-      let response = yield* send(url, conditions)
+      let target = url
+      let response = yield* once(target, conditions)
       for (let hops = 0; isRedirect(response.status) && response.headers["location"] !== undefined; hops++) {
         if (hops === maxRedirects) {
           return yield* new StorageError.RequestRejected({
@@ -154,14 +175,14 @@ export const requester = (
             reason: `more than ${maxRedirects} redirects`
           })
         }
-        yield* Effect.ignore(response.text)
-        response = yield* send(new URL(response.headers["location"], response.request.url).href, conditions)
+        yield* response.consume
+        target = new URL(response.headers["location"], target).href
+        response = yield* once(target, conditions)
       }
       return response
     })
 
-
-  return { location, request, secretHeaders }
+  return { location, request }
 }
 
 /**
@@ -181,17 +202,11 @@ export const fetch = (
   expectedSha256: string | undefined,
   options: FetchOptions,
   tracker: transfer.Tracker,
-  /** Node's lighter way to ask for a revalidation (see `network.Probe`). */
-  probe?: network.Probe | undefined
-): Effect.Effect<
-  Fetched,
-  StorageError.StorageError,
-  HttpClient.HttpClient | FileSystem.FileSystem | Path.Path
-> =>
+  send: network.Send
+): Effect.Effect<Fetched, StorageError.StorageError, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const client = yield* HttpClient.HttpClient
     // What messages, logs and progress show: never the URL's credentials or signature.
     const location = errors.redactUrl(url)
     const key = cache.keyOf(url)
@@ -251,7 +266,7 @@ export const fetch = (
         ? { "if-modified-since": meta.value.lastModified }
         : {}
 
-    const { request, secretHeaders } = requester(client, url, options)
+    const { request } = requester(send, url, options)
 
     if (options.offline) {
       const meta = yield* readMeta
@@ -272,20 +287,12 @@ export const fetch = (
     // other answer goes the locked way below, which writes: a 200 (a new
     // version, or a server that ignores conditional requests) is used there
     // unless the lock had to be waited for or the cache changed meanwhile.
-    let unlocked: { readonly response: HttpClientResponse.HttpClientResponse; readonly meta: Meta } | undefined
+    let unlocked: { readonly response: network.Answer; readonly meta: Meta } | undefined
     if (options.verify === "changed") {
       const meta = yield* readMeta
       if (Option.isSome(meta) && meta.value.identity !== undefined && Object.keys(validatorsOf(meta)).length > 0) {
         const identity = yield* cache.identityOf(file)
-        if (Option.isSome(identity) && identity.value === meta.value.identity && probe !== undefined) {
-          // On Node: one bodiless request; anything but a 304 goes the locked way.
-          const status = yield* probe(
-            url,
-            { "accept-encoding": "identity", ...secretHeaders(url), ...validatorsOf(meta) },
-            Duration.toMillis(options.connectTimeout)
-          )
-          if (Option.isSome(status) && status.value === 304) return yield* fromCache(meta.value)
-        } else if (Option.isSome(identity) && identity.value === meta.value.identity) {
+        if (Option.isSome(identity) && identity.value === meta.value.identity) {
           const response = yield* Effect.catchIf(
             Effect.map(request({ "accept-encoding": "identity", ...validatorsOf(meta) }), Option.some),
             (error) => error instanceof transfer.Retryable,
@@ -293,11 +300,11 @@ export const fetch = (
           )
           if (Option.isSome(response)) {
             if (response.value.status === 304) {
-              yield* Effect.ignore(response.value.text)
+              yield* response.value.consume
               return yield* fromCache(meta.value)
             }
             if (response.value.status === 200) unlocked = { response: response.value, meta: meta.value }
-            else yield* discard(response.value)
+            else yield* response.value.discard
           }
         }
       }
@@ -308,7 +315,7 @@ export const fetch = (
 
     return yield* Effect.scoped(Effect.gen(function*() {
       // The unlocked answer is closed, whatever happens, unless it was used.
-      yield* Effect.addFinalizer(() => (unlocked === undefined ? Effect.void : discard(unlocked.response)))
+      yield* Effect.addFinalizer(() => (unlocked === undefined ? Effect.void : unlocked.response.discard))
       const { waited } = yield* cache.lock(path.join(dir, "lock"), { location, timeout: options.lockTimeout })
       let cached = yield* readMeta
       if (Option.isSome(cached)) {
@@ -333,8 +340,8 @@ export const fetch = (
       // resolution) is handed to the engine as its first read when it asks
       // for the whole file, so a small file costs one request.
       const versions = new Map<string, Version>()
-      const primed = new Map<string, HttpClientResponse.HttpClientResponse>()
-      yield* Effect.addFinalizer(() => Effect.forEach(primed.values(), discard, { discard: true }))
+      const primed = new Map<string, network.Answer>()
+      yield* Effect.addFinalizer(() => Effect.forEach(primed.values(), (answer) => answer.discard, { discard: true }))
       // A server that answered a range with the whole file is not asked for ranges again.
       let rangesIgnored = false
       const work = yield* engine.make(
@@ -400,7 +407,7 @@ export const fetch = (
                 Effect.zipRight(cache.removeAll(partial), cache.ensureSpace(dir, needed)))
             )
           }
-          const done = yield* work.download(client, entry, partial, tracker).pipe(
+          const done = yield* work.download(send, entry, partial, tracker).pipe(
             Effect.catchAll((error): Effect.Effect<never, StorageError.StorageError | transfer.Retryable> =>
               error._tag === "ChecksumMismatch" && error.algorithm.startsWith("ETag") ? startOver : Effect.fail(error)
             )
@@ -423,7 +430,7 @@ export const fetch = (
         const found = yield* cache.readJson<engine.PartsRecord>(partsRecord)
         const record = Option.filter(found, (record) => record.key === url && record.etag !== "" && !rangesIgnored)
         if (Option.isSome(record)) {
-          if (unlocked !== undefined) yield* discard(unlocked.response)
+          if (unlocked !== undefined) yield* unlocked.response.discard
           unlocked = undefined
           const { etag, size } = record.value
           return yield* intoPlace(
@@ -440,16 +447,16 @@ export const fetch = (
           ? unlocked.response
           : undefined
         if (unlocked !== undefined) {
-          if (answered === undefined) yield* discard(unlocked.response)
+          if (answered === undefined) yield* unlocked.response.discard
           unlocked = undefined
         }
         const response = answered ?? (yield* request(conditions))
         if (response.status === 304 && Option.isSome(cached)) {
-          yield* Effect.ignore(response.text)
+          yield* response.consume
           return yield* fromCache(cached.value)
         }
         if (response.status !== 200) {
-          yield* discard(response)
+          yield* response.discard
           return yield* response.status === 206
             ? Effect.fail(new transfer.Retryable({ reason: "the server answered a range that was not asked for" }))
             : Effect.fail(statusFailure(location, response))
@@ -457,7 +464,7 @@ export const fetch = (
         // The answer is the engine's first read, when it asks for the whole file (else it is closed,
         // as is one an earlier attempt left unread).
         const stale = primed.get(url)
-        if (stale !== undefined) yield* discard(stale)
+        if (stale !== undefined) yield* stale.discard
         primed.set(url, response)
         const { ranged, size, version } = resolution(response, false)
         // A server that announces no size: one stream of whatever its body holds, never resumed.
@@ -489,7 +496,7 @@ export const fetch = (
  * and whether ranges of that version can be read (a 206 to a range asked
  * for, or a 200 that says it accepts byte ranges).
  */
-const resolution = (response: HttpClientResponse.HttpClientResponse, askedRange: boolean) => {
+const resolution = (response: network.Answer, askedRange: boolean) => {
   const etag = strongEtag(response.headers["etag"])
   const lastModified = response.headers["last-modified"]
   const version: Version | undefined = etag !== undefined
@@ -532,16 +539,16 @@ export const source = (options: {
   readonly headers: FetchOptions["headers"]
   readonly connectTimeout: Duration.Duration
   readonly concurrency: number
-  readonly connect: Effect.Effect<HttpClient.HttpClient, StorageError.StorageError, Scope.Scope>
-}): snapshot.Source<HttpClient.HttpClient> => {
+  readonly connect: Effect.Effect<network.Send, StorageError.StorageError, Scope.Scope>
+}): snapshot.Source<network.Send> => {
   // The version each URL was resolved with, and of which kind, for the If-Range of its reads.
   const versions = new Map<string, Version>()
   const read = reader({ ...options, versions })
-  const resolve = (client: HttpClient.HttpClient, url: string) =>
+  const resolve = (send: network.Send, url: string) =>
     Effect.gen(function*() {
-      const { location, request } = requester(client, url, options)
+      const { location, request } = requester(send, url, options)
       const response = yield* request({ "accept-encoding": "identity", range: "bytes=0-0" })
-      yield* discard(response)
+      yield* response.discard
       const { ranged, size, version } = resolution(response, true)
       if (response.status !== 200 && response.status !== 206 && !(response.status === 416 && size === 0)) {
         return yield* statusFailure(location, response)
@@ -575,7 +582,7 @@ export const source = (options: {
     named: true,
     nothingListed: "no URL",
     connect: options.connect,
-    list: (client) => Effect.forEach(options.urls, (url) => resolve(client, url), { concurrency: options.concurrency })
+    list: (send) => Effect.forEach(options.urls, (url) => resolve(send, url), { concurrency: options.concurrency })
   }
 }
 
@@ -585,8 +592,6 @@ export interface Version {
   readonly validator: string
 }
 
-const bodyOf = (response: HttpClientResponse.HttpClientResponse): unknown =>
-  nodeDrain.readableOf(response) ?? Stream.toAsyncIterable(response.stream)
 
 /**
  * The HTTP storage's reads for the transfer engine: a GET of a URL, or of a
@@ -603,7 +608,7 @@ export const reader = (options: {
   readonly headers: FetchOptions["headers"]
   readonly connectTimeout: Duration.Duration
   readonly versions: ReadonlyMap<string, Version>
-  readonly primed?: Map<string, HttpClientResponse.HttpClientResponse> | undefined
+  readonly primed?: Map<string, network.Answer> | undefined
   /**
    * Told when a ranged read is answered with the whole file of the same
    * version (a server that ignores Range): the answer then reads as another
@@ -611,14 +616,14 @@ export const reader = (options: {
    * read is retried.
    */
   readonly onRangesIgnored?: (() => void) | undefined
-}): engine.Reader<HttpClient.HttpClient> => {
+}): engine.Reader<network.Send> => {
   const versions = options.versions
   return {
     storageType: "http",
     locationOf: (key) => (key === "" ? "" : errors.redactUrl(key)),
-    get: (client, entry, range) =>
+    get: (send, entry, range) =>
       Effect.gen(function*() {
-        const { location, request } = requester(client, entry.key, options)
+        const { location, request } = requester(send, entry.key, options)
         const version = versions.get(entry.key)
         const conditions: Record<string, string> = { "accept-encoding": "identity" }
         if (range !== undefined) {
@@ -628,18 +633,18 @@ export const reader = (options: {
         const inHand = options.primed?.get(entry.key)
         if (inHand !== undefined) {
           options.primed!.delete(entry.key)
-          if (range !== undefined) yield* discard(inHand)
+          if (range !== undefined) yield* inHand.discard
         }
         const response = inHand !== undefined && range === undefined ? inHand : yield* request(conditions)
         // Closed with the read's scope unless its body was read to the end (its connection is then reused).
-        yield* Effect.addFinalizer(() => nodeDrain.readableOf(response)?.readableEnded === true ? Effect.void : discard(response))
+        yield* Effect.addFinalizer(() => response.discard)
         const answered = version === undefined ? undefined : validatorOf(version.kind, response)
         if (response.status === 206 && range !== undefined) {
           const served = parseContentRange(response.headers["content-range"])
           if (served?.total !== undefined && served.total !== entry.size) {
             return { body: undefined, etag: answered, changed: `a file of ${served.total} bytes now` } satisfies snapshot.Got
           }
-          return { body: bodyOf(response), etag: answered, range: { start: served?.start, end: served?.end } } satisfies snapshot.Got
+          return { body: response.body, etag: answered, range: { start: served?.start, end: served?.end } } satisfies snapshot.Got
         }
         if (response.status === 200 && range === undefined) {
           const length = response.headers["content-length"]
@@ -647,7 +652,7 @@ export const reader = (options: {
           if (entry.unsized !== true && length !== undefined && Number(length) !== entry.size) {
             return { body: undefined, etag: answered, changed: `a file of ${length} bytes now` } satisfies snapshot.Got
           }
-          return { body: bodyOf(response), etag: answered } satisfies snapshot.Got
+          return { body: response.body, etag: answered } satisfies snapshot.Got
         }
         if (response.status === 200) {
           // The whole file, to a ranged read: a newer version (If-Range failed), or a server that stopped serving ranges.
