@@ -20,13 +20,18 @@ import * as cache from "../src/internal/cache.js"
 import * as nodeDrain from "../src/internal/nodeDrain.js"
 import * as transfer from "../src/internal/transfer.js"
 
+// The platform-neutral drain watches for stalls itself.
 const quietTracker: transfer.FileTracker = {
   start: () => Effect.void,
   advance: () => Effect.void,
   cached: () => Effect.void,
   waiting: () => Effect.void,
-  finish: () => Effect.void
+  finish: () => Effect.void,
+  watched: (_, copy) => copy(() => {}, () => {})
 }
+
+// The Node drains are watched by their load's watcher (progress and stalls).
+const loadTracker = Effect.map(transfer.makeTracker, (tracker) => tracker.file("http://127.0.0.1/model.bin", "model.bin"))
 
 describe("the platform-neutral drain, on the Clock", () => {
   it.effect("a body that stops is a stall after stall_timeout of the Clock's time (driven by TestClock, no sleeping)", () =>
@@ -59,7 +64,7 @@ describe("the Node drain", () => {
         body.push(new Uint8Array(10))
         return body
       }
-      const common = { onBytes: () => {}, progress: quietTracker, stallTimeout: Duration.seconds(3) }
+      const common = { onBytes: () => {}, progress: yield* loadTracker, stallTimeout: Duration.seconds(3) }
       for (
         const drained of [
           nodeDrain.drain({ body: silent(), file: path.join(dir, "partial"), flags: "w", ...common }),
@@ -96,14 +101,14 @@ describe("the Node drain", () => {
         file,
         flags: "w",
         onBytes: () => {},
-        progress: quietTracker,
+        progress: yield* loadTracker,
         stallTimeout: Duration.seconds(60),
         highWaterMark: 4 * chunk
       }))
       expect(error).toMatchObject({ _tag: "Retryable", reason: expect.stringContaining(`cut off after ${16 * chunk} bytes`) })
       expect(fs.statSync(file).size).toBe(16 * chunk)
       fs.rmSync(path.dirname(file), { recursive: true })
-    }))
+    }).pipe(Effect.scoped))
 })
 
 describe("retries, on the Clock", () => {

@@ -368,7 +368,8 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
                   every: options.checkpoint?.every,
                   mark: () => hashes[0]?.copy().digest("hex") ?? "",
                   durable: (bytes, mark) => options.checkpoint?.durable(at + bytes, mark, vouched ?? [])
-                }
+                },
+                entry.unsized === true ? undefined : upto - at
               )
             bytes += written
             // A body of no announced size is whatever it holds.
@@ -395,7 +396,9 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
         readonly every: number | undefined
         readonly mark: () => string
         readonly durable: (bytes: number, mark: string) => void
-      }
+      },
+      /** The bytes the answer holds (undefined: unknown). */
+      size: number | undefined
     ) =>
       nodeDrain.isNodeReadable(body)
         ? nodeDrain.drain({
@@ -403,6 +406,7 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
           file,
           flags,
           start: at,
+          size,
           onBytes,
           progress,
           stallTimeout: settings.stallTimeout,

@@ -182,7 +182,12 @@ export const requester = (
       return response
     })
 
-  return { location, request }
+  return {
+    location,
+    request,
+    /** One hop to the URL itself (no redirect followed), its failure as the client told it. */
+    ask: (conditions: Record<string, string>) => send(url, { ...secretHeaders(url), ...conditions }, timeoutMillis)
+  }
 }
 
 /**
@@ -266,7 +271,7 @@ export const fetch = (
         ? { "if-modified-since": meta.value.lastModified }
         : {}
 
-    const { request } = requester(send, url, options)
+    const { ask, request } = requester(send, url, options)
 
     if (options.offline) {
       const meta = yield* readMeta
@@ -283,21 +288,18 @@ export const fetch = (
 
     // Revalidation without the lock, the common case of a warm cache: a
     // cached copy whose identity on disk is the one it was verified with is
-    // confirmed by the server (304) and delivered, in two system calls. Any
-    // other answer goes the locked way below, which writes: a 200 (a new
-    // version, or a server that ignores conditional requests) is used there
-    // unless the lock had to be waited for or the cache changed meanwhile.
+    // confirmed by the server (304) and delivered, in two system calls and
+    // one request. Any other answer (or none) goes the locked way below,
+    // which writes and reports failures: a 200 (a new version, or a server
+    // that ignores conditional requests) is used there unless the lock had
+    // to be waited for or the cache changed meanwhile; a redirect is followed there.
     let unlocked: { readonly response: network.Answer; readonly meta: Meta } | undefined
     if (options.verify === "changed") {
       const meta = yield* readMeta
       if (Option.isSome(meta) && meta.value.identity !== undefined && Object.keys(validatorsOf(meta)).length > 0) {
         const identity = yield* cache.identityOf(file)
         if (Option.isSome(identity) && identity.value === meta.value.identity) {
-          const response = yield* Effect.catchIf(
-            Effect.map(request({ "accept-encoding": "identity", ...validatorsOf(meta) }), Option.some),
-            (error) => error instanceof transfer.Retryable,
-            () => Effect.succeedNone
-          )
+          const response = yield* Effect.option(ask({ "accept-encoding": "identity", ...validatorsOf(meta) }))
           if (Option.isSome(response)) {
             if (response.value.status === 304) {
               yield* response.value.consume

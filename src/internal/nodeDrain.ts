@@ -1,8 +1,5 @@
-import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
-import * as Schedule from "effect/Schedule"
 import * as fs from "node:fs"
 import { finished, Readable, Transform } from "node:stream"
 import { pipeline } from "node:stream/promises"
@@ -37,10 +34,10 @@ class Stalled extends Error {}
  * The Node fast path of `transfer.drain`: the body is piped (with Node's own
  * backpressure, no per-chunk scheduling) through a hashing step into a file
  * write stream that starts at `start`. Progress is counted in the stream
- * and published by a fiber every 100 ms (no effect is run from a Node
- * callback), and once more at the end, never waited for; the same fiber is
- * the stall watchdog, on the Clock's time. Interruption destroys both
- * streams and waits for the file to be closed.
+ * (no effect is run from a Node callback) and published by the load's
+ * watcher, which is also the stall watchdog, on the Clock's time
+ * (`FileTracker.watched`). Interruption destroys both streams and waits for
+ * the file to be closed.
  *
  * @internal
  */
@@ -60,6 +57,13 @@ export const drain = (options: {
    */
   readonly highWaterMark?: number
   /**
+   * The bytes the body announced (undefined: unknown). A small body into a
+   * new file (at most `smallBody`, no checkpoints) is gathered in memory and
+   * written with one flushed write once it is whole: no streams, for the
+   * thousands of small files of a large model folder.
+   */
+  readonly size?: number | undefined
+  /**
    * Checkpoints that survive SIGKILL: every `every` bytes the body passed,
    * `mark` is asked for a token of that moment (a digest of the bytes so
    * far); once those bytes are written, the file is flushed (fdatasync) and
@@ -74,7 +78,10 @@ export const drain = (options: {
     readonly durable: (bytes: number, mark: string) => void
   } | undefined
 }): Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed> =>
-  watched(options.progress, options.stallTimeout, (count, onStall) =>
+  options.size !== undefined && options.size <= smallBody && options.flags === "w" && (options.start ?? 0) === 0 &&
+    options.checkpoint === undefined
+    ? drainSmall({ ...options, size: options.size })
+    : options.progress.watched(options.stallTimeout, (count, onStall) =>
     Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
       const stallMillis = Duration.toMillis(options.stallTimeout)
       const highWaterMark = options.highWaterMark ?? 1024 * 1024
@@ -148,20 +155,7 @@ export const drain = (options: {
           if (error instanceof Stalled) {
             resume(Effect.fail(stalled(stallMillis)))
           } else if (writeError !== undefined) {
-            resume(Effect.fail(
-              new StorageError.WriteFailed({
-                path: options.file,
-                operation: "write",
-                reason: writeError.code === "ENOSPC" || writeError.code === "EDQUOT"
-                  ? "no space left on the device: free some, or point cache_dir elsewhere (the partial file " +
-                    "stays in the cache, and the next run resumes it)"
-                  : writeError.code === "EFBIG"
-                  ? "the file is larger than this process may write (ulimit -f)"
-                  : writeError.message,
-                ...(writeError.code === undefined ? {} : { code: writeError.code }),
-                cause: writeError
-              })
-            ))
+            resume(Effect.fail(writeFailed(options.file, writeError)))
           } else {
             resume(Effect.fail(cutOff(written, error)))
           }
@@ -177,6 +171,97 @@ export const drain = (options: {
       })
     }))
 
+const writeFailed = (file: string, error: NodeJS.ErrnoException) =>
+  new StorageError.WriteFailed({
+    path: file,
+    operation: "write",
+    reason: error.code === "ENOSPC" || error.code === "EDQUOT"
+      ? "no space left on the device: free some, or point cache_dir elsewhere (the partial file " +
+        "stays in the cache, and the next run resumes it)"
+      : error.code === "EFBIG"
+      ? "the file is larger than this process may write (ulimit -f)"
+      : error.message,
+    ...(error.code === undefined ? {} : { code: error.code }),
+    cause: error
+  })
+
+/** The largest body `drain` gathers in memory before one write (see `size`). */
+export const smallBody = 1024 * 1024
+
+/**
+ * A small body into a new file: gathered as it arrives (hashed, counted),
+ * then written and flushed (fsync) with one `fs.writeFile` once it ended.
+ * Cut off or stalled, nothing is written (a small file is fetched again
+ * whole). A body longer than announced is cut there and fails. Interrupted:
+ * the body is destroyed, and a write under way is waited for, so that
+ * nothing writes the file once the effect has ended.
+ */
+const drainSmall = (options: {
+  readonly body: Readable
+  readonly file: string
+  readonly size: number
+  readonly onBytes: (chunk: Uint8Array) => void
+  readonly progress: transfer.FileTracker
+  readonly stallTimeout: Duration.Duration
+}): Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed> =>
+  options.progress.watched(options.stallTimeout, (count, onStall) =>
+    Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
+      const stallMillis = Duration.toMillis(options.stallTimeout)
+      const body = options.body
+      const chunks: Array<Buffer> = []
+      let received = 0
+      let ended = false
+      // A write under way (and who waits for it, when interrupted).
+      let writing = false
+      let written: (() => void) | undefined
+      const finish = (result: Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed>) => {
+        if (ended) return
+        ended = true
+        body.off("data", onData)
+        body.off("end", onEnd)
+        body.off("error", onError)
+        body.off("close", onClose)
+        resume(result)
+      }
+      const onData = (chunk: Buffer) => {
+        if (ended) return
+        if (received + chunk.byteLength > options.size) {
+          body.destroy()
+          return finish(Effect.fail(new transfer.Retryable({ reason: `the body had more than the ${options.size} bytes announced` })))
+        }
+        chunks.push(chunk)
+        options.onBytes(chunk)
+        received += chunk.byteLength
+        count(chunk.byteLength)
+      }
+      const onEnd = () => {
+        if (ended) return
+        writing = true
+        fs.writeFile(options.file, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received), { flush: true }, (error) => {
+          writing = false
+          written?.()
+          finish(error === null ? Effect.succeed(received) : Effect.fail(writeFailed(options.file, error)))
+        })
+      }
+      const onError = (error: Error) => finish(Effect.fail(error instanceof Stalled ? stalled(stallMillis) : cutOff(received, error)))
+      // Closed without an end or an error (a socket torn down): cut off.
+      const onClose = () => {
+        if (!writing) finish(Effect.fail(cutOff(received, new Error("the connection was closed"))))
+      }
+      onStall(() => body.destroy(new Stalled()))
+      body.on("data", onData)
+      body.once("end", onEnd)
+      body.once("error", onError)
+      body.once("close", onClose)
+      return Effect.async<void>((done) => {
+        ended = true
+        body.off("data", onData)
+        body.destroy()
+        if (!writing) return done(Effect.void)
+        written = () => done(Effect.void)
+      })
+    }))
+
 const stalled = (stallMillis: number) => {
   const seconds = stallMillis / 1000
   return new transfer.Retryable({ reason: `no bytes for ${seconds} s`, stalledSeconds: seconds })
@@ -184,51 +269,6 @@ const stalled = (stallMillis: number) => {
 
 const cutOff = (written: number, error: Error) =>
   new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })
-
-/**
- * Runs a copy that counts its bytes with `count` (from a Node callback: no
- * effect is run there), while a fiber of its own publishes the count every
- * 100 ms (a quarter of the stall timeout when shorter), and once more at the
- * end, and watches for a stall: when no byte came for `stallTimeout` of the
- * Clock's time (a TestClock's, in tests), the copy is told through the
- * `stalled` it registered. A transfer never waits for its observers: the
- * publisher is interruptible whatever region the copy runs in, and neither
- * its interruption nor the last publish is waited for, so a subscriber stuck
- * in its publish holds nothing.
- */
-const watched = <A, E>(
-  progress: transfer.FileTracker,
-  stallTimeout: Duration.Duration,
-  copy: (count: (bytes: number) => void, onStall: (stalled: () => void) => void) => Effect.Effect<A, E>
-): Effect.Effect<A, E> =>
-  Effect.suspend(() => {
-    const stallMillis = Duration.toMillis(stallTimeout)
-    // Bytes counted by the stream, not yet published; when the last ones were seen.
-    let unpublished = 0
-    let lastBytesAt: number | undefined
-    let stalled: (() => void) | undefined
-    const publish = Effect.suspend(() => {
-      const bytes = unpublished
-      unpublished = 0
-      return bytes > 0 ? progress.advance(bytes) : Effect.void
-    })
-    const tick = Effect.flatMap(Clock.currentTimeMillis, (now) => {
-      if (unpublished > 0 || lastBytesAt === undefined) lastBytesAt = now
-      else if (now - lastBytesAt > stallMillis && stalled !== undefined) {
-        stalled()
-        stalled = undefined
-      }
-      return publish
-    })
-    return Effect.flatMap(
-      Effect.fork(Effect.interruptible(Effect.repeat(tick, Schedule.spaced(Duration.millis(Math.min(100, stallMillis / 4)))))),
-      (publisher) =>
-        Effect.ensuring(
-          copy((bytes) => void (unpublished += bytes), (f) => void (stalled = f)),
-          Effect.zipRight(Fiber.interruptFork(publisher), Effect.forkDaemon(publish))
-        )
-    )
-  })
 
 /**
  * The memory sink's Node path: the body is copied, as it arrives, straight
@@ -248,7 +288,7 @@ export const drainInto = (options: {
   readonly progress: transfer.FileTracker
   readonly stallTimeout: Duration.Duration
 }): Effect.Effect<number, transfer.Retryable> =>
-  watched(options.progress, options.stallTimeout, (count, onStall) =>
+  options.progress.watched(options.stallTimeout, (count, onStall) =>
     Effect.async<number, transfer.Retryable>((resume) => {
       const stallMillis = Duration.toMillis(options.stallTimeout)
       const into = options.into

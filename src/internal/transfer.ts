@@ -4,9 +4,9 @@ import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
 import * as Effect from "effect/Effect"
-import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleIntervals from "effect/ScheduleIntervals"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Progress from "../Progress.js"
 import * as StorageError from "../StorageError.js"
@@ -57,9 +57,10 @@ export const retrying = <A, E>(options: {
   readonly maxRetryAfter: Duration.Duration
   readonly attempt: Effect.Effect<A, E | Retryable>
 }): Effect.Effect<A, Exclude<E, Retryable> | StorageError.TransientFailure | StorageError.StallTimeout> =>
-  Effect.gen(function*() {
-    const attempts = yield* Ref.make(0)
-    const schedule = Schedule.intersect(options.schedule, Schedule.identity<Retryable>()).pipe(
+  Effect.suspend(() => {
+    let attempts = 0
+    // Built when a first attempt failed (most succeed: thousands of small files).
+    const scheduleOf = () => Schedule.intersect(options.schedule, Schedule.identity<Retryable>()).pipe(
       Schedule.modifyDelay(([, failure], delay) =>
         failure.retryAfter === undefined ? delay : Duration.max(delay, Duration.millis(failure.retryAfter))
       ),
@@ -70,11 +71,11 @@ export const retrying = <A, E>(options: {
       // the last one's failure is the error the caller gets.
       Schedule.onDecision(([, failure], decision) =>
         decision._tag === "Continue"
-          ? Effect.flatMap(Effect.zip(Ref.get(attempts), Clock.currentTimeMillis), ([n, now]) => {
+          ? Effect.flatMap(Clock.currentTimeMillis, (now) => {
             // The schedule's intervals are on the Clock's time (a TestClock's, in tests).
             const wait = Math.max(0, ScheduleIntervals.start(decision.intervals) - now)
             return Effect.logWarning(
-              `Attempt ${n} for ${cap(options.location)} failed (${cap(failure.reason)}); retrying in ${
+              `Attempt ${attempts} for ${cap(options.location)} failed (${cap(failure.reason)}); retrying in ${
                 (wait / 1000).toFixed(1)
               } s`
             )
@@ -96,8 +97,10 @@ export const retrying = <A, E>(options: {
           ...(failure.status === undefined ? {} : { status: failure.status })
         })
     // Failures that are not retryable leave the retried effect as values, untouched by the schedule.
-    const once: Effect.Effect<Either.Either<A, E>, Retryable> = Ref.update(attempts, (n) => n + 1).pipe(
-      Effect.zipRight(options.attempt),
+    const once: Effect.Effect<Either.Either<A, E>, Retryable> = Effect.suspend(() => {
+      attempts++
+      return options.attempt
+    }).pipe(
       Effect.map(Either.right),
       Effect.catchAll((error) =>
         !isRetryable(error)
@@ -115,13 +118,25 @@ export const retrying = <A, E>(options: {
             ))
       )
     )
-    const result = yield* Effect.retry(once, schedule).pipe(
-      Effect.catchAll((failure) => Effect.flatMap(Ref.get(attempts), (n) => Effect.fail(giveUp(failure, n))))
+    // The first attempt runs on its own; its failure is the schedule's first input (replayed, not run again).
+    const retried = (first: Retryable) => {
+      let replay: Retryable | undefined = first
+      return Effect.retry(
+        Effect.suspend(() => {
+          const failure = replay
+          replay = undefined
+          return failure === undefined ? once : Effect.fail(failure)
+        }),
+        scheduleOf()
+      ).pipe(Effect.catchAll((failure) => Effect.fail(giveUp(failure, attempts))))
+    }
+    return Effect.flatMap(
+      Effect.catchAll(once, retried),
+      Either.match({
+        onLeft: (error) => Effect.fail(error as Exclude<E, Retryable>),
+        onRight: Effect.succeed
+      })
     )
-    return yield* Either.match(result, {
-      onLeft: (error) => Effect.fail(error as Exclude<E, Retryable>),
-      onRight: Effect.succeed
-    })
   })
 
 /**
@@ -162,11 +177,40 @@ export interface FileTracker {
   /** The file waits for memory (its share of the `MemoryBudget`) before any byte is fetched. */
   readonly waiting: (total: number) => Effect.Effect<void>
   readonly finish: (size: number) => Effect.Effect<void>
+  /**
+   * Runs a copy that counts its bytes with `count` (synchronous bookkeeping,
+   * callable from a Node callback: no effect is run there) while the load's
+   * one watcher publishes them, at most every 100 ms, and watches for a
+   * stall: when no byte came for `stallTimeout` of the Clock's time (a
+   * TestClock's, in tests), the copy is told through the `stalled` it
+   * registered.
+   */
+  readonly watched: <A, E>(
+    stallTimeout: Duration.Duration,
+    copy: (count: (bytes: number) => void, onStall: (stalled: () => void) => void) => Effect.Effect<A, E>
+  ) => Effect.Effect<A, E>
 }
 
-/** @internal */
-export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
+/** A copy under the load's watcher. */
+interface Watch {
+  readonly stallMillis: number
+  /** Bytes counted since the last tick. */
+  fresh: number
+  lastBytesAt: number
+  stalled: (() => void) | undefined
+  readonly publish: Effect.Effect<void>
+}
+
+/**
+ * A load's progress. Its copies under way share one watcher, a fiber of the
+ * load's scope that runs only while copies are under way (thousands of small
+ * files must not cost a fiber each).
+ *
+ * @internal
+ */
+export const makeTracker: Effect.Effect<Tracker, never, Scope.Scope> = Effect.gen(function*() {
   const progress = yield* Progress.Progress
+  const scope = yield* Effect.scope
   // Running sums over the files (a load of thousands of files must not add them up on every event).
   let sumDone = 0
   let sumTotal = 0
@@ -174,6 +218,37 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
   const startedAt = yield* Clock.currentTimeMillis
   let lastLog = startedAt
   const overall = () => ({ done: sumDone, total: sumTotal })
+  // The copies under way, and their watcher: each tick publishes the files that moved and
+  // tells a copy that got no byte for its stall timeout; it ends once no copy is left.
+  const watches = new Set<Watch>()
+  let watching = false
+  const watch: Effect.Effect<void> = Effect.suspend(() => {
+    if (watches.size === 0) {
+      watching = false
+      return Effect.void
+    }
+    let every = publishEvery
+    for (const copy of watches) every = Math.min(every, copy.stallMillis / 4)
+    return Effect.sleep(Duration.millis(every)).pipe(
+      Effect.zipRight(Clock.currentTimeMillis),
+      Effect.flatMap((now) => {
+        const moved: Array<Effect.Effect<void>> = []
+        for (const copy of watches) {
+          if (copy.fresh > 0) {
+            copy.fresh = 0
+            copy.lastBytesAt = now
+            moved.push(copy.publish)
+          } else if (now - copy.lastBytesAt > copy.stallMillis && copy.stalled !== undefined) {
+            const stalled = copy.stalled
+            copy.stalled = undefined
+            stalled()
+          }
+        }
+        return moved.length === 0 ? Effect.void : Effect.zipRight(Effect.all(moved, { discard: true }), maybeLog)
+      }),
+      Effect.zipRight(watch)
+    )
+  })
   const maybeLog = Effect.flatMap(Clock.currentTimeMillis, (now) => {
     if (now - lastLog < logEvery) return Effect.void
     lastLog = now
@@ -241,6 +316,32 @@ export const makeTracker: Effect.Effect<Tracker> = Effect.gen(function*() {
             return Effect.zipRight(
               publish("done"),
               Effect.logDebug(`Fetched ${cap(location)} (${(size / MiB).toFixed(1)} MiB) in ${seconds.toFixed(1)} s`)
+            )
+          }),
+        watched: (stallTimeout, copy) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            const entry: Watch = {
+              stallMillis: Duration.toMillis(stallTimeout),
+              fresh: 0,
+              lastBytesAt: now,
+              stalled: undefined,
+              publish: publish("fetching")
+            }
+            // A retried range counts again; the figure never passes the total.
+            const count = (bytes: number) => {
+              entry.fresh += bytes
+              set(state.total, state.total === undefined ? state.done + bytes : Math.min(state.total, state.done + bytes))
+            }
+            watches.add(entry)
+            // The watcher is interruptible whatever region the copy runs in: a copy never waits for it.
+            const started = watching ? Effect.void : Effect.asVoid(Effect.forkIn(Effect.interruptible(watch), scope))
+            watching = true
+            return Effect.zipRight(
+              started,
+              Effect.ensuring(
+                copy(count, (stalled) => void (entry.stalled = stalled)),
+                Effect.sync(() => void watches.delete(entry))
+              )
             )
           })
       }

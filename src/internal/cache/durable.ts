@@ -36,11 +36,24 @@ const fsyncOf = (fd: number): Effect.Effect<void, NodeJS.ErrnoException> =>
  * @internal
  */
 export const sync = (target: string): Effect.Effect<void, StorageError.WriteFailed> =>
-  Effect.acquireUseRelease(
-    call(() => nodeFsSync.openSync(target, "r")),
-    fsyncOf,
-    (fd) => Effect.ignore(call(() => nodeFsSync.closeSync(fd)))
-  ).pipe(
+  Effect.async<void, NodeJS.ErrnoException>((resume) => {
+    let fd: number
+    try {
+      fd = nodeFsSync.openSync(target, "r")
+    } catch (error) {
+      return resume(Effect.fail(error as NodeJS.ErrnoException))
+    }
+    // One round trip through the thread pool; the descriptor is closed whatever happens (an fsync
+    // under way cannot be called back: interrupted, its result is dropped).
+    nodeFsSync.fsync(fd, (error) => {
+      try {
+        nodeFsSync.closeSync(fd)
+      } catch {
+        // Closed or not, the flush told its result.
+      }
+      resume(error === null ? Effect.void : Effect.fail(error))
+    })
+  }).pipe(
     Effect.catchIf((error) => error.code === "EISDIR" || error.code === "EINVAL" || error.code === "EBADF", () => Effect.void),
     Effect.mapError(errors.writeFailed(target, "flush (fsync)"))
   )
@@ -91,6 +104,21 @@ export const writeJsonAtomic = (
 ): Effect.Effect<void, StorageError.WriteFailed> => {
   const temporary = `${file}.${crypto.randomUUID()}.tmp`
   const flush = options?.flush !== false
+  // Unflushed, it is three synchronous calls in one step.
+  if (!flush) {
+    return Effect.mapError(
+      call(() => {
+        try {
+          nodeFsSync.writeFileSync(temporary, JSON.stringify(value))
+          nodeFsSync.renameSync(temporary, file)
+        } catch (error) {
+          nodeFsSync.rmSync(temporary, { force: true })
+          throw error
+        }
+      }),
+      errors.writeFailed(file, "write")
+    )
+  }
   return Effect.acquireUseRelease(
     call(() => nodeFsSync.openSync(temporary, "w")),
     (fd) =>
