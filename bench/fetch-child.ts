@@ -42,6 +42,7 @@ const layer = mode === "http"
   : NodeStorage.layerS3({ bucket: "bench", prefix: "model.bin", fileMask: ".", endpoint: source, ...keys, cacheDir: target })
 resetPeak()
 const rssBefore = process.memoryUsage().rss
+const cpuBefore = process.cpuUsage()
 const start = performance.now()
 let bytes = 0
 if (mode === "node") {
@@ -81,5 +82,8 @@ if (mode === "node") {
 }
 const ms = performance.now() - start
 const peak = peakRss()
-console.log(JSON.stringify({ mode, ms, bytes, peakExtra: peak - rssBefore }))
+// CPU time of the whole process over the transfer (every thread: the event loop, workers, the collector).
+const cpuUsed = process.cpuUsage(cpuBefore)
+const cpu = (cpuUsed.user + cpuUsed.system) / 1e6
+console.log(JSON.stringify({ mode, ms, bytes, cpu, peakExtra: peak - rssBefore }))
 client.destroy()

@@ -19,7 +19,7 @@ import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { has, ratioOf, rounds, type Series, startServer, timed } from "./peers.js"
+import { has, ratioOf, rounds, type Run, type Series, startServer, timed } from "./peers.js"
 import { putFile, s3Client, startS3rver } from "./s3rver.js"
 
 process.env["AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"] ??= "true"
@@ -67,11 +67,12 @@ export const intoMemoryBenchmark = async (options: {
   const shm = fs.existsSync("/dev/shm") ? "/dev/shm" : work
   const out = fs.mkdtempSync(path.join(shm, "mlup-storage-bench-"))
   const memory: Record<string, Array<Child>> = {}
-  const measured = (name: string, run: () => Child) => () => {
+  // In-process loads: their time (their memory is kept apart; CPU and peak RSS are not compared here).
+  const measured = (name: string, run: () => Child) => (): Run => {
     const result = run()
     if (result.bytes === 0) throw new Error(`${name} delivered nothing`)
     ;(memory[name] ??= []).push(result)
-    return result.ms
+    return { ms: result.ms, cpu: Number.NaN, rss: Number.NaN }
   }
   const clean = () => fs.rmSync(path.join(out, "big.bin"), { force: true })
 

@@ -19,6 +19,7 @@ import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
+import * as listing from "./internal/listing.js"
 import * as mask_ from "./internal/mask.js"
 import * as options_ from "./internal/options.js"
 import * as read_ from "./internal/read.js"
@@ -212,6 +213,13 @@ export const makeResolved = (
     const maskSource = mask_.sourceOf(mask)
 
     const stat = (file: string) => Effect.mapError(fs.stat(file), errors.fromPlatformError(file, "stat"))
+    // On Node, a folder is listed without the sort Node's readdir does (see internal/listing).
+    const nodeListing = yield* Effect.serviceOption(listing.Listing)
+    const namesOf = (folder: string) =>
+      Effect.mapError(
+        Option.isSome(nodeListing) ? nodeListing.value.names(folder) : fs.readDirectory(folder),
+        errors.fromPlatformError(folder, "list")
+      )
 
     const readBytes = read_.readBytes(fs, path)
 
@@ -251,7 +259,7 @@ export const makeResolved = (
 
     const loadFolder = (folder: string) =>
       Effect.gen(function*() {
-        const names = yield* Effect.mapError(fs.readDirectory(folder), errors.fromPlatformError(folder, "list"))
+        const names = yield* namesOf(folder)
         const matched = (yield* mask_.select(mask, names, { storageType, field: "file_mask" })).sort()
         const found = Option.reduceCompact(
           yield* Effect.forEach(matched, (name) => entry(name, folder), { concurrency: 16 }),
@@ -265,7 +273,7 @@ export const makeResolved = (
           return yield* new StorageError.NothingMatched({
             folder,
             mask: maskSource,
-            names: names.sort().slice(0, namesShown),
+            names: [...names].sort().slice(0, namesShown),
             entries: names.length
           })
         }

@@ -24,6 +24,7 @@ import * as GcsStorage from "./GcsStorage.js"
 import * as HfStorage from "./HfStorage.js"
 import * as HttpStorage from "./HttpStorage.js"
 import type * as declare_ from "./internal/declare.js"
+import * as listing from "./internal/listing.js"
 import * as network_ from "./internal/network.js"
 import * as MemoryStorage from "./MemoryStorage.js"
 import * as S3Storage from "./S3Storage.js"
@@ -90,7 +91,8 @@ export const layerRequirements: Layer.Layer<FileSystem.FileSystem | Path.Path | 
   NodeFileSystem.layer,
   NodePath.layer,
   NodeHttpClient.layer,
-  Layer.succeed(network_.Network, network)
+  Layer.succeed(network_.Network, network),
+  Layer.succeed(listing.Listing, listing.node)
 )
 
 /**

@@ -59,7 +59,7 @@ export const drain = (options: {
   /**
    * The bytes the body announced (undefined: unknown). A small body into a
    * new file (at most `smallBody`, no checkpoints) is gathered in memory and
-   * written with one flushed write once it is whole: no streams, for the
+   * written with one flushed `writev` once it is whole: no streams, for the
    * thousands of small files of a large model folder.
    */
   readonly size?: number | undefined
@@ -190,7 +190,7 @@ export const smallBody = 1024 * 1024
 
 /**
  * A small body into a new file: gathered as it arrives (hashed, counted),
- * then written and flushed (fsync) with one `fs.writeFile` once it ended.
+ * then written with one `writev` and flushed (fsync) once it ended.
  * Cut off or stalled, nothing is written (a small file is fetched again
  * whole). A body longer than announced is cut there and fails. Interrupted:
  * the body is destroyed, and a write under way is waited for, so that
@@ -234,13 +234,33 @@ const drainSmall = (options: {
         received += chunk.byteLength
         count(chunk.byteLength)
       }
+      // Opened and closed synchronously (microseconds); the bytes and their flush go through the
+      // thread pool: two round trips.
       const onEnd = () => {
         if (ended) return
         writing = true
-        fs.writeFile(options.file, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received), { flush: true }, (error) => {
+        const done = (error: NodeJS.ErrnoException | null, fd?: number) => {
+          if (fd !== undefined) {
+            try {
+              fs.closeSync(fd)
+            } catch (closing) {
+              error ??= closing as NodeJS.ErrnoException
+            }
+          }
           writing = false
           written?.()
           finish(error === null ? Effect.succeed(received) : Effect.fail(writeFailed(options.file, error)))
+        }
+        let fd: number
+        try {
+          fd = fs.openSync(options.file, "w")
+        } catch (error) {
+          return done(error as NodeJS.ErrnoException)
+        }
+        fs.writev(fd, chunks, 0, (error, bytes) => {
+          if (error !== null) return done(error, fd)
+          if (bytes !== received) return done(Object.assign(new Error(`wrote ${bytes} of ${received} bytes`), { code: "EIO" }), fd)
+          fs.fsync(fd, (flushing) => done(flushing, fd))
         })
       }
       const onError = (error: Error) => finish(Effect.fail(error instanceof Stalled ? stalled(stallMillis) : cutOff(received, error)))
