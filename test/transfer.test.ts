@@ -103,7 +103,7 @@ describe("the Node drain", () => {
         onBytes: () => {},
         progress: yield* loadTracker,
         stallTimeout: Duration.seconds(60),
-        highWaterMark: 4 * chunk
+        batch: 4 * chunk
       }))
       expect(error).toMatchObject({ _tag: "Retryable", reason: expect.stringContaining(`cut off after ${16 * chunk} bytes`) })
       expect(fs.statSync(file).size).toBe(16 * chunk)

@@ -412,7 +412,7 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
           stallTimeout: settings.stallTimeout,
           checkpoint: checkpoint.every === undefined ? undefined : { ...checkpoint, every: checkpoint.every },
           // A part runs beside others: each holds little (see nodeDrain).
-          ...(part ? { highWaterMark: 64 * 1024 } : {})
+          ...(part ? { batch: 256 * 1024 } : {})
         })
         : Effect.scoped(Effect.flatMap(
           Effect.mapError(fs.open(file, { flag: flags }), errors.writeFailed(file, "open")),

@@ -1,8 +1,7 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as fs from "node:fs"
-import { finished, Readable, Transform } from "node:stream"
-import { pipeline } from "node:stream/promises"
+import { finished, Readable } from "node:stream"
 import * as StorageError from "../StorageError.js"
 import * as transfer from "./transfer.js"
 
@@ -31,13 +30,16 @@ export const readableOf = (response: unknown): Readable | undefined => {
 class Stalled extends Error {}
 
 /**
- * The Node fast path of `transfer.drain`: the body is piped (with Node's own
- * backpressure, no per-chunk scheduling) through a hashing step into a file
- * write stream that starts at `start`. Progress is counted in the stream
- * (no effect is run from a Node callback) and published by the load's
- * watcher, which is also the stall watchdog, on the Clock's time
- * (`FileTracker.watched`). Interruption destroys both streams and waits for
- * the file to be closed.
+ * The Node fast path of `transfer.drain`: the body's chunks are hashed and
+ * counted as they arrive and gathered into batches, each written with one
+ * `writev` at its place in the file (one round trip through the thread pool
+ * per batch, not per 64 KiB chunk); at most two batches are held (one being
+ * written, one gathering): the body is paused beyond that (Node's
+ * backpressure). Progress is counted as the chunks arrive (no effect is run
+ * from a Node callback) and published by the load's watcher, which is also
+ * the stall watchdog, on the Clock's time (`FileTracker.watched`). The file
+ * is flushed (fsync) before it is closed. Interruption destroys the body and
+ * waits for the file to be closed.
  *
  * @internal
  */
@@ -50,17 +52,15 @@ export const drain = (options: {
   readonly progress: transfer.FileTracker
   readonly stallTimeout: Duration.Duration
   /**
-   * Bytes each stage may hold (default 1 MiB). Parallel ranged GETs use less:
-   * measured on 1 GiB from s3rver, 64 KiB per part gave a median peak of
-   * 35–38 MiB (single rounds up to 66) where 1 MiB gave 51–81 MiB, at the
-   * same speed.
+   * The bytes gathered before one write (default 1 MiB); a transfer holds at
+   * most twice that. Parallel ranged GETs use less each (256 KiB).
    */
-  readonly highWaterMark?: number
+  readonly batch?: number
   /**
    * The bytes the body announced (undefined: unknown). A small body into a
    * new file (at most `smallBody`, no checkpoints) is gathered in memory and
-   * written with one flushed `writev` once it is whole: no streams, for the
-   * thousands of small files of a large model folder.
+   * written with one flushed `writev` once it is whole: for the thousands of
+   * small files of a large model folder.
    */
   readonly size?: number | undefined
   /**
@@ -82,94 +82,148 @@ export const drain = (options: {
     options.checkpoint === undefined
     ? drainSmall({ ...options, size: options.size })
     : options.progress.watched(options.stallTimeout, (count, onStall) =>
-    Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
-      const stallMillis = Duration.toMillis(options.stallTimeout)
-      const highWaterMark = options.highWaterMark ?? 1024 * 1024
-      let written = 0
-      let writeError: NodeJS.ErrnoException | undefined
-      const out = fs.createWriteStream(options.file, {
-        flags: options.flags,
-        highWaterMark,
-        // fsync before close: bytes reported written are on the device (a resume, a rename, trust them).
-        flush: true,
-        ...(options.start === undefined ? {} : { start: options.start })
-      })
-      out.on("error", (error) => (writeError = error))
-      // Marks taken as the bytes pass, each flushed and told once the write stream wrote that far.
-      const checkpoint = options.checkpoint
-      const marks: Array<{ readonly bytes: number; readonly mark: string }> = []
-      let nextMark = checkpoint?.every ?? Number.POSITIVE_INFINITY
-      let flushing = false
-      const flushMarks = () => {
-        const fd = (out as unknown as { readonly fd: number | null }).fd
-        if (checkpoint === undefined || flushing || marks.length === 0 || typeof fd !== "number" || out.closed) return
-        let ready: { readonly bytes: number; readonly mark: string } | undefined
-        while (marks.length > 0 && marks[0]!.bytes <= out.bytesWritten) ready = marks.shift()
-        if (ready === undefined) return
-        const reached = ready
-        flushing = true
-        fs.fdatasync(fd, (error) => {
-          flushing = false
-          if (error === null) checkpoint.durable(reached.bytes, reached.mark)
-        })
-      }
-      const counter = new Transform({
-        highWaterMark,
-        transform(chunk: Buffer, _encoding, callback) {
+      Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
+        const stallMillis = Duration.toMillis(options.stallTimeout)
+        const batch = options.batch ?? 1024 * 1024
+        const body = options.body
+        const start = options.start ?? 0
+        const checkpoint = options.checkpoint
+        let fd: number
+        try {
+          fd = fs.openSync(options.file, options.flags)
+        } catch (error) {
+          return resume(Effect.fail(writeFailed(options.file, error as NodeJS.ErrnoException)))
+        }
+        // Bytes that arrived, and those in the file (written by the thread pool).
+        let received = 0
+        let written = 0
+        let gathered: Array<Buffer> = []
+        let gatheredBytes = 0
+        let writing = false
+        let writeError: NodeJS.ErrnoException | undefined
+        // Why the body ended (undefined: it has not; null: its end).
+        let bodyEnd: Error | null | undefined
+        let settled = false
+        // The file's closing: under way (who waits for its end), then done.
+        let closing: Array<() => void> | undefined
+        let closed = false
+        let onClosed: (() => void) | undefined
+        // Marks taken as the bytes pass, each flushed and told once the file holds that far.
+        const marks: Array<{ readonly bytes: number; readonly mark: string }> = []
+        let nextMark = checkpoint?.every ?? Number.POSITIVE_INFINITY
+        let flushing = false
+        const flushMarks = () => {
+          if (checkpoint === undefined || flushing || closed || marks.length === 0) return
+          let ready: { readonly bytes: number; readonly mark: string } | undefined
+          while (marks.length > 0 && marks[0]!.bytes <= written) ready = marks.shift()
+          if (ready === undefined) return
+          const reached = ready
+          flushing = true
+          fs.fdatasync(fd, (error) => {
+            flushing = false
+            if (error === null && !closed) checkpoint.durable(reached.bytes, reached.mark)
+            if (closed) onClosed?.()
+          })
+        }
+        // Closes the file (flushed first when asked), once; no write may be under way.
+        const close = (flush: boolean, then: (error: NodeJS.ErrnoException | null) => void) => {
+          const waiters: Array<() => void> = []
+          closing = waiters
+          const closeNow = (error: NodeJS.ErrnoException | null) => {
+            closed = true
+            const finish = () => {
+              try {
+                fs.closeSync(fd)
+              } catch (failure) {
+                error ??= failure as NodeJS.ErrnoException
+              }
+              then(error)
+              for (const waiter of waiters) waiter()
+            }
+            // A checkpoint's flush under way is let finish first (its descriptor must stay open).
+            if (flushing) onClosed = finish
+            else finish()
+          }
+          if (flush) fs.fsync(fd, closeNow)
+          else closeNow(null)
+        }
+        const settle = (result: Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed>) => {
+          if (settled) return
+          settled = true
+          resume(result)
+        }
+        // What is gathered goes to the file; once the body ended and all is written, the file is closed.
+        const pump = () => {
+          if (writing || settled || closing !== undefined) return
+          if (writeError !== undefined) {
+            body.destroy()
+            return close(false, () => settle(Effect.fail(writeFailed(options.file, writeError!))))
+          }
+          if (gatheredBytes > 0 && (gatheredBytes >= batch || bodyEnd !== undefined)) {
+            const chunks = gathered
+            const bytes = gatheredBytes
+            gathered = []
+            gatheredBytes = 0
+            writing = true
+            fs.writev(fd, chunks, start + written, (error, count) => {
+              writing = false
+              if (error !== null) writeError = error
+              else if (count !== bytes) writeError = Object.assign(new Error(`wrote ${count} of ${bytes} bytes`), { code: "EIO" })
+              else written += bytes
+              flushMarks()
+              if (body.isPaused() && bodyEnd === undefined && writeError === undefined) body.resume()
+              pump()
+            })
+            return
+          }
+          if (bodyEnd === undefined) return
+          // Every byte received is in the file: flushed, closed, and the outcome told. A body that ended
+          // early (cut off, stalled) still has every byte it delivered on the device: a checkpoint.
+          const failure = bodyEnd
+          close(true, (error) => {
+            if (error !== null) return settle(Effect.fail(writeFailed(options.file, error)))
+            if (failure === null) return settle(Effect.succeed(written))
+            if (checkpoint !== undefined && written > 0) checkpoint.durable(written, checkpoint.mark())
+            settle(Effect.fail(failure instanceof Stalled ? stalled(stallMillis) : cutOff(written, failure)))
+          })
+        }
+        const onData = (chunk: Buffer) => {
           options.onBytes(chunk)
-          written += chunk.byteLength
+          received += chunk.byteLength
           count(chunk.byteLength)
-          if (written >= nextMark) {
-            marks.push({ bytes: written, mark: checkpoint!.mark() })
-            nextMark = written + checkpoint!.every
+          if (received >= nextMark) {
+            marks.push({ bytes: received, mark: checkpoint!.mark() })
+            nextMark = received + checkpoint!.every
           }
-          callback(null, chunk)
+          gathered.push(chunk)
+          gatheredBytes += chunk.byteLength
+          // Two batches at most: one being written, one gathered.
+          if (writing && gatheredBytes >= batch) body.pause()
+          pump()
         }
-      })
-      onStall(() => options.body.destroy(new Stalled()))
-      const timer = setInterval(flushMarks, 100)
-      // A body that ends early (cut off, stalled) still has its bytes so far written: the hashing
-      // step is ended rather than destroyed, so that the file holds every byte received (a resume
-      // goes on from there), and the failure is told once they are written.
-      let bodyError: Error | undefined
-      options.body.pipe(counter)
-      finished(options.body, (error) => {
-        if (error === undefined || error === null) return
-        bodyError = error
-        options.body.unpipe(counter)
-        counter.end()
-      })
-      pipeline(counter, out).then(
-        () => {
-          clearInterval(timer)
-          if (bodyError === undefined) return resume(Effect.succeed(written))
-          // The write stream flushed the file as it closed: every byte the body delivered is on the
-          // device, a checkpoint the retry goes on from.
-          if (checkpoint !== undefined && written > 0) checkpoint.durable(written, checkpoint.mark())
-          resume(Effect.fail(bodyError instanceof Stalled ? stalled(stallMillis) : cutOff(written, bodyError)))
-        },
-        (error: NodeJS.ErrnoException) => {
-          clearInterval(timer)
-          // The file could not be written (or the copy was destroyed): the body is of no use any more.
-          options.body.destroy()
-          if (error instanceof Stalled) {
-            resume(Effect.fail(stalled(stallMillis)))
-          } else if (writeError !== undefined) {
-            resume(Effect.fail(writeFailed(options.file, writeError)))
-          } else {
-            resume(Effect.fail(cutOff(written, error)))
+        const onEnd = (error: Error | null) => {
+          if (bodyEnd !== undefined) return
+          bodyEnd = error
+          body.off("data", onData)
+          pump()
+        }
+        onStall(() => body.destroy(new Stalled()))
+        body.on("data", onData)
+        finished(body, (error) => onEnd(error ?? null))
+        // Interrupted: the body is destroyed, and the file closed (once a write under way is done)
+        // before anything removes it.
+        return Effect.async<void>((done) => {
+          settled = true
+          body.off("data", onData)
+          body.destroy()
+          const closeWhenIdle = (): void => {
+            if (closing !== undefined) return void closing.push(() => done(Effect.void))
+            if (writing) return void setImmediate(closeWhenIdle)
+            close(false, () => done(Effect.void))
           }
-        }
-      )
-      // Interrupted: both streams are destroyed, and the file is closed before anything removes it.
-      return Effect.async<void>((done) => {
-        clearInterval(timer)
-        options.body.destroy()
-        if (out.closed) return done(Effect.void)
-        out.once("close", () => done(Effect.void))
-        out.destroy()
-      })
-    }))
+          closeWhenIdle()
+        })
+      }))
 
 const writeFailed = (file: string, error: NodeJS.ErrnoException) =>
   new StorageError.WriteFailed({
