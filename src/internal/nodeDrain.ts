@@ -161,15 +161,13 @@ export const drain = (options: {
           }
           if (gatheredBytes > 0 && (gatheredBytes >= batch || bodyEnd !== undefined)) {
             const chunks = gathered
-            const bytes = gatheredBytes
             gathered = []
             gatheredBytes = 0
             writing = true
-            fs.writev(fd, chunks, start + written, (error, count) => {
+            writeAll(fd, chunks, start + written, (error, count) => {
               writing = false
+              written += count
               if (error !== null) writeError = error
-              else if (count !== bytes) writeError = Object.assign(new Error(`wrote ${count} of ${bytes} bytes`), { code: "EIO" })
-              else written += bytes
               flushMarks()
               if (body.isPaused() && bodyEnd === undefined && writeError === undefined) body.resume()
               pump()
@@ -224,6 +222,38 @@ export const drain = (options: {
           closeWhenIdle()
         })
       }))
+
+/**
+ * Writes every byte of `chunks` at `position` with `writev`, again from where
+ * a short write stopped (a disk that fills up writes what fits; the next
+ * write tells ENOSPC). Tells the bytes written and the error, if any.
+ */
+const writeAll = (
+  fd: number,
+  chunks: ReadonlyArray<Buffer>,
+  position: number,
+  then: (error: NodeJS.ErrnoException | null, written: number) => void
+) => {
+  let done = 0
+  const next = (rest: ReadonlyArray<Buffer>) =>
+    fs.writev(fd, rest, position + done, (error, count) => {
+      if (error !== null) return then(error, done)
+      done += count
+      if (count === 0) return then(Object.assign(new Error("the file system wrote nothing"), { code: "EIO" }), done)
+      let skip = count
+      const left: Array<Buffer> = []
+      for (const chunk of rest) {
+        if (skip >= chunk.byteLength) skip -= chunk.byteLength
+        else {
+          left.push(skip > 0 ? chunk.subarray(skip) : chunk)
+          skip = 0
+        }
+      }
+      if (left.length === 0) then(null, done)
+      else next(left)
+    })
+  next(chunks)
+}
 
 const writeFailed = (file: string, error: NodeJS.ErrnoException) =>
   new StorageError.WriteFailed({
@@ -311,9 +341,8 @@ const drainSmall = (options: {
         } catch (error) {
           return done(error as NodeJS.ErrnoException)
         }
-        fs.writev(fd, chunks, 0, (error, bytes) => {
+        writeAll(fd, chunks, 0, (error) => {
           if (error !== null) return done(error, fd)
-          if (bytes !== received) return done(Object.assign(new Error(`wrote ${bytes} of ${received} bytes`), { code: "EIO" }), fd)
           fs.fsync(fd, (flushing) => done(flushing, fd))
         })
       }
