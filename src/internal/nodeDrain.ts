@@ -1,5 +1,6 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as fs from "node:fs"
 import { finished, Readable } from "node:stream"
 import * as StorageError from "../StorageError.js"
@@ -290,38 +291,23 @@ const drainSmall = (options: {
 }): Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed> =>
   options.progress.watched(options.stallTimeout, (count, onStall) =>
     Effect.async<number, transfer.Retryable | StorageError.WriteFailed>((resume) => {
-      const stallMillis = Duration.toMillis(options.stallTimeout)
-      const body = options.body
+      onStall(() => options.body.destroy(new Stalled()))
       const chunks: Array<Buffer> = []
-      let received = 0
-      let ended = false
       // A write under way (and who waits for it, when interrupted).
       let writing = false
       let written: (() => void) | undefined
-      const finish = (result: Effect.Effect<number, transfer.Retryable | StorageError.WriteFailed>) => {
-        if (ended) return
-        ended = true
-        body.off("data", onData)
-        body.off("end", onEnd)
-        body.off("error", onError)
-        body.off("close", onClose)
-        resume(result)
-      }
-      const onData = (chunk: Buffer) => {
-        if (ended) return
-        if (received + chunk.byteLength > options.size) {
-          body.destroy()
-          return finish(Effect.fail(new transfer.Retryable({ reason: `the body had more than the ${options.size} bytes announced` })))
-        }
-        chunks.push(chunk)
-        options.onBytes(chunk)
-        received += chunk.byteLength
-        count(chunk.byteLength)
-      }
-      // Opened and closed synchronously (microseconds); the bytes and their flush go through the
-      // thread pool: two round trips.
-      const onEnd = () => {
-        if (ended) return
+      const stop = consume(options.body, {
+        limit: options.size,
+        tooLong: `the body had more than the ${options.size} bytes announced`,
+        stallMillis: Duration.toMillis(options.stallTimeout),
+        onBytes: options.onBytes,
+        count,
+        take: (chunk) => void chunks.push(chunk)
+      }, (outcome) => {
+        if (Either.isLeft(outcome)) return resume(Effect.fail(outcome.left))
+        const received = outcome.right
+        // Opened and closed synchronously (microseconds); the bytes and their flush go through the
+        // thread pool: two round trips.
         writing = true
         const done = (error: NodeJS.ErrnoException | null, fd?: number) => {
           if (fd !== undefined) {
@@ -333,7 +319,7 @@ const drainSmall = (options: {
           }
           writing = false
           written?.()
-          finish(error === null ? Effect.succeed(received) : Effect.fail(writeFailed(options.file, error)))
+          resume(error === null ? Effect.succeed(received) : Effect.fail(writeFailed(options.file, error)))
         }
         let fd: number
         try {
@@ -345,25 +331,70 @@ const drainSmall = (options: {
           if (error !== null) return done(error, fd)
           fs.fsync(fd, (flushing) => done(flushing, fd))
         })
-      }
-      const onError = (error: Error) => finish(Effect.fail(error instanceof Stalled ? stalled(stallMillis) : cutOff(received, error)))
-      // Closed without an end or an error (a socket torn down): cut off.
-      const onClose = () => {
-        if (!writing) finish(Effect.fail(cutOff(received, new Error("the connection was closed"))))
-      }
-      onStall(() => body.destroy(new Stalled()))
-      body.on("data", onData)
-      body.once("end", onEnd)
-      body.once("error", onError)
-      body.once("close", onClose)
+      })
       return Effect.async<void>((done) => {
-        ended = true
-        body.off("data", onData)
-        body.destroy()
+        stop()
         if (!writing) return done(Effect.void)
         written = () => done(Effect.void)
       })
     }))
+
+/**
+ * Reads a body to its end, at most `limit` bytes: each chunk is handed to
+ * `take` (with the bytes before it), then hashed and counted. Tells the bytes
+ * read, or why the body ended otherwise (cut off, closed, stalled, longer than
+ * `limit`: `tooLong`), once. The function it returns stops reading (no chunk
+ * is taken once it was called) and destroys the body.
+ */
+const consume = (
+  body: Readable,
+  options: {
+    readonly limit: number
+    readonly tooLong: string
+    readonly stallMillis: number
+    readonly onBytes: (chunk: Uint8Array) => void
+    readonly count: (bytes: number) => void
+    readonly take: (chunk: Buffer, at: number) => void
+  },
+  done: (outcome: Either.Either<number, transfer.Retryable>) => void
+): (() => void) => {
+  let received = 0
+  let ended = false
+  const finish = (outcome: Either.Either<number, transfer.Retryable>) => {
+    if (ended) return
+    ended = true
+    body.off("data", onData)
+    body.off("end", onEnd)
+    body.off("error", onError)
+    body.off("close", onClose)
+    done(outcome)
+  }
+  const onData = (chunk: Buffer) => {
+    if (ended) return
+    if (received + chunk.byteLength > options.limit) {
+      body.destroy()
+      return finish(Either.left(new transfer.Retryable({ reason: options.tooLong })))
+    }
+    options.take(chunk, received)
+    options.onBytes(chunk)
+    received += chunk.byteLength
+    options.count(chunk.byteLength)
+  }
+  const onEnd = () => finish(Either.right(received))
+  const onError = (error: Error) =>
+    finish(Either.left(error instanceof Stalled ? stalled(options.stallMillis) : cutOff(received, error)))
+  // Closed without an end or an error (a socket torn down): cut off.
+  const onClose = () => finish(Either.left(cutOff(received, new Error("the connection was closed"))))
+  body.on("data", onData)
+  body.once("end", onEnd)
+  body.once("error", onError)
+  body.once("close", onClose)
+  return () => {
+    ended = true
+    body.off("data", onData)
+    body.destroy()
+  }
+}
 
 const stalled = (stallMillis: number) => {
   const seconds = stallMillis / 1000
@@ -393,44 +424,16 @@ export const drainInto = (options: {
 }): Effect.Effect<number, transfer.Retryable> =>
   options.progress.watched(options.stallTimeout, (count, onStall) =>
     Effect.async<number, transfer.Retryable>((resume) => {
-      const stallMillis = Duration.toMillis(options.stallTimeout)
+      onStall(() => options.body.destroy(new Stalled()))
       const into = options.into
-      let written = 0
-      let ended = false
-      const body = options.body
-      const finish = (result: Effect.Effect<number, transfer.Retryable>) => {
-        if (ended) return
-        ended = true
-        body.off("data", onData)
-        body.off("end", onEnd)
-        body.off("error", onError)
-        body.off("close", onClose)
-        resume(result)
-      }
-      const onData = (chunk: Buffer) => {
-        if (ended) return
-        if (written + chunk.byteLength > into.byteLength) {
-          body.destroy()
-          return finish(Effect.fail(new transfer.Retryable({ reason: `the body had more than the ${into.byteLength} bytes asked for` })))
-        }
-        into.set(chunk, written)
-        options.onBytes(chunk)
-        written += chunk.byteLength
-        count(chunk.byteLength)
-      }
-      const onEnd = () => finish(Effect.succeed(written))
-      const onError = (error: Error) => finish(Effect.fail(error instanceof Stalled ? stalled(stallMillis) : cutOff(written, error)))
-      // Closed without an end or an error (a socket torn down): cut off.
-      const onClose = () => finish(Effect.fail(cutOff(written, new Error("the connection was closed"))))
-      onStall(() => body.destroy(new Stalled()))
-      body.on("data", onData)
-      body.once("end", onEnd)
-      body.once("error", onError)
-      body.once("close", onClose)
-      // Interrupted: the body is destroyed; no listener copies any more.
-      return Effect.sync(() => {
-        ended = true
-        body.off("data", onData)
-        body.destroy()
-      })
+      const stop = consume(options.body, {
+        limit: into.byteLength,
+        tooLong: `the body had more than the ${into.byteLength} bytes asked for`,
+        stallMillis: Duration.toMillis(options.stallTimeout),
+        onBytes: options.onBytes,
+        count,
+        take: (chunk, at) => into.set(chunk, at)
+      }, (outcome) => resume(Either.match(outcome, { onLeft: Effect.fail, onRight: Effect.succeed })))
+      // Interrupted: the body is destroyed; no chunk is copied any more.
+      return Effect.sync(stop)
     }))
