@@ -1,13 +1,16 @@
 // npm run bench:hub: the Hugging Face Hub storage against huggingface_hub's
-// snapshot_download, both as whole processes, from the same Hub on loopback
+// snapshot_download (Python) and @huggingface/hub's snapshotDownload (Node),
+// all as whole processes, from the same Hub on loopback
 // (the tests' server, bench/hub-server.ts: one repository of a large LFS
 // file, five 2 MiB LFS files and thirty small files). Interleaved rounds;
 // per-round ratios (median, min–max); peak RSS from /usr/bin/time. Cold: an
 // empty cache each round; warm: the same cache again (nothing changed).
 // Writes its section of docs/performance.md (between the hub markers).
 //
-// Needs python3 with huggingface_hub (pip install huggingface_hub) and GNU
-// time (/usr/bin/time). Environment: BENCH_HUB_MIB (512), BENCH_ROUNDS (5).
+// Needs python3 with huggingface_hub (pip install huggingface_hub), GNU time
+// (/usr/bin/time), and the npm registry (@huggingface/hub is installed into
+// the benchmark's temporary folder, not into the project). Environment:
+// BENCH_HUB_MIB (512), BENCH_ROUNDS (5).
 import { execFileSync, spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -26,6 +29,13 @@ if (python.status !== 0) {
   process.exit(1)
 }
 const hfVersion = python.stdout.trim()
+// @huggingface/hub, as a Node user installs it, into the benchmark's own folder.
+const hfjs = path.join(work, "hfjs")
+fs.mkdirSync(hfjs)
+execFileSync("npm", ["install", "--no-save", "--no-audit", "--no-fund", "--silent", "--prefix", hfjs, "@huggingface/hub@2"], {
+  stdio: "inherit"
+})
+const hfjsVersion = JSON.parse(fs.readFileSync(path.join(hfjs, "node_modules", "@huggingface", "hub", "package.json"), "utf8")).version as string
 
 execFileSync("npm", ["run", "build", "--silent"], { cwd: root, stdio: "inherit" })
 const server = spawn(process.execPath, ["--import", "tsx", path.join(root, "bench", "hub-server.ts")], {
@@ -51,9 +61,14 @@ const env = {
 delete (env as Record<string, string | undefined>)["HF_TOKEN"]
 
 /** Runs a command under GNU time: wall ms and peak RSS (MiB). Throws when it fails. */
-const measured = (command: string, args: ReadonlyArray<string>) => {
+const measured = (command: string, args: ReadonlyArray<string>, cwd?: string) => {
   const start = performance.now()
-  const result = spawnSync("/usr/bin/time", ["-f", "%M", command, ...args], { env, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 })
+  const result = spawnSync("/usr/bin/time", ["-f", "%M", command, ...args], {
+    env,
+    cwd,
+    encoding: "utf8",
+    maxBuffer: 64 * 1024 * 1024
+  })
   const ms = performance.now() - start
   if (result.status !== 0) throw new Error(`${command} failed: ${result.stderr}`)
   const kib = Number(result.stderr.trim().split("\n").at(-1))
@@ -64,18 +79,36 @@ const ours = (cache: string) =>
   measured(process.execPath, [path.join(root, "dist", "bin.js"), "fetch", "-q", "hf://bench/model", "-k", JSON.stringify({ cache_dir: cache })])
 const theirs = (cache: string) =>
   measured("python3", ["-c", `from huggingface_hub import snapshot_download; snapshot_download("bench/model", cache_dir=${JSON.stringify(cache)})`])
+const js = (cache: string) =>
+  measured(process.execPath, [
+    "--input-type=module",
+    "-e",
+    `import { snapshotDownload } from "@huggingface/hub"; await snapshotDownload({ repo: "bench/model", cacheDir: ${
+      JSON.stringify(cache)
+    }, hubUrl: ${JSON.stringify(info.endpoint)} })`
+  ], hfjs)
 
 // The command's code cache is written once beforehand, as after a user's first run.
 ours(path.join(work, "first"))
 fs.rmSync(path.join(work, "first"), { recursive: true, force: true })
+// @huggingface/hub asks for APIs the tests' Hub may not serve: tried once, left out (and said so) if it fails.
+let jsFailure: string | undefined
+try {
+  js(path.join(work, "first-js"))
+} catch (error) {
+  jsFailure = String((error as Error).message).split("\n").filter((line) => line.trim() !== "").slice(-3).join(" ").slice(0, 300)
+  console.log(`@huggingface/hub left out: ${jsFailure}`)
+}
+fs.rmSync(path.join(work, "first-js"), { recursive: true, force: true })
 
 type Sample = { ms: number; rssMiB: number }
-const results: Record<string, Array<Sample>> = { oursCold: [], theirsCold: [], oursWarm: [], theirsWarm: [] }
+const results: Record<string, Array<Sample>> = { oursCold: [], theirsCold: [], oursWarm: [], theirsWarm: [], jsCold: [], jsWarm: [] }
 for (let round = 0; round < rounds; round++) {
-  const order = round % 2 === 0 ? ["ours", "theirs"] as const : ["theirs", "ours"] as const
+  const order = round % 2 === 0 ? ["ours", "theirs", "js"] as const : ["js", "theirs", "ours"] as const
   for (const who of order) {
+    if (who === "js" && jsFailure !== undefined) continue
     const cache = path.join(work, `${who}-${round}`)
-    const run = who === "ours" ? ours : theirs
+    const run = who === "ours" ? ours : who === "theirs" ? theirs : js
     const cold = run(cache)
     const warm = run(cache)
     results[`${who}Cold`]!.push(cold)
@@ -87,33 +120,39 @@ for (let round = 0; round < rounds; round++) {
 server.stdin!.end()
 fs.rmSync(work, { recursive: true, force: true })
 
+// A contender left out has no samples: its cells say so.
 const ratio = (a: ReadonlyArray<Sample>, b: ReadonlyArray<Sample>) => {
+  if (a.length === 0 || b.length === 0) return "—"
   const ratios = a.map((sample, i) => sample.ms / b[i]!.ms)
   return `${median(ratios).toFixed(2)} (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`
 }
-const ms = (samples: ReadonlyArray<Sample>) => `${median(samples.map((s) => s.ms)).toFixed(0)} ms`
-const rss = (samples: ReadonlyArray<Sample>) => `${median(samples.map((s) => s.rssMiB)).toFixed(0)} MiB`
+const ms = (samples: ReadonlyArray<Sample>) =>
+  samples.length === 0 ? "not measured" : `${median(samples.map((s) => s.ms)).toFixed(0)} ms`
+const rss = (samples: ReadonlyArray<Sample>) =>
+  samples.length === 0 ? "—" : `${median(samples.map((s) => s.rssMiB)).toFixed(0)} MiB`
 
 const section = `<!-- hub:start (written by npm run bench:hub) -->
-## The Hugging Face Hub, against huggingface_hub
+## The Hugging Face Hub, against huggingface_hub and @huggingface/hub
 
 \`npm run bench:hub\` (${new Date().toISOString().slice(0, 10)}, ${rounds} interleaved rounds): \`mlup-storage fetch -q hf://bench/model\`
-(the bundled command) against huggingface_hub ${hfVersion}'s \`snapshot_download\` (\`python3 -c …\`), whole
-processes, from the same Hub on loopback (the tests' server: revision and tree APIs, LFS files redirected
+(the bundled command) against huggingface_hub ${hfVersion}'s \`snapshot_download\` (\`python3 -c …\`) and
+@huggingface/hub ${hfjsVersion}'s \`snapshotDownload\` (\`node -e …\`), whole
+processes, from the same Hub on loopback (the tests' server: revision, tree and paths-info APIs, LFS files redirected
 to a CDN on another address). The repository: ${info.files} files, ${(info.bytes / 1024 / 1024).toFixed(0)} MiB (one ${sizeMiB} MiB LFS file,
 five 2 MiB LFS files, thirty small regular files). Cold: an empty cache; warm: the same cache again,
 nothing changed on the Hub. Time ratio: ours / theirs per round (below 1: faster), median (min–max).
 Peak RSS: GNU time's maximum resident set size of the process.
 
-| case | huggingface_hub | mlup-storage | time ratio | peak RSS (hf → ours) |
-| --- | ---: | ---: | ---: | ---: |
-| cold | ${ms(results["theirsCold"]!)} | ${ms(results["oursCold"]!)} | ${ratio(results["oursCold"]!, results["theirsCold"]!)} | ${rss(results["theirsCold"]!)} → ${rss(results["oursCold"]!)} |
-| warm | ${ms(results["theirsWarm"]!)} | ${ms(results["oursWarm"]!)} | ${ratio(results["oursWarm"]!, results["theirsWarm"]!)} | ${rss(results["theirsWarm"]!)} → ${rss(results["oursWarm"]!)} |
+| case | huggingface_hub (Python) | @huggingface/hub (Node) | mlup-storage | time ratio to Python's / to Node's | peak RSS (Python, Node → ours) |
+| --- | ---: | ---: | ---: | ---: | ---: |
+| cold | ${ms(results["theirsCold"]!)} | ${ms(results["jsCold"]!)} | ${ms(results["oursCold"]!)} | ${ratio(results["oursCold"]!, results["theirsCold"]!)} / ${ratio(results["oursCold"]!, results["jsCold"]!)} | ${rss(results["theirsCold"]!)}, ${rss(results["jsCold"]!)} → ${rss(results["oursCold"]!)} |
+| warm | ${ms(results["theirsWarm"]!)} | ${ms(results["jsWarm"]!)} | ${ms(results["oursWarm"]!)} | ${ratio(results["oursWarm"]!, results["theirsWarm"]!)} / ${ratio(results["oursWarm"]!, results["jsWarm"]!)} | ${rss(results["theirsWarm"]!)}, ${rss(results["jsWarm"]!)} → ${rss(results["oursWarm"]!)} |
 
-What each does on a warm load: huggingface_hub asks for the revision (one request) and, for each file,
-checks its cache; mlup-storage asks for the revision (one request), finds the commit's snapshot current
-and checks each file's identity on disk (sizes, inodes, times; no hashing). Cold, huggingface_hub
-downloads each file in one stream; mlup-storage fetches the large file in parallel ranged parts
+${jsFailure === undefined ? "" : `@huggingface/hub could not be measured against the tests' Hub: ${jsFailure}\n\n`}What each does on a warm load: huggingface_hub asks for the revision (one request) and, for each file,
+checks its cache; @huggingface/hub asks for the model's info and its file tree (two requests), then
+checks each file's pointer in its cache; mlup-storage asks for the revision (one request), finds the commit's snapshot current
+and checks each file's identity on disk (sizes, inodes, times; no hashing). Cold, both clients of
+Hugging Face download each file in one stream (@huggingface/hub asks for each file's paths-info first); mlup-storage fetches the large file in parallel ranged parts
 (8 × 16 MiB) and checks every file against the Hub's sha256 or git blob id (huggingface_hub checks sizes
 and ETags, not the bytes).
 <!-- hub:end -->

@@ -7,6 +7,8 @@
  *   (`sha`) and `siblings` (with `?blobs=true`: sizes, blob ids, LFS).
  * - `GET /api/…/<repo>/tree/<commit>?recursive=true`: the files, in pages
  *   linked by a `Link: <…>; rel="next"` header.
+ * - `POST /api/…/<repo>/paths-info/<commit>` (JSON `{ paths, expand }`): the
+ *   tree's entries of those paths (as @huggingface/hub asks for them).
  * - `GET|HEAD /[datasets/|spaces/]<repo>/resolve/<rev>/<path>`: a regular
  *   file from the Hub itself (ETag: its git blob id); an LFS file as a 302 to
  *   the CDN (another origin) with X-Linked-Etag (its sha256) and
@@ -205,7 +207,9 @@ export class TestHub {
       if (type === undefined) return this.fail(res, 404, undefined, "Not found")
       // /api/models/<org>/<name>/(revision|tree)/<rev>[/path]  or  /api/models/<name>/(revision|tree)/<rev>
       // /api/models/<repo> alone: the info of main.
-      const found = segments.findIndex((segment, i) => i >= 3 && (segment === "revision" || segment === "tree"))
+      const found = segments.findIndex((segment, i) =>
+        i >= 3 && (segment === "revision" || segment === "tree" || segment === "paths-info")
+      )
       const verbAt = found === -1 ? segments.length : found
       if (found === -1) segments.push("revision", "main")
       const id = segments.slice(2, verbAt).map(decodeURIComponent).join("/")
@@ -253,6 +257,25 @@ export class TestHub {
         path,
         ...(blob.lfs ? { lfs: { oid: blob.sha256, size: blob.bytes.length, pointerSize: 134 } } : {})
       }))
+      if (segments[verbAt] === "paths-info") {
+        let body = ""
+        req.on("data", (chunk) => (body += chunk))
+        req.on("end", () => {
+          let asked: { readonly paths?: ReadonlyArray<string>; readonly expand?: boolean }
+          try {
+            asked = JSON.parse(body)
+          } catch {
+            return this.fail(res, 400, undefined, "Bad request")
+          }
+          const paths = new Set(asked.paths ?? [])
+          res.writeHead(200, { "content-type": "application/json" })
+          res.end(JSON.stringify(entries.filter((entry) => paths.has(entry.path)).map((entry) => ({
+            ...entry,
+            ...(asked.expand === true ? { lastCommit: { id: commit, title: "", date: new Date(0).toISOString() } } : {})
+          }))))
+        })
+        return
+      }
       const cursor = Number(url.searchParams.get("cursor") ?? "0")
       const page = entries.slice(cursor, cursor + this.treePageSize)
       const headers: Record<string, string> = { "content-type": "application/json" }
