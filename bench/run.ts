@@ -346,7 +346,7 @@ npm run bench                                   # 1 GiB, 100,000 files, 2,000 sm
 BENCH_SIZE_MIB=256 BENCH_FILES=20000 BENCH_MANY=500 BENCH_ROUNDS=3 npm run bench   # smaller
 BENCH_CAP=20m BENCH_FAST_CAP=100m              # the capped cases' per-connection rates (nginx limit_rate)
 npm run bench:memory                            # straight into memory and the MemoryBudget (its own section)
-npm run bench:hub                               # the Hub against huggingface_hub (its own section)
+npm run bench:hub                               # the Hub against huggingface_hub and @huggingface/hub (its own section)
 \`\`\`
 
 It needs about ${3 * sizeMiB + 100} MiB free in the OS temp folder (or \`BENCH_DIR\`) and in \`BENCH_FETCH_DIR\`,
