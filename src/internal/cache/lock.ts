@@ -83,7 +83,6 @@ export const lock = (
       Effect.sync(() => Option.fromNullable(nodeFsSync.statSync(target, { throwIfNoEntry: false })?.ino))
 
     // Ours when it holds our token, or (written empty on a full disk) our inode.
-    // Ours: it names our token, or (a lock file that could not be written) it is still the inode we created.
     const oursNow = (ino: Option.Option<number>): boolean => {
       let text: string
       try {
@@ -219,7 +218,7 @@ export const lock = (
     }
     const ino = created.value
     // The heartbeat tells every other process that the holder is alive; it stops touching a lock that is not ours.
-    // (The file was just created: the first beat is one interval later.)
+    // (The file was just created: its first beat comes within a second, with the others'.)
     const beat: Held = {
       beat: () => {
         if (!oursNow(ino)) return false
