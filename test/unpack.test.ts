@@ -1,6 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import { execFileSync } from "node:child_process"
+import * as crypto from "node:crypto"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import * as unpack from "../src/internal/unpack.js"
+import * as untar from "../src/internal/untar.js"
 
 const file = (name: string, size = 10, mode = 0o644): unpack.Entry => ({ name, type: "file", size, mode })
 const folder = (name: string): unpack.Entry => ({ name, type: "directory", size: 0, mode: 0o755 })
@@ -103,3 +110,87 @@ describe("archive entries (the unpacking rules, at least PEP 706's data filter)"
     expect(refusal(unpack.guard(small, undefined).unpacked(101, 100))).toMatchObject({ rule: "bytes" })
   })
 })
+
+describe("tar archives unpacked as they stream in (GNU tar's, Python's, hostile ones)", () => {
+  const work = () => fs.mkdtempSync(path.join(os.tmpdir(), "mlup-untar-"))
+  const unpackFile = (archive: string, folder: string, limits = roomy) =>
+    untar.untar({ body: fs.createReadStream(archive), folder, limits, archiveSize: fs.statSync(archive).size })
+
+  it.effect("a SageMaker-style model.tar.gz made by GNU tar: files, folders, a link and permissions, as packed", () =>
+    Effect.gen(function*() {
+      const dir = work()
+      const model = path.join(dir, "src", "model")
+      fs.mkdirSync(path.join(model, "tokenizer"), { recursive: true })
+      const weights = crypto.randomBytes(3 * 1024 * 1024 + 17)
+      fs.writeFileSync(path.join(model, "weights.bin"), weights)
+      fs.writeFileSync(path.join(model, "tokenizer", "vocab.json"), "{}")
+      fs.writeFileSync(path.join(model, "serve.sh"), "#!/bin/sh\n", { mode: 0o4775 })
+      fs.chmodSync(path.join(model, "serve.sh"), 0o4775)
+      fs.symlinkSync("weights.bin", path.join(model, "latest.bin"))
+      for (const [name, flags] of [["model.tar.gz", "czf"], ["model.tar", "cf"]] as const) {
+        const archive = path.join(dir, name)
+        execFileSync("tar", [flags, archive, "-C", path.join(dir, "src"), "model"])
+        const out = path.join(dir, `out-${name}`)
+        const admitted = yield* unpackFile(archive, out)
+        expect(admitted.map((entry) => entry.path).sort()).toEqual(
+          ["model", "model/latest.bin", "model/serve.sh", "model/tokenizer", "model/tokenizer/vocab.json", "model/weights.bin"]
+        )
+        expect(fs.readFileSync(path.join(out, "model", "weights.bin")).equals(weights)).toBe(true)
+        expect(fs.readlinkSync(path.join(out, "model", "latest.bin"))).toBe("weights.bin")
+        expect(fs.readFileSync(path.join(out, "model", "latest.bin")).equals(weights)).toBe(true)
+        // setuid and group write dropped, the owner's execute kept.
+        expect(fs.statSync(path.join(out, "model", "serve.sh")).mode & 0o7777).toBe(0o755)
+      }
+      fs.rmSync(dir, { recursive: true, force: true })
+    }))
+
+  it.effect("hostile archives (made with Python's tarfile) are refused by rule and leave nothing behind", () =>
+    Effect.gen(function*() {
+      const dir = work()
+      execFileSync("python3", ["-c", hostile, dir])
+      for (
+        const [name, rule] of [
+          ["absolute.tar", "absolute name"],
+          ["parent.tar", "parent reference"],
+          ["link-absolute.tar", "absolute link"],
+          ["link-outside.tar", "link outside the tree"],
+          ["through-link.tar", "through a link"],
+          ["fifo.tar", "special file"],
+          ["device.tar", "special file"],
+          ["bomb.tar.gz", "ratio"]
+        ] as const
+      ) {
+        const out = path.join(dir, `out-${name}`)
+        const failure = yield* Effect.flip(unpackFile(path.join(dir, name), out, { ...roomy, maxRatio: 100 }))
+        expect(failure, name).toMatchObject({ _tag: "Refused", refusal: { rule } })
+        expect(fs.existsSync(out), name).toBe(false)
+      }
+      expect(fs.readdirSync(dir).filter((entry) => entry.startsWith("out-"))).toEqual([])
+      fs.rmSync(dir, { recursive: true, force: true })
+    }))
+})
+
+// Each archive holds one thing that must be refused (after an ordinary file, so that writing had begun).
+const hostile = String.raw`
+import io, sys, tarfile, os
+out = sys.argv[1]
+def make(name, entries, mode="w"):
+    with tarfile.open(os.path.join(out, name), mode) as tar:
+        ok = tarfile.TarInfo("ok.txt"); data = b"fine"; ok.size = len(data); tar.addfile(ok, io.BytesIO(data))
+        for info, data in entries:
+            tar.addfile(info, None if data is None else io.BytesIO(data))
+def file(name, data=b"x"):
+    info = tarfile.TarInfo(name); info.size = len(data); return (info, data)
+def link(name, target, kind=tarfile.SYMTYPE):
+    info = tarfile.TarInfo(name); info.type = kind; info.linkname = target; return (info, None)
+def special(name, kind):
+    info = tarfile.TarInfo(name); info.type = kind; info.devmajor = 1; info.devminor = 3; return (info, None)
+make("absolute.tar", [file("/tmp/mlup-evil")])
+make("parent.tar", [file("../mlup-evil")])
+make("link-absolute.tar", [link("etc", "/etc"), file("etc/mlup-evil")])
+make("link-outside.tar", [link("up", "../..")])
+make("through-link.tar", [link("d", "ok.txt"), file("d/evil")])
+make("fifo.tar", [special("pipe", tarfile.FIFOTYPE)])
+make("device.tar", [special("null", tarfile.CHRTYPE)])
+make("bomb.tar.gz", [file("zeros.bin", bytes(32 * 1024 * 1024))], "w:gz")
+`

@@ -1,0 +1,169 @@
+/**
+ * A tar archive (plain or gzip-compressed: detected from its first bytes)
+ * unpacked, as it streams in, into a folder of its own, under the rules of
+ * `unpack.ts`: each entry is admitted before any byte of it is written, the
+ * bytes written are checked against the archive's bytes read (the ratio),
+ * links are made once the whole listing was checked. Reading the format is
+ * `tar`'s (node-tar's `Parser`, which writes nothing itself); writing is
+ * ours. A refusal or a failure removes the folder: nothing is left behind.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import type { Readable } from "node:stream"
+import { Parser, type ReadEntry } from "tar"
+import * as unpack from "./unpack.js"
+
+/** Why an archive was not unpacked: a rule it broke, or a failure to read or write it. @internal */
+export type Failure =
+  | { readonly _tag: "Refused"; readonly refusal: unpack.Refusal }
+  | { readonly _tag: "Broken"; readonly reason: string }
+
+// tar's own bookkeeping entries (long names, pax headers): never files of the tree.
+const metadata = new Set([
+  "GlobalExtendedHeader",
+  "ExtendedHeader",
+  "OldExtendedHeader",
+  "NextFileHasLongPath",
+  "NextFileHasLongLinkpath",
+  "OldGnuLongPath"
+])
+
+const entryOf = (entry: ReadEntry): unpack.Entry => {
+  const base = { name: entry.path, size: entry.size ?? 0, mode: entry.mode ?? 0o644 }
+  switch (entry.type) {
+    case "File":
+    case "OldFile":
+    case "ContiguousFile":
+      return { ...base, type: "file" }
+    case "Directory":
+      return { ...base, type: "directory", size: 0 }
+    case "SymbolicLink":
+      return { ...base, type: "symlink", size: 0, target: entry.linkpath }
+    case "Link":
+      return { ...base, type: "hardlink", size: 0, target: entry.linkpath }
+    default:
+      return { ...base, type: "other", kind: entry.type }
+  }
+}
+
+/**
+ * Unpacks `body` into `folder` (which must not exist; made here, removed on
+ * any failure). Succeeds with the admitted entries, in the archive's order.
+ *
+ * @internal
+ */
+export const untar = (options: {
+  readonly body: Readable
+  readonly folder: string
+  readonly limits: unpack.Limits
+  /** The archive's size, when known (the ratio is then checked as entries are announced). */
+  readonly archiveSize: number | undefined
+}): Effect.Effect<ReadonlyArray<unpack.Admitted>, Failure> =>
+  Effect.async<ReadonlyArray<unpack.Admitted>, Failure>((resume) => {
+    const { body, folder } = options
+    const guard = unpack.guard(options.limits, options.archiveSize)
+    const admitted: Array<unpack.Admitted> = []
+    let archiveRead = 0
+    let written = 0
+    let failed = false
+    // The file being written, one at a time (tar's entries come in order).
+    let writing: Promise<void> = Promise.resolve()
+    let out: fs.WriteStream | undefined
+    const parser = new Parser({ strict: true })
+
+    const fail = (failure: Failure) => {
+      if (failed) return
+      failed = true
+      body.destroy()
+      out?.destroy()
+      parser.abort(new Error("refused"))
+      void writing.catch(() => {}).finally(() => {
+        fs.rmSync(folder, { recursive: true, force: true })
+        resume(Effect.fail(failure))
+      })
+    }
+
+    try {
+      fs.mkdirSync(folder, { mode: 0o755 })
+    } catch (error) {
+      return resume(Effect.fail({ _tag: "Broken", reason: `the folder could not be made: ${(error as Error).message}` }))
+    }
+
+    parser.on("entry", (entry: ReadEntry) => {
+      if (failed || metadata.has(entry.type)) return void entry.resume()
+      const result = guard.admit(entryOf(entry))
+      if (Either.isLeft(result)) {
+        entry.resume()
+        return fail({ _tag: "Refused", refusal: result.left })
+      }
+      const { mode, path: inside } = result.right
+      admitted.push(result.right)
+      const target = path.join(folder, inside)
+      const type = result.right.entry.type
+      if (type !== "file") {
+        // Folders now; links once the whole listing is known (their targets may come later).
+        if (type === "directory") fs.mkdirSync(target, { recursive: true, mode })
+        return void entry.resume()
+      }
+      fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 })
+      const file = fs.createWriteStream(target, { mode })
+      out = file
+      entry.on("data", (chunk: Buffer) => {
+        written += chunk.byteLength
+        const within = guard.unpacked(written, archiveRead)
+        if (Either.isLeft(within)) fail({ _tag: "Refused", refusal: { ...within.left, entry: result.right.entry.name } })
+      })
+      writing = writing.then(() =>
+        new Promise<void>((resolve, reject) => {
+          file.on("error", reject)
+          file.on("close", resolve)
+        })
+      )
+      entry.pipe(file)
+    })
+    parser.on("warn", (_code: string, message: string | Error) => fail({ _tag: "Broken", reason: String(message) }))
+    parser.on("error", (error: Error) => fail({ _tag: "Broken", reason: error.message }))
+    parser.on("end", () => {
+      if (failed) return
+      void writing.then(
+        () => {
+          if (failed) return
+          const checked = guard.finish()
+          if (Either.isLeft(checked)) return fail({ _tag: "Refused", refusal: checked.left })
+          try {
+            for (const { entry, path: inside } of admitted) {
+              const target = path.join(folder, inside)
+              if (entry.type === "symlink") {
+                fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 })
+                fs.symlinkSync(entry.target!, target)
+              } else if (entry.type === "hardlink") {
+                fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 })
+                fs.linkSync(path.join(folder, Either.getOrThrow(unpack.pathOf(entry.target!))), target)
+              }
+            }
+          } catch (error) {
+            return fail({ _tag: "Broken", reason: `a link could not be made: ${(error as Error).message}` })
+          }
+          resume(Effect.succeed(admitted))
+        },
+        (error: Error) => fail({ _tag: "Broken", reason: `a file could not be written: ${error.message}` })
+      )
+    })
+    // Piped, with the parser's backpressure (a file written slower than the archive arrives); the
+    // archive's bytes counted as they pass (the ratio).
+    body.on("data", (chunk: Buffer) => void (archiveRead += chunk.byteLength))
+    body.pipe(parser as unknown as NodeJS.WritableStream)
+    body.on("error", (error) => fail({ _tag: "Broken", reason: `the archive was cut off: ${error.message}` }))
+    // Interrupted: reading stops; what was written goes.
+    return Effect.sync(() => {
+      failed = true
+      body.destroy()
+      out?.destroy()
+      parser.abort(new Error("interrupted"))
+      void writing.catch(() => {}).finally(() => fs.rmSync(folder, { recursive: true, force: true }))
+    })
+  })
