@@ -20,17 +20,7 @@ import * as cache from "../src/internal/cache.js"
 import * as nodeDrain from "../src/internal/nodeDrain.js"
 import * as transfer from "../src/internal/transfer.js"
 
-// The platform-neutral drain watches for stalls itself.
-const quietTracker: transfer.FileTracker = {
-  start: () => Effect.void,
-  advance: () => Effect.void,
-  cached: () => Effect.void,
-  waiting: () => Effect.void,
-  finish: () => Effect.void,
-  watched: (_, copy) => copy(() => {}, () => {})
-}
-
-// The Node drains are watched by their load's watcher (progress and stalls).
+// Every drain is watched by its load's watcher (progress and stalls).
 const loadTracker = Effect.map(transfer.makeTracker, (tracker) => tracker.file("http://127.0.0.1/model.bin", "model.bin"))
 
 describe("the platform-neutral drain, on the Clock", () => {
@@ -41,7 +31,7 @@ describe("the platform-neutral drain, on the Clock", () => {
         body: Stream.concat(Stream.make(new Uint8Array(10)), Stream.never),
         write: (bytes) => Effect.sync(() => void (written += bytes.byteLength)),
         onBytes: () => {},
-        progress: quietTracker,
+        progress: yield* loadTracker,
         stallTimeout: Duration.seconds(60)
       }))
       yield* TestClock.adjust("59 seconds")
@@ -50,7 +40,7 @@ describe("the platform-neutral drain, on the Clock", () => {
       yield* TestClock.adjust("2 seconds")
       const stalled = yield* Effect.flip(Fiber.join(fiber))
       expect(stalled).toMatchObject({ stalledSeconds: 60, reason: "no bytes for 60 s" })
-    }))
+    }).pipe(Effect.scoped))
 })
 
 describe("the Node drain", () => {

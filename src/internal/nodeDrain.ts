@@ -396,10 +396,7 @@ const consume = (
   }
 }
 
-const stalled = (stallMillis: number) => {
-  const seconds = stallMillis / 1000
-  return new transfer.Retryable({ reason: `no bytes for ${seconds} s`, stalledSeconds: seconds })
-}
+const stalled = (stallMillis: number) => transfer.stalled(stallMillis / 1000)
 
 const cutOff = (written: number, error: Error) =>
   new transfer.Retryable({ reason: `the body was cut off after ${written} bytes (${error.message})` })

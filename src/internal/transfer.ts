@@ -1,6 +1,7 @@
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
 import * as Effect from "effect/Effect"
@@ -171,8 +172,6 @@ export interface Tracker {
 /** @internal */
 export interface FileTracker {
   readonly start: (total: number | undefined, done: number) => Effect.Effect<void>
-  /** Synchronous bookkeeping for each chunk; publishes only now and then. */
-  readonly advance: (bytes: number) => Effect.Effect<void>
   readonly cached: (size: number) => Effect.Effect<void>
   /** The file waits for memory (its share of the `MemoryBudget`) before any byte is fetched. */
   readonly waiting: (total: number) => Effect.Effect<void>
@@ -268,10 +267,8 @@ export const makeTracker: Effect.Effect<Tracker, never, Scope.Scope> = Effect.ge
         state.total = total
         state.done = done
       }
-      let lastPublish = 0
       const publish = (phase: Progress.Event["phase"]) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          lastPublish = now
+        Effect.suspend(() => {
           const { done, total } = overall()
           return progress.publish({
             location,
@@ -287,14 +284,8 @@ export const makeTracker: Effect.Effect<Tracker, never, Scope.Scope> = Effect.ge
         start: (total, done) =>
           Effect.suspend(() => {
             set(total, done)
-            // The first bytes are published at once, then at most every 100 ms.
-            return Effect.zipRight(publish("fetching"), Effect.sync(() => (lastPublish = 0)))
-          }),
-        advance: (bytes) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) => {
-            // A retried range counts again; the figure never passes the total.
-            set(state.total, state.total === undefined ? state.done + bytes : Math.min(state.total, state.done + bytes))
-            return now - lastPublish >= publishEvery ? Effect.zipRight(publish("fetching"), maybeLog) : Effect.void
+            // Then the load's watcher publishes the bytes as they come, at most every 100 ms.
+            return publish("fetching")
           }),
         cached: (size) =>
           Effect.suspend(() => {
@@ -350,11 +341,20 @@ export const makeTracker: Effect.Effect<Tracker, never, Scope.Scope> = Effect.ge
 })
 
 /**
+ * A stall: no byte for `seconds`.
+ *
+ * @internal
+ */
+export const stalled = (seconds: number): Retryable =>
+  new Retryable({ reason: `no bytes for ${seconds} s`, stalledSeconds: seconds })
+
+/**
  * Streams a body into a file: each batch of chunks that arrived together is
  * hashed (synchronously, by `onBytes`) and written with one call, while the
- * network keeps reading ahead into a small bounded buffer. A watchdog fails
- * the transfer when no bytes arrived for `stallTimeout` (one timer per
- * transfer, not one per chunk).
+ * network keeps reading ahead into a small bounded buffer. Progress and
+ * stalls are the load's watcher's, as for the Node drains
+ * (`FileTracker.watched`): the bytes are counted as they arrive, and a stall
+ * ends the transfer.
  *
  * @internal
  */
@@ -365,38 +365,31 @@ export const drain = <E, E2>(options: {
   readonly progress: FileTracker
   readonly stallTimeout: Duration.Duration
 }): Effect.Effect<number, E | E2 | Retryable> =>
-  Effect.flatMap(Clock.currentTimeMillis, (startedAt) => {
-    // The watchdog's time is the Clock's: a TestClock drives a stall in tests.
-    let written = 0
-    let lastBytesAt = startedAt
-    const stallMillis = Duration.toMillis(options.stallTimeout)
-    const stallSeconds = stallMillis / 1000
-    const watchdog: Effect.Effect<never, Retryable> = Effect.sleep(Duration.millis(Math.min(1000, stallMillis / 4))).pipe(
-      Effect.zipRight(Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        now - lastBytesAt > stallMillis
-          ? Effect.fail(new Retryable({ reason: `no bytes for ${stallSeconds} s`, stalledSeconds: stallSeconds }))
-          : Effect.void
-      )),
-      Effect.forever
-    )
-    const run = options.body.pipe(
-      Stream.tap(() => Effect.map(Clock.currentTimeMillis, (now) => void (lastBytesAt = now))),
-      Stream.bufferChunks({ capacity: 4 }),
-      Stream.runForEachChunk((chunk) => {
-        const parts = Chunk.toReadonlyArray(chunk)
-        let size = 0
-        for (const part of parts) {
-          options.onBytes(part)
-          size += part.byteLength
-        }
-        written += size
-        const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts, size)
-        return Effect.zipRight(options.write(bytes), options.progress.advance(size))
-      }),
-      Effect.map(() => written)
-    )
-    return Effect.raceFirst(run, watchdog)
-  })
+  options.progress.watched(options.stallTimeout, (count, onStall) =>
+    Effect.flatMap(Deferred.make<never, Retryable>(), (stall) => {
+      onStall(() => Deferred.unsafeDone(stall, Effect.fail(stalled(Duration.toSeconds(options.stallTimeout)))))
+      let written = 0
+      const run = options.body.pipe(
+        // Counted as they arrive, before the read-ahead buffer (a slow write is no stall).
+        Stream.mapChunks((chunk) => {
+          for (const part of chunk) count(part.byteLength)
+          return chunk
+        }),
+        Stream.bufferChunks({ capacity: 4 }),
+        Stream.runForEachChunk((chunk) => {
+          const parts = Chunk.toReadonlyArray(chunk)
+          let size = 0
+          for (const part of parts) {
+            options.onBytes(part)
+            size += part.byteLength
+          }
+          written += size
+          return options.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts, size))
+        }),
+        Effect.map(() => written)
+      )
+      return Effect.raceFirst(run, Deferred.await(stall))
+    }))
 
 /**
  * A Content-Range: `bytes 100-199/1000` (a 206: `start` and `end`, end
