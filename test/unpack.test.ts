@@ -144,6 +144,20 @@ describe("tar archives unpacked as they stream in (GNU tar's, Python's, hostile 
       fs.rmSync(dir, { recursive: true, force: true })
     }))
 
+  it.effect("300 files of mixed sizes (GNU tar): each complete, whichever of them is flushed and closed first", () =>
+    Effect.gen(function*() {
+      const dir = work()
+      fs.mkdirSync(path.join(dir, "src", "shards"), { recursive: true })
+      const shards = Array.from({ length: 300 }, (_, i) => crypto.randomBytes((i % 7) * 40_000 + 10))
+      shards.forEach((bytes, i) => fs.writeFileSync(path.join(dir, "src", "shards", `s${i}.bin`), bytes))
+      const archive = path.join(dir, "shards.tar")
+      execFileSync("tar", ["cf", archive, "-C", path.join(dir, "src"), "shards"])
+      const out = path.join(dir, "out")
+      expect((yield* unpackFile(archive, out)).length).toBe(301)
+      shards.forEach((bytes, i) => expect(fs.readFileSync(path.join(out, "shards", `s${i}.bin`)).equals(bytes)).toBe(true))
+      fs.rmSync(dir, { recursive: true, force: true })
+    }), 20_000)
+
   it.effect("hostile archives (made with Python's tarfile) are refused by rule and leave nothing behind", () =>
     Effect.gen(function*() {
       const dir = work()

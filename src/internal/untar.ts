@@ -112,18 +112,23 @@ export const untar = (options: {
       fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 })
       const file = fs.createWriteStream(target, { mode })
       out = file
+      // One consumer of the entry: each chunk counted (the limits), then written, the entry paused
+      // while the file catches up. (A second consumer beside a pipe would miss the first chunks.)
       entry.on("data", (chunk: Buffer) => {
         written += chunk.byteLength
         const within = guard.unpacked(written, archiveRead)
-        if (Either.isLeft(within)) fail({ _tag: "Refused", refusal: { ...within.left, entry: result.right.entry.name } })
+        if (Either.isLeft(within)) return fail({ _tag: "Refused", refusal: { ...within.left, entry: result.right.entry.name } })
+        if (!file.write(chunk)) entry.pause()
       })
-      writing = writing.then(() =>
-        new Promise<void>((resolve, reject) => {
-          file.on("error", reject)
-          file.on("close", resolve)
-        })
-      )
-      entry.pipe(file)
+      file.on("drain", () => entry.resume())
+      entry.on("end", () => file.end())
+      // Listened to now: the file may close before the files before it did.
+      const closed = new Promise<void>((resolve, reject) => {
+        file.on("error", reject)
+        file.on("close", resolve)
+      })
+      closed.catch(() => {})
+      writing = writing.then(() => closed)
     })
     parser.on("warn", (_code: string, message: string | Error) => fail({ _tag: "Broken", reason: String(message) }))
     parser.on("error", (error: Error) => fail({ _tag: "Broken", reason: error.message }))
