@@ -8,6 +8,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import * as unpack from "../src/internal/unpack.js"
 import * as untar from "../src/internal/untar.js"
+import * as unzip from "../src/internal/unzip.js"
 
 const file = (name: string, size = 10, mode = 0o644): unpack.Entry => ({ name, type: "file", size, mode })
 const folder = (name: string): unpack.Entry => ({ name, type: "directory", size: 0, mode: 0o755 })
@@ -183,6 +184,99 @@ describe("tar archives unpacked as they stream in (GNU tar's, Python's, hostile 
       fs.rmSync(dir, { recursive: true, force: true })
     }))
 })
+
+describe("zip archives (Info-ZIP's, Python's, hostile ones)", () => {
+  const work = () => fs.mkdtempSync(path.join(os.tmpdir(), "mlup-unzip-"))
+
+  it.effect("a model zipped by Info-ZIP: files, folders, a link and permissions, as packed", () =>
+    Effect.gen(function*() {
+      const dir = work()
+      const model = path.join(dir, "src", "model")
+      fs.mkdirSync(path.join(model, "tokenizer"), { recursive: true })
+      const weights = crypto.randomBytes(2 * 1024 * 1024 + 5)
+      fs.writeFileSync(path.join(model, "weights.bin"), weights)
+      fs.writeFileSync(path.join(model, "tokenizer", "vocab.json"), "{\"a\": 1}")
+      fs.writeFileSync(path.join(model, "serve.sh"), "#!/bin/sh\n")
+      fs.chmodSync(path.join(model, "serve.sh"), 0o4775)
+      fs.symlinkSync("weights.bin", path.join(model, "latest.bin"))
+      const archive = path.join(dir, "model.zip")
+      // -y: links stored as links.
+      execFileSync("zip", ["-qry", archive, "model"], { cwd: path.join(dir, "src") })
+      const out = path.join(dir, "out")
+      const admitted = yield* unzip.unzip({ file: archive, folder: out, limits: roomy })
+      expect(admitted.map((entry) => entry.path).sort()).toEqual(
+        ["model", "model/latest.bin", "model/serve.sh", "model/tokenizer", "model/tokenizer/vocab.json", "model/weights.bin"]
+      )
+      expect(fs.readFileSync(path.join(out, "model", "weights.bin")).equals(weights)).toBe(true)
+      expect(fs.readFileSync(path.join(out, "model", "tokenizer", "vocab.json"), "utf8")).toBe("{\"a\": 1}")
+      expect(fs.readlinkSync(path.join(out, "model", "latest.bin"))).toBe("weights.bin")
+      expect(fs.statSync(path.join(out, "model", "serve.sh")).mode & 0o7777).toBe(0o755)
+      fs.rmSync(dir, { recursive: true, force: true })
+    }))
+
+  it.effect("hostile zips (made with Python's zipfile) are refused by rule, damaged ones fail, and nothing is left", () =>
+    Effect.gen(function*() {
+      const dir = work()
+      execFileSync("python3", ["-c", hostileZips, dir])
+      for (
+        const [name, tag, rule] of [
+          ["absolute.zip", "Refused", "absolute name"],
+          ["parent.zip", "Refused", "parent reference"],
+          ["link-absolute.zip", "Refused", "absolute link"],
+          ["link-outside.zip", "Refused", "link outside the tree"],
+          ["through-link.zip", "Refused", "through a link"],
+          ["fifo.zip", "Refused", "special file"],
+          ["bomb.zip", "Refused", "ratio"],
+          ["duplicate.zip", "Refused", "duplicate"],
+          ["lying-size.zip", "Broken", undefined],
+          ["not-a-zip.zip", "Broken", undefined]
+        ] as const
+      ) {
+        const out = path.join(dir, `out-${name}`)
+        const failure = yield* Effect.flip(unzip.unzip({ file: path.join(dir, name), folder: out, limits: { ...roomy, maxRatio: 100 } }))
+        expect(failure, name).toMatchObject(rule === undefined ? { _tag: tag } : { _tag: tag, refusal: { rule } })
+        expect(fs.existsSync(out), name).toBe(false)
+      }
+      // The bomb's limit can be raised (its option names it).
+      const out = path.join(dir, "out-raised")
+      yield* unzip.unzip({ file: path.join(dir, "bomb.zip"), folder: out, limits: { ...roomy, maxRatio: 10_000 } })
+      expect(fs.statSync(path.join(out, "zeros.bin")).size).toBe(32 * 1024 * 1024)
+      fs.rmSync(dir, { recursive: true, force: true })
+    }))
+})
+
+const hostileZips = String.raw`
+import sys, os, zipfile, warnings
+warnings.simplefilter("ignore")
+out = sys.argv[1]
+def make(name, entries, compression=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(os.path.join(out, name), "w", compression) as z:
+        z.writestr("ok.txt", b"fine")
+        for info, data in entries:
+            z.writestr(info, data)
+def file(name, data=b"x"):
+    info = zipfile.ZipInfo(name); info.create_system = 3; info.external_attr = 0o100644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED; return (info, data)
+def link(name, target):
+    info = zipfile.ZipInfo(name); info.create_system = 3; info.external_attr = 0o120777 << 16; return (info, target.encode())
+make("absolute.zip", [file("/tmp/mlup-evil")])
+make("parent.zip", [file("../mlup-evil")])
+make("link-absolute.zip", [link("etc", "/etc")])
+make("link-outside.zip", [link("up", "../..")])
+make("through-link.zip", [link("d", "ok.txt"), file("d/evil")])
+fifo = zipfile.ZipInfo("pipe"); fifo.create_system = 3; fifo.external_attr = 0o010644 << 16
+make("fifo.zip", [(fifo, b"")])
+make("bomb.zip", [file("zeros.bin", bytes(32 * 1024 * 1024))])
+make("duplicate.zip", [file("ok.txt", b"other")])
+stored = zipfile.ZipInfo("big.bin"); stored.create_system = 3; stored.external_attr = 0o100644 << 16
+make("lying-size.zip", [(stored, bytes(100000))])
+data = bytearray(open(os.path.join(out, "lying-size.zip"), "rb").read())
+# The central directory's uncompressed size of big.bin (stored: the local header's too) says 1000, not 100000.
+at = data.rfind(b"PK")
+data[at + 24:at + 28] = (1000).to_bytes(4, "little")
+open(os.path.join(out, "lying-size.zip"), "wb").write(bytes(data))
+open(os.path.join(out, "not-a-zip.zip"), "wb").write(b"this is no zip archive" * 100)
+`
 
 // Each archive holds one thing that must be refused (after an ordinary file, so that writing had begun).
 const hostile = String.raw`

@@ -15,6 +15,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import type { Readable } from "node:stream"
 import { Parser, type ReadEntry } from "tar"
+import * as tree from "./tree.js"
 import * as unpack from "./unpack.js"
 
 /** Why an archive was not unpacked: a rule it broke, or a failure to read or write it. @internal */
@@ -72,7 +73,7 @@ export const untar = (options: {
     let failed = false
     // The file being written, one at a time (tar's entries come in order).
     let writing: Promise<void> = Promise.resolve()
-    let out: fs.WriteStream | undefined
+    let out: { readonly destroy: () => void } | undefined
     const parser = new Parser({ strict: true })
 
     const fail = (failure: Failure) => {
@@ -109,25 +110,14 @@ export const untar = (options: {
         if (type === "directory") fs.mkdirSync(target, { recursive: true, mode })
         return void entry.resume()
       }
-      fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 })
-      const file = fs.createWriteStream(target, { mode })
-      out = file
-      // One consumer of the entry: each chunk counted (the limits), then written, the entry paused
-      // while the file catches up. (A second consumer beside a pipe would miss the first chunks.)
-      entry.on("data", (chunk: Buffer) => {
-        written += chunk.byteLength
+      const file = tree.writeFile(entry, target, mode, (bytes) => {
+        written += bytes
         const within = guard.unpacked(written, archiveRead)
-        if (Either.isLeft(within)) return fail({ _tag: "Refused", refusal: { ...within.left, entry: result.right.entry.name } })
-        if (!file.write(chunk)) entry.pause()
+        if (Either.isLeft(within)) fail({ _tag: "Refused", refusal: { ...within.left, entry: result.right.entry.name } })
+        return Either.isRight(within)
       })
-      file.on("drain", () => entry.resume())
-      entry.on("end", () => file.end())
-      // Listened to now: the file may close before the files before it did.
-      const closed = new Promise<void>((resolve, reject) => {
-        file.on("error", reject)
-        file.on("close", resolve)
-      })
-      closed.catch(() => {})
+      out = file
+      const closed = file.closed
       writing = writing.then(() => closed)
     })
     parser.on("warn", (_code: string, message: string | Error) => fail({ _tag: "Broken", reason: String(message) }))
@@ -140,16 +130,7 @@ export const untar = (options: {
           const checked = guard.finish()
           if (Either.isLeft(checked)) return fail({ _tag: "Refused", refusal: checked.left })
           try {
-            for (const { entry, path: inside } of admitted) {
-              const target = path.join(folder, inside)
-              if (entry.type === "symlink") {
-                fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 })
-                fs.symlinkSync(entry.target!, target)
-              } else if (entry.type === "hardlink") {
-                fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 })
-                fs.linkSync(path.join(folder, Either.getOrThrow(unpack.pathOf(entry.target!))), target)
-              }
-            }
+            tree.makeLinks(folder, admitted)
           } catch (error) {
             return fail({ _tag: "Broken", reason: `a link could not be made: ${(error as Error).message}` })
           }

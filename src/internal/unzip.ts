@@ -1,0 +1,198 @@
+/**
+ * A zip archive unpacked into a folder of its own, under the rules of
+ * `unpack.ts`. A zip's listing (its central directory) is at its end, so it
+ * is read from a whole file, never while it streams in. Reading the format
+ * is `yauzl`'s (it checks each entry's bytes against the size and CRC-32 the
+ * listing declares, and refuses absolute and `..` names itself); writing is
+ * ours (`tree.ts`). The sizes the listing declares are admitted against the
+ * limits before any byte is written (the ratio against the archive's size:
+ * a bomb of overlapping entries declares what it would unpack to). A refusal
+ * or a failure removes the folder: nothing is left behind.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import type { Readable } from "node:stream"
+import * as yauzl from "yauzl"
+import * as tree from "./tree.js"
+import * as unpack from "./unpack.js"
+import type { Failure } from "./untar.js"
+
+// The file type bits of a Unix mode (zip stores it in the high half of the external attributes).
+const S_IFMT = 0o170000
+const types: Record<number, unpack.Entry["type"]> = { 0o100000: "file", 0o040000: "directory", 0o120000: "symlink" }
+const kinds: Record<number, string> = {
+  0o010000: "FIFO",
+  0o020000: "character device",
+  0o060000: "block device",
+  0o140000: "socket"
+}
+
+/** The longest symbolic link target read from an entry (PATH_MAX). */
+const maxLinkTarget = 4096
+
+const entryOf = (entry: yauzl.Entry): unpack.Entry => {
+  const name = entry.fileName
+  // Made on Unix: the mode (type and permissions) is in the external attributes; else a name ending in "/" is a folder.
+  const unix = entry.versionMadeBy >> 8 === 3 ? entry.externalFileAttributes >>> 16 : 0
+  const format = unix & S_IFMT
+  const type = name.endsWith("/") ? "directory" : format === 0 ? "file" : types[format] ?? "other"
+  return {
+    name,
+    type,
+    size: type === "file" ? entry.uncompressedSize : 0,
+    mode: unix === 0 ? 0o644 : unix & 0o7777,
+    ...(type === "other" ? { kind: kinds[format] ?? `file of type ${format.toString(8)}` } : {})
+  }
+}
+
+// yauzl's own checks of names, as the rules of unpack.ts name them.
+const refusalOf = (message: string): unpack.Refusal | undefined => {
+  const [, name = ""] = /: (.*)$/.exec(message) ?? []
+  if (message.startsWith("absolute path")) return { entry: name, rule: "absolute name", reason: "its name is absolute" }
+  if (message.startsWith("invalid relative path")) return { entry: name, rule: "parent reference", reason: "its name holds `..`" }
+  if (message.startsWith("invalid characters")) return { entry: name, rule: "bad name", reason: "its name holds a backslash" }
+  return undefined
+}
+
+/**
+ * Unpacks the zip `file` into `folder` (which must not exist; made here,
+ * removed on any failure). Succeeds with the admitted entries, in the
+ * archive's order.
+ *
+ * @internal
+ */
+export const unzip = (options: {
+  readonly file: string
+  readonly folder: string
+  readonly limits: unpack.Limits
+}): Effect.Effect<ReadonlyArray<unpack.Admitted>, Failure> =>
+  Effect.async<ReadonlyArray<unpack.Admitted>, Failure>((resume) => {
+    const { folder } = options
+    const admitted: Array<unpack.Admitted> = []
+    let failed = false
+    let zip: yauzl.ZipFile | undefined
+    let out: { readonly destroy: () => void } | undefined
+    let reading: Readable | undefined
+    let writing: Promise<void> = Promise.resolve()
+    let written = 0
+
+    const end = (then: () => void) => {
+      reading?.destroy()
+      out?.destroy()
+      zip?.close()
+      void writing.catch(() => {}).finally(then)
+    }
+    const fail = (failure: Failure) => {
+      if (failed) return
+      failed = true
+      end(() => {
+        fs.rmSync(folder, { recursive: true, force: true })
+        resume(Effect.fail(failure))
+      })
+    }
+    const broken = (reason: string) => fail({ _tag: "Broken", reason })
+
+    try {
+      fs.mkdirSync(folder, { mode: 0o755 })
+    } catch (error) {
+      return resume(Effect.fail({ _tag: "Broken", reason: `the folder could not be made: ${(error as Error).message}` }))
+    }
+
+    yauzl.open(
+      options.file,
+      { lazyEntries: true, autoClose: false, decodeStrings: true, strictFileNames: true, validateEntrySizes: true },
+      (error, opened) => {
+        if (error !== null) return broken(`it is no zip archive, or a damaged one: ${error.message}`)
+        zip = opened
+        if (failed) return void opened.close()
+        const guard = unpack.guard(options.limits, opened.fileSize)
+        opened.on("error", (error: Error) => {
+          const refusal = refusalOf(error.message)
+          return refusal === undefined ? broken(error.message) : fail({ _tag: "Refused", refusal })
+        })
+        const read = (entry: yauzl.Entry, then: (stream: Readable) => void) =>
+          opened.openReadStream(entry, (error, stream) => {
+            if (error !== null) return broken(`${entry.fileName} could not be read: ${error.message}`)
+            if (failed) return void stream.destroy()
+            reading = stream
+            stream.on("error", (error: Error) => broken(`${entry.fileName} could not be read: ${error.message}`))
+            then(stream)
+          })
+        // An entry admitted by the rules, then made: a folder now, a file written (the next entry once
+        // it is on disk), a link once the whole listing is checked.
+        const make = (described: unpack.Entry, entry: yauzl.Entry, stream: Readable | undefined) => {
+          const result = guard.admit(described)
+          if (Either.isLeft(result)) return fail({ _tag: "Refused", refusal: result.left })
+          const one = result.right
+          admitted.push(one)
+          const target = path.join(folder, one.path)
+          if (described.type === "directory") fs.mkdirSync(target, { recursive: true, mode: one.mode })
+          if (described.type !== "file") return opened.readEntry()
+          if (stream === undefined) return read(entry, (stream) => write(one, entry, stream, target))
+          write(one, entry, stream, target)
+        }
+        const write = (one: unpack.Admitted, entry: yauzl.Entry, stream: Readable, target: string) => {
+          const file = tree.writeFile(stream, target, one.mode, (bytes) => {
+            written += bytes
+            const within = guard.unpacked(written, 0)
+            if (Either.isLeft(within)) fail({ _tag: "Refused", refusal: { ...within.left, entry: entry.fileName } })
+            return Either.isRight(within)
+          })
+          out = file
+          writing = file.closed
+          file.closed.then(
+            () => {
+              if (!failed) opened.readEntry()
+            },
+            (error: Error) => broken(`${entry.fileName} could not be written: ${error.message}`)
+          )
+        }
+        opened.on("entry", (entry: yauzl.Entry) => {
+          if (failed) return
+          const described = entryOf(entry)
+          if (described.type === "directory" || described.type === "other") return make(described, entry, undefined)
+          if (entry.isEncrypted()) return broken(`${entry.fileName} is encrypted, which is not supported`)
+          if (!entry.canDecodeFileData()) {
+            return broken(`${entry.fileName} is compressed with method ${entry.compressionMethod}; only stored and deflate are supported`)
+          }
+          if (described.type !== "symlink") return make(described, entry, undefined)
+          // A symbolic link's target is its entry's bytes, read before it is admitted.
+          read(entry, (stream) => {
+            const chunks: Array<Buffer> = []
+            let length = 0
+            stream.on("data", (chunk: Buffer) => {
+              length += chunk.byteLength
+              if (length > maxLinkTarget) return broken(`${entry.fileName}: a link target longer than ${maxLinkTarget} bytes`)
+              chunks.push(chunk)
+            })
+            stream.on("end", () => {
+              if (!failed) make({ ...described, target: Buffer.concat(chunks).toString("utf8") }, entry, undefined)
+            })
+          })
+        })
+        opened.on("end", () => {
+          if (failed) return
+          // The whole listing is checked (links through every link of the tree), then links made.
+          const checked = guard.finish()
+          if (Either.isLeft(checked)) return fail({ _tag: "Refused", refusal: checked.left })
+          try {
+            tree.makeLinks(folder, admitted)
+          } catch (error) {
+            return broken(`a link could not be made: ${(error as Error).message}`)
+          }
+          opened.close()
+          resume(Effect.succeed(admitted))
+        })
+        opened.readEntry()
+      }
+    )
+    // Interrupted: reading stops; what was written goes.
+    return Effect.sync(() => {
+      failed = true
+      end(() => fs.rmSync(folder, { recursive: true, force: true }))
+    })
+  })
