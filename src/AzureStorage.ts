@@ -31,6 +31,7 @@ import * as mask_ from "./internal/mask.js"
 import * as options_ from "./internal/options.js"
 import { aliasConflicts, PrefixInside, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
+import * as unpacking from "./internal/unpacking.js"
 import * as snapshot from "./internal/snapshot.js"
 import * as internal from "./internal/storage.js"
 import * as StorageError from "./StorageError.js"
@@ -237,11 +238,13 @@ export const makeResolved = (
   Effect.gen(function*() {
     const problems = [...aliasConflicts(kwargs), ...options_.deliveryConflicts(kwargs)]
     if (problems.length > 0) return yield* new StorageError.InvalidStorageOptions({ storageType, issues: problems })
+    const mask = kwargs.file_mask ?? kwargs.files_mask ?? mask_.compileDefault()
     const settings: azure.Settings = {
       access: yield* accessOf(kwargs, credential),
       container: kwargs.container,
       prefix: (kwargs.prefix ?? kwargs.path_to_files ?? "").replace(/^\/+/, ""),
-      mask: kwargs.file_mask ?? kwargs.files_mask ?? mask_.compileDefault(),
+      // With unpacking on, the archives too (the mask selects among their files).
+      mask: unpacking.sourceMask(kwargs.unpack, mask),
       caBundle: kwargs.ca_bundle,
       ...(yield* snapshot.settingsOf(kwargs, retrySchedule))
     }
@@ -261,7 +264,7 @@ export const makeResolved = (
           ]
         })
     })
-    return yield* read_.remoteStorage(storageType, kwargs, yield* sdk.make(settings))
+    return yield* read_.remoteStorage(storageType, kwargs, yield* sdk.make(settings), { mask, maskField: "file_mask" })
   })
 
 /**

@@ -58,7 +58,7 @@ export const ExitCode = {
   Unauthorized: 4,
   /** The network failed after the retries (or stalled, or the server kept rejecting). */
   NetworkFailure: 5,
-  /** The bytes are not the expected ones (checksum mismatch). */
+  /** The bytes are not the expected ones (checksum mismatch), or an archive was refused as unsafe or could not be read. */
   IntegrityFailure: 6,
   /** Writing to the cache or the target folder failed (space, permissions). */
   WriteFailed: 7,
@@ -114,6 +114,8 @@ export const exitCodeOf = (error: Failure): ExitCode => {
     case "RequestRejected":
       return ExitCode.NetworkFailure
     case "ChecksumMismatch":
+    case "ArchiveRefused":
+    case "ArchiveUnreadable":
       return ExitCode.IntegrityFailure
     case "WriteFailed":
     case "InsufficientSpace":
@@ -135,7 +137,9 @@ const hints: Record<number, string> = {
   [ExitCode.Unauthorized]:
     "Check the credentials (headers, access keys) or the permissions; the values are never printed.",
   [ExitCode.IntegrityFailure]:
-    "The bytes do not match the expected checksum (the bad file was removed): check the sha256 option and the source.",
+    "The bytes do not match the expected checksum (the bad file was removed), or an archive was refused as unsafe or " +
+    "could not be read (nothing of it was kept): check the sha256 option and the source; a limit it reached names the " +
+    "option that raises it (unpack_max_*).",
   [ExitCode.TlsFailure]:
     "Give the CA that signs the server's certificate: ca_bundle in the kwargs, or SSL_CERT_FILE / AWS_CA_BUNDLE / NODE_EXTRA_CA_CERTS (a PEM file).",
   [ExitCode.Busy]:
@@ -318,6 +322,13 @@ export const fetch = Command.make(
         "For remote storages: re-hash every cached file before it is used (verify: always), not only those that changed on disk."
       )
     ),
+    unpack: Options.choice("unpack", ["auto", "tar", "tar.gz", "tgz", "zip"]).pipe(
+      Options.withDescription(
+        "Unpack archives into the files they hold (the unpack option): auto by extension (.tar, .tar.gz, .tgz, .zip), " +
+          "or the format every selected file is read as. The mask (file_mask) then selects among their files."
+      ),
+      Options.optional
+    ),
     hash: Options.boolean("hash").pipe(Options.withDescription("Print each file's sha256.")),
     json,
     quiet: Options.boolean("quiet").pipe(
@@ -353,13 +364,15 @@ export const fetch = Command.make(
             Effect.map(Option.some)
           )
           : Option.none<string>()
+        const unpack = Option.isSome(flags.unpack) ? { unpack: flags.unpack.value } : {}
         const kwargs = remote
           ? {
             ...(validated.kwargs as Record<string, unknown>),
             ...(flags.verify ? { verify: "always" } : {}),
-            ...(Option.isSome(noCacheDir) ? { cache_dir: noCacheDir.value } : {})
+            ...(Option.isSome(noCacheDir) ? { cache_dir: noCacheDir.value } : {}),
+            ...unpack
           }
-          : validated.kwargs
+          : { ...(validated.kwargs as Record<string, unknown>), ...unpack }
         const storage = yield* validated.definition.make(kwargs)
         const progress = yield* Progress.make
         const view = flags.quiet ? undefined : yield* progressView.render(yield* progress.subscribe, stderr)

@@ -23,6 +23,7 @@ import * as listing from "./internal/listing.js"
 import * as mask_ from "./internal/mask.js"
 import * as options_ from "./internal/options.js"
 import * as read_ from "./internal/read.js"
+import * as unpacking from "./internal/unpacking.js"
 import * as release from "./internal/release.js"
 import * as internal from "./internal/storage.js"
 import * as LoadedFile from "./LoadedFile.js"
@@ -68,6 +69,22 @@ export interface Options {
   readonly fileMask?: string | RegExp | undefined
   /** `true`: read each file's bytes into memory; `false` (default): hand over paths only. */
   readonly needLoadFile?: boolean | undefined
+  /**
+   * Archives become the files they hold, which the mask then selects:
+   * `"none"` (default), `"auto"` (by extension: `.tar`, `.tar.gz`, `.tgz`,
+   * `.zip`), or a format every selected file is read as. See docs/unpack.md.
+   *
+   * @since 0.5.0
+   */
+  readonly unpack?: "none" | "auto" | "tar" | "tar.gz" | "tgz" | "zip" | undefined
+  /** At most this many entries in an archive (default 100,000). @since 0.5.0 */
+  readonly unpackMaxEntries?: number | undefined
+  /** At most this many bytes unpacked from an archive (default 1 TiB). @since 0.5.0 */
+  readonly unpackMaxBytes?: number | undefined
+  /** Unpacked bytes at most this many times the archive's (default 200). @since 0.5.0 */
+  readonly unpackMaxRatio?: number | undefined
+  /** Where unpacked trees are kept (default `$MLUP_STORAGE_CACHE`, else `~/.cache/mlup-storage`). @since 0.5.0 */
+  readonly cacheDir?: string | undefined
 }
 
 /**
@@ -80,6 +97,16 @@ export interface ResolvedOptions {
   readonly pathToFiles: string
   readonly fileMask: RegExp
   readonly needLoadFile: boolean
+  /** @since 0.5.0 */
+  readonly unpack?: "none" | "auto" | "tar" | "tar.gz" | "tgz" | "zip" | undefined
+  /** @since 0.5.0 */
+  readonly unpackMaxEntries?: number | undefined
+  /** @since 0.5.0 */
+  readonly unpackMaxBytes?: number | undefined
+  /** @since 0.5.0 */
+  readonly unpackMaxRatio?: number | undefined
+  /** @since 0.5.0 */
+  readonly cacheDir?: string | undefined
 }
 
 /**
@@ -138,7 +165,9 @@ const MaskInCode = Schema.transformOrFail(
 export const OptionsSchema: Schema.Schema<ResolvedOptions, Options> = Schema.Struct({
   pathToFiles: PathToFiles,
   fileMask: Schema.optionalWith(MaskInCode, { default: defaultRegExp }),
-  needLoadFile: Schema.optionalWith(Schema.Boolean, { default: () => false })
+  needLoadFile: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  ...options_.unpackInCode,
+  cacheDir: Schema.optional(Schema.String.pipe(Schema.minLength(1)))
 })
 
 /**
@@ -154,12 +183,19 @@ export const Kwargs: Schema.Schema<ResolvedOptions, {
   readonly file_mask?: string
   readonly files_mask?: string
   readonly need_load_file?: boolean | string
+  readonly unpack?: "none" | "auto" | "tar" | "tar.gz" | "tgz" | "zip" | undefined
+  readonly unpack_max_entries?: number | undefined
+  readonly unpack_max_bytes?: number | undefined
+  readonly unpack_max_ratio?: number | undefined
+  readonly cache_dir?: string
 }> = Schema.transformOrFail(
   Schema.Struct({
     path_to_files: PathToFiles,
     file_mask: Schema.optionalWith(Mask, { exact: true }),
     files_mask: Schema.optionalWith(Mask, { exact: true }),
-    need_load_file: Schema.optionalWith(BooleanFlag, { exact: true })
+    need_load_file: Schema.optionalWith(BooleanFlag, { exact: true }),
+    ...options_.unpackFields,
+    cache_dir: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
   }),
   Schema.typeSchema(OptionsSchema),
   {
@@ -182,14 +218,24 @@ export const Kwargs: Schema.Schema<ResolvedOptions, {
       return ParseResult.succeed({
         pathToFiles: kwargs.path_to_files,
         fileMask: file_mask ?? files_mask ?? defaultRegExp(),
-        needLoadFile: kwargs.need_load_file ?? false
+        needLoadFile: kwargs.need_load_file ?? false,
+        unpack: kwargs.unpack,
+        unpackMaxEntries: kwargs.unpack_max_entries,
+        unpackMaxBytes: kwargs.unpack_max_bytes,
+        unpackMaxRatio: kwargs.unpack_max_ratio,
+        ...(kwargs.cache_dir === undefined ? {} : { cacheDir: kwargs.cache_dir })
       })
     },
     encode: (options) =>
       ParseResult.succeed({
         path_to_files: options.pathToFiles,
         file_mask: options.fileMask,
-        need_load_file: options.needLoadFile
+        need_load_file: options.needLoadFile,
+        unpack: options.unpack ?? "none",
+        unpack_max_entries: options.unpackMaxEntries ?? 100_000,
+        unpack_max_bytes: options.unpackMaxBytes ?? 2 ** 40,
+        unpack_max_ratio: options.unpackMaxRatio ?? 200,
+        ...(options.cacheDir === undefined ? {} : { cache_dir: options.cacheDir })
       })
   }
 )
@@ -209,8 +255,16 @@ export const makeResolved = (
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const mask = options.fileMask
+    // With unpacking on, the archives too are selected (the mask then selects among their files).
+    const mask = unpacking.sourceMask(options.unpack ?? "none", options.fileMask)
     const maskSource = mask_.sourceOf(mask)
+    const unpack = yield* unpacking.stageOf(storageType, {
+      unpack: options.unpack ?? "none",
+      unpack_max_entries: options.unpackMaxEntries ?? 100_000,
+      unpack_max_bytes: options.unpackMaxBytes ?? 2 ** 40,
+      unpack_max_ratio: options.unpackMaxRatio ?? 200,
+      cache_dir: options.cacheDir
+    }, { mask: options.fileMask, maskField: "file_mask" })
 
     const stat = (file: string) => Effect.mapError(fs.stat(file), errors.fromPlatformError(file, "stat"))
     // On Node, a folder is listed without the sort Node's readdir does (see internal/listing).
@@ -227,11 +281,12 @@ export const makeResolved = (
       file: string,
       size: number,
       /** The size was reserved from the MemoryBudget with the other files of the load. */
-      reserved = false
+      reserved = false,
+      name = path.basename(file)
     ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
       options.needLoadFile
-        ? readBytes(file, path.basename(file), { reserved })
-        : Effect.succeed(LoadedFile.path({ path: file, name: path.basename(file), size }))
+        ? readBytes(file, name, { reserved })
+        : Effect.succeed(LoadedFile.path({ path: file, name, size }))
 
     const notAFile = (file: string, type: string) =>
       new StorageError.ReadFailed({
@@ -278,16 +333,35 @@ export const makeResolved = (
           })
         }
         yield* Effect.logDebug(`Found ${found.length} file(s) in ${errors.cap(folder)} by /${errors.cap(maskSource)}/`)
+        return yield* handOver(found, folder)
+      })
+
+    // The files found (archives unpacked first, with `unpack`), by path or read into memory.
+    const handOver = (
+      found: ReadonlyArray<{ readonly file: string; readonly size: number; readonly folder: boolean }>,
+      location: string
+    ) =>
+      Effect.gen(function*() {
+        const files = options.unpack === undefined || options.unpack === "none"
+          ? found.map((one) => ({ ...one, name: path.basename(one.file) }))
+          : [
+            ...found.filter((one) => one.folder).map((one) => ({ ...one, name: path.basename(one.file) })),
+            ...(yield* unpack(
+              found.filter((one) => !one.folder).map((one) => ({ file: one.file, name: path.basename(one.file), size: one.size }))
+            )).map((one) => ({ ...one, folder: false }))
+          ]
         // The files read into memory are held together: their sizes are reserved at once.
         if (options.needLoadFile) {
-          yield* release.reserve(found.reduce((sum, file) => sum + (file.folder ? 0 : file.size), 0), { location: folder })
+          yield* release.reserve(files.reduce((sum, file) => sum + (file.folder ? 0 : file.size), 0), {
+            location: files.length === 1 ? files[0]!.file : location
+          })
         }
         // A folder (a TensorFlow SavedModel, say) is handed over by its path, whatever need_load_file says:
         // its deserializer reads it.
-        return yield* Effect.forEach(found, ({ file, folder, size }) =>
+        return yield* Effect.forEach(files, ({ file, folder, name, size }) =>
           folder
-            ? Effect.succeed(LoadedFile.path({ path: file, name: path.basename(file), size: 0 }))
-            : deliver(file, size, true))
+            ? Effect.succeed(LoadedFile.path({ path: file, name, size: 0 }))
+            : deliver(file, size, true, name))
       })
 
     const load = Effect.gen(function*() {
@@ -298,6 +372,9 @@ export const makeResolved = (
       // As mlup does: for a single file the mask is searched in the path as given.
       if ((yield* mask_.select(mask, [options.pathToFiles], { storageType, field: "file_mask" })).length === 0) {
         return yield* new StorageError.FileDoesNotMatchMask({ path: options.pathToFiles, mask: maskSource })
+      }
+      if (options.unpack !== undefined && options.unpack !== "none") {
+        return yield* handOver([{ file: target, size: Number(info.size), folder: false }], target)
       }
       return [yield* deliver(target, Number(info.size))]
     })

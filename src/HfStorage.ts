@@ -37,6 +37,7 @@ import * as hub from "./internal/hub.js"
 import * as options_ from "./internal/options.js"
 import { Seconds, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
+import * as unpacking from "./internal/unpacking.js"
 import * as snapshot from "./internal/snapshot.js"
 import * as internal from "./internal/storage.js"
 import * as StorageError from "./StorageError.js"
@@ -203,13 +204,17 @@ export const makeResolved = (
       allowPatterns: list(kwargs.allow_patterns),
       ignorePatterns: list(kwargs.ignore_patterns),
       // Every file, unless a mask says otherwise (mlup's default mask, *.pckl, would select nothing on the Hub).
-      mask: kwargs.file_mask,
+      // With unpacking on, the archives too (the mask selects among their files).
+      mask: kwargs.file_mask === undefined ? undefined : unpacking.sourceMask(kwargs.unpack, kwargs.file_mask),
       token,
       caBundle: kwargs.ca_bundle,
       connectTimeout: Duration.seconds(kwargs.connect_timeout),
       ...(yield* snapshot.settingsOf({ ...kwargs, offline }, retrySchedule))
     }
-    return yield* read_.remoteStorage(storageType, kwargs, yield* hub.make(settings))
+    return yield* read_.remoteStorage(storageType, kwargs, yield* hub.make(settings), {
+      mask: kwargs.file_mask,
+      maskField: "file_mask"
+    })
   })
 
 /**

@@ -41,6 +41,7 @@ import * as network_ from "./internal/network.js"
 import * as options_ from "./internal/options.js"
 import { Seconds, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
+import * as unpacking from "./internal/unpacking.js"
 import * as snapshot from "./internal/snapshot.js"
 import * as internal from "./internal/storage.js"
 import * as transfer from "./internal/transfer.js"
@@ -263,7 +264,10 @@ export const makeResolved = (
 
     const fetchOne = (url: string, tracker: transfer.Tracker, send: network_.Send) =>
       http.fetch(url, expected.get(url), options, tracker, send)
-    const deliver = read_.deliverAll(fs, path, kwargs.need_load_file)
+    // Archives (with `unpack`) become their files: every one of them (this storage has no mask).
+    const unpack = yield* unpacking.stageOf(storageType, kwargs, { mask: undefined, maskField: "unpack" })
+    const deliverFiles = read_.deliverAll(fs, path, kwargs.need_load_file)
+    const deliver = (files: ReadonlyArray<unpacking.Delivered>) => Effect.flatMap(unpack(files), deliverFiles)
 
     // The services are provided once per load, not once per file (thousands of files).
     const withServices = <A, E>(self: Effect.Effect<A, E, FileSystem.FileSystem | Path.Path | Scope.Scope>) =>

@@ -29,6 +29,7 @@ import * as mask_ from "./internal/mask.js"
 import * as options_ from "./internal/options.js"
 import { aliasConflicts, PrefixInside, Secret } from "./internal/options.js"
 import * as read_ from "./internal/read.js"
+import * as unpacking from "./internal/unpacking.js"
 import * as snapshot from "./internal/snapshot.js"
 import * as internal from "./internal/storage.js"
 import * as StorageError from "./StorageError.js"
@@ -187,11 +188,13 @@ export const makeFor = (
       return yield* new StorageError.InvalidStorageOptions({ storageType, issues: problems })
     }
     const prefix = (kwargs.prefix ?? kwargs.path_to_files ?? "").replace(/^\/+/, "")
+    const mask = kwargs.file_mask ?? kwargs.files_mask ?? mask_.compileDefault()
     const settings = {
       storageType,
       bucket: kwargs.bucket,
       prefix,
-      mask: kwargs.file_mask ?? kwargs.files_mask ?? mask_.compileDefault(),
+      // With unpacking on, the archives too (the mask selects among their files).
+      mask: unpacking.sourceMask(kwargs.unpack, mask),
       endpoint: kwargs.endpoint,
       region: kwargs.region,
       pathStyle: kwargs.path_style,
@@ -223,7 +226,7 @@ export const makeFor = (
           ]
         })
     })
-    return yield* read_.remoteStorage(storageType, kwargs, yield* s3.make(settings))
+    return yield* read_.remoteStorage(storageType, kwargs, yield* s3.make(settings), { mask, maskField: "file_mask" })
   })
 
 /**

@@ -597,6 +597,76 @@ export class MemoryBudgetExceeded extends Schema.TaggedError<MemoryBudgetExceede
 }
 
 /**
+ * An archive was not unpacked: one of its entries broke a rule of safe
+ * unpacking (an absolute or `..` name, a link out of the tree, a device, a
+ * name given twice, …), or it reached a limit (`limit` names the option that
+ * raises it: `unpack_max_entries`, `unpack_max_bytes`, `unpack_max_ratio`).
+ * Nothing of it was left on disk. See docs/unpack.md.
+ *
+ * @since 0.5.0
+ * @category errors
+ */
+export class ArchiveRefused extends Schema.TaggedError<ArchiveRefused>("mlup-storage/ArchiveRefused")(
+  "ArchiveRefused",
+  {
+    /** The archive. */
+    location: Schema.String,
+    /** The entry refused, as the archive names it (absent: the archive as a whole, a ratio). */
+    entry: Schema.optional(Schema.String),
+    /** The rule it broke: "absolute name", "parent reference", "link outside the tree", "ratio", … */
+    rule: Schema.String,
+    reason: Schema.String,
+    /** The option that raises the limit reached. */
+    limit: Schema.optional(Schema.Literal("unpack_max_entries", "unpack_max_bytes", "unpack_max_ratio"))
+  }
+) {
+  /**
+   * @since 0.5.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.5.0
+   */
+  override get message(): string {
+    const entry = this.entry === undefined ? "" : ` (${cap(this.entry)})`
+    const raise = this.limit === undefined ? "" : `; raise ${this.limit} if the archive is trusted`
+    return `Refused to unpack ${cap(this.location)}${entry}: ${cap(this.reason)} [${this.rule}]${raise}`
+  }
+}
+
+/**
+ * An archive could not be read: it is not of the format its name (or
+ * `unpack`) says, it is damaged or cut short, or it uses a feature that is
+ * not supported (an encrypted zip entry, a compression other than deflate).
+ * Nothing of it was left on disk.
+ *
+ * @since 0.5.0
+ * @category errors
+ */
+export class ArchiveUnreadable extends Schema.TaggedError<ArchiveUnreadable>("mlup-storage/ArchiveUnreadable")(
+  "ArchiveUnreadable",
+  {
+    location: Schema.String,
+    /** The format it was read as: "tar" (plain or gzip) or "zip". */
+    format: Schema.String,
+    reason: Schema.String
+  }
+) {
+  /**
+   * @since 0.5.0
+   */
+  readonly [TypeId]: TypeId = TypeId
+
+  /**
+   * @since 0.5.0
+   */
+  override get message(): string {
+    return `Could not unpack ${cap(this.location)} as ${this.format}: ${cap(this.reason)}`
+  }
+}
+
+/**
  * Every error a storage can fail with.
  *
  * @since 0.1.0
@@ -622,6 +692,8 @@ export type StorageError =
   | InsufficientSpace
   | TlsFailure
   | MemoryBudgetExceeded
+  | ArchiveRefused
+  | ArchiveUnreadable
 
 /**
  * The schema of every storage error, to encode or decode them (for example
@@ -649,7 +721,9 @@ export const StorageError: Schema.Union<[
   typeof LockTimeout,
   typeof InsufficientSpace,
   typeof TlsFailure,
-  typeof MemoryBudgetExceeded
+  typeof MemoryBudgetExceeded,
+  typeof ArchiveRefused,
+  typeof ArchiveUnreadable
 ]> = Schema.Union(
   InvalidStorageOptions,
   UnknownStorageType,
@@ -669,7 +743,9 @@ export const StorageError: Schema.Union<[
   LockTimeout,
   InsufficientSpace,
   TlsFailure,
-  MemoryBudgetExceeded
+  MemoryBudgetExceeded,
+  ArchiveRefused,
+  ArchiveUnreadable
 )
 
 /**

@@ -15,7 +15,7 @@ import * as mask_ from "../src/internal/mask.js"
 import * as LoadedFile from "../src/LoadedFile.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "../src/Testing.js"
-import { bytesOf, openDescriptors, platform, spyFileSystem, tempDir, writeFiles } from "./helpers.js"
+import { archiveOf, bytesOf, openDescriptors, platform, spyFileSystem, tempDir, writeFiles } from "./helpers.js"
 
 const content = { a: bytesOf(1000, 1), b: bytesOf(70_000, 2) }
 
@@ -55,6 +55,44 @@ storageContract("DiskStorage (single file, bytes, from mlup kwargs)", Effect.gen
       storage_kwargs: { path_to_files: path.join(dir, "model.pckl"), need_load_file: true }
     }).pipe(Layer.provide(platform)),
     expected: [{ _tag: "Bytes", name: "model.pckl", content: content.b }]
+  }
+}))
+
+// A SageMaker-style model.tar.gz (GNU tar), unpacked: the mask selects among its files.
+storageContract("DiskStorage (a model.tar.gz, unpacked, paths)", Effect.gen(function*() {
+  const dir = yield* tempDir
+  const archive = yield* archiveOf("tar.gz", { "model.onnx": content.b, "weights.bin": content.a, "README.md": "not a model" })
+  writeFiles(dir, { "model.tar.gz": archive })
+  return {
+    layer: diskLayer({
+      pathToFiles: path.join(dir, "model.tar.gz"),
+      fileMask: String.raw`\.(onnx|bin)$`,
+      unpack: "auto",
+      cacheDir: path.join(dir, "cache")
+    }),
+    expected: [
+      { _tag: "Path", name: "model.onnx", content: content.b },
+      { _tag: "Path", name: "weights.bin", content: content.a }
+    ]
+  }
+}))
+
+storageContract("DiskStorage (a folder of a zip and a plain file, unpacked, bytes)", Effect.gen(function*() {
+  const dir = yield* tempDir
+  const archive = yield* archiveOf("zip", { "model.onnx": content.b, "notes.txt": "no" })
+  writeFiles(dir, { "model.zip": archive, "labels.onnx": content.a, "other.txt": "no" })
+  return {
+    layer: diskLayer({
+      pathToFiles: dir,
+      fileMask: String.raw`\.onnx$`,
+      needLoadFile: true,
+      unpack: "auto",
+      cacheDir: path.join(dir, "..", `${path.basename(dir)}-cache`)
+    }),
+    expected: [
+      { _tag: "Bytes", name: "labels.onnx", content: content.a },
+      { _tag: "Bytes", name: "model.onnx", content: content.b }
+    ]
   }
 }))
 
@@ -502,4 +540,101 @@ describe("DiskStorage: hostile masks never hang a load", () => {
       yield* Fiber.interrupt(fiber)
       expect(Date.now() - started).toBeLessThan(2000)
     }).pipe(Effect.scoped))
+})
+
+describe("DiskStorage: archives (unpack)", () => {
+  const treesOf = (cacheDir: string) =>
+    fs.readdirSync(path.join(cacheDir, "unpacked")).filter((name) => /^[0-9a-f]{64}$/.test(name)).sort()
+
+  it.scoped("a warm load uses the tree as it is; a new archive gets a new tree, the previous one stays, older ones go", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const cacheDir = path.join(dir, "cache")
+      const options = { pathToFiles: path.join(dir, "model.tgz"), fileMask: "", unpack: "auto", cacheDir } as const
+      const versions = [content.a, content.b, bytesOf(5000, 9)]
+      writeFiles(dir, { "model.tgz": yield* archiveOf("tar.gz", { "model/w.bin": versions[0]! }) })
+      const [first] = yield* loadWith(options)
+      expect(first).toMatchObject({ tag: "Path", name: "model/w.bin", size: versions[0]!.byteLength })
+      const inode = fs.statSync(first!.path).ino
+      const [again] = yield* loadWith(options)
+      // Not unpacked again: the same file, untouched.
+      expect(again!.path).toBe(first!.path)
+      expect(fs.statSync(again!.path).ino).toBe(inode)
+      expect(treesOf(cacheDir).length).toBe(1)
+      for (const [i, version] of versions.slice(1).entries()) {
+        writeFiles(dir, { "model.tgz": yield* archiveOf("tar.gz", { "model/w.bin": version }) })
+        const [next] = yield* loadWith(options)
+        expect(fs.readFileSync(next!.path).equals(version)).toBe(true)
+        // The tree just replaced stays (a reader may still use its paths); the one before goes.
+        expect(treesOf(cacheDir).length).toBe(2)
+        if (i === 1) expect(fs.existsSync(first!.path)).toBe(false)
+      }
+      expect(fs.readdirSync(path.join(cacheDir, "unpacked")).filter((name) => name.startsWith("staging-"))).toEqual([])
+    }))
+
+  it.scoped("an unpacked file changed on disk is unpacked again, never delivered as it is", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const options = { pathToFiles: path.join(dir, "m.tar"), fileMask: "", unpack: "auto", cacheDir: path.join(dir, "c") } as const
+      writeFiles(dir, { "m.tar": yield* archiveOf("tar", { "w.bin": content.b }) })
+      const [first] = yield* loadWith(options)
+      fs.writeFileSync(first!.path, "tampered")
+      const [second] = yield* loadWith(options)
+      expect(fs.readFileSync(second!.path).equals(content.b)).toBe(true)
+    }))
+
+  it.scoped("an explicit format reads a file whose name does not tell it; the mask selects inside, or says what it saw", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      writeFiles(dir, { "model": yield* archiveOf("zip", { "a.onnx": content.a, "b.txt": "x" }) })
+      const cacheDir = path.join(dir, "c")
+      const files = yield* loadWith({ pathToFiles: path.join(dir, "model"), fileMask: "onnx", unpack: "zip", cacheDir })
+      expect(files.map((file) => file.name)).toEqual(["a.onnx"])
+      const error = yield* Effect.flip(loadWith({ pathToFiles: path.join(dir, "model"), fileMask: "pckl", unpack: "zip", cacheDir }))
+      expect(error).toMatchObject({ _tag: "NothingMatched", mask: "pckl", names: ["a.onnx", "b.txt"], entries: 2 })
+      expect(error.message).toContain("(unpacked)")
+      // Read as tar, it is no tar: a typed error, nothing left.
+      const unreadable = yield* Effect.flip(loadWith({ pathToFiles: path.join(dir, "model"), fileMask: "", unpack: "tar", cacheDir }))
+      expect(unreadable).toMatchObject({ _tag: "ArchiveUnreadable", format: "tar" })
+      expect(fs.readdirSync(path.join(cacheDir, "unpacked")).filter((name) => name.startsWith("staging-"))).toEqual([])
+    }))
+
+  it.scoped("a hostile archive is ArchiveRefused (the entry, the rule, the option to raise) and leaves nothing behind", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      execFileSync("python3", ["-c", String.raw`
+import io, sys, tarfile
+with tarfile.open(sys.argv[1] + "/evil.tar.gz", "w:gz") as tar:
+    info = tarfile.TarInfo("../escape.txt"); info.size = 1; tar.addfile(info, io.BytesIO(b"x"))
+with tarfile.open(sys.argv[1] + "/bomb.tar.gz", "w:gz") as tar:
+    info = tarfile.TarInfo("zeros.bin"); info.size = 8 * 1024 * 1024; tar.addfile(info, io.BytesIO(bytes(info.size)))
+`, dir])
+      const cacheDir = path.join(dir, "c")
+      const evil = yield* Effect.flip(loadWith({ pathToFiles: path.join(dir, "evil.tar.gz"), fileMask: "", unpack: "auto", cacheDir }))
+      expect(evil).toMatchObject({ _tag: "ArchiveRefused", entry: "../escape.txt", rule: "parent reference" })
+      expect(fs.existsSync(path.join(dir, "escape.txt"))).toBe(false)
+      const bomb = yield* Effect.flip(loadWith({ pathToFiles: path.join(dir, "bomb.tar.gz"), fileMask: "", unpack: "auto", cacheDir }))
+      expect(bomb).toMatchObject({ _tag: "ArchiveRefused", rule: "ratio", limit: "unpack_max_ratio" })
+      expect(bomb.message).toContain("raise unpack_max_ratio")
+      expect(fs.readdirSync(path.join(cacheDir, "unpacked")).filter((name) => name !== "index")).toEqual([])
+      // Raised, it unpacks.
+      const files = yield* loadWith({
+        pathToFiles: path.join(dir, "bomb.tar.gz"),
+        fileMask: "",
+        unpack: "auto",
+        unpackMaxRatio: 10_000,
+        cacheDir
+      })
+      expect(files).toMatchObject([{ name: "zeros.bin", size: 8 * 1024 * 1024 }])
+    }))
+
+  it.effect("unpack options are validated: an unknown format or a limit below its bound is InvalidStorageOptions", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        Storage.fromSelection({ storage_type: "disk", storage_kwargs: { path_to_files: "x", unpack: "rar", unpack_max_ratio: 0 } })
+      )
+      expect(error).toMatchObject({ _tag: "InvalidStorageOptions" })
+      expect(error.message).toContain("unpack")
+      expect(error.message).toContain("unpack_max_ratio")
+    }).pipe(Effect.provide(platform)))
 })

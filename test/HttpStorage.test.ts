@@ -19,7 +19,7 @@ import * as HttpStorage from "../src/HttpStorage.js"
 import * as Progress from "../src/Progress.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "../src/Testing.js"
-import { bytesOf, contents, filesUnder, fingerprint, flipByte, checkpointed, eachPartAtLeast, onSmallDisk, platform, spyFileSystem, tempDir, untilCheckpointed } from "./helpers.js"
+import { archiveOf, bytesOf, contents, filesUnder, fingerprint, flipByte, checkpointed, eachPartAtLeast, onSmallDisk, platform, spyFileSystem, tempDir, untilCheckpointed } from "./helpers.js"
 import * as TestServer from "./servers/http.js"
 
 const root = path.resolve(import.meta.dirname, "..")
@@ -58,6 +58,19 @@ const fixture = (needLoadFile: boolean, cache = true) =>
   })
 
 storageContract("HttpStorage (paths)", fixture(false))
+// A zip link (as many model links are), unpacked: every file it holds, named from its root.
+storageContract("HttpStorage (a model.zip, unpacked, bytes)", Effect.gen(function*() {
+  const server = yield* TestServer.make()
+  server.put("/models/model.zip", yield* archiveOf("zip", { "model.onnx": model, "weights.bin": weights }))
+  return {
+    layer: HttpStorage.layer({ urls: server.url("/models/model.zip"), cacheDir: yield* tempDir, needLoadFile: true, unpack: "auto" })
+      .pipe(Layer.provide(Layer.merge(platform, quiet))),
+    expected: [
+      { _tag: "Bytes" as const, name: "model.onnx", content: model },
+      { _tag: "Bytes" as const, name: "weights.bin", content: weights }
+    ]
+  }
+}))
 storageContract("HttpStorage (bytes)", fixture(true))
 storageContract("HttpStorage (straight into memory, cache: false)", fixture(true, false))
 

@@ -17,7 +17,7 @@ import * as s3Internal from "../src/internal/s3.js"
 import * as S3Storage from "../src/S3Storage.js"
 import * as Storage from "../src/Storage.js"
 import { storageContract } from "../src/Testing.js"
-import { budgetAfterFailure, intoMemoryInParts, bytesOf, contents, filesUnder, fingerprint, checkpointed, eachPartAtLeast, partsRecords, platform, runSelectionChild, tempDir, flipByte, onSmallDisk, untilCheckpointed } from "./helpers.js"
+import { archiveOf, budgetAfterFailure, intoMemoryInParts, bytesOf, contents, filesUnder, fingerprint, checkpointed, eachPartAtLeast, partsRecords, platform, runSelectionChild, tempDir, flipByte, onSmallDisk, untilCheckpointed } from "./helpers.js"
 import * as S3 from "./servers/s3.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -58,6 +58,30 @@ const fixture = (needLoadFile: boolean, cache = true) =>
   })
 
 storageContract("S3Storage (paths)", fixture(false))
+// SageMaker's convention: a model.tar.gz on S3, unpacked; the mask selects among its files.
+storageContract("S3Storage (a SageMaker model.tar.gz, unpacked, paths)", Effect.gen(function*() {
+  const server = yield* S3.make(["models"])
+  const archive = yield* archiveOf("tar.gz", { "model.onnx": model, "weights.bin": weights, "code/inference.py": "print(1)" })
+  yield* Effect.promise(() => server.put("models", "job-1/output/model.tar.gz", archive))
+  return {
+    layer: Storage.layerFromSelection({
+      storage_type: "s3",
+      storage_kwargs: {
+        storage_uri: "s3://models/job-1/output/model.tar.gz",
+        file_mask: String.raw`\.(onnx|bin)$`,
+        unpack: "auto",
+        endpoint: server.endpoint,
+        access_key_id: S3.accessKeyId,
+        secret_access_key: S3.secretAccessKey,
+        cache_dir: yield* tempDir
+      }
+    }).pipe(Layer.provide(env)),
+    expected: [
+      { _tag: "Path" as const, name: "model.onnx", content: model },
+      { _tag: "Path" as const, name: "weights.bin", content: weights }
+    ]
+  }
+}))
 storageContract("S3Storage (bytes)", fixture(true))
 storageContract("S3Storage (straight into memory, cache: false)", fixture(true, false))
 
@@ -602,5 +626,22 @@ withServer("S3Storage: AWS conventions", (it) => {
       // Still usable after the load.
       const listed = yield* Effect.promise(() => client.send(new ListObjectsV2Command({ Bucket: "b" })))
       expect(listed.Contents?.map((object) => object.Key)).toEqual(["m/a.bin"])
+    }))
+})
+
+withServer("S3Storage: archives (unpack)", (it) => {
+  it.scoped("a model.tar.gz: unpacked once, then offline from the cache; unpack with cache: false is refused up front", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"])
+      const archive = yield* archiveOf("tar.gz", { "model.onnx": model })
+      yield* Effect.promise(() => server.put("b", "m/model.tar.gz", archive))
+      const cacheDir = yield* tempDir
+      const options = { bucket: "b", prefix: "m/", fileMask: String.raw`\.onnx$`, endpoint: server.endpoint, ...keys, cacheDir, unpack: "auto" } as const
+      const online = yield* Effect.flatMap(S3Storage.make(options), contents)
+      expect(online).toMatchObject([{ name: "model.onnx", bytes: fingerprint(model) }])
+      const offline = yield* Effect.flatMap(S3Storage.make({ ...options, offline: true }), contents)
+      expect(offline).toEqual(online)
+      const conflict = yield* Effect.flip(S3Storage.make({ ...options, cache: false, needLoadFile: true }))
+      expect(conflict).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "unpack" }] })
     }))
 })

@@ -10,7 +10,7 @@ import { ExitCode as Cli } from "../src/Cli.js"
 import * as progressView from "../src/cli/progress.js"
 import * as Progress from "../src/Progress.js"
 import { keyOf as cacheKeyOf } from "../src/internal/cache/folder.js"
-import { bytesOf, checkpointed, tempDir, untilCheckpointed, writeFiles } from "./helpers.js"
+import { archiveOf, bytesOf, checkpointed, tempDir, untilCheckpointed, writeFiles } from "./helpers.js"
 import * as Azurite from "./servers/azurite.js"
 import * as Hub from "./servers/hub.js"
 import * as TestServer from "./servers/http.js"
@@ -495,6 +495,30 @@ describe("mlup-storage exit codes", () => {
       expect(run.stderr).toContain("checksum")
       expect(listAll(path.join(dir, "out"))).toEqual([])
       expect(listAll(path.join(dir, "cache")).filter((file) => file.endsWith(".partial") || file.endsWith("m.onnx"))).toEqual([])
+    }))
+
+  it.scopedLive(`fetch --unpack: a model.tar.gz over HTTP into --to as its files; a hostile archive is ${Cli.IntegrityFailure}`, () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/model.tar.gz", yield* archiveOf("tar.gz", { "model/model.onnx": model, "model/config.json": "{}" }))
+      const dir = yield* tempDir
+      const to = path.join(dir, "out")
+      const run = yield* fetchWith("http", { urls: server.url("/model.tar.gz"), cache_dir: path.join(dir, "cache") }, "--unpack", "auto", "--to", to, "--json")
+      expect(run.code, run.stderr).toBe(0)
+      expect(JSON.parse(run.stdout).files.map((file: { readonly name: string }) => file.name)).toEqual(["model/config.json", "model/model.onnx"])
+      expect(listAll(to)).toEqual(["model", "model/config.json", "model/model.onnx"])
+      expect(sha256(fs.readFileSync(path.join(to, "model", "model.onnx")))).toBe(sha256(model))
+      execFileSync("python3", ["-c", String.raw`
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w:gz") as tar:
+    info = tarfile.TarInfo("/etc/mlup-evil"); info.size = 1; tar.addfile(info, io.BytesIO(b"x"))
+`, path.join(dir, "evil.tgz")])
+      server.put("/evil.tgz", fs.readFileSync(path.join(dir, "evil.tgz")))
+      const evil = yield* fetchWith("http", { urls: server.url("/evil.tgz"), cache_dir: path.join(dir, "cache") }, "--unpack", "auto", "--to", path.join(dir, "evil"))
+      expect(evil.code).toBe(Cli.IntegrityFailure)
+      expect(evil.stderr).toContain("Refused to unpack")
+      expect(evil.stderr).toContain("/etc/mlup-evil")
+      expect(listAll(path.join(dir, "evil"))).toEqual([])
     }))
 
   it.scopedLive(`write failure: ${Cli.WriteFailed} (--to under a file)`, () =>

@@ -1,5 +1,5 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { spawn } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import * as crypto from "node:crypto"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as FileSystem from "@effect/platform/FileSystem"
@@ -27,6 +27,23 @@ export const writeFiles = (dir: string, files: Record<string, string | Uint8Arra
     fs.writeFileSync(file, content)
   }
 }
+
+/**
+ * An archive made by the tools users make them with: GNU tar (`tar.gz`,
+ * `tar`) or Info-ZIP (`zip`), of `files` (name → content) at its root.
+ */
+export const archiveOf = (
+  format: "tar.gz" | "tar" | "zip",
+  files: Record<string, string | Uint8Array>
+): Effect.Effect<Uint8Array, never, import("effect/Scope").Scope> =>
+  Effect.map(tempDir, (dir) => {
+    const src = path.join(dir, "src")
+    writeFiles(src, files)
+    const archive = path.join(dir, `archive.${format}`)
+    if (format === "zip") execFileSync("zip", ["-qry", archive, "."], { cwd: src })
+    else execFileSync("tar", [format === "tar" ? "cf" : "czf", archive, "-C", src, ...Object.keys(files)])
+    return new Uint8Array(fs.readFileSync(archive))
+  })
 
 /** Deterministic pseudo-random bytes. */
 export const bytesOf = (size: number, seed = 1): Uint8Array => {

@@ -52,6 +52,8 @@ export interface Fetched {
   readonly file: string
   readonly name: string
   readonly size: number
+  /** The URL, redacted: in messages. */
+  readonly location: string
 }
 
 /** The file name a URL is delivered under: its last path segment. */
@@ -259,7 +261,7 @@ export const fetch = (
       })
 
     const fromCache = (meta: Meta) =>
-      Effect.as(progress.cached(meta.size), { file, name, size: meta.size } satisfies Fetched)
+      Effect.as(progress.cached(meta.size), { file, name, size: meta.size, location } satisfies Fetched)
 
     // The conditions that ask the server whether a cached copy is still current.
     const validatorsOf = (meta: Option.Option<Meta>): Record<string, string> =>
@@ -381,7 +383,7 @@ export const fetch = (
           // then fetched again; the folder's flush below makes both renames durable.
           yield* cache.writeJsonAtomic(metaFile, meta, { flush: false })
           yield* cache.sync(dir)
-          return { file, name, size } satisfies Fetched
+          return { file, name, size, location } satisfies Fetched
         })
 
       const startOver = Effect.suspend(() => {

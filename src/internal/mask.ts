@@ -409,6 +409,17 @@ const written = new WeakMap<RegExp, string>()
 export const sourceOf = (regexp: RegExp): string => written.get(regexp) ?? regexp.source
 
 /**
+ * A RegExp shown as `text` in messages (a mask made by the library from the
+ * user's: the archives it also lets through, say).
+ *
+ * @internal
+ */
+export const shownAs = (regexp: RegExp, text: string): RegExp => {
+  written.set(regexp, text)
+  return regexp
+}
+
+/**
  * A RegExp given in code, made safe for repeated `test` calls (no `g`/`y`
  * state).
  *

@@ -159,6 +159,51 @@ export const envString = (name: string): Effect.Effect<Option.Option<string>> =>
   )
 
 /**
+ * `unpack`: `"none"` (archives are delivered as files), `"auto"` (by the
+ * name's extension, as KServe's storage initializer does), or a format every
+ * file the storage selects is read as (for names that do not tell it).
+ *
+ * @internal
+ */
+export const Unpack = Schema.Literal("none", "auto", "tar", "tar.gz", "tgz", "zip").annotations({
+  message: () => ({
+    message: "must be \"none\", \"auto\" (by extension: .tar, .tar.gz, .tgz, .zip), \"tar\", \"tar.gz\", \"tgz\" or \"zip\"",
+    override: true
+  })
+})
+
+/**
+ * The unpacking options every storage shares (docs/unpack.md): the format,
+ * and the limits that refuse a bomb, each named in the error that reaches
+ * it, to raise it.
+ *
+ * @internal
+ */
+export const unpackFields = {
+  unpack: Schema.optionalWith(Unpack, { default: () => "none" as const }),
+  unpack_max_entries: Schema.optionalWith(positiveInt(100_000_000), { default: () => 100_000 }),
+  unpack_max_bytes: Schema.optionalWith(
+    Schema.Number.pipe(
+      Schema.int({ message: () => "must be a whole number of bytes above 0" }),
+      Schema.positive({ message: () => "must be a whole number of bytes above 0" })
+    ),
+    { default: () => 2 ** 40 }
+  ),
+  unpack_max_ratio: Schema.optionalWith(
+    Schema.Number.pipe(Schema.greaterThanOrEqualTo(1, { message: () => "must be a number from 1 up" })),
+    { default: () => 200 }
+  )
+}
+
+/** The unpacking options as code gives them (each optional: the defaults of `unpackFields`). @internal */
+export const unpackInCode = {
+  unpack: Schema.optional(Unpack),
+  unpackMaxEntries: Schema.optional(unpackFields.unpack_max_entries.from),
+  unpackMaxBytes: Schema.optional(unpackFields.unpack_max_bytes.from),
+  unpackMaxRatio: Schema.optional(unpackFields.unpack_max_ratio.from)
+}
+
+/**
  * The options every remote storage shares (delivery, the cache, parallelism,
  * parts, timeouts, retries, the lock, verification, CAs), with one set of bounds and
  * defaults, spread into each storage's kwargs schema.
@@ -182,7 +227,8 @@ export const transferFields = {
   lock_timeout: Seconds(1800),
   verify: Schema.optionalWith(Verify, { default: () => "changed" as const }),
   cache: Schema.optionalWith(BooleanFlag, { default: () => true }),
-  ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true })
+  ca_bundle: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { exact: true }),
+  ...unpackFields
 }
 
 /** The shared options, decoded. @internal */
@@ -190,6 +236,7 @@ export type TransferKwargs = Schema.Struct.Type<typeof transferFields>
 
 /**
  * Where a remote storage delivers, and what contradicts it: `cache: false`
+ * (with which nothing is unpacked: trees are kept in the cache)
  * delivers each file straight into memory (it needs `need_load_file: true`:
  * a path needs a file on disk, which the cache is) and keeps nothing on disk
  * (so `offline`, which reads the cache, cannot go with it).
@@ -200,7 +247,16 @@ export const deliveryConflicts = (kwargs: {
   readonly cache: boolean
   readonly need_load_file: boolean
   readonly offline?: boolean | undefined
+  readonly unpack?: string | undefined
 }): Array<StorageError.OptionIssue> => [
+  ...(!kwargs.cache && kwargs.unpack !== undefined && kwargs.unpack !== "none"
+    ? [
+      new StorageError.OptionIssue({
+        field: "unpack",
+        problem: "unpacks into the cache, which cache: false turns off: give only one of them"
+      })
+    ]
+    : []),
   ...(!kwargs.cache && !kwargs.need_load_file
     ? [
       new StorageError.OptionIssue({

@@ -6,8 +6,10 @@ import * as Scope from "effect/Scope"
 import * as LoadedFile from "../LoadedFile.js"
 import * as StorageError from "../StorageError.js"
 import * as errors from "./errors.js"
+import type * as options_ from "./options.js"
 import * as release from "./release.js"
 import * as storage from "./storage.js"
+import * as unpacking from "./unpacking.js"
 
 /** How much one read asks for: large enough to stream at disk speed, small enough to interrupt promptly. */
 const readChunkSize = 8 * 1024 * 1024
@@ -94,28 +96,30 @@ export const deliverAll = (fs: FileSystem.FileSystem, path: Path.Path, needLoadF
  */
 export const remoteStorage = (
   storageType: string,
-  kwargs: { readonly need_load_file: boolean; readonly cache: boolean },
+  kwargs: options_.TransferKwargs,
   work: {
-    readonly load: Effect.Effect<
-      ReadonlyArray<{ readonly file: string; readonly name: string; readonly size: number }>,
-      StorageError.StorageError,
-      Scope.Scope
-    >
+    readonly load: Effect.Effect<ReadonlyArray<unpacking.Delivered>, StorageError.StorageError, Scope.Scope>
     readonly loadBytes: Effect.Effect<ReadonlyArray<LoadedFile.Bytes>, StorageError.StorageError, Scope.Scope>
     readonly loadBytesOf: (
       location: string
     ) => Option.Option<Effect.Effect<LoadedFile.Bytes, StorageError.StorageError, Scope.Scope>>
-  }
+  },
+  /** What selects among the files of the archives it unpacks: the storage's mask (undefined: every file). */
+  contents: { readonly mask: RegExp | undefined; readonly maskField: string }
 ): Effect.Effect<storage.Service, never, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const deliver = deliverAll(fs, path, kwargs.need_load_file)
+    const unpack = yield* unpacking.stageOf(storageType, kwargs, contents)
+    const deliver = (files: ReadonlyArray<unpacking.Delivered>) =>
+      Effect.flatMap(unpack(files), deliverAll(fs, path, kwargs.need_load_file))
     const local = (file: string) =>
       Effect.gen(function*() {
         const target = path.resolve(file)
         const info = yield* Effect.mapError(fs.stat(target), errors.fromPlatformError(target, "stat"))
-        const [delivered] = yield* deliver([{ file: target, name: path.basename(target), size: Number(info.size) }])
+        const [delivered] = yield* deliverAll(fs, path, kwargs.need_load_file)([
+          { file: target, name: path.basename(target), size: Number(info.size) }
+        ])
         return delivered!
       })
     return yield* storage.make({

@@ -81,6 +81,8 @@ export interface Delivered {
   readonly file: string
   readonly name: string
   readonly size: number
+  /** Where it came from (`s3://bucket/key`), in messages. */
+  readonly location: string
 }
 
 const namesShown = 10
@@ -150,7 +152,8 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
       manifest.files.map((entry) => ({
         file: path.join(entryDir, "snapshots", manifest.snapshot, ...entry.name.split("/")),
         name: entry.name,
-        size: entry.size
+        size: entry.size,
+        location: source.locationOf(entry.key)
       }))
 
     const partialsDir = path.join(entryDir, "partials")

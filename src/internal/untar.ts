@@ -22,6 +22,14 @@ import * as unpack from "./unpack.js"
 export type Failure =
   | { readonly _tag: "Refused"; readonly refusal: unpack.Refusal }
   | { readonly _tag: "Broken"; readonly reason: string }
+  | { readonly _tag: "Unwritable"; readonly reason: string; readonly code: string | undefined }
+
+/** A failure to write the tree (a full disk, permissions). @internal */
+export const unwritable = (what: string, error: unknown): Failure => ({
+  _tag: "Unwritable",
+  reason: `${what}: ${(error as Error).message}`,
+  code: (error as NodeJS.ErrnoException).code
+})
 
 // tar's own bookkeeping entries (long names, pax headers): never files of the tree.
 const metadata = new Set([
@@ -74,7 +82,8 @@ export const untar = (options: {
     // The file being written, one at a time (tar's entries come in order).
     let writing: Promise<void> = Promise.resolve()
     let out: { readonly destroy: () => void } | undefined
-    const parser = new Parser({ strict: true })
+    // The ratio is ours to check (unpack_max_ratio, against the archive's size when known), not node-tar's 1000.
+    const parser = new Parser({ strict: true, maxDecompressionRatio: Number.POSITIVE_INFINITY })
 
     const fail = (failure: Failure) => {
       if (failed) return
@@ -91,10 +100,19 @@ export const untar = (options: {
     try {
       fs.mkdirSync(folder, { mode: 0o755 })
     } catch (error) {
-      return resume(Effect.fail({ _tag: "Broken", reason: `the folder could not be made: ${(error as Error).message}` }))
+      return resume(Effect.fail(unwritable("the folder could not be made", error)))
     }
 
+    // A folder or a file that cannot be made (a full disk, permissions) fails the unpacking, never the process.
     parser.on("entry", (entry: ReadEntry) => {
+      try {
+        onEntry(entry)
+      } catch (error) {
+        entry.resume()
+        fail(unwritable(`${entry.path} could not be made`, error))
+      }
+    })
+    const onEntry = (entry: ReadEntry) => {
       if (failed || metadata.has(entry.type)) return void entry.resume()
       const result = guard.admit(entryOf(entry))
       if (Either.isLeft(result)) {
@@ -119,7 +137,7 @@ export const untar = (options: {
       out = file
       const closed = file.closed
       writing = writing.then(() => closed)
-    })
+    }
     parser.on("warn", (_code: string, message: string | Error) => fail({ _tag: "Broken", reason: String(message) }))
     parser.on("error", (error: Error) => fail({ _tag: "Broken", reason: error.message }))
     parser.on("end", () => {
@@ -132,11 +150,11 @@ export const untar = (options: {
           try {
             tree.makeLinks(folder, admitted)
           } catch (error) {
-            return fail({ _tag: "Broken", reason: `a link could not be made: ${(error as Error).message}` })
+            return fail(unwritable("a link could not be made", error))
           }
           resume(Effect.succeed(admitted))
         },
-        (error: Error) => fail({ _tag: "Broken", reason: `a file could not be written: ${error.message}` })
+        (error: Error) => fail(unwritable("a file could not be written", error))
       )
     })
     // Piped, with the parser's backpressure (a file written slower than the archive arrives); the

@@ -19,7 +19,7 @@ import type { Readable } from "node:stream"
 import * as yauzl from "yauzl"
 import * as tree from "./tree.js"
 import * as unpack from "./unpack.js"
-import type { Failure } from "./untar.js"
+import { type Failure, unwritable } from "./untar.js"
 
 // The file type bits of a Unix mode (zip stores it in the high half of the external attributes).
 const S_IFMT = 0o170000
@@ -99,7 +99,7 @@ export const unzip = (options: {
     try {
       fs.mkdirSync(folder, { mode: 0o755 })
     } catch (error) {
-      return resume(Effect.fail({ _tag: "Broken", reason: `the folder could not be made: ${(error as Error).message}` }))
+      return resume(Effect.fail(unwritable("the folder could not be made", error)))
     }
 
     yauzl.open(
@@ -124,7 +124,14 @@ export const unzip = (options: {
           })
         // An entry admitted by the rules, then made: a folder now, a file written (the next entry once
         // it is on disk), a link once the whole listing is checked.
-        const make = (described: unpack.Entry, entry: yauzl.Entry, stream: Readable | undefined) => {
+        const make = (described: unpack.Entry, entry: yauzl.Entry) => {
+          try {
+            admitAndMake(described, entry)
+          } catch (error) {
+            fail(unwritable(`${entry.fileName} could not be made`, error))
+          }
+        }
+        const admitAndMake = (described: unpack.Entry, entry: yauzl.Entry) => {
           const result = guard.admit(described)
           if (Either.isLeft(result)) return fail({ _tag: "Refused", refusal: result.left })
           const one = result.right
@@ -132,8 +139,13 @@ export const unzip = (options: {
           const target = path.join(folder, one.path)
           if (described.type === "directory") fs.mkdirSync(target, { recursive: true, mode: one.mode })
           if (described.type !== "file") return opened.readEntry()
-          if (stream === undefined) return read(entry, (stream) => write(one, entry, stream, target))
-          write(one, entry, stream, target)
+          read(entry, (stream) => {
+            try {
+              write(one, entry, stream, target)
+            } catch (error) {
+              fail(unwritable(`${entry.fileName} could not be made`, error))
+            }
+          })
         }
         const write = (one: unpack.Admitted, entry: yauzl.Entry, stream: Readable, target: string) => {
           const file = tree.writeFile(stream, target, one.mode, (bytes) => {
@@ -148,18 +160,18 @@ export const unzip = (options: {
             () => {
               if (!failed) opened.readEntry()
             },
-            (error: Error) => broken(`${entry.fileName} could not be written: ${error.message}`)
+            (error: Error) => fail(unwritable(`${entry.fileName} could not be written`, error))
           )
         }
         opened.on("entry", (entry: yauzl.Entry) => {
           if (failed) return
           const described = entryOf(entry)
-          if (described.type === "directory" || described.type === "other") return make(described, entry, undefined)
+          if (described.type === "directory" || described.type === "other") return make(described, entry)
           if (entry.isEncrypted()) return broken(`${entry.fileName} is encrypted, which is not supported`)
           if (!entry.canDecodeFileData()) {
             return broken(`${entry.fileName} is compressed with method ${entry.compressionMethod}; only stored and deflate are supported`)
           }
-          if (described.type !== "symlink") return make(described, entry, undefined)
+          if (described.type !== "symlink") return make(described, entry)
           // A symbolic link's target is its entry's bytes, read before it is admitted.
           read(entry, (stream) => {
             const chunks: Array<Buffer> = []
@@ -170,7 +182,7 @@ export const unzip = (options: {
               chunks.push(chunk)
             })
             stream.on("end", () => {
-              if (!failed) make({ ...described, target: Buffer.concat(chunks).toString("utf8") }, entry, undefined)
+              if (!failed) make({ ...described, target: Buffer.concat(chunks).toString("utf8") }, entry)
             })
           })
         })
@@ -182,7 +194,7 @@ export const unzip = (options: {
           try {
             tree.makeLinks(folder, admitted)
           } catch (error) {
-            return broken(`a link could not be made: ${(error as Error).message}`)
+            return fail(unwritable("a link could not be made", error))
           }
           opened.close()
           resume(Effect.succeed(admitted))
