@@ -258,13 +258,14 @@ export const makeResolved = (
     // With unpacking on, the archives too are selected (the mask then selects among their files).
     const mask = unpacking.sourceMask(options.unpack ?? "none", options.fileMask)
     const maskSource = mask_.sourceOf(mask)
-    const unpack = yield* unpacking.stageOf(storageType, {
+    const unpacker = yield* unpacking.unpackerOf({
       unpack: options.unpack ?? "none",
       unpack_max_entries: options.unpackMaxEntries ?? 100_000,
       unpack_max_bytes: options.unpackMaxBytes ?? 2 ** 40,
       unpack_max_ratio: options.unpackMaxRatio ?? 200,
       cache_dir: options.cacheDir
-    }, { mask: options.fileMask, maskField: "file_mask" })
+    })
+    const unpack = unpacking.stage(unpacker, storageType, { mask: options.fileMask, maskField: "file_mask" })
 
     const stat = (file: string) => Effect.mapError(fs.stat(file), errors.fromPlatformError(file, "stat"))
     // On Node, a folder is listed without the sort Node's readdir does (see internal/listing).

@@ -242,7 +242,8 @@ export const makeResolved = (
       verify: kwargs.verify,
       multipartThreshold: kwargs.multipart_threshold_mb * MiB,
       partSize: kwargs.part_size_mb * MiB,
-      partConcurrency: kwargs.part_concurrency
+      partConcurrency: kwargs.part_concurrency,
+      unpacker: yield* unpacking.unpackerOf(kwargs)
     }
     const readBytes = read_.readBytes(fs, path)
 
@@ -265,7 +266,7 @@ export const makeResolved = (
     const fetchOne = (url: string, tracker: transfer.Tracker, send: network_.Send) =>
       http.fetch(url, expected.get(url), options, tracker, send)
     // Archives (with `unpack`) become their files: every one of them (this storage has no mask).
-    const unpack = yield* unpacking.stageOf(storageType, kwargs, { mask: undefined, maskField: "unpack" })
+    const unpack = unpacking.stage(options.unpacker, storageType, { mask: undefined, maskField: "unpack" })
     const deliverFiles = read_.deliverAll(fs, path, kwargs.need_load_file)
     const deliver = (files: ReadonlyArray<unpacking.Delivered>) => Effect.flatMap(unpack(files), deliverFiles)
 
@@ -297,6 +298,8 @@ export const makeResolved = (
       ? Effect.flatMap(Effect.zip(transfer.makeTracker, sendForLoad), ([tracker, send]) =>
         Effect.forEach(urls, (url) => fetchOne(url, tracker, send), { concurrency: kwargs.concurrency }).pipe(
           withServices,
+          // A load that fails leaves nothing unpacked for it behind (archives followed as they arrived).
+          Effect.onError(() => options.unpacker?.discardPending ?? Effect.void),
           Effect.flatMap(deliver)
         ))
       : Effect.flatMap(inMemory(urls), (work) => work.loadBytes)

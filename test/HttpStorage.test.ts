@@ -9,7 +9,7 @@ import * as LogLevel from "effect/LogLevel"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
-import { spawn } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -1156,5 +1156,73 @@ withServers("HttpStorage: large files in parallel ranged parts", (it) => {
         expect(files.map((file) => file.bytes)).toEqual([fingerprint(big)])
         expect(server.requests("/big.bin").map((r) => [r.status, r.range])).toEqual([[200, undefined]])
       }
+    }))
+})
+
+withServers("HttpStorage: archives unpacked as they arrive", (it) => {
+  // Three files of 4 MiB (random: gzip keeps their size), packed by GNU tar.
+  const shards = [bytesOf(4 * 1024 * 1024, 31), bytesOf(4 * 1024 * 1024 + 7, 32), bytesOf(300_000, 33)]
+  const packed = archiveOf("tar.gz", { "model/a.bin": shards[0]!, "model/b.bin": shards[1]!, "model/c.bin": shards[2]! })
+  const debugLogs = (logs: Array<string>) =>
+    Layer.merge(
+      Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => logs.push(String(message)))),
+      Logger.minimumLogLevel(LogLevel.Debug)
+    )
+
+  it.scoped("a tar.gz fetched in ranged parts (one cut off and resumed) is unpacked as it arrives, not read again after", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.make()
+      server.put("/model.tar.gz", yield* packed)
+      server.fault("/model.tar.gz", { kind: "drop", after: 300_000 })
+      const cacheDir = yield* tempDir
+      const logs: Array<string> = []
+      const files = yield* Effect.flatMap(
+        make({ urls: server.url("/model.tar.gz"), cacheDir, unpack: "auto", multipartThresholdMb: 1, partSizeMb: 1, partConcurrency: 4 }),
+        contents
+      ).pipe(Effect.provide(debugLogs(logs)))
+      expect(files.map((file) => [file.name, file.bytes])).toEqual(
+        ["a", "b", "c"].map((name, i) => [`model/${name}.bin`, fingerprint(shards[i]!)])
+      )
+      expect(logs.some((line) => line.includes("was unpacked as it arrived"))).toBe(true)
+      expect(server.requests("/model.tar.gz").filter((request) => request.range !== undefined).length).toBeGreaterThan(4)
+      // A warm load: neither fetched nor unpacked again.
+      const again = yield* Effect.flatMap(make({ urls: server.url("/model.tar.gz"), cacheDir, unpack: "auto" }), contents)
+      expect(again).toEqual(files)
+      expect(fs.readdirSync(path.join(cacheDir, "unpacked")).filter((name) => name.startsWith("staging-"))).toEqual([])
+    }))
+
+  it.scoped("a hostile tar.gz followed as it arrives is ArchiveRefused; an interrupted one leaves nothing unpacked", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      execFileSync("python3", ["-c", String.raw`
+import io, os, sys, tarfile
+with tarfile.open(sys.argv[1], "w:gz") as tar:
+    data = os.urandom(10 * 1024 * 1024)
+    info = tarfile.TarInfo("weights.bin"); info.size = len(data); tar.addfile(info, io.BytesIO(data))
+    info = tarfile.TarInfo("../../escape.sh"); info.size = 1; tar.addfile(info, io.BytesIO(b"x"))
+`, path.join(dir, "evil.tar.gz")])
+      const server = yield* TestServer.make()
+      server.put("/evil.tar.gz", fs.readFileSync(path.join(dir, "evil.tar.gz")))
+      const cacheDir = path.join(dir, "cache")
+      const options = { urls: server.url("/evil.tar.gz"), cacheDir, unpack: "auto", multipartThresholdMb: 1, partSizeMb: 1 } as const
+      const refused = yield* Effect.flip(Effect.flatMap(make(options), contents))
+      expect(refused).toMatchObject({ _tag: "ArchiveRefused", entry: "../../escape.sh", rule: "parent reference" })
+      expect(fs.readdirSync(path.join(cacheDir, "unpacked")).filter((name) => name !== "index")).toEqual([])
+      expect(fs.existsSync(path.join(dir, "escape.sh"))).toBe(false)
+
+      // Interrupted mid-way (the body stalls after 3 MiB): no staging folder stays.
+      const slow = yield* TestServer.make()
+      slow.put("/model.tar.gz", yield* packed)
+      slow.fault("/model.tar.gz", { kind: "stall", after: 3 * 1024 * 1024 })
+      const slowCache = path.join(dir, "slow")
+      const fiber = yield* Effect.fork(Effect.flatMap(
+        make({ urls: slow.url("/model.tar.gz"), cacheDir: slowCache, unpack: "auto", partConcurrency: 1 }),
+        contents
+      ))
+      yield* Effect.sleep("1500 millis")
+      yield* Fiber.interrupt(fiber)
+      yield* Effect.sleep("200 millis")
+      const left = fs.existsSync(path.join(slowCache, "unpacked")) ? fs.readdirSync(path.join(slowCache, "unpacked")) : []
+      expect(left.filter((name) => name.startsWith("staging-"))).toEqual([])
     }))
 })

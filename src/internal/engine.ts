@@ -26,6 +26,7 @@ import * as nodeDrain from "./nodeDrain.js"
 import type * as options_ from "./options.js"
 import * as release from "./release.js"
 import * as transfer from "./transfer.js"
+import * as unpacking from "./unpacking.js"
 
 /**
  * One object of a remote set, as its source lists it: its key, size and
@@ -129,6 +130,8 @@ export interface Settings {
   readonly verify: cache.VerifyMode
   /** false: nothing is written to the cache folder (the memory sink's loads); default true. */
   readonly cache?: boolean | undefined
+  /** Unpacks the archives the loads deliver (`unpack`); undefined: none are. */
+  readonly unpacker?: unpacking.Unpacker | undefined
 }
 
 /**
@@ -156,7 +159,8 @@ export const settingsOf = (
       offline: kwargs.offline ?? false,
       lockTimeout: Duration.seconds(kwargs.lock_timeout),
       verify: kwargs.verify,
-      cache: kwargs.cache
+      cache: kwargs.cache,
+      unpacker: yield* unpacking.unpackerOf(kwargs)
     }
   })
 
@@ -466,6 +470,20 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
     // the whole file (in workers, as parts finish in order). Succeeds with the
     // sha256 digests of the file, one per part. `target`'s folder exists.
     const download = (client: C, entry: Entry, target: string, tracker: transfer.Tracker) =>
+      Effect.suspend(() => {
+        // An archive followed as it arrives is abandoned (what it unpacked goes) when the download fails.
+        const held: { follower?: unpacking.Follower | undefined } = {}
+        return downloadInto(client, entry, target, tracker, held).pipe(
+          Effect.onExit((exit) => (exit._tag === "Failure" ? Effect.sync(() => held.follower?.abandon()) : Effect.void))
+        )
+      })
+    const downloadInto = (
+      client: C,
+      entry: Entry,
+      target: string,
+      tracker: transfer.Tracker,
+      held: { follower?: unpacking.Follower | undefined }
+    ) =>
       Effect.gen(function*() {
         const location = source.locationOf(entry.key)
         const progress = tracker.file(location, entry.name)
@@ -522,6 +540,21 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
               `(${done.size} of ${count} parts whole, ${prefixes.size} begun)`
           )
         }
+        // An archive unpacked as it arrives (tar): told how far the file is written in order (the
+        // parts done from the first on, and the flushed bytes of the next), and when it is verified.
+        const follower = settings.unpacker?.follow(entry, location)?.(data)
+        held.follower = follower
+        let followed = 0
+        const advance = () => {
+          if (follower === undefined) return
+          while (followed < count && done.has(followed)) followed++
+          const start = followed * partSize
+          const partial = Math.max(reached.get(followed) ?? 0, start + (prefixes.get(followed)?.bytes ?? 0))
+          follower.advance(Math.min(entry.size, followed >= count ? entry.size : partial))
+        }
+        // How far each part's bytes are on the device: a retried part goes on from there.
+        const reached = new Map<number, number>()
+        advance()
         yield* progress.start(
           entry.size,
           [...done.keys()].reduce((sum, i) => sum + partBytes(i), 0) + [...under.values()].reduce((sum, p) => sum + p.bytes, 0)
@@ -548,6 +581,7 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
             Effect.sync(() => {
               done.set(i, digest)
               under.delete(i)
+              advance()
             }),
             writeRecord
           ))
@@ -560,8 +594,6 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
           // event loop only receives and writes): at each checkpoint, once the bytes are flushed, and
           // at the part's end. From a Node callback, a checkpoint is only noted; a fiber records it.
           const digester = yield* cache.partsDigester(data)
-          // How far each part's bytes are on the device: a retried part goes on from there.
-          const reached = new Map<number, number>()
           const checkpoint = (i: number) => ({
             every,
             durable: (offset: number, _sha256: string, vouched: ReadonlyArray<Check>) => {
@@ -569,6 +601,7 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
               if (offset <= (reached.get(i) ?? -1)) return
               checks ??= vouched
               reached.set(i, offset)
+              advance()
               digester.uptoThen(i, i * partSize, offset, (sha256) => {
                 // A checkpoint told after its part was finished (and recorded whole) says nothing new.
                 if (done.has(i)) return
@@ -660,6 +693,8 @@ export const make = <C>(source: Reader<C>, settings: Settings, partialsDir: stri
             return yield* mismatch(check.label, check.expected, actual[i]!)
           }
         }
+        // Verified: the follower reads it to its end (from its own descriptor, whatever the renames).
+        follower?.done(entry.size)
         yield* cache.commit(data, target)
         yield* cache.removeAll(record)
         yield* progress.finish(entry.size)

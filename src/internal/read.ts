@@ -99,6 +99,8 @@ export const remoteStorage = (
   kwargs: options_.TransferKwargs,
   work: {
     readonly load: Effect.Effect<ReadonlyArray<unpacking.Delivered>, StorageError.StorageError, Scope.Scope>
+    /** Unpacks the archives it delivers (undefined: none are). */
+    readonly unpacker: unpacking.Unpacker | undefined
     readonly loadBytes: Effect.Effect<ReadonlyArray<LoadedFile.Bytes>, StorageError.StorageError, Scope.Scope>
     readonly loadBytesOf: (
       location: string
@@ -110,7 +112,7 @@ export const remoteStorage = (
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const unpack = yield* unpacking.stageOf(storageType, kwargs, contents)
+    const unpack = unpacking.stage(work.unpacker, storageType, contents)
     const deliver = (files: ReadonlyArray<unpacking.Delivered>) =>
       Effect.flatMap(unpack(files), deliverAll(fs, path, kwargs.need_load_file))
     const local = (file: string) =>
@@ -124,7 +126,10 @@ export const remoteStorage = (
       })
     return yield* storage.make({
       storageType,
-      load: kwargs.cache ? Effect.flatMap(work.load, deliver) : work.loadBytes,
+      // A load that fails leaves nothing unpacked for it behind (archives followed as they arrived).
+      load: kwargs.cache
+        ? Effect.flatMap(Effect.onError(work.load, () => work.unpacker?.discardPending ?? Effect.void), deliver)
+        : work.loadBytes,
       loadBytesSingleFile: (file) =>
         kwargs.cache ? local(file) : Option.getOrElse(work.loadBytesOf(file), () => local(file))
     })

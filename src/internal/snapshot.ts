@@ -415,5 +415,5 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
           (files) => files[0]!
         ))
 
-    return { load, loadBytes, loadBytesOf, base, entryDir } as const
+    return { load, loadBytes, loadBytesOf, base, entryDir, unpacker: settings.unpacker } as const
   })

@@ -19,10 +19,14 @@
 import * as Path from "@effect/platform/Path"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { Readable } from "node:stream"
 import * as StorageError from "../StorageError.js"
 import * as cache from "./cache.js"
 import * as mask_ from "./mask.js"
@@ -105,23 +109,50 @@ const sha256Of = (file: string) =>
 /** A staging folder this old is an orphan (its process died). */
 const orphanAfterMs = 24 * 60 * 60 * 1000
 
+/** An unpacked tree in place: its archive's sha256 and what it holds. @internal */
+export interface Tree {
+  readonly sha256: string
+  readonly record: TreeRecord
+  /** The folder its files are in. */
+  readonly folder: string
+}
+
 /**
- * The unpacking stage of one storage: the files a load delivers in, the
- * files to hand over out (archives replaced by the files they hold that the
- * mask selects; other files as they are). With `unpack: "none"`, the files
- * as they are.
+ * An archive followed as it is downloaded (tar, tar.gz): `advance(upto)`
+ * says bytes [0, upto) of the file are written (flushed), `done(size)` that
+ * the download is complete and verified, `abandon()` that it failed (what was
+ * unpacked goes).
  *
  * @internal
  */
-export const make = (options: {
-  readonly storageType: string
+export interface Follower {
+  readonly advance: (upto: number) => void
+  readonly done: (size: number) => void
+  readonly abandon: () => void
+}
+
+/**
+ * The unpacker of one storage: where its trees are, how an archive becomes
+ * one (`treeFor`), and (for tar) how a download is followed and unpacked as
+ * it arrives (`follow`, picked up by `treeFor` once the file is delivered).
+ *
+ * @internal
+ */
+export interface Unpacker {
+  readonly unpack: Kwargs["unpack"]
+  /** A follower for an archive about to be downloaded into `data` (undefined: not a tar, unpacked after). */
+  readonly follow: (entry: { readonly name: string; readonly size: number }, location: string) => ((data: string) => Follower) | undefined
+  readonly treeFor: (archive: Delivered, format: Format) => Effect.Effect<Tree, StorageError.StorageError>
+  /** Followers whose archive no load delivered (it failed): what they unpacked goes. */
+  readonly discardPending: Effect.Effect<void>
+}
+
+/** @internal */
+export const makeUnpacker = (options: {
   readonly kwargs: Kwargs
   readonly cacheDir: string
-  /** Selects among the archives' files (undefined: all of them). */
-  readonly mask: RegExp | undefined
-  readonly maskField: string
   readonly verify: cache.VerifyMode
-}) => {
+}): Unpacker => {
   const { kwargs } = options
   const root = path.join(options.cacheDir, "unpacked")
   const limits: unpack.Limits = {
@@ -148,48 +179,37 @@ export const make = (options: {
       return record
     })
 
-  // An archive into a staging folder: its sha256 (of the bytes read) and the tree's record.
-  const unpackInto = (archive: Delivered, format: Format, staging: string, size: number) =>
-    Effect.gen(function*() {
-      const location = archive.location ?? archive.file
-      const folder = path.join(staging, "tree")
-      const read = format === "zip"
-        ? Effect.zip(sha256Of(archive.file), unzip.unzip({ file: archive.file, folder, limits }))
-        : Effect.suspend(() => {
-          const hash = crypto.createHash("sha256")
-          const body = fs.createReadStream(archive.file, { highWaterMark: 1024 * 1024 })
-          body.on("data", (chunk) => void hash.update(chunk))
-          return Effect.map(untar.untar({ body, folder, limits, archiveSize: size }), (admitted) => [hash.digest("hex"), admitted] as const)
+  // What a reader's failure is, for the caller: a refusal, an unreadable archive, a failed write.
+  const failureOf = (location: string, format: Format, folder: string) =>
+  (failure: untar.Failure | StorageError.ReadFailed): StorageError.StorageError => {
+    switch (failure._tag) {
+      case "Refused":
+        return new StorageError.ArchiveRefused({
+          location,
+          ...(failure.refusal.entry === undefined ? {} : { entry: failure.refusal.entry }),
+          rule: failure.refusal.rule,
+          reason: failure.refusal.reason,
+          ...(failure.refusal.limit === undefined ? {} : { limit: failure.refusal.limit })
         })
-      const [sha256, admitted] = yield* Effect.catchAll(read, (failure): Effect.Effect<never, StorageError.StorageError> => {
-        if (typeof failure !== "object" || failure === null || !("_tag" in failure)) return Effect.fail(failure as StorageError.StorageError)
-        switch (failure._tag) {
-          case "Refused":
-            return Effect.fail(
-              new StorageError.ArchiveRefused({
-                location,
-                ...(failure.refusal.entry === undefined ? {} : { entry: failure.refusal.entry }),
-                rule: failure.refusal.rule,
-                reason: failure.refusal.reason,
-                ...(failure.refusal.limit === undefined ? {} : { limit: failure.refusal.limit })
-              })
-            )
-          case "Broken":
-            return Effect.fail(new StorageError.ArchiveUnreadable({ location, format, reason: failure.reason }))
-          case "Unwritable":
-            return Effect.fail(
-              new StorageError.WriteFailed({
-                path: folder,
-                operation: `unpack ${location} into`,
-                reason: failure.reason,
-                ...(failure.code === undefined ? {} : { code: failure.code })
-              })
-            )
-          default:
-            return Effect.fail(failure as StorageError.StorageError)
-        }
-      })
-      // Every file of the tree (links followed: they stay inside it), with its identity now.
+      case "Broken":
+        return new StorageError.ArchiveUnreadable({ location, format, reason: failure.reason })
+      case "Unwritable":
+        return new StorageError.WriteFailed({
+          path: folder,
+          operation: `unpack ${location} into`,
+          reason: failure.reason,
+          ...(failure.code === undefined ? {} : { code: failure.code })
+        })
+      default:
+        return failure
+    }
+  }
+
+  // The record of a staged tree (every file, links followed: they stay inside it, with its identity
+  // now), written beside it.
+  const recordOf = (staging: string, admitted: ReadonlyArray<unpack.Admitted>) =>
+    Effect.gen(function*() {
+      const folder = path.join(staging, "tree")
       const files: Array<TreeRecord["files"][number]> = []
       for (const { entry, path: inside } of admitted) {
         if (entry.type === "directory") continue
@@ -198,46 +218,81 @@ export const make = (options: {
         if (info === undefined || !info.isFile()) continue
         files.push({ name: inside, size: Number(info.size), identity: Option.getOrThrow(yield* cache.identityOf(at)) })
       }
-      yield* cache.writeJsonAtomic(path.join(staging, "record.json"), { version: 1, files } satisfies TreeRecord)
-      return { sha256, record: { version: 1, files } satisfies TreeRecord }
+      const record: TreeRecord = { version: 1, files }
+      yield* cache.writeJsonAtomic(path.join(staging, "record.json"), record)
+      return record
     })
 
-  // One archive's tree: the one its index names when it is intact, else unpacked now and put in place.
-  const treeFor = (archive: Delivered, format: Format) =>
+  // An archive file into a staging folder: its sha256 (of the bytes read) and what it held.
+  const unpackInto = (archive: Delivered, format: Format, staging: string, size: number) => {
+    const folder = path.join(staging, "tree")
+    const read = format === "zip"
+      ? Effect.zip(sha256Of(archive.file), unzip.unzip({ file: archive.file, folder, limits }))
+      : Effect.suspend(() => {
+        const hash = crypto.createHash("sha256")
+        const body = fs.createReadStream(archive.file, { highWaterMark: 1024 * 1024 })
+        body.on("data", (chunk) => void hash.update(chunk))
+        return Effect.map(untar.untar({ body, folder, limits, archiveSize: size }), (admitted) => [hash.digest("hex"), admitted] as const)
+      })
+    return Effect.mapError(read, failureOf(archive.location ?? archive.file, format, folder))
+  }
+
+  // One archive's tree: the one its index names when it is intact; else the one unpacked as it was
+  // downloaded (a tar this load fetched), or unpacked now; then put in place.
+  const treeFor = (archive: Delivered, format: Format): Effect.Effect<Tree, StorageError.StorageError> =>
     Effect.gen(function*() {
       const location = archive.location ?? archive.file
+      const streamed = pending.get(location)
+      if (streamed !== undefined) pending.delete(location)
       const identity = yield* cache.identityOf(archive.file)
       if (Option.isNone(identity)) {
+        streamed?.abandon()
         return yield* new StorageError.ReadFailed({ path: archive.file, operation: "unpack", reason: "the archive is gone" })
       }
       const index = yield* cache.readJson<IndexRecord>(indexOf(archive.file, format))
-      if (Option.isSome(index) && index.value.identity === identity.value && options.verify === "changed") {
+      if (streamed === undefined && Option.isSome(index) && index.value.identity === identity.value && options.verify === "changed") {
         const record = yield* intact(index.value.sha256)
         if (Option.isSome(record)) {
           yield* Effect.logDebug(`${location} was unpacked before (sha256 ${index.value.sha256}): not unpacked again`)
-          return { sha256: index.value.sha256, record: record.value }
+          return { sha256: index.value.sha256, record: record.value, folder: path.join(treeOf(index.value.sha256), "tree") }
         }
       }
-      yield* cache.ensureDir(root)
-      const id = `${(yield* Clock.currentTimeMillis).toString(36)}-${crypto.randomUUID().slice(0, 8)}`
-      const staging = path.join(root, `staging-${id}`)
-      yield* cache.ensureDir(staging)
-      const size = Number(identity.value.split(":")[0])
-      const made = yield* unpackInto(archive, format, staging, size).pipe(
-        Effect.onExit((exit) => exit._tag === "Failure" ? cache.removeAll(staging) : Effect.void)
-      )
-      // The archive must not have changed while it was read (a file being written by someone else).
-      const after = yield* cache.identityOf(archive.file)
-      if (Option.getOrUndefined(after) !== identity.value) {
-        yield* cache.removeAll(staging)
-        return yield* new StorageError.ReadFailed({
-          path: archive.file,
-          operation: "unpack",
-          reason: "the archive changed while it was unpacked: load again once it is complete"
-        })
+      let staging: string
+      let read: readonly [string, ReadonlyArray<unpack.Admitted>]
+      // Unpacked as it arrived; if that was stopped, unpacked from the file now.
+      const result = streamed === undefined ? Option.none() : yield* Effect.promise(() => streamed.result)
+      if (streamed !== undefined && Option.isNone(result)) yield* cache.removeAll(streamed.staging)
+      if (streamed !== undefined && Option.isSome(result)) {
+        staging = streamed.staging
+        if (Either.isLeft(result.value)) {
+          yield* cache.removeAll(staging)
+          return yield* Effect.fail(failureOf(location, format, path.join(staging, "tree"))(result.value.left))
+        }
+        read = result.value.right
+        yield* Effect.logDebug(`${location} was unpacked as it arrived (sha256 ${read[0]})`)
+      } else {
+        yield* cache.ensureDir(root)
+        const id = `${(yield* Clock.currentTimeMillis).toString(36)}-${crypto.randomUUID().slice(0, 8)}`
+        staging = path.join(root, `staging-${id}`)
+        yield* cache.ensureDir(staging)
+        read = yield* unpackInto(archive, format, staging, Number(identity.value.split(":")[0])).pipe(
+          Effect.onExit((exit) => exit._tag === "Failure" ? cache.removeAll(staging) : Effect.void)
+        )
+        // The archive must not have changed while it was read (a file being written by someone else).
+        const after = yield* cache.identityOf(archive.file)
+        if (Option.getOrUndefined(after) !== identity.value) {
+          yield* cache.removeAll(staging)
+          return yield* new StorageError.ReadFailed({
+            path: archive.file,
+            operation: "unpack",
+            reason: "the archive changed while it was unpacked: load again once it is complete"
+          })
+        }
       }
-      const final = treeOf(made.sha256)
-      const existing = yield* intact(made.sha256)
+      const [sha256, admitted] = read
+      const made = yield* Effect.onError(recordOf(staging, admitted), () => cache.removeAll(staging))
+      const final = treeOf(sha256)
+      const existing = yield* intact(sha256)
       if (Option.isSome(existing)) {
         // Unpacked by another load meanwhile (or before, under another name): that tree is used.
         yield* cache.removeAll(staging)
@@ -245,18 +300,21 @@ export const make = (options: {
         yield* cache.removeAll(final)
         yield* Effect.catchAll(cache.commit(staging, final, { flushed: true }), (error) =>
           // Another load renamed its tree into place first.
-          Effect.flatMap(intact(made.sha256), (won) => Option.isSome(won) ? cache.removeAll(staging) : Effect.fail(error)))
+          Effect.flatMap(intact(sha256), (won) => Option.isSome(won) ? cache.removeAll(staging) : Effect.fail(error)))
       }
-      const record = Option.getOrElse(existing, () => made.record)
       const before = Option.getOrUndefined(index)
       yield* cache.ensureDir(path.dirname(indexOf(archive.file, format)))
       yield* cache.writeJsonAtomic(indexOf(archive.file, format), {
         identity: identity.value,
-        sha256: made.sha256,
-        ...(before !== undefined && before.sha256 !== made.sha256 ? { previous: before.sha256 } : before?.previous === undefined ? {} : { previous: before.previous })
+        sha256,
+        ...(before !== undefined && before.sha256 !== sha256
+          ? { previous: before.sha256 }
+          : before?.previous === undefined
+          ? {}
+          : { previous: before.previous })
       } satisfies IndexRecord)
       yield* collect
-      return { sha256: made.sha256, record }
+      return { sha256, record: Option.getOrElse(existing, () => made), folder: path.join(final, "tree") }
     })
 
   // Trees no index names (as current or previous), and orphaned staging folders, go.
@@ -280,18 +338,132 @@ export const make = (options: {
     yield* cache.removeAll(...gone.map((name) => path.join(root, name)))
   })
 
-  const select = (archive: Delivered, tree: { readonly sha256: string; readonly record: TreeRecord }) =>
+  // Downloads being unpacked as they arrive, by location: picked up by treeFor once delivered.
+  const pending = new Map<string, {
+    readonly staging: string
+    /** None: it was stopped (abandoned, or the process is shutting down). */
+    readonly result: Promise<Option.Option<Either.Either<readonly [string, ReadonlyArray<unpack.Admitted>], untar.Failure>>>
+    readonly abandon: () => void
+  }>()
+
+  const follow: Unpacker["follow"] = (entry, location) => {
+    if (formatOf(kwargs.unpack, entry.name) !== "tar") return undefined
+    return (data) => {
+      pending.get(location)?.abandon()
+      fs.mkdirSync(root, { recursive: true })
+      const staging = path.join(root, `staging-${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`)
+      fs.mkdirSync(staging)
+      const body = new Following(data)
+      const hash = crypto.createHash("sha256")
+      body.on("data", (chunk: Buffer) => void hash.update(chunk))
+      const fiber = Effect.runFork(
+        Effect.either(Effect.map(
+          untar.untar({ body, folder: path.join(staging, "tree"), limits, archiveSize: entry.size }),
+          (admitted) => [hash.digest("hex"), admitted] as const
+        ))
+      )
+      let abandoned = false
+      const abandon = () => {
+        if (abandoned) return
+        abandoned = true
+        if (pending.get(location)?.staging === staging) pending.delete(location)
+        body.destroy()
+        fiber.unsafeInterruptAsFork(fiber.id())
+        void Effect.runPromise(Fiber.await(fiber)).finally(() => fs.rmSync(staging, { recursive: true, force: true }))
+      }
+      const result = Effect.runPromise(Effect.map(Fiber.await(fiber), Exit.getOrElse(() => undefined))).then(Option.fromNullable)
+      pending.set(location, { staging, result, abandon })
+      return {
+        advance: (upto) => body.advance(upto),
+        done: (size) => body.done(size),
+        abandon
+      }
+    }
+  }
+
+  const discardPending = Effect.sync(() => {
+    for (const one of [...pending.values()]) one.abandon()
+  })
+
+  return { unpack: kwargs.unpack, follow, treeFor, discardPending }
+}
+
+/**
+ * A file being written, read as a stream as far as it is written: `advance`
+ * moves the end that may be read, `done` says where the file ends.
+ */
+class Following extends Readable {
+  private readonly fd: number
+  private position = 0
+  private available = 0
+  private end: number | undefined
+  private reading = false
+  private wanted = false
+  constructor(file: string) {
+    super({ highWaterMark: 1024 * 1024 })
+    // Opened now: the file may be renamed into place before it is read to its end.
+    this.fd = fs.openSync(file, "r")
+  }
+  advance(upto: number) {
+    if (upto <= this.available) return
+    this.available = upto
+    if (this.wanted) this.pump()
+  }
+  done(size: number) {
+    this.end = size
+    this.available = Math.max(this.available, size)
+    if (this.wanted) this.pump()
+  }
+  override _read() {
+    this.wanted = true
+    this.pump()
+  }
+  private pump() {
+    if (this.reading || this.destroyed) return
+    if (this.end !== undefined && this.position >= this.end) return void this.push(null)
+    if (this.position >= this.available) return
+    this.reading = true
+    const buffer = Buffer.allocUnsafe(Math.min(1024 * 1024, this.available - this.position))
+    fs.read(this.fd, buffer, 0, buffer.byteLength, this.position, (error, bytes) => {
+      this.reading = false
+      if (this.destroyed) return
+      if (error !== null) return void this.destroy(error)
+      if (bytes === 0) return void this.destroy(new Error(`the file ends at ${this.position}, before ${this.available}`))
+      this.position += bytes
+      this.wanted = this.push(buffer.subarray(0, bytes))
+      if (this.wanted) this.pump()
+    })
+  }
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void) {
+    fs.close(this.fd, () => callback(error))
+  }
+}
+
+/**
+ * The unpacking stage of a load: the files it delivers in, the files to hand
+ * over out (archives replaced by the files they hold that the mask selects;
+ * other files as they are). Without an unpacker, the files as they are.
+ *
+ * @internal
+ */
+export const stage = (
+  unpacker: Unpacker | undefined,
+  storageType: string,
+  /** Selects among the archives' files (undefined: all of them). */
+  contents: { readonly mask: RegExp | undefined; readonly maskField: string }
+) => {
+  const select = (archive: Delivered, tree: Tree) =>
     Effect.gen(function*() {
       const names = tree.record.files.map((file) => file.name)
       const chosen = new Set(
-        options.mask === undefined
+        contents.mask === undefined
           ? names
-          : yield* mask_.select(options.mask, names, { storageType: options.storageType, field: options.maskField })
+          : yield* mask_.select(contents.mask, names, { storageType, field: contents.maskField })
       )
       if (chosen.size === 0) {
         return yield* new StorageError.NothingMatched({
           folder: `${archive.location ?? archive.file} (unpacked)`,
-          mask: mask_.sourceOf(options.mask!),
+          mask: mask_.sourceOf(contents.mask!),
           names: [...names].sort().slice(0, namesShown),
           entries: names.length
         })
@@ -300,7 +472,7 @@ export const make = (options: {
         .filter((file) => chosen.has(file.name))
         .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
         .map((file): Delivered => ({
-          file: path.join(treeOf(tree.sha256), "tree", ...file.name.split("/")),
+          file: path.join(tree.folder, ...file.name.split("/")),
           name: file.name,
           size: file.size,
           location: `${archive.location ?? archive.file}#${file.name}`
@@ -308,14 +480,16 @@ export const make = (options: {
     })
 
   return (files: ReadonlyArray<Delivered>): Effect.Effect<ReadonlyArray<Delivered>, StorageError.StorageError> =>
-    kwargs.unpack === "none"
+    unpacker === undefined || unpacker.unpack === "none"
       ? Effect.succeed(files)
       : Effect.gen(function*() {
         const out: Array<Delivered> = []
         const from = new Map<string, string>()
         for (const file of files) {
-          const format = formatOf(kwargs.unpack, file.name)
-          const delivered = format === undefined ? [file] : yield* Effect.flatMap(treeFor(file, format), (tree) => select(file, tree))
+          const format = formatOf(unpacker.unpack, file.name)
+          const delivered = format === undefined
+            ? [file]
+            : yield* Effect.flatMap(unpacker.treeFor(file, format), (tree) => select(file, tree))
           for (const one of delivered) {
             const other = from.get(one.name)
             if (other !== undefined) {
@@ -331,30 +505,25 @@ export const make = (options: {
           }
         }
         return out
-      })
+      }).pipe(Effect.ensuring(unpacker.discardPending))
 }
 
 /**
- * The unpacking stage of a storage from its kwargs: the cache folder (the
- * default one when not given) and the verification mode it shares with the
- * cache.
+ * The unpacker of a storage from its kwargs (none with `unpack: "none"`):
+ * the cache folder (the default one when not given) and the verification
+ * mode it shares with the cache.
  *
  * @internal
  */
-export const stageOf = (
-  storageType: string,
-  kwargs: Kwargs & { readonly cache_dir?: string | undefined; readonly verify?: cache.VerifyMode | undefined },
-  contents: { readonly mask: RegExp | undefined; readonly maskField: string }
-) =>
+export const unpackerOf = (
+  kwargs: Kwargs & { readonly cache_dir?: string | undefined; readonly verify?: cache.VerifyMode | undefined }
+): Effect.Effect<Unpacker | undefined, never, Path.Path> =>
   Effect.gen(function*() {
-    if (kwargs.unpack === "none") return (files: ReadonlyArray<Delivered>) => Effect.succeed(files)
+    if (kwargs.unpack === "none") return undefined
     const path_ = yield* Path.Path
-    return make({
-      storageType,
+    return makeUnpacker({
       kwargs,
       cacheDir: path_.resolve(kwargs.cache_dir ?? (yield* cache.defaultCacheDir(path_))),
-      mask: contents.mask,
-      maskField: contents.maskField,
       verify: kwargs.verify ?? "changed"
     })
   })
