@@ -322,9 +322,9 @@ export const fetch = Command.make(
         "For remote storages: re-hash every cached file before it is used (verify: always), not only those that changed on disk."
       )
     ),
-    unpack: Options.choice("unpack", ["auto", "tar", "tar.gz", "tgz", "zip"]).pipe(
+    unpack: Options.choice("unpack", ["auto", "tar", "tar.gz", "tgz", "tar.zst", "zip"]).pipe(
       Options.withDescription(
-        "Unpack archives into the files they hold (the unpack option): auto by extension (.tar, .tar.gz, .tgz, .zip), " +
+        "Unpack archives into the files they hold (the unpack option): auto by extension (.tar, .tar.gz, .tgz, .tar.zst, .zip), " +
           "or the format every selected file is read as. The mask (file_mask) then selects among their files."
       ),
       Options.optional

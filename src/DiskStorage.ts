@@ -72,11 +72,11 @@ export interface Options {
   /**
    * Archives become the files they hold, which the mask then selects:
    * `"none"` (default), `"auto"` (by extension: `.tar`, `.tar.gz`, `.tgz`,
-   * `.zip`), or a format every selected file is read as. See docs/unpack.md.
+   * `.tar.zst`, `.zip`), or a format every selected file is read as. See docs/unpack.md.
    *
    * @since 0.5.0
    */
-  readonly unpack?: "none" | "auto" | "tar" | "tar.gz" | "tgz" | "zip" | undefined
+  readonly unpack?: "none" | "auto" | "tar" | "tar.gz" | "tgz" | "tar.zst" | "zip" | undefined
   /** At most this many entries in an archive (default 100,000). @since 0.5.0 */
   readonly unpackMaxEntries?: number | undefined
   /** At most this many bytes unpacked from an archive (default 1 TiB). @since 0.5.0 */
@@ -98,7 +98,7 @@ export interface ResolvedOptions {
   readonly fileMask: RegExp
   readonly needLoadFile: boolean
   /** @since 0.5.0 */
-  readonly unpack?: "none" | "auto" | "tar" | "tar.gz" | "tgz" | "zip" | undefined
+  readonly unpack?: "none" | "auto" | "tar" | "tar.gz" | "tgz" | "tar.zst" | "zip" | undefined
   /** @since 0.5.0 */
   readonly unpackMaxEntries?: number | undefined
   /** @since 0.5.0 */
@@ -183,7 +183,7 @@ export const Kwargs: Schema.Schema<ResolvedOptions, {
   readonly file_mask?: string
   readonly files_mask?: string
   readonly need_load_file?: boolean | string
-  readonly unpack?: "none" | "auto" | "tar" | "tar.gz" | "tgz" | "zip" | undefined
+  readonly unpack?: "none" | "auto" | "tar" | "tar.gz" | "tgz" | "tar.zst" | "zip" | undefined
   readonly unpack_max_entries?: number | undefined
   readonly unpack_max_bytes?: number | undefined
   readonly unpack_max_ratio?: number | undefined

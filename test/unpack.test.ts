@@ -6,6 +6,7 @@ import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as zlib from "node:zlib"
 import * as unpack from "../src/internal/unpack.js"
 import * as untar from "../src/internal/untar.js"
 import * as unzip from "../src/internal/unzip.js"
@@ -158,6 +159,24 @@ describe("tar archives unpacked as they stream in (GNU tar's, Python's, hostile 
       shards.forEach((bytes, i) => expect(fs.readFileSync(path.join(out, "shards", `s${i}.bin`)).equals(bytes)).toBe(true))
       fs.rmSync(dir, { recursive: true, force: true })
     }), 20_000)
+
+  it.effect("a tar.zst (GNU tar --zstd): unpacked where Node reads zstd, else a failure that says so (never a crash)", () =>
+    Effect.gen(function*() {
+      const dir = work()
+      fs.mkdirSync(path.join(dir, "src"))
+      fs.writeFileSync(path.join(dir, "src", "w.bin"), "weights")
+      execFileSync("tar", ["--zstd", "-cf", path.join(dir, "m.tar.zst"), "-C", path.join(dir, "src"), "w.bin"])
+      const out = path.join(dir, "out")
+      const result = yield* Effect.either(unpackFile(path.join(dir, "m.tar.zst"), out))
+      if ("createZstdDecompress" in zlib) {
+        expect(Either.isRight(result)).toBe(true)
+        expect(fs.readFileSync(path.join(out, "w.bin"), "utf8")).toBe("weights")
+      } else {
+        expect(result).toEqual(Either.left({ _tag: "Broken", reason: expect.stringContaining("zstd") }))
+        expect(fs.existsSync(out)).toBe(false)
+      }
+      fs.rmSync(dir, { recursive: true, force: true })
+    }))
 
   it.effect("hostile archives (made with Python's tarfile) are refused by rule and leave nothing behind", () =>
     Effect.gen(function*() {

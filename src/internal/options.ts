@@ -165,9 +165,10 @@ export const envString = (name: string): Effect.Effect<Option.Option<string>> =>
  *
  * @internal
  */
-export const Unpack = Schema.Literal("none", "auto", "tar", "tar.gz", "tgz", "zip").annotations({
+export const Unpack = Schema.Literal("none", "auto", "tar", "tar.gz", "tgz", "tar.zst", "zip").annotations({
   message: () => ({
-    message: "must be \"none\", \"auto\" (by extension: .tar, .tar.gz, .tgz, .zip), \"tar\", \"tar.gz\", \"tgz\" or \"zip\"",
+    message:
+      "must be \"none\", \"auto\" (by extension: .tar, .tar.gz, .tgz, .tar.zst, .zip), \"tar\", \"tar.gz\", \"tgz\", \"tar.zst\" or \"zip\"",
     override: true
   })
 })

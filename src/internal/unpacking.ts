@@ -43,7 +43,7 @@ export type Kwargs = Schema.Struct.Type<typeof options_.unpackFields>
 export type Format = "tar" | "zip"
 
 // Any case, spelled out: the pattern is also joined to a user's mask, whose flags it must not change.
-const archiveNames = /\.(?:[tT][aA][rR](?:\.[gG][zZ])?|[tT][gG][zZ]|[zZ][iI][pP])$/
+const archiveNames = /\.(?:[tT][aA][rR](?:\.(?:[gG][zZ]|[zZ][sS][tT]))?|[tT][gG][zZ]|[tT][zZ][sS][tT]|[zZ][iI][pP])$/
 
 /** The format a file is read as, under `unpack` (none: delivered as it is). @internal */
 export const formatOf = (unpack: Kwargs["unpack"], name: string): Format | undefined => {
@@ -67,7 +67,7 @@ export const sourceMask = (unpack: Kwargs["unpack"], mask: RegExp): RegExp => {
   if (unpack !== "auto") return mask_.shownAs(/(?:)/, `every file (unpack: ${unpack})`)
   return mask_.shownAs(
     new RegExp(`(?:${archiveNames.source})|(?:${mask.source})`, mask.flags),
-    `${shown} (or an archive: .tar, .tar.gz, .tgz, .zip)`
+    `${shown} (or an archive: .tar, .tar.gz, .tgz, .tar.zst, .zip)`
   )
 }
 

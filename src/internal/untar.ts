@@ -13,7 +13,8 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import type { Readable } from "node:stream"
+import { type Readable, Transform } from "node:stream"
+import * as zlib from "node:zlib"
 import { Parser, type ReadEntry } from "tar"
 import * as tree from "./tree.js"
 import * as unpack from "./unpack.js"
@@ -57,6 +58,36 @@ const entryOf = (entry: ReadEntry): unpack.Entry => {
     default:
       return { ...base, type: "other", kind: entry.type }
   }
+}
+
+const zstdMagic = Buffer.from([0x28, 0xb5, 0x2f, 0xfd])
+/** Whether this Node's zlib decompresses zstd (22.15 and later). */
+const zstdSupported = typeof (zlib as { readonly createZstdDecompress?: unknown }).createZstdDecompress === "function"
+
+/** Passes the bytes on, once the first four said the archive is in a format this Node reads. */
+const sniff = () => {
+  let head: Buffer | undefined = Buffer.alloc(0)
+  const check = (bytes: Buffer) =>
+    !zstdSupported && bytes.subarray(0, 4).equals(zstdMagic)
+      ? new Error(`it is compressed with zstd, which this Node (${process.version}) cannot read: Node 22.15 or later can`)
+      : null
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      if (head === undefined) return callback(null, chunk)
+      head = Buffer.concat([head, chunk])
+      if (head.byteLength < 4) return callback()
+      const first = head
+      head = undefined
+      const problem = check(first)
+      return problem === null ? callback(null, first) : callback(problem)
+    },
+    flush(callback) {
+      const rest = head
+      head = undefined
+      if (rest === undefined || rest.byteLength === 0) return callback()
+      callback(check(rest), rest)
+    }
+  })
 }
 
 /**
@@ -160,8 +191,12 @@ export const untar = (options: {
     // Piped, with the parser's backpressure (a file written slower than the archive arrives); the
     // archive's bytes counted as they pass (the ratio).
     body.on("data", (chunk: Buffer) => void (archiveRead += chunk.byteLength))
-    body.pipe(parser as unknown as NodeJS.WritableStream)
+    // Through a gate that reads the first bytes: node-tar takes zstd by its magic number and, where
+    // Node's zlib has no zstd (before 22.15), throws from inside the stream (the process would end).
+    const gate = sniff()
+    body.pipe(gate).pipe(parser as unknown as NodeJS.WritableStream)
     body.on("error", (error) => fail({ _tag: "Broken", reason: `the archive was cut off: ${error.message}` }))
+    gate.on("error", (error) => fail({ _tag: "Broken", reason: error.message }))
     // Interrupted: reading stops; what was written goes.
     return Effect.sync(() => {
       failed = true
