@@ -79,7 +79,7 @@ const clean = () => {
   fs.mkdirSync(out, { recursive: true })
   for (const name of fs.readdirSync(local)) fs.rmSync(path.join(local, name), { recursive: true, force: true })
 }
-const kwargs = JSON.stringify({ cache_dir: cacheDir, file_mask: "" })
+const kwargs = JSON.stringify({ cache_dir: cacheDir })
 const ours = (name: string) => () => timed(process.execPath, [bin, "fetch", `${server.base}/${name}`, "--unpack", "auto", "-k", kwargs, "--to", out, "-q"], env)
 
 let tgz: Record<string, Series>

@@ -106,6 +106,17 @@ const sha256Of = (file: string) =>
     body.on("error", (error) => resume(Effect.fail(new StorageError.ReadFailed({ path: file, operation: "read", reason: error.message }))))
     return Effect.sync(() => body.destroy())
   })
+/**
+ * The identity of a file of a tree: its size, modification time and inode.
+ * Not its ctime (as the cache's files have), which every hard link to the
+ * file changes: placing a tree's files (`fetch --to`) links them. A write
+ * changes the modification time; a tree is never written after it is made.
+ */
+const fileIdentityOf = (file: string): string | undefined => {
+  const info = fs.statSync(file, { bigint: true, throwIfNoEntry: false })
+  return info === undefined ? undefined : `${info.size}:${info.mtimeNs}:${info.ino}`
+}
+
 /** A staging folder this old is an orphan (its process died). */
 const orphanAfterMs = 24 * 60 * 60 * 1000
 
@@ -165,13 +176,14 @@ export const makeUnpacker = (options: {
   const indexOf = (file: string, format: Format) => path.join(root, "index", `${cache.keyOf(file, format)}.json`)
 
   // A tree whose record is there and whose every file is as it was made.
-  const intact = (sha256: string) =>
+  const intact = (sha256: string, warn = true) =>
     Effect.gen(function*() {
       const record = yield* cache.readJson<TreeRecord>(path.join(treeOf(sha256), "record.json"))
       if (Option.isNone(record) || record.value.version !== 1) return Option.none<TreeRecord>()
       for (const file of record.value.files) {
-        const identity = yield* cache.identityOf(path.join(treeOf(sha256), "tree", ...file.name.split("/")))
-        if (Option.getOrUndefined(identity) !== file.identity) {
+        const identity = fileIdentityOf(path.join(treeOf(sha256), "tree", ...file.name.split("/")))
+        if (identity !== file.identity) {
+          if (!warn) return Option.none<TreeRecord>()
           yield* Effect.logWarning(`The unpacked file ${path.join(treeOf(sha256), "tree", file.name)} changed on disk: unpacking again`)
           return Option.none<TreeRecord>()
         }
@@ -216,7 +228,7 @@ export const makeUnpacker = (options: {
         const at = path.join(folder, ...inside.split("/"))
         const info = fs.statSync(at, { bigint: true, throwIfNoEntry: false })
         if (info === undefined || !info.isFile()) continue
-        files.push({ name: inside, size: Number(info.size), identity: Option.getOrThrow(yield* cache.identityOf(at)) })
+        files.push({ name: inside, size: Number(info.size), identity: fileIdentityOf(at)! })
       }
       const record: TreeRecord = { version: 1, files }
       yield* cache.writeJsonAtomic(path.join(staging, "record.json"), record)
@@ -292,7 +304,7 @@ export const makeUnpacker = (options: {
       const [sha256, admitted] = read
       const made = yield* Effect.onError(recordOf(staging, admitted), () => cache.removeAll(staging))
       const final = treeOf(sha256)
-      const existing = yield* intact(sha256)
+      const existing = yield* intact(sha256, false)
       if (Option.isSome(existing)) {
         // Unpacked by another load meanwhile (or before, under another name): that tree is used.
         yield* cache.removeAll(staging)
@@ -300,7 +312,7 @@ export const makeUnpacker = (options: {
         yield* cache.removeAll(final)
         yield* Effect.catchAll(cache.commit(staging, final, { flushed: true }), (error) =>
           // Another load renamed its tree into place first.
-          Effect.flatMap(intact(sha256), (won) => Option.isSome(won) ? cache.removeAll(staging) : Effect.fail(error)))
+          Effect.flatMap(intact(sha256, false), (won) => Option.isSome(won) ? cache.removeAll(staging) : Effect.fail(error)))
       }
       const before = Option.getOrUndefined(index)
       yield* cache.ensureDir(path.dirname(indexOf(archive.file, format)))

@@ -60,17 +60,37 @@ const entryOf = (entry: ReadEntry): unpack.Entry => {
   }
 }
 
+const gzipMagic = Buffer.from([0x1f, 0x8b])
 const zstdMagic = Buffer.from([0x28, 0xb5, 0x2f, 0xfd])
-/** Whether this Node's zlib decompresses zstd (22.15 and later). */
-const zstdSupported = typeof (zlib as { readonly createZstdDecompress?: unknown }).createZstdDecompress === "function"
+type Compression = "gzip" | "zstd" | "none"
 
-/** Passes the bytes on, once the first four said the archive is in a format this Node reads. */
-const sniff = () => {
+/** The decompressor for an archive's compression, on Node's thread pool; none for a plain tar. */
+const decompressorOf = (compression: Compression): Transform | undefined => {
+  if (compression === "gzip") return zlib.createGunzip({ chunkSize: 1024 * 1024 })
+  if (compression !== "zstd") return undefined
+  const zstd = (zlib as { readonly createZstdDecompress?: () => Transform }).createZstdDecompress
+  return zstd?.()
+}
+
+/**
+ * Passes the bytes on once the first four told the compression (told to
+ * `onCompression` before any byte is passed on, so that the decompressor can
+ * be put after it), or fails when this Node cannot read it.
+ */
+const sniff = (onCompression: (compression: Compression) => void) => {
   let head: Buffer | undefined = Buffer.alloc(0)
-  const check = (bytes: Buffer) =>
-    !zstdSupported && bytes.subarray(0, 4).equals(zstdMagic)
-      ? new Error(`it is compressed with zstd, which this Node (${process.version}) cannot read: Node 22.15 or later can`)
-      : null
+  const decide = (bytes: Buffer): Error | null => {
+    const compression = bytes.subarray(0, 2).equals(gzipMagic)
+      ? "gzip"
+      : bytes.subarray(0, 4).equals(zstdMagic)
+      ? "zstd"
+      : "none"
+    if (compression === "zstd" && decompressorOf("zstd") === undefined) {
+      return new Error(`it is compressed with zstd, which this Node (${process.version}) cannot read: Node 22.15 or later can`)
+    }
+    onCompression(compression)
+    return null
+  }
   return new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       if (head === undefined) return callback(null, chunk)
@@ -78,14 +98,15 @@ const sniff = () => {
       if (head.byteLength < 4) return callback()
       const first = head
       head = undefined
-      const problem = check(first)
+      const problem = decide(first)
       return problem === null ? callback(null, first) : callback(problem)
     },
     flush(callback) {
       const rest = head
       head = undefined
-      if (rest === undefined || rest.byteLength === 0) return callback()
-      callback(check(rest), rest)
+      if (rest === undefined) return callback()
+      const problem = decide(rest)
+      return problem === null ? callback(null, rest) : callback(problem)
     }
   })
 }
@@ -113,6 +134,8 @@ export const untar = (options: {
     // The file being written, one at a time (tar's entries come in order).
     let writing: Promise<void> = Promise.resolve()
     let out: { readonly destroy: () => void } | undefined
+    // The gate and the decompressor between the body and the parser.
+    const stages: Array<{ readonly destroy: () => void }> = []
     // The ratio is ours to check (unpack_max_ratio, against the archive's size when known), not node-tar's 1000.
     const parser = new Parser({ strict: true, maxDecompressionRatio: Number.POSITIVE_INFINITY })
 
@@ -120,6 +143,7 @@ export const untar = (options: {
       if (failed) return
       failed = true
       body.destroy()
+      for (const stage of stages) stage.destroy()
       out?.destroy()
       parser.abort(new Error("refused"))
       void writing.catch(() => {}).finally(() => {
@@ -191,16 +215,25 @@ export const untar = (options: {
     // Piped, with the parser's backpressure (a file written slower than the archive arrives); the
     // archive's bytes counted as they pass (the ratio).
     body.on("data", (chunk: Buffer) => void (archiveRead += chunk.byteLength))
-    // Through a gate that reads the first bytes: node-tar takes zstd by its magic number and, where
-    // Node's zlib has no zstd (before 22.15), throws from inside the stream (the process would end).
-    const gate = sniff()
-    body.pipe(gate).pipe(parser as unknown as NodeJS.WritableStream)
+    // Decompressed by Node's zlib on its thread pool, while the event loop parses and writes (node-tar
+    // would inflate synchronously on the event loop; and, for zstd where Node's zlib has none, before
+    // 22.15, it throws from inside the stream, which would end the process).
+    const gate = sniff((compression) => {
+      const decompressor = decompressorOf(compression)
+      if (decompressor === undefined) return void gate.pipe(parser as unknown as NodeJS.WritableStream)
+      decompressor.on("error", (error) => fail({ _tag: "Broken", reason: `it could not be decompressed (${compression}): ${error.message}` }))
+      stages.push(decompressor)
+      gate.pipe(decompressor).pipe(parser as unknown as NodeJS.WritableStream)
+    })
+    stages.push(gate)
+    body.pipe(gate)
     body.on("error", (error) => fail({ _tag: "Broken", reason: `the archive was cut off: ${error.message}` }))
     gate.on("error", (error) => fail({ _tag: "Broken", reason: error.message }))
     // Interrupted: reading stops; what was written goes.
     return Effect.sync(() => {
       failed = true
       body.destroy()
+      for (const stage of stages) stage.destroy()
       out?.destroy()
       parser.abort(new Error("interrupted"))
       void writing.catch(() => {}).finally(() => fs.rmSync(folder, { recursive: true, force: true }))
