@@ -29,7 +29,7 @@ export interface Bytes {
 export const writeFile = (bytes: Bytes, target: string, mode: number, count: (bytes: number) => boolean) => {
   fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 })
   // Flushed as it is closed: a tree is renamed into place only once its bytes are on the device.
-  const file = fs.createWriteStream(target, { mode, flush: true })
+  const file = fs.createWriteStream(target, { mode, flush: true, highWaterMark: 4 * 1024 * 1024 })
   // One consumer of the entry: a second one beside a pipe would miss the first chunks.
   bytes.on("data", (chunk?: Buffer) => {
     if (chunk === undefined || !count(chunk.byteLength)) return

@@ -239,7 +239,7 @@ export const makeUnpacker = (options: {
   const unpackInto = (archive: Delivered, format: Format, staging: string, size: number) => {
     const folder = path.join(staging, "tree")
     const read = format === "zip"
-      ? Effect.zip(sha256Of(archive.file), unzip.unzip({ file: archive.file, folder, limits }))
+      ? Effect.zip(sha256Of(archive.file), unzip.unzip({ file: archive.file, folder, limits }), { concurrent: true })
       : Effect.suspend(() => {
         const hash = crypto.createHash("sha256")
         const body = fs.createReadStream(archive.file, { highWaterMark: 1024 * 1024 })

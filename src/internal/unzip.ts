@@ -15,7 +15,8 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import type { Readable } from "node:stream"
+import { Readable, Transform } from "node:stream"
+import * as zlib from "node:zlib"
 import * as yauzl from "yauzl"
 import * as tree from "./tree.js"
 import * as unpack from "./unpack.js"
@@ -29,6 +30,34 @@ const kinds: Record<number, string> = {
   0o020000: "character device",
   0o060000: "block device",
   0o140000: "socket"
+}
+
+const chunkSize = 1024 * 1024
+
+/** Passes an entry's bytes on, failing when they are more or fewer than declared, or their CRC-32 differs. */
+const checkedAgainst = (entry: yauzl.Entry) => {
+  let bytes = 0
+  let crc = 0
+  return new Transform({
+    highWaterMark: 4 * chunkSize,
+    transform(chunk: Buffer, _encoding, callback) {
+      bytes += chunk.byteLength
+      if (bytes > entry.uncompressedSize) {
+        return callback(new Error(`it holds more than the ${entry.uncompressedSize} bytes its listing declares`))
+      }
+      crc = zlib.crc32(chunk, crc)
+      callback(null, chunk)
+    },
+    flush(callback) {
+      if (bytes !== entry.uncompressedSize) {
+        return callback(new Error(`it holds ${bytes} bytes, its listing declares ${entry.uncompressedSize}`))
+      }
+      if (crc !== entry.crc32) {
+        return callback(new Error(`its CRC-32 is ${crc.toString(16)}, its listing declares ${entry.crc32.toString(16)}`))
+      }
+      callback()
+    }
+  })
 }
 
 /** The longest symbolic link target read from an entry (PATH_MAX). */
@@ -76,12 +105,12 @@ export const unzip = (options: {
     let failed = false
     let zip: yauzl.ZipFile | undefined
     let out: { readonly destroy: () => void } | undefined
-    let reading: Readable | undefined
+    let reading: ReadonlyArray<{ readonly destroy: () => unknown }> = []
     let writing: Promise<void> = Promise.resolve()
     let written = 0
 
     const end = (then: () => void) => {
-      reading?.destroy()
+      for (const stage of reading) stage.destroy()
       out?.destroy()
       zip?.close()
       void writing.catch(() => {}).finally(then)
@@ -114,13 +143,28 @@ export const unzip = (options: {
           const refusal = refusalOf(error.message)
           return refusal === undefined ? broken(error.message) : fail({ _tag: "Refused", refusal })
         })
+        // An entry's bytes: read from the file in 1 MiB chunks, inflated by Node's zlib on its thread
+        // pool (yauzl's own stream reads 16 KiB at a time and inflates in 16 KiB), then checked
+        // against the size and the CRC-32 the listing declares (yauzl checks only the size).
         const read = (entry: yauzl.Entry, then: (stream: Readable) => void) =>
-          opened.openReadStream(entry, (error, stream) => {
+          opened.readLocalFileHeader(entry, { minimal: true }, (error, header) => {
             if (error !== null) return broken(`${entry.fileName} could not be read: ${error.message}`)
-            if (failed) return void stream.destroy()
-            reading = stream
-            stream.on("error", (error: Error) => broken(`${entry.fileName} could not be read: ${error.message}`))
-            then(stream)
+            if (failed) return
+            const raw = entry.compressedSize === 0
+              ? Readable.from([])
+              : fs.createReadStream(options.file, {
+                start: header.fileDataStart,
+                end: header.fileDataStart + entry.compressedSize - 1,
+                highWaterMark: chunkSize
+              })
+            const inflated = entry.compressionMethod === 8 ? raw.pipe(zlib.createInflateRaw({ chunkSize })) : raw
+            const checked = inflated.pipe(checkedAgainst(entry))
+            const stages = [...new Set([raw, inflated, checked])]
+            reading = stages
+            for (const stage of stages) {
+              stage.on("error", (error: Error) => broken(`${entry.fileName} could not be read: ${error.message}`))
+            }
+            then(checked)
           })
         // An entry admitted by the rules, then made: a folder now, a file written (the next entry once
         // it is on disk), a link once the whole listing is checked.
