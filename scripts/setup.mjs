@@ -26,3 +26,27 @@ if (!installed()) {
   // allowScripts field of package.json); older npm needs the variable.
   execSync("npm ci", { stdio: "inherit", env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: "skip" } })
 }
+
+// The tests start a real OCI registry: Debian's docker-registry package (the CNCF distribution
+// registry). Installed here when it is missing and this user may (root, with apt-get); otherwise
+// the registry's tests say how to install it.
+const registry = "/usr/bin/docker-registry"
+const can = (command) => {
+  try {
+    execSync(`command -v ${command}`, { stdio: "ignore" })
+    return true
+  } catch {
+    return false
+  }
+}
+if (!existsSync(registry) && process.getuid?.() === 0 && can("apt-get")) {
+  console.log("[setup] installing docker-registry (apt-get), for the OCI storage's tests…")
+  const install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry"
+  try {
+    execSync(install, { stdio: "inherit" })
+  } catch {
+    execSync(`apt-get update -q && ${install}`, { stdio: "inherit" })
+  }
+} else if (!existsSync(registry)) {
+  console.log("[setup] docker-registry is not installed: the OCI storage's tests need it (sudo apt-get install docker-registry)")
+}

@@ -274,7 +274,7 @@ const sourceOptions = {
 }
 
 /** The built-in storages that keep a cache (and take `cache_dir` and `verify`). */
-const remoteStorages = new Set(["http", "s3", "gcs", "azure", "hf"])
+const remoteStorages = new Set(["http", "s3", "gcs", "azure", "hf", "oci"])
 
 const json = Options.boolean("json").pipe(Options.withDescription("Print a machine-readable result on stdout."))
 

@@ -22,6 +22,7 @@ import * as DiskStorage from "./DiskStorage.js"
 import * as GarbageCollector from "./GarbageCollector.js"
 import * as GcsStorage from "./GcsStorage.js"
 import * as HfStorage from "./HfStorage.js"
+import * as OciStorage from "./OciStorage.js"
 import * as HttpStorage from "./HttpStorage.js"
 import type * as declare_ from "./internal/declare.js"
 import * as listing from "./internal/listing.js"
@@ -188,6 +189,14 @@ export const { layer: layerAzure, layerConfig: layerAzureConfig }: OnNode<AzureS
  * @category layers
  */
 export const { layer: layerHf, layerConfig: layerHfConfig }: OnNode<HfStorage.Options> = onNode(HfStorage)
+
+/**
+ * The OCI storage on Node, from options in code or from `Config`.
+ *
+ * @since 0.5.0
+ * @category layers
+ */
+export const { layer: layerOci, layerConfig: layerOciConfig }: OnNode<OciStorage.Options> = onNode(OciStorage)
 
 /**
  * A storage from mlup's `{ storage_type, storage_kwargs }`, on Node.

@@ -19,6 +19,7 @@ import * as AzureStorage from "./AzureStorage.js"
 import * as DiskStorage from "./DiskStorage.js"
 import * as GcsStorage from "./GcsStorage.js"
 import * as HfStorage from "./HfStorage.js"
+import * as OciStorage from "./OciStorage.js"
 import * as HttpStorage from "./HttpStorage.js"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
@@ -79,7 +80,8 @@ export const builtins: ReadonlyArray<StorageDefinition> = [
   S3Storage.definition,
   GcsStorage.definition,
   AzureStorage.definition,
-  HfStorage.definition
+  HfStorage.definition,
+  OciStorage.definition
 ]
 
 /**

@@ -12,6 +12,7 @@
 import * as Either from "effect/Either"
 import * as url from "node:url"
 import * as errors from "./internal/errors.js"
+import * as oci from "./internal/oci.js"
 import * as internalOptions from "./internal/options.js"
 import * as StorageError from "./StorageError.js"
 
@@ -31,7 +32,7 @@ export const kwarg = "storage_uri"
  * @category models
  */
 export interface Parsed {
-  readonly storage_type: "s3" | "gcs" | "azure" | "hf" | "http" | "disk"
+  readonly storage_type: "s3" | "gcs" | "azure" | "hf" | "oci" | "http" | "disk"
   readonly storage_kwargs: Readonly<Record<string, unknown>>
 }
 
@@ -83,6 +84,7 @@ const bucketAndPrefix = (
  * `hf://[datasets/|spaces/]org/name[@revision][/path]` (the Hub storage:
  * `repo_id`, `repo_type`, `revision` percent-decoded, `path_in_repo`; a bare
  * `hf://name[@revision]` for the oldest repositories),
+ * `oci://registry/repository:tag` or `@sha256:…` (the OCI storage: `reference`),
  * `http://…` / `https://…` (the HTTP storage: `urls`), `file:///path` or an
  * absolute path (the Disk storage: `path_to_files`). Anything else is
  * `InvalidStorageOptions` on `storage_uri`; the URI is shown redacted.
@@ -100,6 +102,7 @@ export const parse = (
   const shown = errors.cap(errors.redactUrl(uri))
   if (uri.startsWith("/")) return Either.right({ storage_type: "disk", storage_kwargs: { path_to_files: uri } })
   if (/^hf:\/\//i.test(uri)) return parseHub(uri, shown)
+  if (/^oci:\/\//i.test(uri)) return parseOci(uri, shown)
   // Before URL parsing, which fails on a password holding "/" and would quote it.
   const store = /^(s3|gs|az):\/\/([^/]*)/i.exec(uri)
   if (store !== null && /[@:]/.test(store[2]!)) {
@@ -165,10 +168,22 @@ export const parse = (
       return Either.left(
         invalid(
           "(storage_uri)",
-          `${shown}: the scheme ${parsed.protocol.slice(0, -1)} is not supported (s3, gs, az, hf, http, https, file)`
+          `${shown}: the scheme ${parsed.protocol.slice(0, -1)} is not supported (s3, gs, az, hf, oci, http, https, file)`
         )
       )
   }
+}
+
+// oci://registry/repository[:tag][@digest]: the reference as docker writes it, checked as the OCI
+// storage checks it; credentials never go in it.
+const parseOci = (uri: string, shown: string): Either.Either<Parsed, StorageError.InvalidStorageOptions> => {
+  const reference = uri.slice("oci://".length)
+  if (/^[^/@]*@[^/]*\//.test(reference)) return Either.left(credentialsRefused("oci", "oci", "registry"))
+  if (/[?#]/.test(reference)) return Either.left(invalid("oci", `${shown} has a query or fragment, which an oci:// URI does not take`))
+  return Either.match(oci.parseReference(reference), {
+    onLeft: (problem) => Either.left(invalid("oci", `${shown}: ${problem}`)),
+    onRight: () => Either.right({ storage_type: "oci" as const, storage_kwargs: { reference } })
+  })
 }
 
 // hf://[datasets/|spaces/|models/]org/name[@revision][/path]: read by hand, as the

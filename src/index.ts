@@ -33,6 +33,14 @@ export * as GcsStorage from "./GcsStorage.js"
 export * as HfStorage from "./HfStorage.js"
 
 /**
+ * An OCI registry: models pushed as OCI artifacts (`oras push`), read by
+ * digest, checked, through the cache.
+ *
+ * @since 0.5.0
+ */
+export * as OciStorage from "./OciStorage.js"
+
+/**
  * @since 0.2.0
  */
 export * as HttpStorage from "./HttpStorage.js"

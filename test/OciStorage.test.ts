@@ -1,0 +1,209 @@
+import { describe, expect, it, layer } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import * as oci from "../src/internal/oci.js"
+import * as OciStorage from "../src/OciStorage.js"
+import * as Storage from "../src/Storage.js"
+import * as StorageUri from "../src/StorageUri.js"
+import { storageContract } from "../src/Testing.js"
+import { archiveOf, bytesOf, contents, fingerprint, platform, tempDir } from "./helpers.js"
+import * as Registry from "./servers/registry.js"
+
+const quiet = Logger.minimumLogLevel(LogLevel.Error)
+const env = Layer.merge(platform, quiet)
+const withRegistry = layer(env, { excludeTestServices: true })
+const model = bytesOf(3 * 1024 * 1024 + 11, 41)
+const config = JSON.stringify({ classes: ["setosa", "versicolor", "virginica"] })
+
+const fixture = (needLoadFile: boolean, cache = true) =>
+  Effect.gen(function*() {
+    const registry = yield* Registry.make()
+    yield* Effect.promise(() =>
+      registry.pushArtifact("models/iris", "v1", { "model.onnx": model, "config.json": config }, { unnamed: bytesOf(100, 1) })
+    )
+    return {
+      layer: Storage.layerFromSelection({
+        storage_type: "oci",
+        storage_kwargs: {
+          storage_uri: `oci://${registry.host}/models/iris:v1`,
+          insecure: true,
+          cache_dir: yield* tempDir,
+          docker_config: "/nonexistent/config.json",
+          need_load_file: needLoadFile,
+          cache
+        }
+      }).pipe(Layer.provide(env)),
+      expected: [
+        { _tag: needLoadFile ? "Bytes" as const : "Path" as const, name: "config.json", content: new TextEncoder().encode(config) },
+        { _tag: needLoadFile ? "Bytes" as const : "Path" as const, name: "model.onnx", content: model }
+      ]
+    }
+  })
+
+storageContract("OciStorage (paths)", fixture(false))
+storageContract("OciStorage (bytes)", fixture(true))
+storageContract("OciStorage (straight into memory, cache: false)", fixture(true, false))
+
+describe("OciStorage: references", () => {
+  it("are read as docker reads them; oci:// URIs give the reference", () => {
+    expect(oci.parseReference("ghcr.io/acme/iris:v1")).toEqual(Either.right({ registry: "ghcr.io", repository: "acme/iris", reference: "v1" }))
+    expect(oci.parseReference("127.0.0.1:5000/m")).toEqual(Either.right({ registry: "127.0.0.1:5000", repository: "m", reference: "latest" }))
+    expect(oci.parseReference("ubuntu")).toEqual(Either.right({ registry: "docker.io", repository: "library/ubuntu", reference: "latest" }))
+    const digest = `sha256:${"a".repeat(64)}`
+    expect(oci.parseReference(`localhost/a/b:t@${digest}`)).toEqual(Either.right({ registry: "localhost", repository: "a/b", reference: digest }))
+    expect(Either.isLeft(oci.parseReference("ghcr.io/Acme/x"))).toBe(true)
+    expect(Either.isLeft(oci.parseReference("ghcr.io/a@sha256:1234"))).toBe(true)
+    expect(StorageUri.parse("oci://ghcr.io/acme/iris:v1")).toEqual(
+      Either.right({ storage_type: "oci", storage_kwargs: { reference: "ghcr.io/acme/iris:v1" } })
+    )
+    expect(StorageUri.parse("oci://user:secret@ghcr.io/acme/iris")).toMatchObject(Either.left({ _tag: "InvalidStorageOptions" }))
+    expect(JSON.stringify(StorageUri.parse("oci://user:secret@ghcr.io/acme/iris"))).not.toContain("secret")
+  })
+})
+
+withRegistry("OciStorage: a registry on loopback", (it) => {
+  const load = (options: Partial<OciStorage.Options> & { readonly reference: string }) =>
+    Effect.flatMap(
+      Effect.flatMap(tempDir, (cacheDir) => OciStorage.make({ insecure: true, cacheDir, dockerConfig: "/nonexistent/config.json", ...options })),
+      contents
+    )
+
+  it.scoped("by tag and by digest; a moved tag is followed; an index gives its one manifest or the platform's", () =>
+    Effect.gen(function*() {
+      const registry = yield* Registry.make()
+      const v1 = yield* Effect.promise(() => registry.pushArtifact("m/iris", "v1", { "model.onnx": model }))
+      const byTag = yield* load({ reference: `${registry.host}/m/iris:v1` })
+      expect(byTag.map((file) => [file.name, file.bytes])).toEqual([["model.onnx", fingerprint(model)]])
+      const byDigest = yield* load({ reference: `${registry.host}/m/iris@${v1.digest}` })
+      expect(byDigest.map((file) => file.bytes)).toEqual([fingerprint(model)])
+      // The tag moved: the same cache follows it (the digest it named before still gives the old one).
+      const cacheDir = yield* tempDir
+      const sameCache = (reference: string) =>
+        Effect.flatMap(OciStorage.make({ reference, insecure: true, cacheDir, dockerConfig: "/nonexistent" }), contents)
+      yield* sameCache(`${registry.host}/m/iris:moving`).pipe(Effect.flip, Effect.ignore)
+      yield* Effect.promise(() => registry.pushArtifact("m/iris", "moving", { "model.onnx": "first" }))
+      expect((yield* sameCache(`${registry.host}/m/iris:moving`)).map((file) => file.bytes)).toEqual([fingerprint(new TextEncoder().encode("first"))])
+      yield* Effect.promise(() => registry.pushArtifact("m/iris", "moving", { "model.onnx": "second" }))
+      expect((yield* sameCache(`${registry.host}/m/iris:moving`)).map((file) => file.bytes)).toEqual([fingerprint(new TextEncoder().encode("second"))])
+      // Two platforms in an index: the one asked for.
+      const arm = yield* Effect.promise(() => registry.pushArtifact("m/iris", "arm", { "model.onnx": "arm weights" }))
+      yield* Effect.promise(() =>
+        registry.pushIndex("m/iris", "multi", [
+          { digest: v1.digest, size: v1.size, platform: { os: "linux", architecture: "amd64" } },
+          { digest: arm.digest, size: arm.size, platform: { os: "linux", architecture: "arm64" } }
+        ])
+      )
+      const onArm = yield* load({ reference: `${registry.host}/m/iris:multi`, platform: "linux/arm64" })
+      expect(onArm.map((file) => file.bytes)).toEqual([fingerprint(new TextEncoder().encode("arm weights"))])
+      const none = yield* Effect.flip(load({ reference: `${registry.host}/m/iris:multi`, platform: "linux/s390x" }))
+      expect(none).toMatchObject({ _tag: "RemoteNotFound", reason: expect.stringContaining("linux/amd64, linux/arm64") })
+      yield* Effect.promise(() => registry.pushIndex("m/iris", "single", [{ digest: arm.digest, size: arm.size }]))
+      const single = yield* load({ reference: `${registry.host}/m/iris:single` })
+      expect(single.map((file) => file.bytes)).toEqual([fingerprint(new TextEncoder().encode("arm weights"))])
+      // Missing: a typed error.
+      const missing = yield* Effect.flip(load({ reference: `${registry.host}/m/iris:nope` }))
+      expect(missing._tag).toBe("RemoteNotFound")
+    }))
+
+  it.scoped("a tampered blob is a ChecksumMismatch, never delivered; a large blob comes in ranged parts", () =>
+    Effect.gen(function*() {
+      const registry = yield* Registry.make()
+      const big = bytesOf(5 * 1024 * 1024 + 3, 5)
+      const pushed = yield* Effect.promise(() => registry.pushArtifact("m/big", "v1", { "weights.bin": big }))
+      const inParts = yield* load({ reference: `${registry.host}/m/big:v1`, multipartThresholdMb: 1, partSizeMb: 1 })
+      expect(inParts.map((file) => file.bytes)).toEqual([fingerprint(big)])
+      const file = registry.blobFile(pushed.layers["weights.bin"]!)
+      const tampered = fs.readFileSync(file)
+      tampered[1000] = tampered[1000]! ^ 0xff
+      fs.writeFileSync(file, tampered)
+      const cacheDir = yield* tempDir
+      const error = yield* Effect.flip(Effect.flatMap(
+        OciStorage.make({ reference: `${registry.host}/m/big:v1`, insecure: true, cacheDir, retries: 0, dockerConfig: "/nonexistent" }),
+        contents
+      ))
+      expect(error).toMatchObject({ _tag: "ChecksumMismatch", algorithm: expect.stringContaining("sha256") })
+      expect(fs.readdirSync(cacheDir, { recursive: true }).map(String).filter((name) => name.endsWith("weights.bin"))).toEqual([])
+    }))
+
+  it.scoped("htpasswd (Basic): refused without credentials; kwargs or the Docker config file's; never shown", () =>
+    Effect.gen(function*() {
+      const registry = yield* Registry.make({ auth: { kind: "basic", username: "alice", password: "s3cret-pw" } })
+      yield* Effect.promise(() => registry.pushArtifact("m/iris", "v1", { "model.onnx": model }))
+      const reference = `${registry.host}/m/iris:v1`
+      const refused = yield* Effect.flip(load({ reference }))
+      expect(refused).toMatchObject({ _tag: "Unauthorized", status: 401 })
+      const wrong = yield* Effect.flip(load({ reference, username: "alice", password: "nope" }))
+      expect(wrong._tag).toBe("Unauthorized")
+      expect(JSON.stringify(wrong)).not.toContain("nope")
+      const withKwargs = yield* load({ reference, username: "alice", password: "s3cret-pw" })
+      expect(withKwargs.map((file) => file.bytes)).toEqual([fingerprint(model)])
+      const dir = yield* tempDir
+      fs.writeFileSync(
+        path.join(dir, "config.json"),
+        JSON.stringify({ auths: { [registry.host]: { auth: Buffer.from("alice:s3cret-pw").toString("base64") } } })
+      )
+      const fromConfig = yield* load({ reference, dockerConfig: path.join(dir, "config.json") })
+      expect(fromConfig.map((file) => file.bytes)).toEqual([fingerprint(model)])
+    }))
+
+  it.scoped("token auth: the challenge's realm, service and scope; anonymous pull when the service allows it", () =>
+    Effect.gen(function*() {
+      const registry = yield* Registry.make({ auth: { kind: "token", username: "bob", password: "tok-pw", anonymousPull: false } })
+      yield* Effect.promise(() => registry.pushArtifact("m/iris", "v1", { "model.onnx": model }))
+      const reference = `${registry.host}/m/iris:v1`
+      registry.tokenRequests.length = 0
+      const refused = yield* Effect.flip(load({ reference }))
+      expect(refused._tag).toBe("Unauthorized")
+      const files = yield* load({ reference, username: "bob", password: "tok-pw" })
+      expect(files.map((file) => file.bytes)).toEqual([fingerprint(model)])
+      expect(registry.tokenRequests).toContainEqual({ scope: "repository:m/iris:pull", authenticated: true })
+      // One token per load: asked for once, used for the manifest and every blob.
+      expect(registry.tokenRequests.filter((one) => one.authenticated).length).toBe(1)
+
+      const open = yield* Registry.make({ auth: { kind: "token", username: "bob", password: "tok-pw", anonymousPull: true } })
+      yield* Effect.promise(() => open.pushArtifact("m/iris", "v1", { "model.onnx": model }))
+      const anonymous = yield* load({ reference: `${open.host}/m/iris:v1` })
+      expect(anonymous.map((file) => file.bytes)).toEqual([fingerprint(model)])
+      expect(open.tokenRequests.at(-1)).toEqual({ scope: "repository:m/iris:pull", authenticated: false })
+    }))
+
+  it.scoped("mirrors: a pull-through cache is tried first and fills; a dead mirror falls back to the registry", () =>
+    Effect.gen(function*() {
+      const upstream = yield* Registry.make()
+      yield* Effect.promise(() => upstream.pushArtifact("m/iris", "v1", { "model.onnx": model, "config.json": config }))
+      const mirror = yield* Registry.make({ proxyOf: { endpoint: upstream.endpoint } })
+      const reference = `${upstream.host}/m/iris:v1`
+      const files = yield* load({ reference, mirrors: [mirror.endpoint] })
+      expect(files.map((file) => file.bytes)).toEqual([fingerprint(new TextEncoder().encode(config)), fingerprint(model)])
+      // The mirror fetched and kept the blobs (it served them).
+      const kept = fs.readdirSync(path.join(mirror.root, "docker", "registry", "v2", "blobs", "sha256"), { recursive: true })
+        .map(String).filter((name) => name.endsWith("data"))
+      expect(kept.length).toBeGreaterThanOrEqual(2)
+      const dead = yield* load({ reference, mirrors: ["http://127.0.0.1:9"] })
+      expect(dead.map((file) => file.bytes)).toEqual(files.map((file) => file.bytes))
+    }))
+
+  it.scoped("archives among the files unpack; offline from the last snapshot", () =>
+    Effect.gen(function*() {
+      const registry = yield* Registry.make()
+      const archive = yield* archiveOf("tar.gz", { "model.onnx": model, "tokenizer/vocab.txt": "a b c" })
+      yield* Effect.promise(() => registry.pushArtifact("m/packed", "v1", { "model.tar.gz": archive }))
+      const cacheDir = yield* tempDir
+      const options = {
+        reference: `${registry.host}/m/packed:v1`,
+        insecure: true,
+        cacheDir,
+        unpack: "auto",
+        dockerConfig: "/nonexistent"
+      } as const
+      const files = yield* Effect.flatMap(OciStorage.make(options), contents)
+      expect(files.map((file) => file.name)).toEqual(["model.onnx", "tokenizer/vocab.txt"])
+      const offline = yield* Effect.flatMap(OciStorage.make({ ...options, offline: true }), contents)
+      expect(offline).toEqual(files)
+    }))
+})
