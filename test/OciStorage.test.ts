@@ -5,6 +5,8 @@ import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as fs from "node:fs"
+import * as http from "node:http"
+import type * as net from "node:net"
 import * as path from "node:path"
 import * as oci from "../src/internal/oci.js"
 import * as OciStorage from "../src/OciStorage.js"
@@ -170,6 +172,47 @@ withRegistry("OciStorage: a registry on loopback", (it) => {
       const anonymous = yield* load({ reference: `${open.host}/m/iris:v1` })
       expect(anonymous.map((file) => file.bytes)).toEqual([fingerprint(model)])
       expect(open.tokenRequests.at(-1)).toEqual({ scope: "repository:m/iris:pull", authenticated: false })
+    }))
+
+  it.scoped("a blob redirected to storage on another origin (as GHCR, ECR, Docker Hub do) is fetched without the token", () =>
+    Effect.gen(function*() {
+      const registry = yield* Registry.make({ auth: { kind: "token", username: "bob", password: "tok-pw" } })
+      const big = bytesOf(3 * 1024 * 1024, 77)
+      const pushed = yield* Effect.promise(() => registry.pushArtifact("m/iris", "v1", { "weights.bin": big }))
+      // The store: serves blobs (ranges too) and records the Authorization header each request carried.
+      const seen: Array<string | undefined> = []
+      const store = http.createServer((req, res) => {
+        seen.push(req.headers.authorization)
+        const digest = decodeURIComponent(req.url!.slice("/blob/".length))
+        const bytes = fs.readFileSync(registry.blobFile(digest))
+        const range = /bytes=(\d+)-(\d+)/.exec(req.headers.range ?? "")
+        if (range === null) return void res.writeHead(200, { "content-length": bytes.length }).end(bytes)
+        const [start, end] = [Number(range[1]), Number(range[2])]
+        res.writeHead(206, { "content-range": `bytes ${start}-${end}/${bytes.length}`, "content-length": end - start + 1 })
+          .end(bytes.subarray(start, end + 1))
+      })
+      // The registry's front: blobs answered with a redirect to the store, everything else passed on.
+      const front = http.createServer((req, res) => {
+        const blob = /^\/v2\/.+\/blobs\/(sha256:[0-9a-f]+)/.exec(req.url!)
+        if (blob !== null && req.headers.authorization !== undefined) {
+          return void res.writeHead(307, { location: `http://127.0.0.1:${(store.address() as net.AddressInfo).port}/blob/${blob[1]}` }).end()
+        }
+        const upstream = http.request(`${registry.endpoint}${req.url}`, { method: req.method, headers: req.headers }, (answer) => {
+          res.writeHead(answer.statusCode!, answer.headers)
+          answer.pipe(res)
+        })
+        req.pipe(upstream)
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => Promise.all([store, front].map((server) => new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))))),
+        () => Effect.sync(() => [store, front].forEach((server) => server.close()))
+      )
+      const reference = `127.0.0.1:${(front.address() as net.AddressInfo).port}/m/iris:v1`
+      const files = yield* load({ reference, username: "bob", password: "tok-pw", multipartThresholdMb: 1, partSizeMb: 1 })
+      expect(files.map((file) => file.bytes)).toEqual([fingerprint(big)])
+      expect(seen.length).toBeGreaterThan(1)
+      expect(seen.every((header) => header === undefined)).toBe(true)
+      expect(pushed.layers["weights.bin"]).toMatch(/^sha256:/)
     }))
 
   it.scoped("mirrors: a pull-through cache is tried first and fills; a dead mirror falls back to the registry", () =>

@@ -13,6 +13,7 @@ import { keyOf as cacheKeyOf } from "../src/internal/cache/folder.js"
 import { archiveOf, bytesOf, checkpointed, tempDir, untilCheckpointed, writeFiles } from "./helpers.js"
 import * as Azurite from "./servers/azurite.js"
 import * as Hub from "./servers/hub.js"
+import * as Registry from "./servers/registry.js"
 import * as TestServer from "./servers/http.js"
 import * as S3 from "./servers/s3.js"
 
@@ -519,6 +520,28 @@ with tarfile.open(sys.argv[1], "w:gz") as tar:
       expect(evil.stderr).toContain("Refused to unpack")
       expect(evil.stderr).toContain("/etc/mlup-evil")
       expect(listAll(path.join(dir, "evil"))).toEqual([])
+    }))
+
+  it.scopedLive("fetch oci://: an artifact from a registry into --to; its password from the environment's Docker config, never printed", () =>
+    Effect.gen(function*() {
+      const registry = yield* Registry.make({ auth: { kind: "basic", username: "ci", password: "registry-s3cret" } })
+      yield* Effect.promise(() => registry.pushArtifact("models/iris", "v2", { "model.onnx": model, "config.json": "{}" }))
+      const dir = yield* tempDir
+      fs.writeFileSync(
+        path.join(dir, "config.json"),
+        JSON.stringify({ auths: { [registry.host]: { auth: Buffer.from("ci:registry-s3cret").toString("base64") } } })
+      )
+      const to = path.join(dir, "out")
+      const uri = `oci://${registry.host}/models/iris:v2`
+      const kwargs = JSON.stringify({ insecure: true, cache_dir: path.join(dir, "cache") })
+      const run = yield* cli(["fetch", uri, "-k", kwargs, "--to", to, "--json"], { DOCKER_CONFIG: dir })
+      expect(run.code, run.stderr).toBe(0)
+      expect(JSON.parse(run.stdout)).toMatchObject({ ok: true, storageType: "oci" })
+      expect(listAll(to)).toEqual(["config.json", "model.onnx"])
+      expect(sha256(fs.readFileSync(path.join(to, "model.onnx")))).toBe(sha256(model))
+      const refused = yield* cli(["fetch", uri, "-k", kwargs, "--to", path.join(dir, "no")], { DOCKER_CONFIG: path.join(dir, "none") })
+      expect(refused.code).toBe(Cli.Unauthorized)
+      expect(refused.stderr + run.stderr + run.stdout).not.toContain("registry-s3cret")
     }))
 
   it.scopedLive(`write failure: ${Cli.WriteFailed} (--to under a file)`, () =>
