@@ -126,7 +126,7 @@ const fmt = (r: { median: number; min: number; max: number }) => `${r.median.toF
 const verdict = (ok: boolean) => (ok ? "met" : "**not met**")
 const tgzRatio = ratioOf(tgz["mlup-storage fetch --unpack auto --to"]!, tgz["curl | tar -xzf"]!)
 const row = (s: Series, against?: Series) =>
-  `| ${s.name} | ${cell(s, gib)} | ${against === undefined ? "" : fmt(ratioOf(s, against))} |`
+  `| ${s.name.replaceAll("|", "\\|")} | ${cell(s, gib)} | ${against === undefined ? "" : fmt(ratioOf(s, against))} |`
 const section = `<!-- archives:start (written by npm run bench:archives, the last step of npm run bench) -->
 ## Packed models: fetching and unpacking a ${sizeMiB} MiB model
 

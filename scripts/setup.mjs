@@ -27,10 +27,10 @@ if (!installed()) {
   execSync("npm ci", { stdio: "inherit", env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: "skip" } })
 }
 
-// The tests start a real OCI registry: Debian's docker-registry package (the CNCF distribution
-// registry). Installed here when it is missing and this user may (root, with apt-get); otherwise
-// the registry's tests say how to install it.
-const registry = "/usr/bin/docker-registry"
+// The tests start a real OCI registry, Debian's docker-registry package (the CNCF distribution
+// registry), and push images to it with skopeo. Installed here when missing and this user may
+// (root, with apt-get); otherwise the registry's tests say how to install them.
+const tools = ["/usr/bin/docker-registry", "/usr/bin/skopeo"]
 const can = (command) => {
   try {
     execSync(`command -v ${command}`, { stdio: "ignore" })
@@ -39,14 +39,15 @@ const can = (command) => {
     return false
   }
 }
-if (!existsSync(registry) && process.getuid?.() === 0 && can("apt-get")) {
-  console.log("[setup] installing docker-registry (apt-get), for the OCI storage's tests…")
-  const install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry"
+const missing = tools.filter((tool) => !existsSync(tool))
+if (missing.length > 0 && process.getuid?.() === 0 && can("apt-get")) {
+  console.log("[setup] installing docker-registry and skopeo (apt-get), for the OCI storage's tests…")
+  const install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry skopeo"
   try {
     execSync(install, { stdio: "inherit" })
   } catch {
     execSync(`apt-get update -q && ${install}`, { stdio: "inherit" })
   }
-} else if (!existsSync(registry)) {
-  console.log("[setup] docker-registry is not installed: the OCI storage's tests need it (sudo apt-get install docker-registry)")
+} else if (missing.length > 0) {
+  console.log("[setup] docker-registry or skopeo is missing: the OCI storage's tests need them (sudo apt-get install docker-registry skopeo)")
 }

@@ -72,6 +72,9 @@ const Endpoint = Schema.String.pipe(
  * - `reference` (required; `storage_uri: oci://…` gives it):
  *   `registry/repository:tag` or `registry/repository@sha256:…`; no
  *   registry: Docker Hub (`library/` before a single name); no tag: `latest`.
+ * - `path_in_image` (`/models`, as KServe's modelcar): for an image, the
+ *   folder whose files are delivered, made of its layers in order (each
+ *   unpacked under the rules of `unpack`, its whiteouts applied).
  * - `platform` (this machine's: `linux/amd64`, `linux/arm64`): the manifest
  *   taken from an image index of several.
  * - `file_mask`: selects among the named layers (default: all of them).
@@ -90,6 +93,13 @@ const Endpoint = Schema.String.pipe(
  */
 export const Kwargs = Schema.Struct({
   reference: Reference.annotations({ missingMessage: () => "is missing: give registry/repository:tag (or storage_uri: oci://…)" }),
+  path_in_image: Schema.optionalWith(
+    Schema.String.pipe(Schema.filter((value) => {
+      const inside = value.replace(/^\/+|\/+$/g, "")
+      return (inside !== "" && options_.keyProblem(inside) === undefined) || "must be a folder of the image, as /models"
+    })),
+    { default: () => "/models" }
+  ),
   platform: Schema.optionalWith(
     Schema.String.pipe(Schema.pattern(/^[a-z0-9]+\/[a-z0-9_]+(?:\/[a-z0-9]+)?$/, { message: () => "must be os/architecture[/variant]" })),
     { exact: true }
@@ -225,6 +235,9 @@ export const makeResolved = (
       platform: kwargs.platform ?? hostPlatform(),
       // With unpacking on, the archives too (the mask selects among their files).
       mask: kwargs.file_mask === undefined ? undefined : unpacking.sourceMask(kwargs.unpack, kwargs.file_mask),
+      contentsMask: kwargs.file_mask,
+      pathInImage: kwargs.path_in_image,
+      unpackKwargs: kwargs,
       credentials,
       caBundle: kwargs.ca_bundle,
       connectTimeout: Duration.seconds(kwargs.connect_timeout),

@@ -231,6 +231,31 @@ withRegistry("OciStorage: a registry on loopback", (it) => {
       expect(dead.map((file) => file.bytes)).toEqual(files.map((file) => file.bytes))
     }))
 
+  it.scoped("an image (a modelcar, pushed by skopeo): /models made of its layers in order, whiteouts applied, the rest ignored", () =>
+    Effect.gen(function*() {
+      const registry = yield* Registry.make()
+      const reference = `${registry.host}/m/modelcar:v1`
+      yield* Effect.promise(() =>
+        registry.pushImage("m/modelcar", "v1", [
+          // A base layer: a shell and its absolute link (outside /models: never unpacked).
+          { "bin/busybox": "#!/bin/sh\n", "bin/sh": { link: "/bin/busybox" }, "etc/os-release": "ID=test\n" },
+          { "models/model.onnx": "old weights", "models/old.bin": "stale", "models/tok/vocab.txt": "a b" },
+          { "models/model.onnx": model, "models/.wh.old.bin": "", "models/config.json": config }
+        ])
+      )
+      const files = yield* load({ reference })
+      expect(files.map((file) => [file.name, file.bytes])).toEqual([
+        ["config.json", fingerprint(new TextEncoder().encode(config))],
+        ["model.onnx", fingerprint(model)],
+        ["tok/vocab.txt", fingerprint(new TextEncoder().encode("a b"))]
+      ])
+      // The mask selects among the image's files; another path of it can be asked for.
+      expect((yield* load({ reference, fileMask: String.raw`\.onnx$` })).map((file) => file.name)).toEqual(["model.onnx"])
+      expect((yield* load({ reference, pathInImage: "/etc" })).map((file) => file.name)).toEqual(["os-release"])
+      const missing = yield* Effect.flip(load({ reference, pathInImage: "/opt/none" }))
+      expect(missing).toMatchObject({ _tag: "RemoteNotFound", reason: expect.stringContaining("/opt/none") })
+    }))
+
   it.scoped("archives among the files unpack; offline from the last snapshot", () =>
     Effect.gen(function*() {
       const registry = yield* Registry.make()

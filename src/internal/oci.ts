@@ -27,9 +27,11 @@ import type * as http from "node:http"
 import type * as https from "node:https"
 import * as StorageError from "../StorageError.js"
 import * as mask_ from "./mask.js"
+import * as path from "node:path"
 import * as network from "./network.js"
 import * as snapshot from "./snapshot.js"
 import * as transfer from "./transfer.js"
+import * as unpacking from "./unpacking.js"
 import { cap } from "./text.js"
 
 /** A reference, read: `registry/repository:tag` or `@sha256:…`. @internal */
@@ -88,6 +90,12 @@ export interface Settings extends snapshot.Settings {
   /** For an image index of several manifests: `os/architecture[/variant]`. */
   readonly platform: string
   readonly mask: RegExp | undefined
+  /** Selects among an image's files (the storage's own mask; undefined: all). */
+  readonly contentsMask: RegExp | undefined
+  /** The path of an image (a modelcar) whose files are delivered (`/models`). */
+  readonly pathInImage: string
+  /** The limits an image's layers are unpacked under. */
+  readonly unpackKwargs: unpacking.Kwargs
   readonly credentials: Credentials | undefined
   readonly caBundle: string | undefined
   readonly connectTimeout: Duration.Duration
@@ -108,6 +116,15 @@ const manifestTypes = {
 }
 const accept = Object.values(manifestTypes).join(", ")
 const titleAnnotation = "org.opencontainers.image.title"
+/** The layers of an image, read as tar (gzip and zstd told by their bytes). */
+const imageLayerTypes = new Set([
+  "application/vnd.oci.image.layer.v1.tar",
+  "application/vnd.oci.image.layer.v1.tar+gzip",
+  "application/vnd.oci.image.layer.v1.tar+zstd",
+  "application/vnd.docker.image.rootfs.diff.tar.gzip"
+])
+/** The names an image's layers are fetched under (the files delivered are made from them). */
+const layersFolder = ".oci-image-layers"
 
 const Descriptor = Schema.Struct({
   mediaType: Schema.optional(Schema.String),
@@ -330,7 +347,10 @@ export const make = (settings: Settings) =>
       cacheKey: [ref.registry, ref.repository, ref.reference],
       locationOf: at,
       prefix: "",
-      mask: settings.mask ?? mask_.fromRegExp(/(?:)/),
+      // An image's layers are fetched whatever the mask (it selects among the image's files).
+      mask: settings.mask === undefined
+        ? mask_.fromRegExp(/(?:)/)
+        : mask_.shownAs(new RegExp(`^\\${layersFolder}/|(?:${settings.mask.source})`, settings.mask.flags), mask_.sourceOf(settings.mask)),
       maskField: "file_mask",
       named: false,
       nothingListed: "the artifact has no layer named by an org.opencontainers.image.title annotation",
@@ -368,12 +388,27 @@ export const make = (settings: Settings) =>
           const layers = found.manifest.layers ?? []
           const titled = layers.filter((layer) => layer.annotations?.[titleAnnotation] !== undefined)
           if (titled.length === 0 && layers.length > 0) {
-            return yield* new StorageError.RequestRejected({
-              location: base,
-              status: 200,
-              reason: `no layer of ${found.digest} is named (${titleAnnotation}): an image's layers ` +
-                "(a modelcar) are not read yet; push the model as an artifact (oras push)"
-            })
+            // An image (KServe's modelcar): its layers are fetched, and its path made of them.
+            const unknownLayer = layers.find((layer) => !imageLayerTypes.has(layer.mediaType ?? ""))
+            if (unknownLayer !== undefined) {
+              return yield* new StorageError.RequestRejected({
+                location: base,
+                status: 200,
+                reason: `no layer of ${found.digest} is named (${titleAnnotation}), and ${unknownLayer.digest} is no image layer ` +
+                  `(${unknownLayer.mediaType ?? "no media type"}): nothing to deliver`
+              })
+            }
+            if (settings.cache === false) {
+              return yield* new StorageError.RequestRejected({
+                location: base,
+                status: 200,
+                reason: "it is an image, whose layers are unpacked in the cache: cache: false reads artifacts only"
+              })
+            }
+            yield* Effect.logDebug(`${cap(base)} is the image ${found.digest} (${layers.length} layers): ${settings.pathInImage} from them`)
+            return layers.map((layer, i): snapshot.Listed => ({
+              ...listedOf({ ...layer, annotations: { [titleAnnotation]: layerName(i, layer.digest) } })
+            }))
           }
           const unknown = titled.find((layer) => {
             const [algorithm = "", hex = ""] = layer.digest.split(":")
@@ -422,7 +457,91 @@ export const make = (settings: Settings) =>
           return yield* Effect.fail(last!)
         })
     }
-    return yield* snapshot.make(source, settings)
+    const work = yield* snapshot.make(source, settings)
+    const within = settings.pathInImage.replace(/^\/+|\/+$/g, "")
+    const layerUnpacker = unpacking.makeUnpacker({
+      kwargs: { ...settings.unpackKwargs, unpack: "tar" },
+      cacheDir: settings.cacheDir,
+      verify: settings.verify
+    })
+    return {
+      ...work,
+      compose: composeImage({ unpacker: layerUnpacker, within, base, mask: settings.contentsMask })
+    }
+  })
+
+/** The name an image's layer is fetched under: its place, then its digest. */
+const layerName = (i: number, digest: string) => `${layersFolder}/${String(i).padStart(4, "0")}-${digest.replace(":", "-")}`
+
+/**
+ * An image's path made of its layers, lowest first: each layer's files under
+ * the path (unpacked under the rules of unpacking, as a tree of their own per
+ * layer, kept by the layer's digest) replace those below; its whiteouts
+ * (`.wh.<name>`, `.wh..wh..opq`) remove what the layers below had there.
+ *
+ * @internal
+ */
+export const composeImage = (options: {
+  readonly unpacker: unpacking.Unpacker
+  readonly within: string
+  readonly base: string
+  readonly mask: RegExp | undefined
+}) =>
+(files: ReadonlyArray<unpacking.Delivered>): Effect.Effect<ReadonlyArray<unpacking.Delivered>, StorageError.StorageError> =>
+  Effect.gen(function*() {
+    const layers = files.filter((file) => file.name.startsWith(`${layersFolder}/`))
+    if (layers.length === 0) return files
+    const { within } = options
+    const composed = new Map<string, unpacking.Delivered>()
+    const removeUnder = (name: string) => {
+      for (const key of [...composed.keys()]) if (name === "" || key === name || key.startsWith(`${name}/`)) composed.delete(key)
+    }
+    // A path of the layer, relative to the image's path ("" for the path itself); undefined: above it.
+    const relative = (name: string) => (name === within ? "" : name.startsWith(`${within}/`) ? name.slice(within.length + 1) : undefined)
+    for (const layer of [...layers].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const tree = yield* options.unpacker.treeFor(layer, "tar", within)
+      const names = tree.record.files.map((file) => file.name)
+      // Whiteouts first: they remove what the layers below had.
+      for (const name of names) {
+        const slash = name.lastIndexOf("/")
+        const dir = slash === -1 ? "" : name.slice(0, slash)
+        const base = name.slice(slash + 1)
+        if (!base.startsWith(".wh.")) continue
+        const target = base === ".wh..wh..opq" ? dir : `${dir === "" ? "" : `${dir}/`}${base.slice(".wh.".length)}`
+        const inside = relative(target)
+        // A whiteout of the path or of a folder above it removes all; one inside, what is under its name.
+        removeUnder(inside === undefined ? "" : inside)
+      }
+      for (const file of tree.record.files) {
+        const inside = relative(file.name)
+        if (inside === undefined || inside === "" || inside.split("/").at(-1)!.startsWith(".wh.")) continue
+        // A file replaces a folder of that name below, and is no longer under a file it replaced.
+        removeUnder(inside)
+        for (let at = inside.lastIndexOf("/"); at > 0; at = inside.lastIndexOf("/", at - 1)) composed.delete(inside.slice(0, at))
+        composed.set(inside, {
+          file: path.join(tree.folder, ...file.name.split("/")),
+          name: inside,
+          size: file.size,
+          location: `${options.base}#/${within}/${inside}`
+        })
+      }
+    }
+    const names = [...composed.keys()].sort()
+    if (names.length === 0) {
+      return yield* new StorageError.RemoteNotFound({ location: options.base, reason: `the image has no file under /${within}` })
+    }
+    const chosen = options.mask === undefined
+      ? names
+      : yield* mask_.select(options.mask, names, { storageType: "oci", field: "file_mask" })
+    if (chosen.length === 0) {
+      return yield* new StorageError.NothingMatched({
+        folder: `${options.base}#/${within}`,
+        mask: mask_.sourceOf(options.mask!),
+        names: names.slice(0, 10),
+        entries: names.length
+      })
+    }
+    return [...files.filter((file) => !file.name.startsWith(`${layersFolder}/`)), ...chosen.map((name) => composed.get(name)!)]
   })
 
 /** A named layer as the engine lists it: its title, size and digest (each blob is checked against it). */

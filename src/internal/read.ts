@@ -101,6 +101,8 @@ export const remoteStorage = (
     readonly load: Effect.Effect<ReadonlyArray<unpacking.Delivered>, StorageError.StorageError, Scope.Scope>
     /** Unpacks the archives it delivers (undefined: none are). */
     readonly unpacker: unpacking.Unpacker | undefined
+    /** The files the source makes of those it fetched (an image's path from its layers), before unpacking. */
+    readonly compose?: ((files: ReadonlyArray<unpacking.Delivered>) => Effect.Effect<ReadonlyArray<unpacking.Delivered>, StorageError.StorageError>) | undefined
     readonly loadBytes: Effect.Effect<ReadonlyArray<LoadedFile.Bytes>, StorageError.StorageError, Scope.Scope>
     readonly loadBytesOf: (
       location: string
@@ -113,8 +115,9 @@ export const remoteStorage = (
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const unpack = unpacking.stage(work.unpacker, storageType, contents)
+    const compose = work.compose ?? Effect.succeed
     const deliver = (files: ReadonlyArray<unpacking.Delivered>) =>
-      Effect.flatMap(unpack(files), deliverAll(fs, path, kwargs.need_load_file))
+      Effect.flatMap(Effect.flatMap(compose(files), unpack), deliverAll(fs, path, kwargs.need_load_file))
     const local = (file: string) =>
       Effect.gen(function*() {
         const target = path.resolve(file)

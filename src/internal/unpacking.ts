@@ -88,6 +88,7 @@ interface TreeRecord {
 
 /** What the index holds of one archive file: its identity when it was hashed, and its digest. */
 interface IndexRecord {
+  /** The tree's folder name: the archive's sha256 (then, for a part of it, a key of the part). */
   readonly identity: string
   readonly sha256: string
   /** The digest before this one: its tree stays, for readers that still use its paths. */
@@ -115,6 +116,27 @@ const sha256Of = (file: string) =>
 const fileIdentityOf = (file: string): string | undefined => {
   const info = fs.statSync(file, { bigint: true, throwIfNoEntry: false })
   return info === undefined ? undefined : `${info.size}:${info.mtimeNs}:${info.ino}`
+}
+
+/**
+ * The names of an image layer that bear on `within` ("models", "opt/models"):
+ * the names under it, and the whiteouts of it and of the folders above it
+ * (`.wh.models`, `opt/.wh..wh..opq`), by which a layer removes what the
+ * layers below it had there.
+ */
+const keepWithin = (within: string) => {
+  const parts = within.split("/")
+  const whiteouts = new Set<string>()
+  for (let i = 0; i < parts.length; i++) {
+    const parent = parts.slice(0, i).join("/")
+    const prefix = parent === "" ? "" : `${parent}/`
+    whiteouts.add(`${prefix}.wh.${parts[i]}`)
+    whiteouts.add(`${prefix}.wh..wh..opq`)
+  }
+  return (name: string) => {
+    const clean = name.replace(/\/+$/, "")
+    return clean === within || clean.startsWith(`${within}/`) || whiteouts.has(clean)
+  }
 }
 
 /** A staging folder this old is an orphan (its process died). */
@@ -153,7 +175,8 @@ export interface Unpacker {
   readonly unpack: Kwargs["unpack"]
   /** A follower for an archive about to be downloaded into `data` (undefined: not a tar, unpacked after). */
   readonly follow: (entry: { readonly name: string; readonly size: number }, location: string) => ((data: string) => Follower) | undefined
-  readonly treeFor: (archive: Delivered, format: Format) => Effect.Effect<Tree, StorageError.StorageError>
+  /** `within`: only that path of the archive, and the whiteouts that reach it (an image layer's `/models`). */
+  readonly treeFor: (archive: Delivered, format: Format, within?: string) => Effect.Effect<Tree, StorageError.StorageError>
   /** Followers whose archive no load delivered (it failed): what they unpacked goes. */
   readonly discardPending: Effect.Effect<void>
 }
@@ -172,8 +195,6 @@ export const makeUnpacker = (options: {
     maxRatio: kwargs.unpack_max_ratio
   }
   const treeOf = (sha256: string) => path.join(root, sha256)
-  // One record per archive file and the format it is read as.
-  const indexOf = (file: string, format: Format) => path.join(root, "index", `${cache.keyOf(file, format)}.json`)
 
   // A tree whose record is there and whose every file is as it was made.
   const intact = (sha256: string, warn = true) =>
@@ -236,7 +257,7 @@ export const makeUnpacker = (options: {
     })
 
   // An archive file into a staging folder: its sha256 (of the bytes read) and what it held.
-  const unpackInto = (archive: Delivered, format: Format, staging: string, size: number) => {
+  const unpackInto = (archive: Delivered, format: Format, staging: string, size: number, within?: string) => {
     const folder = path.join(staging, "tree")
     const read = format === "zip"
       ? Effect.zip(sha256Of(archive.file), unzip.unzip({ file: archive.file, folder, limits }), { concurrent: true })
@@ -244,24 +265,30 @@ export const makeUnpacker = (options: {
         const hash = crypto.createHash("sha256")
         const body = fs.createReadStream(archive.file, { highWaterMark: 1024 * 1024 })
         body.on("data", (chunk) => void hash.update(chunk))
-        return Effect.map(untar.untar({ body, folder, limits, archiveSize: size }), (admitted) => [hash.digest("hex"), admitted] as const)
+        return Effect.map(
+          untar.untar({ body, folder, limits, archiveSize: size, keep: within === undefined ? undefined : keepWithin(within) }),
+          (admitted) => [hash.digest("hex"), admitted] as const
+        )
       })
     return Effect.mapError(read, failureOf(archive.location ?? archive.file, format, folder))
   }
 
   // One archive's tree: the one its index names when it is intact; else the one unpacked as it was
   // downloaded (a tar this load fetched), or unpacked now; then put in place.
-  const treeFor = (archive: Delivered, format: Format): Effect.Effect<Tree, StorageError.StorageError> =>
+  const treeFor = (archive: Delivered, format: Format, within?: string): Effect.Effect<Tree, StorageError.StorageError> =>
     Effect.gen(function*() {
       const location = archive.location ?? archive.file
-      const streamed = pending.get(location)
+      // A part of the archive (an image layer's path) is a tree of its own, named after the archive and the part.
+      const idOf = (sha256: string) => (within === undefined ? sha256 : `${sha256}-${cache.keyOf(within).slice(0, 16)}`)
+      const indexFile = path.join(root, "index", `${cache.keyOf(archive.file, format, within ?? "")}.json`)
+      const streamed = within === undefined ? pending.get(location) : undefined
       if (streamed !== undefined) pending.delete(location)
       const identity = yield* cache.identityOf(archive.file)
       if (Option.isNone(identity)) {
         streamed?.abandon()
         return yield* new StorageError.ReadFailed({ path: archive.file, operation: "unpack", reason: "the archive is gone" })
       }
-      const index = yield* cache.readJson<IndexRecord>(indexOf(archive.file, format))
+      const index = yield* cache.readJson<IndexRecord>(indexFile)
       if (streamed === undefined && Option.isSome(index) && index.value.identity === identity.value && options.verify === "changed") {
         const record = yield* intact(index.value.sha256)
         if (Option.isSome(record)) {
@@ -287,7 +314,7 @@ export const makeUnpacker = (options: {
         const id = `${(yield* Clock.currentTimeMillis).toString(36)}-${crypto.randomUUID().slice(0, 8)}`
         staging = path.join(root, `staging-${id}`)
         yield* cache.ensureDir(staging)
-        read = yield* unpackInto(archive, format, staging, Number(identity.value.split(":")[0])).pipe(
+        read = yield* unpackInto(archive, format, staging, Number(identity.value.split(":")[0]), within).pipe(
           Effect.onExit((exit) => exit._tag === "Failure" ? cache.removeAll(staging) : Effect.void)
         )
         // The archive must not have changed while it was read (a file being written by someone else).
@@ -301,7 +328,8 @@ export const makeUnpacker = (options: {
           })
         }
       }
-      const [sha256, admitted] = read
+      const [digest, admitted] = read
+      const sha256 = idOf(digest)
       const made = yield* Effect.onError(recordOf(staging, admitted), () => cache.removeAll(staging))
       const final = treeOf(sha256)
       const existing = yield* intact(sha256, false)
@@ -315,8 +343,8 @@ export const makeUnpacker = (options: {
           Effect.flatMap(intact(sha256, false), (won) => Option.isSome(won) ? cache.removeAll(staging) : Effect.fail(error)))
       }
       const before = Option.getOrUndefined(index)
-      yield* cache.ensureDir(path.dirname(indexOf(archive.file, format)))
-      yield* cache.writeJsonAtomic(indexOf(archive.file, format), {
+      yield* cache.ensureDir(path.dirname(indexFile))
+      yield* cache.writeJsonAtomic(indexFile, {
         identity: identity.value,
         sha256,
         ...(before !== undefined && before.sha256 !== sha256
@@ -345,7 +373,7 @@ export const makeUnpacker = (options: {
     const gone = names.filter((name) =>
       name.startsWith("staging-")
         ? now - (fs.statSync(path.join(root, name), { throwIfNoEntry: false })?.mtimeMs ?? now) > orphanAfterMs
-        : /^[0-9a-f]{64}$/.test(name) && !kept.has(name)
+        : /^[0-9a-f]{64}(?:-[0-9a-f]{16})?$/.test(name) && !kept.has(name)
     )
     yield* cache.removeAll(...gone.map((name) => path.join(root, name)))
   })

@@ -123,6 +123,12 @@ export const untar = (options: {
   readonly limits: unpack.Limits
   /** The archive's size, when known (the ratio is then checked as entries are announced). */
   readonly archiveSize: number | undefined
+  /**
+   * Only the entries whose name (as the archive spells it, leading "./" and
+   * "/" dropped) this keeps are admitted and written; the others are read
+   * past (an image layer's files outside the path asked for).
+   */
+  readonly keep?: ((name: string) => boolean) | undefined
 }): Effect.Effect<ReadonlyArray<unpack.Admitted>, Failure> =>
   Effect.async<ReadonlyArray<unpack.Admitted>, Failure>((resume) => {
     const { body, folder } = options
@@ -169,6 +175,7 @@ export const untar = (options: {
     })
     const onEntry = (entry: ReadEntry) => {
       if (failed || metadata.has(entry.type)) return void entry.resume()
+      if (options.keep !== undefined && !options.keep(entry.path.replace(/^(?:\.?\/)+/, ""))) return void entry.resume()
       const result = guard.admit(entryOf(entry))
       if (Either.isLeft(result)) {
         entry.resume()

@@ -19,6 +19,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 
 export const binary = "/usr/bin/docker-registry"
+export const skopeo = "/usr/bin/skopeo"
 
 export type Auth =
   | { readonly kind: "none" }
@@ -45,6 +46,13 @@ export interface Registry {
     readonly size: number
     readonly platform?: { readonly os: string; readonly architecture: string }
   }>) => Promise<string>
+  /**
+   * An image pushed the way users push images: an OCI image layout made on
+   * disk (each layer a tar.gz made by GNU tar, from the files given: a
+   * string or bytes for a file, `{ link }` for a symbolic link), copied to
+   * the registry by skopeo. Succeeds with the manifest's digest.
+   */
+  readonly pushImage: (repository: string, tag: string, layers: ReadonlyArray<Record<string, string | Uint8Array | { readonly link: string }>>) => Promise<string>
   /** The file a blob is kept in (to tamper with it). */
   readonly blobFile: (digest: string) => string
 }
@@ -267,6 +275,58 @@ export const make = (options: {
             mediaType: "application/vnd.oci.image.index.v1+json",
             manifests: manifests.map((one) => ({ mediaType: "application/vnd.oci.image.manifest.v1+json", ...one }))
           }, "application/vnd.oci.image.index.v1+json")).digest,
+        pushImage: async (repository, tag, layers) => {
+          const work = fs.mkdtempSync(path.join(dir, "image-"))
+          const blobs = path.join(work, "layout", "blobs", "sha256")
+          fs.mkdirSync(blobs, { recursive: true })
+          const put = (bytes: Buffer) => {
+            const digest = sha256(bytes)
+            fs.writeFileSync(path.join(blobs, digest.slice("sha256:".length)), bytes)
+            return { digest, size: bytes.byteLength }
+          }
+          const descriptors = []
+          const diffIds = []
+          for (const [i, files] of layers.entries()) {
+            const src = path.join(work, `layer-${i}`)
+            fs.mkdirSync(src, { recursive: true })
+            for (const [name, content] of Object.entries(files)) {
+              fs.mkdirSync(path.dirname(path.join(src, name)), { recursive: true })
+              if (typeof content === "object" && "link" in content) fs.symlinkSync(content.link, path.join(src, name))
+              else fs.writeFileSync(path.join(src, name), content)
+            }
+            const tar = execFileSync("tar", ["-cf", "-", "-C", src, "--sort=name", "--owner=0", "--group=0", "--numeric-owner", "."], { maxBuffer: 1024 ** 3 })
+            diffIds.push(sha256(tar))
+            descriptors.push({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...put(execFileSync("gzip", ["-n"], { input: tar, maxBuffer: 1024 ** 3 })) })
+          }
+          const config = put(Buffer.from(JSON.stringify({
+            architecture: "amd64",
+            os: "linux",
+            config: {},
+            rootfs: { type: "layers", diff_ids: diffIds }
+          })))
+          const manifest = put(Buffer.from(JSON.stringify({
+            schemaVersion: 2,
+            mediaType: "application/vnd.oci.image.manifest.v1+json",
+            config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+            layers: descriptors
+          })))
+          fs.writeFileSync(path.join(work, "layout", "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }))
+          fs.writeFileSync(path.join(work, "layout", "index.json"), JSON.stringify({
+            schemaVersion: 2,
+            manifests: [{
+              mediaType: "application/vnd.oci.image.manifest.v1+json",
+              ...manifest,
+              annotations: { "org.opencontainers.image.ref.name": tag }
+            }]
+          }))
+          execFileSync("skopeo", [
+            "copy", "--quiet", "--dest-tls-verify=false",
+            ...(credentials === undefined ? [] : ["--dest-creds", `${credentials.username}:${credentials.password}`]),
+            `oci:${path.join(work, "layout")}:${tag}`, `docker://127.0.0.1:${port}/${repository}:${tag}`
+          ], { stdio: ["ignore", "ignore", "pipe"] })
+          fs.rmSync(work, { recursive: true, force: true })
+          return manifest.digest
+        },
         blobFile: (digest) => {
           const hex = digest.slice("sha256:".length)
           return path.join(dir, "data", "docker", "registry", "v2", "blobs", "sha256", hex.slice(0, 2), hex, "data")
