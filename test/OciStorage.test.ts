@@ -231,6 +231,30 @@ withRegistry("OciStorage: a registry on loopback", (it) => {
       expect(dead.map((file) => file.bytes)).toEqual(files.map((file) => file.bytes))
     }))
 
+  it.scoped("the registry's credentials never go to a mirror: it is asked anonymously, and passed over when it refuses", () =>
+    Effect.gen(function*() {
+      const upstream = yield* Registry.make({ auth: { kind: "basic", username: "alice", password: "upstream-pw" } })
+      yield* Effect.promise(() => upstream.pushArtifact("m/iris", "v1", { "model.onnx": model }))
+      const seen: Array<string | undefined> = []
+      const mirror = http.createServer((req, res) => {
+        seen.push(req.headers.authorization)
+        res.writeHead(401, { "www-authenticate": "Basic realm=\"mirror\"" }).end()
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => mirror.listen(0, "127.0.0.1", resolve))),
+        () => Effect.sync(() => mirror.close())
+      )
+      const files = yield* load({
+        reference: `${upstream.host}/m/iris:v1`,
+        username: "alice",
+        password: "upstream-pw",
+        mirrors: [`http://127.0.0.1:${(mirror.address() as net.AddressInfo).port}`]
+      })
+      expect(files.map((file) => file.bytes)).toEqual([fingerprint(model)])
+      expect(seen.length).toBeGreaterThan(0)
+      expect(seen.every((header) => header === undefined)).toBe(true)
+    }))
+
   it.scoped("an image (a modelcar, pushed by skopeo): /models made of its layers in order, whiteouts applied, the rest ignored", () =>
     Effect.gen(function*() {
       const registry = yield* Registry.make()

@@ -161,6 +161,9 @@ export interface Client {
   readonly authorizations: Map<string, string>
 }
 
+const basicOf = (credentials: Credentials) =>
+  `Basic ${Buffer.from(`${credentials.username}:${Redacted.value(credentials.password)}`).toString("base64")}`
+
 /** The parameters of a `WWW-Authenticate` challenge (`Bearer realm="…",service="…"`). */
 const challengeOf = (header: string | undefined): { readonly scheme: string; readonly params: Record<string, string> } | undefined => {
   if (header === undefined) return undefined
@@ -226,7 +229,7 @@ export const make = (settings: Settings) =>
       })
 
     // A token for this repository from a bearer challenge's realm (with the credentials, if any).
-    const tokenFor = (client: Client, challenge: Record<string, string>, location: string) =>
+    const tokenFor = (client: Client, challenge: Record<string, string>, location: string, credentials: Credentials | undefined) =>
       Effect.scoped(Effect.gen(function*() {
         const realm = challenge["realm"]
         if (realm === undefined || !URL.canParse(realm)) {
@@ -235,13 +238,7 @@ export const make = (settings: Settings) =>
         const url = new URL(realm)
         if (challenge["service"] !== undefined) url.searchParams.set("service", challenge["service"])
         url.searchParams.set("scope", challenge["scope"] ?? `repository:${ref.repository}:pull`)
-        const basic = settings.credentials === undefined
-          ? {}
-          : {
-            authorization: `Basic ${
-              Buffer.from(`${settings.credentials.username}:${Redacted.value(settings.credentials.password)}`).toString("base64")
-            }`
-          }
+        const basic = credentials === undefined ? {} : { authorization: basicOf(credentials) }
         const answer = yield* Effect.mapError(
           network.get(client.agents, url.href, { headers: { ...headers, accept: "application/json" }, secret: basic, timeoutMillis }),
           fromRequestFailure(location)
@@ -286,13 +283,11 @@ export const make = (settings: Settings) =>
         if (first.response.statusCode !== 401) return first
         const challenge = challengeOf(first.response.headers["www-authenticate"])
         first.response.resume()
+        // The credentials are the registry's: a mirror is asked anonymously (a token without them).
+        const credentials = endpoint === upstream ? settings.credentials : undefined
         let authorization: string | undefined
-        if (challenge?.scheme === "bearer") authorization = yield* tokenFor(client, challenge.params, location)
-        else if (challenge?.scheme === "basic" && settings.credentials !== undefined) {
-          authorization = `Basic ${
-            Buffer.from(`${settings.credentials.username}:${Redacted.value(settings.credentials.password)}`).toString("base64")
-          }`
-        }
+        if (challenge?.scheme === "bearer") authorization = yield* tokenFor(client, challenge.params, location, credentials)
+        else if (challenge?.scheme === "basic" && credentials !== undefined) authorization = basicOf(credentials)
         if (authorization === undefined || authorization === known) return first
         client.authorizations.set(endpoint, authorization)
         return yield* once(authorization)
