@@ -231,6 +231,35 @@ withRegistry("OciStorage: a registry on loopback", (it) => {
       expect(dead.map((file) => file.bytes)).toEqual(files.map((file) => file.bytes))
     }))
 
+  it.scoped("blobs are shared between the tags and repositories of one registry: a second reference links, never fetches, them", () =>
+    Effect.gen(function*() {
+      const registry = yield* Registry.make()
+      const big = bytesOf(2 * 1024 * 1024, 9)
+      const pushed = yield* Effect.promise(() => registry.pushArtifact("m/iris", "v1", { "weights.bin": big }))
+      yield* Effect.promise(() => registry.pushArtifact("m/iris", "v1-copy", { "weights.bin": big }))
+      yield* Effect.promise(() => registry.pushArtifact("other/iris", "v1", { "weights.bin": big, "extra.txt": "x" }))
+      const cacheDir = yield* tempDir
+      const logs: Array<string> = []
+      const logger = Layer.merge(
+        Logger.replace(Logger.defaultLogger, Logger.make(({ message }) => logs.push(String(message)))),
+        Logger.minimumLogLevel(LogLevel.Debug)
+      )
+      const fetchOf = (reference: string) =>
+        Effect.flatMap(OciStorage.make({ reference, insecure: true, cacheDir, dockerConfig: "/nonexistent" }), contents).pipe(
+          Effect.provide(logger)
+        )
+      const first = yield* fetchOf(`${registry.host}/m/iris:v1`)
+      // The blob, in the registry, is now broken: a reference that fetched it would fail.
+      fs.writeFileSync(registry.blobFile(pushed.layers["weights.bin"]!), "broken")
+      const copy = yield* fetchOf(`${registry.host}/m/iris:v1-copy`)
+      const other = yield* fetchOf(`${registry.host}/other/iris:v1`)
+      expect(copy.map((file) => file.bytes)).toEqual(first.map((file) => file.bytes))
+      expect(other.find((file) => file.name === "weights.bin")?.bytes).toBe(first[0]!.bytes)
+      expect(logs.filter((line) => line.includes("another reference's")).length).toBe(2)
+      // One copy on disk, linked from each snapshot.
+      expect(fs.statSync(copy[0]!.path).ino).toBe(fs.statSync(first[0]!.path).ino)
+    }))
+
   it.scoped("the registry's credentials never go to a mirror: it is asked anonymously, and passed over when it refuses", () =>
     Effect.gen(function*() {
       const upstream = yield* Registry.make({ auth: { kind: "basic", username: "alice", password: "upstream-pw" } })

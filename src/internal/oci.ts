@@ -340,6 +340,8 @@ export const make = (settings: Settings) =>
       storageType: "oci",
       folder: "oci",
       cacheKey: [ref.registry, ref.repository, ref.reference],
+      // Blobs are named by their digest: kept once per registry, shared by its tags and repositories.
+      contentStore: { store: ref.registry, keyOf: (entry) => entry.etag },
       locationOf: at,
       prefix: "",
       // An image's layers are fetched whatever the mask (it selects among the image's files).

@@ -5,6 +5,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as crypto from "node:crypto"
+import * as fsSync from "node:fs"
 import * as LoadedFile from "../LoadedFile.js"
 import * as StorageError from "../StorageError.js"
 import * as cache from "./cache.js"
@@ -56,6 +57,17 @@ export interface Source<C> extends engine.Reader<C> {
   readonly named?: boolean | undefined
   /** What an empty listing means (RemoteNotFound's reason). */
   readonly nothingListed: string
+  /**
+   * Objects named by their content (an OCI blob's digest): kept once in a
+   * store of their own (`<cache>/<folder>/blobs/<store>`), shared by every
+   * reference of the source that lists them (tags, repositories of one
+   * registry), so that a second one links them rather than fetch them again.
+   * `keyOf` gives the content's name (undefined: not stored).
+   */
+  readonly contentStore?: {
+    readonly store: string
+    readonly keyOf: (entry: Listed) => string | undefined
+  } | undefined
   readonly connect: Effect.Effect<C, StorageError.StorageError, Scope.Scope>
   readonly list: (client: C) => Effect.Effect<ReadonlyArray<Listed>, StorageError.StorageError | transfer.Retryable>
 }
@@ -319,6 +331,34 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
             reused.push(entry)
             return Option.some<Recorded>({ ...held.value, identity: undefined })
           })
+        // An object of the content store (fetched by another reference), still intact: linked.
+        const storeDir = source.contentStore === undefined
+          ? undefined
+          : path.join(settings.cacheDir, source.folder, "blobs", cache.keyOf(source.contentStore.store))
+        const storedOf = (entry: Entry) => {
+          const key = source.contentStore?.keyOf(entry)
+          return storeDir === undefined || key === undefined
+            ? undefined
+            : { data: path.join(storeDir, cache.safeName(key)), record: path.join(storeDir, `${cache.safeName(key)}.json`) }
+        }
+        const reuseStored = (entry: Entry, target: string) =>
+          Effect.gen(function*() {
+            const stored = storedOf(entry)
+            if (stored === undefined) return Option.none<Recorded>()
+            const held = yield* cache.readJson<Recorded>(stored.record)
+            if (Option.isNone(held) || held.value.size !== entry.size) return Option.none<Recorded>()
+            const checked = yield* check(stored.data, held.value)
+            if (checked._tag === "Left") {
+              yield* cache.removeAll(stored.data, stored.record)
+              return Option.none<Recorded>()
+            }
+            yield* cache.ensureDir(path.dirname(target))
+            const linked = yield* Effect.isSuccess(fs.link(stored.data, target))
+            if (!linked) return Option.none<Recorded>()
+            yield* tracker.file(source.locationOf(entry.key), entry.name).cached(entry.size)
+            yield* Effect.logDebug(`${errors.cap(source.locationOf(entry.key))} is in the cache already (another reference's): linked`)
+            return Option.some<Recorded>({ ...entry, digests: held.value.digests, partSize: held.value.partSize, identity: undefined })
+          })
         const stage = Effect.forEach(selected, (entry) => {
           const target = path.join(staging, ...entry.name.split("/"))
           if (unchanged(entry)) {
@@ -336,7 +376,9 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
               Effect.as<Recorded>(before)
             )
           }
-          return Effect.flatMap(reuseFinished(entry, target), (reused) =>
+          return Effect.flatMap(
+            Effect.flatMap(reuseFinished(entry, target), (reused) => Option.isSome(reused) ? Effect.succeed(reused) : reuseStored(entry, target)),
+            (reused) =>
             Option.isSome(reused)
               ? Effect.succeed(reused.value)
               : Effect.map(
@@ -363,14 +405,37 @@ export const make = <C>(source: Source<C>, settings: Settings) =>
         )
         // Published: the finished copies of earlier loads are in the snapshot now.
         yield* cache.removeAll(...reused.flatMap((entry) => Object.values(finishedOf(entry))))
+        // The content store: every object of the snapshot that is named by its content is linked there
+        // (before the identities are read: a link changes them); then objects no snapshot links any
+        // more (one link left: the store's own) go.
+        if (storeDir !== undefined) {
+          yield* cache.ensureDir(storeDir)
+          for (const entry of recorded) {
+            const stored = storedOf(entry)
+            if (stored === undefined || fsSync.existsSync(stored.data)) continue
+            yield* Effect.ignore(fs.link(fileOf(id, entry), stored.data))
+          }
+        }
         const manifest = yield* withIdentities({ version: 2, snapshot: id, files: recorded })
         yield* cache.writeJsonAtomic(manifestFile, manifest)
+        if (storeDir !== undefined) {
+          for (const entry of manifest.files) {
+            const stored = storedOf(entry)
+            if (stored !== undefined) yield* Effect.ignore(cache.writeJsonHint(stored.record, entry))
+          }
+        }
         // Older snapshots go; the one just replaced stays, for readers that still use its paths.
         const keep = new Set([id, ...Option.match(current, { onNone: () => [], onSome: (m) => [m.snapshot] })])
         const snapshots = yield* Effect.orElseSucceed(fs.readDirectory(path.join(entryDir, "snapshots")), () => [])
         yield* cache.removeAll(
           ...snapshots.filter((name) => !keep.has(name)).map((name) => path.join(entryDir, "snapshots", name))
         )
+        if (storeDir !== undefined) {
+          const unlinked = (yield* Effect.orElseSucceed(fs.readDirectory(storeDir), () => []))
+            .filter((name) => !name.endsWith(".json"))
+            .filter((name) => (fsSync.statSync(path.join(storeDir, name), { throwIfNoEntry: false })?.nlink ?? 2) === 1)
+          yield* cache.removeAll(...unlinked.flatMap((name) => [path.join(storeDir, name), path.join(storeDir, `${name}.json`)]))
+        }
         return fromManifest(manifest)
       }))
     })
