@@ -107,7 +107,7 @@ const manifest = JSON.stringify({
 execFileSync("curl", ["-sf", "-X", "PUT", "-H", "content-type: application/vnd.oci.image.manifest.v1+json", "--data-binary", manifest, `${endpoint}/v2/bench/model/manifests/v1`])
 fs.rmSync(weights)
 // The registry reads the blob from the page cache, as a warm registry would.
-execFileSync("sh", ["-c", `find "${path.join(work, "data")}" -name data -exec cat {} + > /dev/null`])
+execFileSync("sh", ["-c", `find "${path.join(work, "data")}" -type f -name data -exec cat {} + > /dev/null`])
 
 const out = path.join(work, "out")
 const cacheDir = path.join(work, "cache")
