@@ -10,11 +10,14 @@
 // Writes its section of docs/performance.md (between the registry markers).
 // Environment: BENCH_REGISTRY_MIB (default 1024), BENCH_ROUNDS (default 5),
 // BENCH_DIR (default: a folder under the OS temp dir).
-import { execFileSync, spawn } from "node:child_process"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
+import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as Registry from "../test/servers/registry.js"
 import { cell, has, median, ratioOf, rounds, type Series, timed } from "./peers.js"
 
 const MiB = 1024 * 1024
@@ -22,46 +25,18 @@ const sizeMiB = Number(process.env["BENCH_REGISTRY_MIB"] ?? 1024)
 const roundCount = Number(process.env["BENCH_ROUNDS"] ?? 5)
 const root = path.resolve(import.meta.dirname, "..")
 const work = fs.mkdtempSync(path.join(process.env["BENCH_DIR"] ?? os.tmpdir(), "mlup-storage-bench-registry-"))
-const registryBinary = "/usr/bin/docker-registry"
-
-if (!fs.existsSync(registryBinary)) {
-  console.log(`${registryBinary} is missing (apt-get install docker-registry skopeo): the registry's section is not measured`)
+if (!fs.existsSync(Registry.binary)) {
+  console.log(`${Registry.binary} is missing (apt-get install docker-registry skopeo): the registry's section is not measured`)
   process.exit(0)
 }
 execFileSync("npm", ["run", "build", "--silent"], { cwd: root, stdio: "inherit" })
 const bin = path.join(root, "dist", "bin.js")
 const env = { ...process.env, XDG_CACHE_HOME: path.join(work, "xdg") }
 
-const port = await new Promise<number>((resolve) => {
-  const server = net.createServer().listen(0, "127.0.0.1", () => {
-    const { port } = server.address() as net.AddressInfo
-    server.close(() => resolve(port))
-  })
-})
-fs.writeFileSync(path.join(work, "config.yml"), [
-  "version: 0.1",
-  "log:",
-  "  level: error",
-  "  accesslog:",
-  "    disabled: true",
-  "storage:",
-  "  filesystem:",
-  `    rootdirectory: ${path.join(work, "data")}`,
-  "http:",
-  `  addr: 127.0.0.1:${port}`,
-  ""
-].join("\n"))
-const registry = spawn(registryBinary, ["serve", path.join(work, "config.yml")], { stdio: "ignore" })
-const endpoint = `http://127.0.0.1:${port}`
-for (let i = 0; ; i++) {
-  try {
-    execFileSync("curl", ["-sf", "-o", "/dev/null", `${endpoint}/v2/`])
-    break
-  } catch {
-    if (i > 100) throw new Error("docker-registry did not start")
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
+// The tests' registry (test/servers/registry.ts): Debian's docker-registry, anonymous, on loopback.
+const scope = Effect.runSync(Scope.make())
+const registry = await Effect.runPromise(Scope.extend(Registry.make(), scope))
+const { endpoint } = registry
 
 // The artifact: one file of weights (float32 values of a normal distribution), pushed with curl as ORAS pushes it.
 const weights = path.join(work, "weights.bin")
@@ -107,7 +82,7 @@ const manifest = JSON.stringify({
 execFileSync("curl", ["-sf", "-X", "PUT", "-H", "content-type: application/vnd.oci.image.manifest.v1+json", "--data-binary", manifest, `${endpoint}/v2/bench/model/manifests/v1`])
 fs.rmSync(weights)
 // The registry reads the blob from the page cache, as a warm registry would.
-execFileSync("sh", ["-c", `find "${path.join(work, "data")}" -type f -name data -exec cat {} + > /dev/null`])
+execFileSync("sh", ["-c", `find "${registry.root}" -type f -name data -exec cat {} + > /dev/null`])
 
 const out = path.join(work, "out")
 const cacheDir = path.join(work, "cache")
@@ -115,7 +90,7 @@ const clean = () => {
   for (const dir of [out, cacheDir]) fs.rmSync(dir, { recursive: true, force: true })
   fs.mkdirSync(out, { recursive: true })
 }
-const reference = `oci://127.0.0.1:${port}/bench/model:v1`
+const reference = `oci://${registry.host}/bench/model:v1`
 const ours = () => timed(process.execPath, [bin, "fetch", reference, "-k", JSON.stringify({ insecure: true, cache_dir: cacheDir }), "--to", out, "-q"], env)
 const skopeo = has("skopeo")
 let results: Record<string, Series>
@@ -127,13 +102,13 @@ try {
     ...(skopeo
       ? {
         "skopeo copy docker:// dir:": () =>
-          timed("skopeo", ["copy", "--quiet", "--src-tls-verify=false", `docker://127.0.0.1:${port}/bench/model:v1`, `dir:${out}/skopeo`])
+          timed("skopeo", ["copy", "--quiet", "--src-tls-verify=false", `docker://${registry.host}/bench/model:v1`, `dir:${out}/skopeo`])
       }
       : {}),
     "curl -o (the raw blob)": () => timed("curl", ["-sf", "-o", path.join(out, "blob"), `${endpoint}/v2/bench/model/blobs/${layer.digest}`])
   }, clean)
 } finally {
-  registry.kill()
+  await Effect.runPromise(Scope.close(scope, Exit.void))
   fs.rmSync(work, { recursive: true, force: true })
 }
 

@@ -30,6 +30,22 @@ const run = (entries: ReadonlyArray<unpack.Entry>, limits = roomy, archiveSize: 
 }
 const refusal = (result: Either.Either<unknown, unpack.Refusal>) => Either.isLeft(result) ? result.left : undefined
 
+/**
+ * A model folder as packers find one, in `dir`/src/model: weights (random, `size` bytes, returned), a
+ * tokenizer folder, a setuid script, a link to the weights.
+ */
+const modelFolder = (dir: string, size: number) => {
+  const model = path.join(dir, "src", "model")
+  fs.mkdirSync(path.join(model, "tokenizer"), { recursive: true })
+  const weights = crypto.randomBytes(size)
+  fs.writeFileSync(path.join(model, "weights.bin"), weights)
+  fs.writeFileSync(path.join(model, "tokenizer", "vocab.json"), "{\"a\": 1}")
+  fs.writeFileSync(path.join(model, "serve.sh"), "#!/bin/sh\n")
+  fs.chmodSync(path.join(model, "serve.sh"), 0o4775)
+  fs.symlinkSync("weights.bin", path.join(model, "latest.bin"))
+  return weights
+}
+
 describe("archive entries (the unpacking rules, at least PEP 706's data filter)", () => {
   it("names are relative paths inside the tree; absolute names, drives, `..`, NUL and backslashes are refused", () => {
     expect(Either.getOrThrow(unpack.pathOf("model/weights.bin"))).toBe("model/weights.bin")
@@ -121,14 +137,7 @@ describe("tar archives unpacked as they stream in (GNU tar's, Python's, hostile 
   it.effect("a SageMaker-style model.tar.gz made by GNU tar: files, folders, a link and permissions, as packed", () =>
     Effect.gen(function*() {
       const dir = work()
-      const model = path.join(dir, "src", "model")
-      fs.mkdirSync(path.join(model, "tokenizer"), { recursive: true })
-      const weights = crypto.randomBytes(3 * 1024 * 1024 + 17)
-      fs.writeFileSync(path.join(model, "weights.bin"), weights)
-      fs.writeFileSync(path.join(model, "tokenizer", "vocab.json"), "{}")
-      fs.writeFileSync(path.join(model, "serve.sh"), "#!/bin/sh\n", { mode: 0o4775 })
-      fs.chmodSync(path.join(model, "serve.sh"), 0o4775)
-      fs.symlinkSync("weights.bin", path.join(model, "latest.bin"))
+      const weights = modelFolder(dir, 3 * 1024 * 1024 + 17)
       for (const [name, flags] of [["model.tar.gz", "czf"], ["model.tar", "cf"]] as const) {
         const archive = path.join(dir, name)
         execFileSync("tar", [flags, archive, "-C", path.join(dir, "src"), "model"])
@@ -210,14 +219,7 @@ describe("zip archives (Info-ZIP's, Python's, hostile ones)", () => {
   it.effect("a model zipped by Info-ZIP: files, folders, a link and permissions, as packed", () =>
     Effect.gen(function*() {
       const dir = work()
-      const model = path.join(dir, "src", "model")
-      fs.mkdirSync(path.join(model, "tokenizer"), { recursive: true })
-      const weights = crypto.randomBytes(2 * 1024 * 1024 + 5)
-      fs.writeFileSync(path.join(model, "weights.bin"), weights)
-      fs.writeFileSync(path.join(model, "tokenizer", "vocab.json"), "{\"a\": 1}")
-      fs.writeFileSync(path.join(model, "serve.sh"), "#!/bin/sh\n")
-      fs.chmodSync(path.join(model, "serve.sh"), 0o4775)
-      fs.symlinkSync("weights.bin", path.join(model, "latest.bin"))
+      const weights = modelFolder(dir, 2 * 1024 * 1024 + 5)
       const archive = path.join(dir, "model.zip")
       // -y: links stored as links.
       execFileSync("zip", ["-qry", archive, "model"], { cwd: path.join(dir, "src") })

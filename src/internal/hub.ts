@@ -169,29 +169,6 @@ export const failureOf = (
   })
 }
 
-const fromRequestFailure = (location: string) => (failure: network.RequestFailure) =>
-  failure._tag === "Refused"
-    ? network.refusalOf(failure.error, location) ?? new transfer.Retryable({ reason: String(failure.error) })
-    : new transfer.Retryable({ reason: failure.reason })
-
-// A body read whole (the API's JSON), up to `limit` bytes.
-const readText = (response: http.IncomingMessage, limit: number) =>
-  Effect.async<string, transfer.Retryable | "too large">((resume) => {
-    const chunks: Array<Buffer> = []
-    let size = 0
-    response.on("data", (chunk: Buffer) => {
-      size += chunk.length
-      if (size > limit) {
-        response.destroy()
-        resume(Effect.fail("too large"))
-      } else chunks.push(chunk)
-    })
-    response.on("end", () => resume(Effect.succeed(Buffer.concat(chunks).toString("utf8"))))
-    response.on("error", (error) => resume(Effect.fail(new transfer.Retryable({ reason: `the answer was cut off: ${error.message}` }))))
-    // Interrupted: the answer is dropped.
-    return Effect.sync(() => response.destroy())
-  })
-
 /** A load's client: its agents, and the commit its listing resolved the revision to. */
 interface Client {
   readonly agents: { readonly http: http.Agent; readonly https: https.Agent }
@@ -225,11 +202,11 @@ export const make = (settings: Settings) =>
       Effect.scoped(Effect.gen(function*() {
         const answer = yield* Effect.mapError(
           network.get(client.agents, url, { headers: { ...headers, accept: "application/json" }, secret, timeoutMillis }),
-          fromRequestFailure(location)
+          network.fromRequestFailure(location)
         )
         if (answer.response.statusCode !== 200) return yield* Effect.fail(failureOf(settings, location, answer.response))
         // A body that stops coming fails the attempt (retried), as a stalled download does.
-        const text = yield* readText(answer.response, maxListing).pipe(
+        const text = yield* network.readText(answer.response, maxListing).pipe(
           Effect.timeoutFail({
             duration: settings.stallTimeout,
             onTimeout: () => new transfer.Retryable({ reason: `the API's answer stalled for ${Duration.format(settings.stallTimeout)}` })
@@ -354,7 +331,7 @@ export const make = (settings: Settings) =>
               secret,
               timeoutMillis
             }),
-            fromRequestFailure(location)
+            network.fromRequestFailure(location)
           )
           const status = answer.response.statusCode ?? 0
           if (status !== 200 && status !== 206) return yield* Effect.fail(failureOf(settings, location, answer.response))

@@ -584,3 +584,37 @@ export const get = (
     }
     return { response, url: target.href }
   })
+
+/**
+ * A failure to get an answer as the error a load fails (or retries) with: a
+ * refusal no attempt mends (TLS, a proxy's), else another attempt.
+ *
+ * @internal
+ */
+export const fromRequestFailure = (location: string) => (failure: RequestFailure) =>
+  failure._tag === "Refused"
+    ? refusalOf(failure.error, location) ?? new transfer.Retryable({ reason: String(failure.error) })
+    : new transfer.Retryable({ reason: failure.reason })
+
+/**
+ * A body read whole (an API's JSON, a manifest), up to `limit` bytes ("too
+ * large" beyond); a body cut off is worth another attempt. Interrupted: the
+ * answer is dropped.
+ *
+ * @internal
+ */
+export const readText = (response: http.IncomingMessage, limit: number) =>
+  Effect.async<string, transfer.Retryable | "too large">((resume) => {
+    const chunks: Array<Buffer> = []
+    let size = 0
+    response.on("data", (chunk: Buffer) => {
+      size += chunk.length
+      if (size > limit) {
+        response.destroy()
+        resume(Effect.fail("too large"))
+      } else chunks.push(chunk)
+    })
+    response.on("end", () => resume(Effect.succeed(Buffer.concat(chunks).toString("utf8"))))
+    response.on("error", (error) => resume(Effect.fail(new transfer.Retryable({ reason: `the answer was cut off: ${error.message}` }))))
+    return Effect.sync(() => response.destroy())
+  })

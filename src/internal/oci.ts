@@ -174,23 +174,6 @@ const challengeOf = (header: string | undefined): { readonly scheme: string; rea
   return { scheme: match[1]!.toLowerCase(), params }
 }
 
-const readText = (response: http.IncomingMessage, limit: number) =>
-  Effect.async<string, transfer.Retryable | "too large">((resume) => {
-    const chunks: Array<Buffer> = []
-    let size = 0
-    response.on("data", (chunk: Buffer) => {
-      size += chunk.byteLength
-      if (size > limit) {
-        response.destroy()
-        return resume(Effect.fail("too large"))
-      }
-      chunks.push(chunk)
-    })
-    response.on("end", () => resume(Effect.succeed(Buffer.concat(chunks).toString("utf8"))))
-    response.on("error", (error) => resume(Effect.fail(new transfer.Retryable({ reason: `the answer was cut off: ${error.message}` }))))
-    return Effect.sync(() => response.destroy())
-  })
-
 /**
  * The registry source.
  *
@@ -211,11 +194,6 @@ export const make = (settings: Settings) =>
     const urlOf = (endpoint: string, path: string) =>
       `${endpoint}/v2/${ref.repository}/${path}${endpoint === upstream ? "" : `?ns=${encodeURIComponent(ref.registry)}`}`
     const headers = { "user-agent": "mlup-storage", "accept-encoding": "identity" }
-
-    const fromRequestFailure = (location: string) => (failure: network.RequestFailure) =>
-      failure._tag === "Refused"
-        ? (network.refusalOf(failure.error, location) ?? new transfer.Retryable({ reason: String(failure.error) }))
-        : new transfer.Retryable({ reason: failure.reason })
 
     const failureOf = (location: string, response: http.IncomingMessage, reason?: string) =>
       network.failureOf({
@@ -241,12 +219,12 @@ export const make = (settings: Settings) =>
         const basic = credentials === undefined ? {} : { authorization: basicOf(credentials) }
         const answer = yield* Effect.mapError(
           network.get(client.agents, url.href, { headers: { ...headers, accept: "application/json" }, secret: basic, timeoutMillis }),
-          fromRequestFailure(location)
+          network.fromRequestFailure(location)
         )
         if (answer.response.statusCode !== 200) {
           return yield* Effect.fail(failureOf(location, answer.response, `the token service answered HTTP ${answer.response.statusCode}`))
         }
-        const text = yield* Effect.mapError(readText(answer.response, 64 * 1024), (error) =>
+        const text = yield* Effect.mapError(network.readText(answer.response, 64 * 1024), (error) =>
           error === "too large"
             ? new StorageError.RequestRejected({ location, status: 200, reason: "the token service's answer is too large" })
             : error)
@@ -276,7 +254,7 @@ export const make = (settings: Settings) =>
               secret: authorization === undefined ? {} : { authorization },
               timeoutMillis
             }),
-            fromRequestFailure(location)
+            network.fromRequestFailure(location)
           )
         const known = client.authorizations.get(endpoint)
         const first = yield* once(known)
@@ -302,7 +280,7 @@ export const make = (settings: Settings) =>
         if (response.statusCode !== 200) {
           return yield* Effect.fail(failureOf(location, response, response.statusCode === 404 ? "no such manifest" : undefined))
         }
-        const text = yield* Effect.mapError(readText(response, maxManifest), (error) =>
+        const text = yield* Effect.mapError(network.readText(response, maxManifest), (error) =>
           error === "too large"
             ? new StorageError.RequestRejected({ location, status: 200, reason: `the manifest is larger than ${maxManifest} bytes` })
             : error)

@@ -62,3 +62,37 @@ export const makeLinks = (folder: string, admitted: ReadonlyArray<unpack.Admitte
     else fs.linkSync(path.join(folder, Either.getOrThrow(unpack.pathOf(entry.target!))), target)
   }
 }
+
+/** Why an archive was not unpacked: a rule it broke, a failure to read it, or to write the tree. @internal */
+export type Failure =
+  | { readonly _tag: "Refused"; readonly refusal: unpack.Refusal }
+  | { readonly _tag: "Broken"; readonly reason: string }
+  | { readonly _tag: "Unwritable"; readonly reason: string; readonly code: string | undefined }
+
+/** A failure to write the tree (a full disk, permissions). @internal */
+export const unwritable = (what: string, error: unknown): Failure => ({
+  _tag: "Unwritable",
+  reason: `${what}: ${(error as Error).message}`,
+  code: (error as NodeJS.ErrnoException).code
+})
+
+/**
+ * The end of an archive's listing: the whole listing checked (links through
+ * every link of the tree), then the links made. A failure, or none.
+ *
+ * @internal
+ */
+export const complete = (
+  guard: ReturnType<typeof unpack.guard>,
+  folder: string,
+  admitted: ReadonlyArray<unpack.Admitted>
+): Failure | undefined => {
+  const checked = guard.finish()
+  if (Either.isLeft(checked)) return { _tag: "Refused", refusal: checked.left }
+  try {
+    makeLinks(folder, admitted)
+  } catch (error) {
+    return unwritable("a link could not be made", error)
+  }
+  return undefined
+}

@@ -19,18 +19,10 @@ import { Parser, type ReadEntry } from "tar"
 import * as tree from "./tree.js"
 import * as unpack from "./unpack.js"
 
-/** Why an archive was not unpacked: a rule it broke, or a failure to read or write it. @internal */
-export type Failure =
-  | { readonly _tag: "Refused"; readonly refusal: unpack.Refusal }
-  | { readonly _tag: "Broken"; readonly reason: string }
-  | { readonly _tag: "Unwritable"; readonly reason: string; readonly code: string | undefined }
-
-/** A failure to write the tree (a full disk, permissions). @internal */
-export const unwritable = (what: string, error: unknown): Failure => ({
-  _tag: "Unwritable",
-  reason: `${what}: ${(error as Error).message}`,
-  code: (error as NodeJS.ErrnoException).code
-})
+/** @internal */
+export type Failure = tree.Failure
+/** @internal */
+export const unwritable = tree.unwritable
 
 // tar's own bookkeeping entries (long names, pax headers): never files of the tree.
 const metadata = new Set([
@@ -207,13 +199,8 @@ export const untar = (options: {
       void writing.then(
         () => {
           if (failed) return
-          const checked = guard.finish()
-          if (Either.isLeft(checked)) return fail({ _tag: "Refused", refusal: checked.left })
-          try {
-            tree.makeLinks(folder, admitted)
-          } catch (error) {
-            return fail(unwritable("a link could not be made", error))
-          }
+          const failure = tree.complete(guard, folder, admitted)
+          if (failure !== undefined) return fail(failure)
           resume(Effect.succeed(admitted))
         },
         (error: Error) => fail(unwritable("a file could not be written", error))

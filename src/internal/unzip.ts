@@ -19,8 +19,9 @@ import { Readable, Transform } from "node:stream"
 import * as zlib from "node:zlib"
 import * as yauzl from "yauzl"
 import * as tree from "./tree.js"
+import { type Failure, unwritable } from "./tree.js"
 import * as unpack from "./unpack.js"
-import { type Failure, unwritable } from "./untar.js"
+
 
 // The file type bits of a Unix mode (zip stores it in the high half of the external attributes).
 const S_IFMT = 0o170000
@@ -232,14 +233,8 @@ export const unzip = (options: {
         })
         opened.on("end", () => {
           if (failed) return
-          // The whole listing is checked (links through every link of the tree), then links made.
-          const checked = guard.finish()
-          if (Either.isLeft(checked)) return fail({ _tag: "Refused", refusal: checked.left })
-          try {
-            tree.makeLinks(folder, admitted)
-          } catch (error) {
-            return fail(unwritable("a link could not be made", error))
-          }
+          const failure = tree.complete(guard, folder, admitted)
+          if (failure !== undefined) return fail(failure)
           opened.close()
           resume(Effect.succeed(admitted))
         })
