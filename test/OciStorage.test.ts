@@ -1,4 +1,5 @@
 import { describe, expect, it, layer } from "@effect/vitest"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
@@ -9,11 +10,14 @@ import * as http from "node:http"
 import type * as net from "node:net"
 import * as path from "node:path"
 import * as oci from "../src/internal/oci.js"
+import * as NodeStorage from "../src/NodeStorage.js"
 import * as OciStorage from "../src/OciStorage.js"
 import * as Storage from "../src/Storage.js"
 import * as StorageUri from "../src/StorageUri.js"
 import { storageContract } from "../src/Testing.js"
 import { archiveOf, bytesOf, contents, fingerprint, platform, tempDir } from "./helpers.js"
+import * as Certificates from "./servers/certificates.js"
+import * as TestProxy from "./servers/proxy.js"
 import * as Registry from "./servers/registry.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
@@ -307,6 +311,36 @@ withRegistry("OciStorage: a registry on loopback", (it) => {
       expect((yield* load({ reference, pathInImage: "/etc" })).map((file) => file.name)).toEqual(["os-release"])
       const missing = yield* Effect.flip(load({ reference, pathInImage: "/opt/none" }))
       expect(missing).toMatchObject({ _tag: "RemoteNotFound", reason: expect.stringContaining("/opt/none") })
+    }))
+
+  it.scoped("networks of companies: HTTP_PROXY is honoured; a registry over HTTPS with a company CA (ca_bundle)", () =>
+    Effect.gen(function*() {
+      const registry = yield* Registry.make()
+      yield* Effect.promise(() => registry.pushArtifact("m/iris", "v1", { "model.onnx": model }))
+      const proxy = yield* TestProxy.make()
+      const viaProxy = yield* Effect.scoped(Effect.flatMap(Storage.Storage, (storage) => storage.load)).pipe(
+        Effect.map((files) => files.map((file) => (file._tag === "Path" ? fingerprint(fs.readFileSync(file.path)) : file._tag))),
+        Effect.provide(NodeStorage.layerOci({
+          reference: `${registry.host}/m/iris:v1`,
+          insecure: true,
+          cacheDir: yield* tempDir,
+          dockerConfig: "/nonexistent"
+        })),
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["HTTP_PROXY", proxy.url]])))
+      )
+      expect(viaProxy).toEqual([fingerprint(model)])
+      expect(proxy.log.map((entry) => new URL(entry.target).pathname)).toEqual(
+        expect.arrayContaining([`/v2/m/iris/manifests/v1`, expect.stringMatching(/^\/v2\/m\/iris\/blobs\/sha256:/)])
+      )
+
+      const certificates = yield* Certificates.make
+      const secure = yield* Registry.make({ tls: { cert: certificates.cert, key: certificates.key } })
+      yield* Effect.promise(() => secure.pushArtifact("m/iris", "v1", { "model.onnx": model }))
+      const reference = `${secure.host}/m/iris:v1`
+      const untrusted = yield* Effect.flip(load({ reference, insecure: false, retries: 0 }))
+      expect(untrusted._tag).toBe("TlsFailure")
+      const trusted = yield* load({ reference, insecure: false, caBundle: certificates.caFile })
+      expect(trusted.map((file) => file.bytes)).toEqual([fingerprint(model)])
     }))
 
   it.scoped("archives among the files unpack; offline from the last snapshot", () =>

@@ -14,6 +14,7 @@ import { execFileSync, spawn } from "node:child_process"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as http from "node:http"
+import * as https from "node:https"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -78,9 +79,11 @@ const request = async (
 ): Promise<{ readonly status: number; readonly headers: http.IncomingHttpHeaders; readonly body: Buffer }> => {
   const once = (authorization: string | undefined) =>
     new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }>((resolve, reject) => {
-      const req = http.request(url, {
+      // The tests' own client: it trusts the registry's test certificate (the storage under test does not).
+      const req = (url.startsWith("https:") ? https : http).request(url, {
         method: options.method,
-        headers: { ...options.headers, ...(authorization === undefined ? {} : { authorization }), connection: "close" }
+        headers: { ...options.headers, ...(authorization === undefined ? {} : { authorization }), connection: "close" },
+        rejectUnauthorized: false
       }, (res) => {
         const chunks: Array<Buffer> = []
         res.on("data", (chunk: Buffer) => chunks.push(chunk))
@@ -148,6 +151,8 @@ export const make = (options: {
   readonly auth?: Auth
   /** A pull-through cache of this registry (read-only). */
   readonly proxyOf?: { readonly endpoint: string; readonly username?: string; readonly password?: string }
+  /** Over HTTPS with this certificate (PEM) and key. */
+  readonly tls?: { readonly cert: string; readonly key: string }
 } = {}): Effect.Effect<Registry, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.promise(async () => {
@@ -173,6 +178,9 @@ export const make = (options: {
         "http:",
         `  addr: 127.0.0.1:${port}`,
         "  secret: mlup-storage-tests",
+        ...(options.tls === undefined
+          ? []
+          : ["  tls:", `    certificate: ${path.join(dir, "tls.pem")}`, `    key: ${path.join(dir, "tls.key")}`]),
         ...(auth.kind === "basic"
           ? ["auth:", "  htpasswd:", "    realm: mlup-storage-tests", `    path: ${path.join(dir, "htpasswd")}`]
           : []),
@@ -194,6 +202,10 @@ export const make = (options: {
           ]
           : [])
       ].join("\n")
+      if (options.tls !== undefined) {
+        fs.writeFileSync(path.join(dir, "tls.pem"), options.tls.cert)
+        fs.writeFileSync(path.join(dir, "tls.key"), options.tls.key)
+      }
       fs.writeFileSync(path.join(dir, "config.yml"), `${config}\n`)
       if (!fs.existsSync(binary)) {
         throw new Error(`${binary} is missing: the OCI tests start Debian's docker-registry (apt-get install docker-registry; npm test installs it as root)`)
@@ -201,10 +213,10 @@ export const make = (options: {
       const child = spawn(binary, ["serve", path.join(dir, "config.yml")], { stdio: ["ignore", "ignore", "pipe"] })
       let stderr = ""
       child.stderr.on("data", (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)))
-      const endpoint = `http://127.0.0.1:${port}`
+      const endpoint = `${options.tls === undefined ? "http" : "https"}://127.0.0.1:${port}`
       for (let i = 0; ; i++) {
         const up = await new Promise<boolean>((resolve) => {
-          const req = http.get(`${endpoint}/v2/`, (res) => {
+          const req = (options.tls === undefined ? http : https).get(`${endpoint}/v2/`, { rejectUnauthorized: false }, (res) => {
             res.resume()
             resolve(true)
           })
