@@ -6,9 +6,14 @@
  *
  * @since 0.1.0
  */
+import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
+import type * as Stream from "effect/Stream"
 import type * as definition_ from "./internal/definition.js"
 import * as internal from "./internal/storage.js"
+import * as watch_ from "./internal/watch.js"
+import type * as LoadedFile from "./LoadedFile.js"
+import type * as StorageError from "./StorageError.js"
 import * as selection_ from "./Selection.js"
 
 /**
@@ -172,3 +177,53 @@ export const fromConfig = selection_.fromConfig
  * @category layers
  */
 export const layerConfig = selection_.layerConfig
+
+/**
+ * How `watch` follows a storage.
+ *
+ * - `interval` (30 s): how often the storage is asked again, ±10% (through
+ *   `Clock` and `Random`: a test drives it with `TestClock`).
+ * - `settle` (2 s): how long a change must hold still before it is
+ *   delivered: a file still being written is never delivered half-written.
+ * - `onError` (`"retry"`): a failed check (a server down for a minute) is
+ *   logged and tried again at the next interval; `"fail"` ends the stream
+ *   with the error.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface WatchOptions {
+  readonly interval?: Duration.DurationInput | undefined
+  readonly settle?: Duration.DurationInput | undefined
+  readonly onError?: "retry" | "fail" | undefined
+}
+
+/**
+ * One version of a storage's selection: complete and verified, as `load`
+ * delivers it; `digest` (sha256 over the files' names and contents) tells it
+ * apart; `version` counts from 1.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface Version {
+  readonly version: number
+  readonly files: ReadonlyArray<LoadedFile.LoadedFile>
+  readonly digest: string
+}
+
+/**
+ * The versions of the storage's selection, as a `Stream`: the first at once,
+ * then one each time the selection really changed (a file touched but
+ * unchanged is no change) and held still for `settle`. The storage's own
+ * `load` is the change signal, at the cost of a warm load: a listing and a
+ * stat per file (Disk), a conditional request per URL (HTTP), a listing of
+ * ETags (S3, GCS, Azure), the revision's commit (the Hub), the tag's
+ * manifest (OCI). A version's files stay valid until the next version is
+ * pulled: then its load's scope is closed (its raw bytes released); at most
+ * two versions are alive at once. Interrupting the stream releases the last.
+ *
+ * @since 0.5.0
+ * @category watching
+ */
+export const watch: (options?: WatchOptions) => Stream.Stream<Version, StorageError.StorageError, Storage> = watch_.watch

@@ -1,9 +1,17 @@
 import { describe, expect, it, layer } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
 import * as ConfigProvider from "effect/ConfigProvider"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import * as TestClock from "effect/TestClock"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import * as DiskStorage from "../src/DiskStorage.js"
 import * as GarbageCollector from "../src/GarbageCollector.js"
@@ -410,4 +418,110 @@ describe("validation without making the storage", () => {
       expect("path" in failed && failed.path).toBe(huge)
       expect(failed.message.length).toBeLessThan(1000)
     }).pipe(Effect.provide(platform)))
+})
+
+describe("Storage.watch: following a storage's selection", () => {
+  // Real files, the test's clock: the watch sleeps on the TestClock, its loads touch the disk.
+  // Waits until the watch sleeps until a time no further than `duration` from now.
+  const sleepingWithin = (duration: Duration.DurationInput) =>
+    Effect.gen(function*() {
+      const millis = Duration.toMillis(Duration.decode(duration))
+      for (let i = 0; ; i++) {
+        const now = yield* Clock.currentTimeMillis
+        if (Chunk.toReadonlyArray(yield* TestClock.sleeps()).some((deadline) => deadline <= now + millis)) return
+        if (i === 4000) throw new Error(`nothing sleeps for ${millis} ms or less`)
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
+      }
+    })
+  // Once the watch sleeps that long, the clock moved on by it.
+  const advance = (duration: Duration.DurationInput) => Effect.zipRight(sleepingWithin(duration), TestClock.adjust(duration))
+  // Waits until the watch sleeps again (its check after the last adjustment is done).
+  const asleep = Effect.gen(function*() {
+    for (let i = 0; ; i++) {
+      const now = yield* Clock.currentTimeMillis
+      if (Chunk.toReadonlyArray(yield* TestClock.sleeps()).some((deadline) => deadline > now)) return
+      if (i === 4000) throw new Error("the watch never slept again")
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
+    }
+  })
+  const watching = (options: DiskStorage.Options) =>
+    Effect.gen(function*() {
+      const versions = yield* Queue.unbounded<{ readonly version: number; readonly texts: ReadonlyArray<string>; readonly files: ReadonlyArray<LoadedFile.LoadedFile> }>()
+      const fiber = yield* Storage.watch({ interval: "10 seconds", settle: "2 seconds" }).pipe(
+        Stream.runForEach((version) =>
+          Queue.offer(versions, {
+            version: version.version,
+            files: version.files,
+            texts: version.files.map((file) =>
+              file._tag === "Bytes" ? Buffer.from(file.bytes).toString() : file._tag === "Path" ? fs.readFileSync(file.path, "utf8") : ""
+            )
+          })
+        ),
+        Effect.provide(DiskStorage.layer(options).pipe(Layer.provide(platform))),
+        Effect.fork
+      )
+      return { versions, fiber }
+    })
+
+  it.scoped("the first version at once; a touched but unchanged file is no change; a file written in pieces only whole", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const file = path.join(dir, "model.onnx")
+      fs.writeFileSync(file, "version one")
+      const { fiber, versions } = yield* watching({ pathToFiles: dir, fileMask: "onnx$", needLoadFile: true })
+      yield* advance("2 seconds")
+      const first = yield* Queue.take(versions)
+      expect(first).toMatchObject({ version: 1, texts: ["version one"] })
+      // Touched: a new mtime, the same bytes.
+      fs.utimesSync(file, new Date(), new Date(Date.now() + 60_000))
+      yield* advance("11 seconds")
+      yield* asleep
+      expect(yield* Queue.size(versions)).toBe(0)
+      // Written in two pieces, the second after the first was seen: only the whole file is delivered.
+      fs.writeFileSync(file, "version tw")
+      yield* advance("11 seconds")
+      // The check saw the first piece (it waits for the change to settle); then the rest is written.
+      yield* sleepingWithin("2 seconds")
+      fs.appendFileSync(file, "o, complete")
+      yield* advance("2 seconds")
+      yield* advance("2 seconds")
+      const second = yield* Queue.take(versions)
+      expect(second).toMatchObject({ version: 2, texts: ["version two, complete"] })
+      // The first version's bytes were released when the second was pulled.
+      const released = yield* Effect.flip(LoadedFile.getBytes(first.files[0] as LoadedFile.Bytes))
+      expect(released._tag).toBe("BytesReleasedError")
+      yield* Fiber.interrupt(fiber)
+      // Interrupted: the last version is released too.
+      expect((yield* Effect.either(LoadedFile.getBytes(second.files[0] as LoadedFile.Bytes)))._tag).toBe("Left")
+    }))
+
+  it.scoped("a failed check is logged and retried, never the end; with onError: \"fail\", it is", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const file = path.join(dir, "model.onnx")
+      fs.writeFileSync(file, "one")
+      const { fiber, versions } = yield* watching({ pathToFiles: file, fileMask: "onnx$" })
+      yield* advance("2 seconds")
+      expect(yield* Queue.take(versions)).toMatchObject({ version: 1, texts: ["one"] })
+
+      fs.rmSync(file)
+      yield* advance("11 seconds")
+      yield* advance("11 seconds")
+      yield* asleep
+      expect(yield* Queue.size(versions)).toBe(0)
+      fs.writeFileSync(file, "three")
+
+      yield* advance("11 seconds")
+      yield* advance("2 seconds")
+      expect(yield* Queue.take(versions)).toMatchObject({ version: 2, texts: ["three"] })
+
+      yield* Fiber.interrupt(fiber)
+
+      const failing = yield* Storage.watch({ interval: "10 seconds", settle: "2 seconds", onError: "fail" }).pipe(
+        Stream.runDrain,
+        Effect.provide(DiskStorage.layer({ pathToFiles: path.join(dir, "missing.onnx") }).pipe(Layer.provide(platform))),
+        Effect.flip
+      )
+      expect(failing._tag).toBe("PathNotFound")
+    }))
 })

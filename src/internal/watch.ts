@@ -1,0 +1,179 @@
+/**
+ * Following a storage's selection (issue 21): the storage's own `load`,
+ * asked again at an interval, is the change signal, as cheap as each source
+ * makes a warm load (Disk: a listing and a stat per file; HTTP: a conditional
+ * request per URL; S3, GCS, Azure: one listing, ETags compared; the Hub: one
+ * request for the revision's commit; OCI: one manifest request), and as
+ * honest: a load is complete and verified, or it fails. A version is told by
+ * the content of its files (sha256, re-computed only for a file whose
+ * identity on disk changed), so a file touched but unchanged is no new
+ * version, and a change is delivered only once it held still for `settle`.
+ *
+ * @internal
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Random from "effect/Random"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as crypto from "node:crypto"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import type * as LoadedFile from "../LoadedFile.js"
+import type * as StorageError from "../StorageError.js"
+import { Storage } from "./storage.js"
+
+/** @internal */
+export interface Options {
+  readonly interval?: Duration.DurationInput | undefined
+  readonly settle?: Duration.DurationInput | undefined
+  readonly onError?: "retry" | "fail" | undefined
+}
+
+/** @internal */
+export interface Version {
+  readonly version: number
+  readonly files: ReadonlyArray<LoadedFile.LoadedFile>
+  readonly digest: string
+}
+
+const hashFile = (file: string) =>
+  Effect.async<string, Error>((resume) => {
+    const hash = crypto.createHash("sha256")
+    const body = fs.createReadStream(file, { highWaterMark: 1024 * 1024 })
+    body.on("data", (chunk) => void hash.update(chunk))
+    body.on("end", () => resume(Effect.succeed(hash.digest("hex"))))
+    body.on("error", (error) => resume(Effect.fail(error)))
+    return Effect.sync(() => body.destroy())
+  })
+
+/** A folder's content, told by each file's relative name, size and modification time (not hashed). */
+const folderPrint = (folder: string): string => {
+  const lines: Array<string> = []
+  for (const entry of fs.readdirSync(folder, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue
+    const file = path.join(entry.parentPath, entry.name)
+    const info = fs.statSync(file, { bigint: true })
+    lines.push(`${path.relative(folder, file)}:${info.size}:${info.mtimeNs}`)
+  }
+  return crypto.createHash("sha256").update(lines.sort().join("\n")).digest("hex")
+}
+
+/**
+ * The versions of the storage's selection, as a Stream (see the module's
+ * doc). Each version's files stay valid until the next version is pulled
+ * (its load's scope is closed then: raw bytes released); at most two are
+ * alive at once.
+ *
+ * @internal
+ */
+export const watch = (options: Options = {}): Stream.Stream<Version, StorageError.StorageError, Storage> =>
+  Stream.unwrapScoped(Effect.gen(function*() {
+    const storage = yield* Storage
+    const interval = Duration.decode(options.interval ?? "30 seconds")
+    const settle = Duration.decode(options.settle ?? "2 seconds")
+    // What each file was last hashed as, by its identity on disk.
+    const hashed = new Map<string, { readonly identity: string; readonly sha256: string }>()
+    // A model held in memory is told by the object itself.
+    const models = new WeakMap<object, number>()
+    let modelCount = 0
+    let delivered: Scope.CloseableScope | undefined
+    let lastDigest: string | undefined
+    let version = 0
+    yield* Effect.addFinalizer(() => (delivered === undefined ? Effect.void : Scope.close(delivered, Exit.void)))
+
+    const digestOf = (files: ReadonlyArray<LoadedFile.LoadedFile>) =>
+      Effect.gen(function*() {
+        const parts: Array<string> = []
+        for (const file of files) {
+          if (file._tag === "Model") {
+            const model = file.model as object
+            if (!models.has(model)) models.set(model, ++modelCount)
+            parts.push(`model:${models.get(model)}`)
+            continue
+          }
+          if (file._tag === "Bytes") {
+            parts.push(`${file.name}:${crypto.createHash("sha256").update(file.bytes).digest("hex")}`)
+            continue
+          }
+          const info = fs.statSync(file.path, { bigint: true, throwIfNoEntry: false })
+          if (info === undefined) {
+            parts.push(`${file.name}:gone`)
+          } else if (info.isDirectory()) {
+            parts.push(`${file.name}/:${folderPrint(file.path)}`)
+          } else {
+            const identity = `${info.size}:${info.mtimeNs}:${info.ino}:${info.ctimeNs}`
+            const known = hashed.get(file.path)
+            const sha256 = known !== undefined && known.identity === identity
+              ? known.sha256
+              : yield* Effect.orElseSucceed(hashFile(file.path), () => `unreadable ${identity}`)
+            hashed.set(file.path, { identity, sha256 })
+            parts.push(`${file.name}:${sha256}`)
+          }
+        }
+        return crypto.createHash("sha256").update(parts.join("\n")).digest("hex")
+      })
+
+    // One load in a scope of its own: its files and their digest (the scope closed on failure).
+    const loadOnce = Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const exit = yield* Effect.exit(Effect.flatMap(Scope.extend(storage.load, scope), (files) =>
+        Effect.map(digestOf(files), (digest) => ({ files, digest, scope }))))
+      if (Exit.isFailure(exit)) yield* Scope.close(scope, exit)
+      return yield* exit
+    })
+
+    const pause = (duration: Duration.Duration) =>
+      Effect.flatMap(Random.nextRange(0.9, 1.1), (jitter) => Effect.sleep(Duration.millis(Duration.toMillis(duration) * jitter)))
+
+    type Seen = Effect.Effect.Success<typeof loadOnce>
+    // A failed check: the stream's end ("fail"), or a warning and the next interval.
+    const failed = (error: StorageError.StorageError) =>
+      options.onError === "fail"
+        ? Effect.fail(error)
+        : Effect.as(
+          Effect.logWarning(`Watching the storage: a check failed (${error.message}); trying again in ${Duration.format(interval)}`),
+          Option.none<Seen>()
+        )
+    // A change, once it held still for `settle` (a file being written is never delivered half-written).
+    const settled = (candidate: Seen): Effect.Effect<Option.Option<Seen>, StorageError.StorageError> =>
+      Effect.gen(function*() {
+        yield* Effect.sleep(settle)
+        const again = yield* Effect.either(loadOnce)
+        yield* Scope.close(candidate.scope, Exit.void)
+        if (again._tag === "Left") return yield* failed(again.left)
+        return again.right.digest === candidate.digest ? Option.some(again.right) : yield* settled(again.right)
+      })
+    // The next version: asked for at the interval until the selection changed and held still. The first: at once.
+    const next = Effect.gen(function*() {
+      for (let first = version === 0; ; first = false) {
+        if (!first) yield* pause(interval)
+        const seen = yield* Effect.either(loadOnce)
+        if (seen._tag === "Left") {
+          yield* failed(seen.left)
+          continue
+        }
+        if (seen.right.digest === lastDigest) {
+          yield* Scope.close(seen.right.scope, Exit.void)
+          continue
+        }
+        const stable = yield* settled(seen.right)
+        if (Option.isNone(stable)) continue
+        if (stable.value.digest === lastDigest) {
+          yield* Scope.close(stable.value.scope, Exit.void)
+          continue
+        }
+        // The version before is released now: its reader pulled this one.
+        const before = delivered
+        delivered = stable.value.scope
+        lastDigest = stable.value.digest
+        if (before !== undefined) yield* Scope.close(before, Exit.void)
+        version++
+        yield* Effect.logDebug(`Watching the storage: version ${version} (${stable.value.digest.slice(0, 12)})`)
+        return { version, files: stable.value.files, digest: stable.value.digest } satisfies Version
+      }
+    })
+    return Stream.repeatEffect(next)
+  }))
