@@ -8,9 +8,11 @@
  */
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import type * as definition_ from "./internal/definition.js"
 import * as internal from "./internal/storage.js"
+import * as swap_ from "./internal/swap.js"
 import * as watch_ from "./internal/watch.js"
 import type * as LoadedFile from "./LoadedFile.js"
 import type * as StorageError from "./StorageError.js"
@@ -227,3 +229,54 @@ export interface Version {
  * @category watching
  */
 export const watch: (options?: WatchOptions) => Stream.Stream<Version, StorageError.StorageError, Storage> = watch_.watch
+
+/**
+ * What happened to a version a `hotSwap` saw: switched in, or rejected
+ * (its deserialization failed, the error said; the version before goes on
+ * serving).
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export type Swap<E> = swap_.Swap<E>
+
+/**
+ * A model that follows its storage: `use(f)` runs `f` with the current
+ * model (the version it got stays alive until `f` is done, even when a newer
+ * one is switched in meanwhile); `version` is the current version's number;
+ * `changes` tells each switch and each rejected version.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface HotModel<M, E> extends swap_.HotModel<M, E> {}
+
+/**
+ * A model that follows its storage, always ready: the first version is
+ * loaded and deserialized before this succeeds (its failure is this one's);
+ * then each new version `watch` delivers is deserialized in a scope of its
+ * own, beside the one serving, and switched in only once that succeeded. The
+ * version replaced is closed (its scope: its resources, its raw bytes) once
+ * the `use` calls that run with it are done. A version that fails to
+ * deserialize is reported (`changes`, a warning) and the current one goes on
+ * serving. At most two versions are alive at once. Everything is released
+ * with the scope.
+ *
+ * @example
+ * ```ts
+ * import * as Effect from "effect/Effect"
+ * import * as Storage from "mlup-storage/Storage"
+ *
+ * const program = Effect.gen(function*() {
+ *   const model = yield* Storage.hotSwap((files) => loadOnnx(files), { interval: "1 minute" })
+ *   const answer = yield* model.use((session) => predict(session, input))
+ * })
+ * ```
+ *
+ * @since 0.5.0
+ * @category watching
+ */
+export const hotSwap: <M, E, R>(
+  deserialize: (files: ReadonlyArray<LoadedFile.LoadedFile>) => Effect.Effect<M, E, R | Scope.Scope>,
+  options?: WatchOptions
+) => Effect.Effect<HotModel<M, E>, StorageError.StorageError | E, Storage | Scope.Scope | Exclude<R, Scope.Scope>> = swap_.hotSwap

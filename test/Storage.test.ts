@@ -528,4 +528,79 @@ describe("Storage.watch: following a storage's selection", () => {
       )
       expect(failing._tag).toBe("PathNotFound")
     }))
+
+  it.scoped("hotSwap: a reader in a loop across 12 swaps never sees a closed model; a version that fails is rejected, the old one serves", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const file = path.join(dir, "model.onnx")
+      fs.writeFileSync(file, "weights 0")
+      const closedEarly: Array<string> = []
+      let opened = 0
+      let closed = 0
+      // The deserialize step: a "model" whose resource is freed with its scope; "broken" fails.
+      const deserialize = (files: ReadonlyArray<LoadedFile.LoadedFile>) =>
+        Effect.gen(function*() {
+          const text = Buffer.from(yield* LoadedFile.getBytes(files[0] as LoadedFile.Bytes)).toString()
+          if (text.includes("broken")) return yield* Effect.fail("cannot parse" as const)
+          return yield* Effect.acquireRelease(
+            Effect.sync(() => {
+              opened++
+              return { text, open: true }
+            }),
+            (model) => Effect.sync(() => {
+              model.open = false
+              closed++
+            })
+          )
+        })
+      // Made in a fiber of its own: the first version settles on the test's clock.
+      const making = yield* Effect.fork(Storage.hotSwap(deserialize, { interval: "10 seconds", settle: "1 second" }).pipe(
+        Effect.provide(DiskStorage.layer({ pathToFiles: file, fileMask: "onnx$", needLoadFile: true }).pipe(Layer.provide(platform)))
+      ))
+      yield* advance("1 second")
+      const model = yield* Fiber.join(making)
+      expect(yield* model.use((current) => Effect.succeed(current.text))).toBe("weights 0")
+      const changes: Array<Storage.Swap<unknown>> = []
+      yield* Effect.forkScoped(Stream.runForEach(model.changes, (change) => Effect.sync(() => changes.push(change))))
+      // The application: reads the model in a loop, holding it across a yield.
+      let reads = 0
+      const reader = yield* Effect.forkScoped(Effect.forever(
+        model.use((current) =>
+          Effect.gen(function*() {
+            if (!current.open) closedEarly.push(current.text)
+            yield* Effect.yieldNow()
+            if (!current.open) closedEarly.push(current.text)
+            reads++
+          })
+        )
+      ))
+      const swapTo = (text: string) =>
+        Effect.gen(function*() {
+          const seen = changes.length
+          fs.writeFileSync(file, text)
+          // Until this write was switched in or rejected.
+          for (let i = 0; i < 8 && changes.length === seen; i++) {
+            yield* asleep
+            yield* TestClock.adjust("10 seconds")
+            yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
+          }
+        })
+      for (let i = 1; i <= 12; i++) {
+        yield* swapTo(i === 6 ? "broken weights" : `weights ${i}`)
+        if (i === 6) {
+          expect(changes.at(-1)).toMatchObject({ _tag: "Rejected", error: "cannot parse" })
+          expect(yield* model.use((current) => Effect.succeed(current.text))).toBe("weights 5")
+        } else {
+          expect(yield* model.use((current) => Effect.succeed(current.text))).toBe(`weights ${i}`)
+        }
+      }
+      yield* Fiber.interrupt(reader)
+      expect(closedEarly).toEqual([])
+      expect(reads).toBeGreaterThan(12)
+      // Every replaced version was closed; only the current one is open.
+      expect(opened - closed).toBe(1)
+      // Eleven switches seen (the first version was switched in before the test subscribed), one rejection.
+      expect(changes.filter((change) => change._tag === "Switched").length).toBe(11)
+      expect(changes.filter((change) => change._tag === "Rejected").length).toBe(1)
+    }), 60_000)
 })
