@@ -17,6 +17,7 @@ import * as PubSub from "effect/PubSub"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type * as LoadedFile from "../LoadedFile.js"
+import type { Version, WatchOptions } from "../Storage.js"
 import type * as StorageError from "../StorageError.js"
 import type { Storage } from "./storage.js"
 import * as watch_ from "./watch.js"
@@ -45,7 +46,7 @@ interface Held<M> {
 /** @internal */
 export const hotSwap = <M, E, R>(
   deserialize: (files: ReadonlyArray<LoadedFile.LoadedFile>) => Effect.Effect<M, E, R | Scope.Scope>,
-  options: watch_.Options = {}
+  options: WatchOptions = {}
 ): Effect.Effect<HotModel<M, E>, StorageError.StorageError | E, Storage | Scope.Scope | Exclude<R, Scope.Scope>> =>
   Effect.gen(function*() {
     const pull = yield* Stream.toPull(watch_.watch(options))
@@ -54,7 +55,7 @@ export const hotSwap = <M, E, R>(
       Effect.catchAll((error) => (Option.isSome(error) ? Effect.fail(error.value) : Effect.never))
     )
     // A version deserialized in a scope of its own (closed again if that failed).
-    const open = (version: watch_.Version) =>
+    const open = (version: Version) =>
       Effect.gen(function*() {
         const scope = yield* Scope.make()
         const exit = yield* Effect.exit(Scope.extend(deserialize(version.files), scope))

@@ -22,22 +22,12 @@ import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import type * as LoadedFile from "../LoadedFile.js"
+import type { Version, WatchOptions } from "../Storage.js"
 import type * as StorageError from "../StorageError.js"
 import { Storage } from "./storage.js"
 
 /** @internal */
-export interface Options {
-  readonly interval?: Duration.DurationInput | undefined
-  readonly settle?: Duration.DurationInput | undefined
-  readonly onError?: "retry" | "fail" | undefined
-}
-
-/** @internal */
-export interface Version {
-  readonly version: number
-  readonly files: ReadonlyArray<LoadedFile.LoadedFile>
-  readonly digest: string
-}
+export type Options = WatchOptions
 
 const hashFile = (file: string) =>
   Effect.async<string, Error>((resume) => {
