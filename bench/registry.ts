@@ -36,6 +36,8 @@ const env = { ...process.env, XDG_CACHE_HOME: path.join(work, "xdg") }
 // The tests' registry (test/servers/registry.ts): Debian's docker-registry, anonymous, on loopback.
 const scope = Effect.runSync(Scope.make())
 const registry = await Effect.runPromise(Scope.extend(Registry.make(), scope))
+// Whatever happens below, the registry is stopped with the process.
+process.on("exit", () => void Effect.runFork(Scope.close(scope, Exit.void)))
 const { endpoint } = registry
 
 // The artifact: one file of weights (float32 values of a normal distribution), pushed with curl as ORAS pushes it.
