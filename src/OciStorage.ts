@@ -258,6 +258,7 @@ export const makeResolved = (
  * @example
  * ```ts
  * import * as Config from "effect/Config"
+ * import * as Option from "effect/Option"
  * OciStorage.layerConfig({
  *   reference: Config.string("MODEL_REFERENCE"),
  *   username: Config.option(Config.string("REGISTRY_USER")).pipe(Config.map(Option.getOrUndefined)),

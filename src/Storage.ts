@@ -265,11 +265,16 @@ export interface HotModel<M, E> extends swap_.HotModel<M, E> {}
  * @example
  * ```ts
  * import * as Effect from "effect/Effect"
+ * import type * as LoadedFile from "mlup-storage/LoadedFile"
  * import * as Storage from "mlup-storage/Storage"
  *
+ * // A deserialize step: its resources opened with acquireRelease, freed with the version's scope.
+ * const deserialize = (files: ReadonlyArray<LoadedFile.LoadedFile>) =>
+ *   Effect.acquireRelease(Effect.sync(() => ({ files: files.length })), () => Effect.log("released"))
+ *
  * const program = Effect.gen(function*() {
- *   const model = yield* Storage.hotSwap((files) => loadOnnx(files), { interval: "1 minute" })
- *   const answer = yield* model.use((session) => predict(session, input))
+ *   const model = yield* Storage.hotSwap(deserialize, { interval: "1 minute" })
+ *   const answer = yield* model.use((current, version) => Effect.succeed(`${current.files} files, version ${version}`))
  * })
  * ```
  *
