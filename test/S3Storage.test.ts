@@ -4,6 +4,7 @@ import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Schedule from "effect/Schedule"
@@ -643,5 +644,27 @@ withServer("S3Storage: archives (unpack)", (it) => {
       expect(offline).toEqual(online)
       const conflict = yield* Effect.flip(S3Storage.make({ ...options, cache: false, needLoadFile: true }))
       expect(conflict).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "unpack" }] })
+    }))
+})
+
+withServer("S3Storage: watched (Storage.watch)", (it) => {
+  it.scoped("a listing per check: a new version when an object changed, none while nothing did", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["b"])
+      yield* Effect.promise(() => server.put("b", "m/model.onnx", "version one"))
+      const cacheDir = yield* tempDir
+      const versions = yield* Queue.unbounded<ReadonlyArray<string>>()
+      yield* Storage.watch({ interval: "150 millis", settle: "50 millis" }).pipe(
+        Stream.runForEach((version) =>
+          Queue.offer(versions, version.files.map((file) => (file._tag === "Path" ? fs.readFileSync(file.path, "utf8") : file._tag)))
+        ),
+        Effect.provide(S3Storage.layer({ bucket: "b", prefix: "m/", fileMask: "onnx$", endpoint: server.endpoint, ...keys, cacheDir })),
+        Effect.forkScoped
+      )
+      expect(yield* Queue.take(versions)).toEqual(["version one"])
+      yield* Effect.sleep("1 second")
+      expect(yield* Queue.size(versions)).toBe(0)
+      yield* Effect.promise(() => server.put("b", "m/model.onnx", "version two"))
+      expect(yield* Queue.take(versions).pipe(Effect.timeout("10 seconds"))).toEqual(["version two"])
     }))
 })
