@@ -603,4 +603,19 @@ describe("Storage.watch: following a storage's selection", () => {
       expect(changes.filter((change) => change._tag === "Switched").length).toBe(11)
       expect(changes.filter((change) => change._tag === "Rejected").length).toBe(1)
     }), 60_000)
+
+  it.scoped("the Memory storage's model (an object or a plain value) is one version, followed by its identity", () =>
+    Effect.gen(function*() {
+      for (const model of [{ weights: [1, 2] }, 42]) {
+        const fiber = yield* Storage.watch({ interval: "10 seconds", settle: "1 second" }).pipe(
+          Stream.take(1),
+          Stream.runCollect,
+          Effect.provide(MemoryStorage.layer(model)),
+          Effect.fork
+        )
+        yield* advance("1 second")
+        const [version] = Chunk.toReadonlyArray(yield* Fiber.join(fiber))
+        expect(version).toMatchObject({ version: 1, files: [{ _tag: "Model", model }] })
+      }
+    }))
 })

@@ -79,7 +79,12 @@ export const watch = (options: Options = {}): Stream.Stream<Version, StorageErro
         const parts: Array<string> = []
         for (const file of files) {
           if (file._tag === "Model") {
-            const model = file.model as object
+            const model = file.model
+            // An object is told by its identity; a plain value by itself.
+            if ((typeof model !== "object" && typeof model !== "function") || model === null) {
+              parts.push(`value:${typeof model}:${String(model)}`)
+              continue
+            }
             if (!models.has(model)) models.set(model, ++modelCount)
             parts.push(`model:${models.get(model)}`)
             continue
