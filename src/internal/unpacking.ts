@@ -33,6 +33,7 @@ import * as mask_ from "./mask.js"
 import type * as options_ from "./options.js"
 import type * as Schema from "effect/Schema"
 import type * as unpack from "./unpack.js"
+import type * as tree from "./tree.js"
 import * as untar from "./untar.js"
 import * as unzip from "./unzip.js"
 
@@ -97,16 +98,6 @@ interface IndexRecord {
 
 const namesShown = 10
 
-/** The sha256 of a file (a zip's: its reader reads it by ranges, not in order). */
-const sha256Of = (file: string) =>
-  Effect.async<string, StorageError.ReadFailed>((resume) => {
-    const hash = crypto.createHash("sha256")
-    const body = fs.createReadStream(file, { highWaterMark: 1024 * 1024 })
-    body.on("data", (chunk) => void hash.update(chunk))
-    body.on("end", () => resume(Effect.succeed(hash.digest("hex"))))
-    body.on("error", (error) => resume(Effect.fail(new StorageError.ReadFailed({ path: file, operation: "read", reason: error.message }))))
-    return Effect.sync(() => body.destroy())
-  })
 /**
  * The identity of a file of a tree: its size, modification time and inode.
  * Not its ctime (as the cache's files have), which every hard link to the
@@ -214,7 +205,7 @@ export const makeUnpacker = (options: {
 
   // What a reader's failure is, for the caller: a refusal, an unreadable archive, a failed write.
   const failureOf = (location: string, format: Format, folder: string) =>
-  (failure: untar.Failure | StorageError.ReadFailed): StorageError.StorageError => {
+  (failure: tree.Failure | StorageError.ReadFailed): StorageError.StorageError => {
     switch (failure._tag) {
       case "Refused":
         return new StorageError.ArchiveRefused({
@@ -260,7 +251,7 @@ export const makeUnpacker = (options: {
   const unpackInto = (archive: Delivered, format: Format, staging: string, size: number, within?: string) => {
     const folder = path.join(staging, "tree")
     const read = format === "zip"
-      ? Effect.zip(sha256Of(archive.file), unzip.unzip({ file: archive.file, folder, limits }), { concurrent: true })
+      ? Effect.zip(cache.sha256OfFile(archive.file), unzip.unzip({ file: archive.file, folder, limits }), { concurrent: true })
       : Effect.suspend(() => {
         const hash = crypto.createHash("sha256")
         const body = fs.createReadStream(archive.file, { highWaterMark: 1024 * 1024 })
@@ -382,7 +373,7 @@ export const makeUnpacker = (options: {
   const pending = new Map<string, {
     readonly staging: string
     /** None: it was stopped (abandoned, or the process is shutting down). */
-    readonly result: Promise<Option.Option<Either.Either<readonly [string, ReadonlyArray<unpack.Admitted>], untar.Failure>>>
+    readonly result: Promise<Option.Option<Either.Either<readonly [string, ReadonlyArray<unpack.Admitted>], tree.Failure>>>
     readonly abandon: () => void
   }>()
 

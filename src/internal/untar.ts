@@ -19,10 +19,7 @@ import { Parser, type ReadEntry } from "tar"
 import * as tree from "./tree.js"
 import * as unpack from "./unpack.js"
 
-/** @internal */
-export type Failure = tree.Failure
-/** @internal */
-export const unwritable = tree.unwritable
+const { unwritable } = tree
 
 // tar's own bookkeeping entries (long names, pax headers): never files of the tree.
 const metadata = new Set([
@@ -121,8 +118,8 @@ export const untar = (options: {
    * past (an image layer's files outside the path asked for).
    */
   readonly keep?: ((name: string) => boolean) | undefined
-}): Effect.Effect<ReadonlyArray<unpack.Admitted>, Failure> =>
-  Effect.async<ReadonlyArray<unpack.Admitted>, Failure>((resume) => {
+}): Effect.Effect<ReadonlyArray<unpack.Admitted>, tree.Failure> =>
+  Effect.async<ReadonlyArray<unpack.Admitted>, tree.Failure>((resume) => {
     const { body, folder } = options
     const guard = unpack.guard(options.limits, options.archiveSize)
     const admitted: Array<unpack.Admitted> = []
@@ -137,7 +134,7 @@ export const untar = (options: {
     // The ratio is ours to check (unpack_max_ratio, against the archive's size when known), not node-tar's 1000.
     const parser = new Parser({ strict: true, maxDecompressionRatio: Number.POSITIVE_INFINITY })
 
-    const fail = (failure: Failure) => {
+    const fail = (failure: tree.Failure) => {
       if (failed) return
       failed = true
       body.destroy()

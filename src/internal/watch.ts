@@ -24,20 +24,12 @@ import * as path from "node:path"
 import type * as LoadedFile from "../LoadedFile.js"
 import type { Version, WatchOptions } from "../Storage.js"
 import type * as StorageError from "../StorageError.js"
+import * as cache from "./cache.js"
 import { Storage } from "./storage.js"
 
 /** @internal */
 export type Options = WatchOptions
 
-const hashFile = (file: string) =>
-  Effect.async<string, Error>((resume) => {
-    const hash = crypto.createHash("sha256")
-    const body = fs.createReadStream(file, { highWaterMark: 1024 * 1024 })
-    body.on("data", (chunk) => void hash.update(chunk))
-    body.on("end", () => resume(Effect.succeed(hash.digest("hex"))))
-    body.on("error", (error) => resume(Effect.fail(error)))
-    return Effect.sync(() => body.destroy())
-  })
 
 /** A folder's content, told by each file's relative name, size and modification time (not hashed). */
 const folderPrint = (folder: string): string => {
@@ -99,11 +91,11 @@ export const watch = (options: Options = {}): Stream.Stream<Version, StorageErro
           } else if (info.isDirectory()) {
             parts.push(`${file.name}/:${folderPrint(file.path)}`)
           } else {
-            const identity = `${info.size}:${info.mtimeNs}:${info.ino}:${info.ctimeNs}`
+            const identity = Option.getOrElse(yield* cache.identityOf(file.path), () => "gone")
             const known = hashed.get(file.path)
             const sha256 = known !== undefined && known.identity === identity
               ? known.sha256
-              : yield* Effect.orElseSucceed(hashFile(file.path), () => `unreadable ${identity}`)
+              : yield* Effect.orElseSucceed(cache.sha256OfFile(file.path), () => `unreadable ${identity}`)
             hashed.set(file.path, { identity, sha256 })
             parts.push(`${file.name}:${sha256}`)
           }

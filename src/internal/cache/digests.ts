@@ -39,6 +39,23 @@ export const identityOf = (file: string): Effect.Effect<Option.Option<Identity>>
   })
 
 /**
+ * The sha256 of a whole file, read in 1 MiB chunks on Node's own stream (an
+ * archive's key, a watched file's content).
+ *
+ * @internal
+ */
+export const sha256OfFile = (file: string): Effect.Effect<string, StorageError.ReadFailed> =>
+  Effect.async<string, StorageError.ReadFailed>((resume) => {
+    const hash = crypto.createHash("sha256")
+    const body = nodeFsSync.createReadStream(file, { highWaterMark: 1024 * 1024 })
+    body.on("data", (chunk) => void hash.update(chunk))
+    body.on("end", () => resume(Effect.succeed(hash.digest("hex"))))
+    body.on("error", (error) =>
+      resume(Effect.fail(new StorageError.ReadFailed({ path: file, operation: "read", reason: error.message }))))
+    return Effect.sync(() => body.destroy())
+  })
+
+/**
  * The sha256 digests of a file, one per `partSize` bytes (one for the whole
  * file when `partSize` is its size): how a verified file is recorded, so that
  * parts downloaded in parallel are hashed as they arrive.
