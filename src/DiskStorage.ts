@@ -17,6 +17,7 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as definition_ from "./internal/definition.js"
 import * as errors from "./internal/errors.js"
 import * as listing from "./internal/listing.js"
@@ -285,9 +286,10 @@ export const makeResolved = (
       reserved = false,
       name = path.basename(file)
     ): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
-      options.needLoadFile
-        ? readBytes(file, name, { reserved })
-        : Effect.succeed(LoadedFile.path({ path: file, name, size }))
+      Effect.flatMap(release.readsBytes(options.needLoadFile), (bytes): Effect.Effect<LoadedFile.LoadedFile, StorageError.StorageError, Scope.Scope> =>
+        bytes
+          ? readBytes(file, name, { reserved })
+          : Effect.succeed(LoadedFile.path({ path: file, name, size })))
 
     const notAFile = (file: string, type: string) =>
       new StorageError.ReadFailed({
@@ -352,7 +354,7 @@ export const makeResolved = (
             )).map((one) => ({ ...one, folder: false }))
           ]
         // The files read into memory are held together: their sizes are reserved at once.
-        if (options.needLoadFile) {
+        if (yield* release.readsBytes(options.needLoadFile)) {
           yield* release.reserve(files.reduce((sum, file) => sum + (file.folder ? 0 : file.size), 0), {
             location: files.length === 1 ? files[0]!.file : location
           })
@@ -392,7 +394,16 @@ export const makeResolved = (
         return yield* deliver(target, Number(info.size))
       })
 
-    return yield* internal.make({ storageType, load, loadBytesSingleFile })
+    // What may have changed it, for `watch`: file-system events on the folder (all of it: a folder it hands
+    // over changes inside), or on a single file's folder (a file replaced by a rename is a new inode). Where
+    // events cannot be had (no such folder yet, no inotify watches left), none: `watch` polls.
+    const changed = Stream.unwrap(Effect.gen(function*() {
+      const target = path.resolve(options.pathToFiles)
+      const info = yield* Effect.option(fs.stat(target))
+      const folder = Option.isSome(info) && info.value.type === "Directory"
+      return fs.watch(folder ? target : path.dirname(target), { recursive: folder })
+    }))
+    return yield* internal.make({ storageType, load, loadBytesSingleFile, changed })
   })
 
 /**

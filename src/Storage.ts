@@ -191,6 +191,10 @@ export const layerConfig = selection_.layerConfig
  *   logged and tried again at the next interval; `"fail"` ends the stream
  *   with the error.
  *
+ * A storage that offers events (the Disk storage: file-system events) is
+ * checked as soon as one comes, and at the interval still (events are not
+ * had on every file system).
+ *
  * @since 0.5.0
  * @category models
  */
@@ -201,9 +205,24 @@ export interface WatchOptions {
 }
 
 /**
+ * How `hotSwap` follows a storage: `watch`'s options, and `keepFiles`
+ * (false): keep each version's files (their raw bytes) as long as the
+ * version serves, instead of releasing them once it is deserialized.
+ *
+ * @since 0.5.0
+ * @category models
+ */
+export interface HotSwapOptions extends WatchOptions {
+  readonly keepFiles?: boolean | undefined
+}
+
+/**
  * One version of a storage's selection: complete and verified, as `load`
  * delivers it; `digest` (sha256 over the files' names and contents) tells it
- * apart; `version` counts from 1.
+ * apart; `version` counts from 1. `release` closes its load's scope now (its
+ * raw bytes released, their share of the `MemoryBudget` given back) instead
+ * of when the next version is delivered: call it once the files are
+ * deserialized, so that a budget needs room for one version, not two.
  *
  * @since 0.5.0
  * @category models
@@ -212,6 +231,7 @@ export interface Version {
   readonly version: number
   readonly files: ReadonlyArray<LoadedFile.LoadedFile>
   readonly digest: string
+  readonly release: Effect.Effect<void>
 }
 
 /**
@@ -221,9 +241,12 @@ export interface Version {
  * `load` is the change signal, at the cost of a warm load: a listing and a
  * stat per file (Disk), a conditional request per URL (HTTP), a listing of
  * ETags (S3, GCS, Azure), the revision's commit (the Hub), the tag's
- * manifest (OCI). A version's files stay valid until the next version is
- * pulled: then its load's scope is closed (its raw bytes released); at most
- * two versions are alive at once. Interrupting the stream releases the last.
+ * manifest (OCI). A check takes files by path where `load` would read them
+ * into memory (`need_load_file`): only a new version is read into memory. A
+ * version's files stay valid until the next version is delivered (or its
+ * `release`): then its load's scope is closed (its raw bytes released); at
+ * most two versions are alive at once. Interrupting the stream releases the
+ * last.
  *
  * @since 0.5.0
  * @category watching
@@ -259,8 +282,12 @@ export interface HotModel<M, E> extends swap_.HotModel<M, E> {}
  * version replaced is closed (its scope: its resources, its raw bytes) once
  * the `use` calls that run with it are done. A version that fails to
  * deserialize is reported (`changes`, a warning) and the current one goes on
- * serving. At most two versions are alive at once. Everything is released
- * with the scope.
+ * serving. At most two versions are alive at once. A version's raw bytes are
+ * released as soon as it is deserialized, as mlup drops them (a `MemoryBudget`
+ * needs room for one version's files), unless `keepFiles` is set (for a
+ * deserializer whose model keeps views of the bytes: then they live as long as
+ * the version, and a budget needs room for two). Everything is released with
+ * the scope.
  *
  * @example
  * ```ts
@@ -283,5 +310,5 @@ export interface HotModel<M, E> extends swap_.HotModel<M, E> {}
  */
 export const hotSwap: <M, E, R>(
   deserialize: (files: ReadonlyArray<LoadedFile.LoadedFile>) => Effect.Effect<M, E, R | Scope.Scope>,
-  options?: WatchOptions
+  options?: HotSwapOptions
 ) => Effect.Effect<HotModel<M, E>, StorageError.StorageError | E, Storage | Scope.Scope | Exclude<R, Scope.Scope>> = swap_.hotSwap

@@ -16,6 +16,7 @@ import * as path from "node:path"
 import * as DiskStorage from "../src/DiskStorage.js"
 import * as GarbageCollector from "../src/GarbageCollector.js"
 import * as LoadedFile from "../src/LoadedFile.js"
+import * as MemoryBudget from "../src/MemoryBudget.js"
 import * as MemoryStorage from "../src/MemoryStorage.js"
 import * as Storage from "../src/Storage.js"
 import * as StorageError from "../src/StorageError.js"
@@ -435,6 +436,17 @@ describe("Storage.watch: following a storage's selection", () => {
         yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
       }
     })
+  // Waits until something sleeps until a time between `least` and `most` from now.
+  const sleepingBetween = (least: Duration.DurationInput, most: Duration.DurationInput) =>
+    Effect.gen(function*() {
+      const [from, to] = [Duration.toMillis(least), Duration.toMillis(most)]
+      for (let i = 0; ; i++) {
+        const now = yield* Clock.currentTimeMillis
+        if (Chunk.toReadonlyArray(yield* TestClock.sleeps()).some((deadline) => deadline >= now + from && deadline <= now + to)) return
+        if (i === 4000) throw new Error(`nothing sleeps for ${from} to ${to} ms`)
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
+      }
+    })
   // Once the watch sleeps that long, the clock moved on by it.
   const advance = (duration: Duration.DurationInput) => Effect.zipRight(sleepingWithin(duration), TestClock.adjust(duration))
   // Waits until the watch sleeps again (its check after the last adjustment is done).
@@ -446,10 +458,10 @@ describe("Storage.watch: following a storage's selection", () => {
       yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
     }
   })
-  const watching = (options: DiskStorage.Options) =>
+  const watching = (options: DiskStorage.Options, interval: Duration.DurationInput = "10 seconds") =>
     Effect.gen(function*() {
       const versions = yield* Queue.unbounded<{ readonly version: number; readonly texts: ReadonlyArray<string>; readonly files: ReadonlyArray<LoadedFile.LoadedFile> }>()
-      const fiber = yield* Storage.watch({ interval: "10 seconds", settle: "2 seconds" }).pipe(
+      const fiber = yield* Storage.watch({ interval, settle: "2 seconds" }).pipe(
         Stream.runForEach((version) =>
           Queue.offer(versions, {
             version: version.version,
@@ -481,8 +493,7 @@ describe("Storage.watch: following a storage's selection", () => {
       expect(yield* Queue.size(versions)).toBe(0)
       // Written in two pieces, the second after the first was seen: only the whole file is delivered.
       fs.writeFileSync(file, "version tw")
-      yield* advance("11 seconds")
-      // The check saw the first piece (it waits for the change to settle); then the rest is written.
+      // The file-system event wakes the watch (no interval passed): it waits for the change to settle.
       yield* sleepingWithin("2 seconds")
       fs.appendFileSync(file, "o, complete")
       yield* advance("2 seconds")
@@ -529,7 +540,30 @@ describe("Storage.watch: following a storage's selection", () => {
       expect(failing._tag).toBe("PathNotFound")
     }))
 
-  it.scoped("hotSwap: a reader in a loop across 12 swaps never sees a closed model; a version that fails is rejected, the old one serves", () =>
+  it.scoped("without file-system events (the folder did not exist when the watch began), the Disk storage is polled", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const folder = path.join(dir, "later", "models")
+      // An interval of its own (7 s): its pause is told apart from the sleeps other tests left on the clock.
+      const { fiber, versions } = yield* watching({ pathToFiles: folder, fileMask: "onnx$" }, "7 seconds")
+      // Nothing there: the first check failed (it pauses for the interval); its folder's parent is missing too,
+      // so no events can be had.
+      yield* sleepingBetween("6.3 seconds", "7.7 seconds")
+      fs.mkdirSync(folder, { recursive: true })
+      fs.writeFileSync(path.join(folder, "model.onnx"), "made later")
+      // No event wakes it: nothing happens before the interval (given the time a settling would take).
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+      yield* TestClock.adjust("2 seconds")
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+      expect(yield* Queue.size(versions)).toBe(0)
+      // The interval's check sees it; it settles; it is delivered.
+      yield* TestClock.adjust("6 seconds")
+      yield* advance("2 seconds")
+      expect(yield* Queue.take(versions)).toMatchObject({ version: 1, texts: ["made later"] })
+      yield* Fiber.interrupt(fiber)
+    }))
+
+  it.scoped("hotSwap: a reader in a loop across 50 swaps never sees a closed model; a version that fails is rejected, the old one serves; a budget of one version is enough", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const file = path.join(dir, "model.onnx")
@@ -554,8 +588,12 @@ describe("Storage.watch: following a storage's selection", () => {
           )
         })
       // Made in a fiber of its own: the first version settles on the test's clock.
+      // A memory budget with room for one version's bytes, not two: each version's bytes are released once it is
+      // deserialized (with keepFiles: true, every swap would wait for the budget and time out: checked), and the
+      // checks take the file by path (no budget).
       const making = yield* Effect.fork(Storage.hotSwap(deserialize, { interval: "10 seconds", settle: "1 second" }).pipe(
-        Effect.provide(DiskStorage.layer({ pathToFiles: file, fileMask: "onnx$", needLoadFile: true }).pipe(Layer.provide(platform)))
+        Effect.provide(DiskStorage.layer({ pathToFiles: file, fileMask: "onnx$", needLoadFile: true }).pipe(Layer.provide(platform))),
+        Effect.provide(MemoryBudget.layer({ bytes: 16, timeout: "5 seconds" }))
       ))
       yield* advance("1 second")
       const model = yield* Fiber.join(making)
@@ -568,7 +606,8 @@ describe("Storage.watch: following a storage's selection", () => {
         model.use((current) =>
           Effect.gen(function*() {
             if (!current.open) closedEarly.push(current.text)
-            yield* Effect.yieldNow()
+            // Across a turn of the event loop (as an inference would be).
+            yield* Effect.async<void>((resume) => void setImmediate(() => resume(Effect.void)))
             if (!current.open) closedEarly.push(current.text)
             reads++
           })
@@ -585,23 +624,23 @@ describe("Storage.watch: following a storage's selection", () => {
             yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
           }
         })
-      for (let i = 1; i <= 12; i++) {
-        yield* swapTo(i === 6 ? "broken weights" : `weights ${i}`)
-        if (i === 6) {
+      for (let i = 1; i <= 50; i++) {
+        yield* swapTo(i % 20 === 6 ? "broken weights" : `weights ${i}`)
+        if (i % 20 === 6) {
           expect(changes.at(-1)).toMatchObject({ _tag: "Rejected", error: "cannot parse" })
-          expect(yield* model.use((current) => Effect.succeed(current.text))).toBe("weights 5")
+          expect(yield* model.use((current) => Effect.succeed(current.text))).toBe(`weights ${i - 1}`)
         } else {
           expect(yield* model.use((current) => Effect.succeed(current.text))).toBe(`weights ${i}`)
         }
       }
       yield* Fiber.interrupt(reader)
       expect(closedEarly).toEqual([])
-      expect(reads).toBeGreaterThan(12)
+      expect(reads).toBeGreaterThan(50)
       // Every replaced version was closed; only the current one is open.
       expect(opened - closed).toBe(1)
-      // Eleven switches seen (the first version was switched in before the test subscribed), one rejection.
-      expect(changes.filter((change) => change._tag === "Switched").length).toBe(11)
-      expect(changes.filter((change) => change._tag === "Rejected").length).toBe(1)
+      // 47 switches seen (the first version was switched in before the test subscribed), three rejections.
+      expect(changes.filter((change) => change._tag === "Switched").length).toBe(47)
+      expect(changes.filter((change) => change._tag === "Rejected").length).toBe(3)
     }), 60_000)
 
   it.scoped("the Memory storage's model (an object or a plain value) is one version, followed by its identity", () =>

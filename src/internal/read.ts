@@ -74,14 +74,15 @@ export const deliverAll = (fs: FileSystem.FileSystem, path: Path.Path, needLoadF
   return (
     files: ReadonlyArray<{ readonly file: string; readonly name: string; readonly size: number }>
   ): Effect.Effect<Array<LoadedFile.LoadedFile>, StorageError.StorageError, Scope.Scope> =>
-    needLoadFile
-      ? Effect.zipRight(
-        release.reserve(files.reduce((sum, file) => sum + file.size, 0), {
-          location: files.length === 1 ? files[0]!.file : `${files.length} files (${files[0]?.file ?? ""}, …)`
-        }),
-        Effect.forEach(files, (file) => read(file.file, file.name, { reserved: true }))
-      )
-      : Effect.succeed(files.map((file) => LoadedFile.path({ path: file.file, name: file.name, size: file.size })))
+    Effect.flatMap(release.readsBytes(needLoadFile), (bytes): Effect.Effect<Array<LoadedFile.LoadedFile>, StorageError.StorageError, Scope.Scope> =>
+      bytes
+        ? Effect.zipRight(
+          release.reserve(files.reduce((sum, file) => sum + file.size, 0), {
+            location: files.length === 1 ? files[0]!.file : `${files.length} files (${files[0]?.file ?? ""}, …)`
+          }),
+          Effect.forEach(files, (file) => read(file.file, file.name, { reserved: true }))
+        )
+        : Effect.succeed(files.map((file) => LoadedFile.path({ path: file.file, name: file.name, size: file.size }))))
 }
 
 /**

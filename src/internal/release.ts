@@ -22,6 +22,34 @@ export const currentLoad: FiberRef.FiberRef<LoadTracker | undefined> = FiberRef.
 )
 
 /**
+ * Set while `watch` checks a storage for a change: the files a load would read
+ * into memory (`need_load_file`) are handed over by path instead (the file on
+ * the disk or in the cache), so that a check costs no memory and no budget;
+ * `byPath` tells the watch that a delivery must load them again. Files that
+ * have no path (the cache off) are read as always.
+ *
+ * @internal
+ */
+export const checking: FiberRef.FiberRef<{ byPath: boolean } | undefined> = FiberRef.unsafeMake<
+  { byPath: boolean } | undefined
+>(undefined)
+
+/**
+ * Whether this load reads its files into memory: `need_load_file`, unless it
+ * runs as a `watch`'s check.
+ *
+ * @internal
+ */
+export const readsBytes = (needLoadFile: boolean): Effect.Effect<boolean> =>
+  needLoadFile
+    ? Effect.map(FiberRef.get(checking), (check) => {
+      if (check === undefined) return true
+      check.byPath = true
+      return false
+    })
+    : Effect.succeed(false)
+
+/**
  * Counts one buffer that the current load's scope will release.
  *
  * @internal

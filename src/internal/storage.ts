@@ -1,6 +1,7 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
 import { GarbageCollector } from "../GarbageCollector.js"
 import type * as LoadedFile from "../LoadedFile.js"
 import type { StorageError } from "../StorageError.js"
@@ -11,6 +12,13 @@ export interface Service {
   readonly storageType: string
   readonly load: Effect.Effect<ReadonlyArray<LoadedFile.LoadedFile>, StorageError, Scope.Scope>
   readonly loadBytesSingleFile: (path: string) => Effect.Effect<LoadedFile.LoadedFile, StorageError, Scope.Scope>
+  /**
+   * Emits when the source may have changed (file-system events, for the Disk
+   * storage): `watch` checks at once instead of waiting for its interval. It
+   * ends (or fails) where no events come (a network file system): `watch`
+   * polls then. Optional: a storage without it is polled.
+   */
+  readonly changed?: Stream.Stream<unknown, unknown, Scope.Scope> | undefined
 }
 
 /** @internal */
@@ -35,6 +43,7 @@ export const make = (impl: Service): Effect.Effect<Service> =>
     const attributes = { storageType: impl.storageType }
     return Storage.of({
       storageType: impl.storageType,
+      ...(impl.changed === undefined ? {} : { changed: impl.changed }),
       load: collectOnClose(impl.load).pipe(
         Effect.withSpan("mlup-storage/Storage.load", { attributes })
       ),

@@ -17,7 +17,7 @@ import * as PubSub from "effect/PubSub"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type * as LoadedFile from "../LoadedFile.js"
-import type { Version, WatchOptions } from "../Storage.js"
+import type { HotSwapOptions, Version } from "../Storage.js"
 import type * as StorageError from "../StorageError.js"
 import type { Storage } from "./storage.js"
 import * as watch_ from "./watch.js"
@@ -46,7 +46,7 @@ interface Held<M> {
 /** @internal */
 export const hotSwap = <M, E, R>(
   deserialize: (files: ReadonlyArray<LoadedFile.LoadedFile>) => Effect.Effect<M, E, R | Scope.Scope>,
-  options: WatchOptions = {}
+  options: HotSwapOptions = {}
 ): Effect.Effect<HotModel<M, E>, StorageError.StorageError | E, Storage | Scope.Scope | Exclude<R, Scope.Scope>> =>
   Effect.gen(function*() {
     const pull = yield* Stream.toPull(watch_.watch(options))
@@ -59,6 +59,8 @@ export const hotSwap = <M, E, R>(
       Effect.gen(function*() {
         const scope = yield* Scope.make()
         const exit = yield* Effect.exit(Scope.extend(deserialize(version.files), scope))
+        // Its raw bytes dropped once deserialized (or not), as mlup does; kept with `keepFiles`.
+        if (options.keepFiles !== true || Exit.isFailure(exit)) yield* version.release
         if (Exit.isFailure(exit)) {
           yield* Scope.close(scope, exit)
           return yield* Effect.failCause(exit.cause)

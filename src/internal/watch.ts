@@ -15,6 +15,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Random from "effect/Random"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -25,6 +26,7 @@ import type * as LoadedFile from "../LoadedFile.js"
 import type { Version, WatchOptions } from "../Storage.js"
 import type * as StorageError from "../StorageError.js"
 import * as cache from "./cache.js"
+import * as release from "./release.js"
 import { Storage } from "./storage.js"
 
 /** @internal */
@@ -103,19 +105,42 @@ export const watch = (options: Options = {}): Stream.Stream<Version, StorageErro
         return crypto.createHash("sha256").update(parts.join("\n")).digest("hex")
       })
 
-    // One load in a scope of its own: its files and their digest (the scope closed on failure).
-    const loadOnce = Effect.gen(function*() {
-      const scope = yield* Scope.make()
-      const exit = yield* Effect.exit(Effect.flatMap(Scope.extend(storage.load, scope), (files) =>
-        Effect.map(digestOf(files), (digest) => ({ files, digest, scope }))))
-      if (Exit.isFailure(exit)) yield* Scope.close(scope, exit)
-      return yield* exit
-    })
+    // One load in a scope of its own: its files and their digest (the scope closed on failure). A check
+    // takes the files by path where the load would read them into memory (no memory, no budget spent):
+    // `byPath` says a delivery must load them again.
+    const loadOnce = (check: boolean) =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const checking = check ? { byPath: false } : undefined
+        const exit = yield* Effect.exit(
+          Effect.flatMap(Scope.extend(storage.load, scope), (files) =>
+            Effect.map(digestOf(files), (digest) => ({ files, digest, scope, byPath: checking?.byPath === true }))).pipe(
+              Effect.locally(release.checking, checking)
+            )
+        )
+        if (Exit.isFailure(exit)) yield* Scope.close(scope, exit)
+        return yield* exit
+      })
+    type Seen = Effect.Effect.Success<ReturnType<typeof loadOnce>>
+    const drop = (seen: Seen) => Scope.close(seen.scope, Exit.void)
 
+    // What may have changed the source (file-system events): a check at once instead of at the interval.
+    const hints = storage.changed === undefined ? undefined : yield* Queue.sliding<void>(1)
+    if (hints !== undefined && storage.changed !== undefined) {
+      yield* storage.changed.pipe(
+        Stream.runForEach(() => Queue.offer(hints, undefined)),
+        Effect.catchAllCause((cause) => Effect.logDebug("Watching the storage: no events from its source; polling it", cause)),
+        Effect.forkScoped
+      )
+    }
+    // Changes before a check begins are the check's to see.
+    const check = Effect.zipRight(hints === undefined ? Effect.void : Queue.takeAll(hints), loadOnce(true))
     const pause = (duration: Duration.Duration) =>
-      Effect.flatMap(Random.nextRange(0.9, 1.1), (jitter) => Effect.sleep(Duration.millis(Duration.toMillis(duration) * jitter)))
+      Effect.flatMap(Random.nextRange(0.9, 1.1), (jitter) => {
+        const sleep = Effect.sleep(Duration.millis(Duration.toMillis(duration) * jitter))
+        return hints === undefined ? sleep : Effect.raceFirst(sleep, Queue.take(hints))
+      })
 
-    type Seen = Effect.Effect.Success<typeof loadOnce>
     // A failed check: the stream's end ("fail"), or a warning and the next interval.
     const failed = (error: StorageError.StorageError) =>
       options.onError === "fail"
@@ -127,39 +152,64 @@ export const watch = (options: Options = {}): Stream.Stream<Version, StorageErro
     // A change, once it held still for `settle` (a file being written is never delivered half-written).
     const settled = (candidate: Seen): Effect.Effect<Option.Option<Seen>, StorageError.StorageError> =>
       Effect.gen(function*() {
+        yield* drop(candidate)
         yield* Effect.sleep(settle)
-        const again = yield* Effect.either(loadOnce)
-        yield* Scope.close(candidate.scope, Exit.void)
+        const again = yield* Effect.either(check)
         if (again._tag === "Left") return yield* failed(again.left)
         return again.right.digest === candidate.digest ? Option.some(again.right) : yield* settled(again.right)
       })
-    // The next version: asked for at the interval until the selection changed and held still. The first: at once.
+    // The next version: asked for at the interval (or at an event) until the selection changed and held
+    // still, then loaded as the storage delivers it. The first: at once.
     const next = Effect.gen(function*() {
-      for (let first = version === 0; ; first = false) {
-        if (!first) yield* pause(interval)
-        const seen = yield* Effect.either(loadOnce)
+      let wait = version > 0
+      for (;;) {
+        if (wait) yield* pause(interval)
+        wait = true
+        const seen = yield* Effect.either(check)
         if (seen._tag === "Left") {
           yield* failed(seen.left)
           continue
         }
         if (seen.right.digest === lastDigest) {
-          yield* Scope.close(seen.right.scope, Exit.void)
+          yield* drop(seen.right)
           continue
         }
         const stable = yield* settled(seen.right)
         if (Option.isNone(stable)) continue
         if (stable.value.digest === lastDigest) {
-          yield* Scope.close(stable.value.scope, Exit.void)
+          yield* drop(stable.value)
           continue
+        }
+        let chosen = stable.value
+        if (chosen.byPath) {
+          // Checked by path: now read as the storage delivers it (into memory).
+          yield* drop(chosen)
+          const loaded = yield* Effect.either(loadOnce(false))
+          if (loaded._tag === "Left") {
+            yield* failed(loaded.left)
+            continue
+          }
+          if (loaded.right.digest !== stable.value.digest) {
+            // It changed again meanwhile: checked once more, at once.
+            yield* drop(loaded.right)
+            wait = false
+            continue
+          }
+          chosen = loaded.right
         }
         // The version before is released now: its reader pulled this one.
         const before = delivered
-        delivered = stable.value.scope
-        lastDigest = stable.value.digest
+        delivered = chosen.scope
+        lastDigest = chosen.digest
         if (before !== undefined) yield* Scope.close(before, Exit.void)
         version++
-        yield* Effect.logDebug(`Watching the storage: version ${version} (${stable.value.digest.slice(0, 12)})`)
-        return { version, files: stable.value.files, digest: stable.value.digest } satisfies Version
+        yield* Effect.logDebug(`Watching the storage: version ${version} (${chosen.digest.slice(0, 12)})`)
+        return {
+          version,
+          files: chosen.files,
+          digest: chosen.digest,
+          release: Scope.close(chosen.scope, Exit.void)
+        } satisfies Version
       }
     })
     return Stream.repeatEffect(next)
