@@ -19,9 +19,11 @@ import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
 import * as Option from "effect/Option"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as CliError from "./CliError.js"
+import * as follow_ from "./cli/follow.js"
 import * as place from "./cli/place.js"
 import * as errorsInternal from "./internal/errors.js"
 import * as progressView from "./cli/progress.js"
@@ -294,6 +296,57 @@ const table = (rows: ReadonlyArray<ReadonlyArray<string>>): string => {
   return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join("  ").trimEnd()).join("\n")
 }
 
+/** One delivered file, as `fetch` prints it. */
+type Row = place.Delivered
+
+// The rows of the delivered files (their sha256 with --hash).
+const rowsOf = (
+  placed: ReadonlyArray<place.Delivered & { readonly file?: place.Source["file"] }>,
+  hash: boolean
+) =>
+  Effect.forEach(placed, (file) =>
+    Effect.gen(function*() {
+      const { file: _source, ...row } = file
+      return hash ? { ...row, sha256: yield* place.sha256(file) } : row
+    }))
+
+// A duration flag: seconds, or an Effect duration ("5 minutes").
+const durationOf = (argument: string, text: string) => {
+  const decoded = /^\s*\d+(\.\d+)?\s*$/.test(text)
+    ? Option.some(Duration.seconds(Number(text)))
+    : Duration.decodeUnknown(text.trim())
+  return Option.isSome(decoded) && Duration.greaterThan(decoded.value, Duration.zero)
+    ? Effect.succeed(decoded.value)
+    : Effect.fail([
+      new CliError.InvalidArgument({ argument, reason: `is not a duration ("${text}"): seconds (30), or "5 minutes"` })
+    ])
+}
+
+// --watch and the flags that go with it (they need it; it needs --to).
+const watchOptionsOf = (flags: {
+  readonly watch: boolean
+  readonly to: Option.Option<string>
+  readonly interval: Option.Option<string>
+  readonly settle: Option.Option<string>
+  readonly exec: Option.Option<string>
+}) =>
+  Effect.gen(function*() {
+    if (!flags.watch) {
+      for (const [argument, value] of [["--interval", flags.interval], ["--settle", flags.settle], ["--exec", flags.exec]] as const) {
+        if (Option.isSome(value)) return yield* Effect.fail([new CliError.InvalidArgument({ argument, reason: "needs --watch" })])
+      }
+      return Option.none()
+    }
+    if (Option.isNone(flags.to)) {
+      return yield* Effect.fail([
+        new CliError.InvalidArgument({ argument: "--watch", reason: "needs --to: the folder kept in step with the source" })
+      ])
+    }
+    const interval = Option.isSome(flags.interval) ? yield* durationOf("--interval", flags.interval.value) : undefined
+    const settle = Option.isSome(flags.settle) ? yield* durationOf("--settle", flags.settle.value) : undefined
+    return Option.some({ watch: { interval, settle } satisfies Storage.WatchOptions, exec: flags.exec })
+  })
+
 /**
  * `mlup-storage fetch`: delivers the model the configuration names, prints a
  * table (or JSON) of its files; with `--to DIR` the files are placed in DIR.
@@ -329,6 +382,29 @@ export const fetch = Command.make(
       ),
       Options.optional
     ),
+    watch: Options.boolean("watch").pipe(
+      Options.withDescription(
+        "With --to: keep the folder in step with the source until interrupted (a sidecar): each new version is " +
+          "switched in all at once, the files it no longer has moved out; the first version at once."
+      )
+    ),
+    interval: Options.text("interval").pipe(
+      Options.withDescription("With --watch: how often the source is asked again (seconds, or \"5 minutes\"; default 30)."),
+      Options.optional
+    ),
+    settle: Options.text("settle").pipe(
+      Options.withDescription(
+        "With --watch: how long a change must hold still before it is placed (seconds, or \"10 seconds\"; default 2)."
+      ),
+      Options.optional
+    ),
+    exec: Options.text("exec").pipe(
+      Options.withDescription(
+        "With --watch: a shell command run after each version is placed (say, one that tells a server to reload), " +
+          "with MLUP_STORAGE_DIR, MLUP_STORAGE_VERSION and MLUP_STORAGE_DIGEST set; its output goes to stderr."
+      ),
+      Options.optional
+    ),
     hash: Options.boolean("hash").pipe(Options.withDescription("Print each file's sha256.")),
     json,
     quiet: Options.boolean("quiet").pipe(
@@ -355,6 +431,7 @@ export const fetch = Command.make(
           new CliError.InvalidArgument({ argument: "--no-cache", reason: "needs --to: the files must go somewhere" })
         ])
       }
+      const watching = yield* watchOptionsOf(flags)
       const delivered = yield* Effect.scoped(Effect.gen(function*() {
         const fs = yield* FileSystem.FileSystem
         const noCacheDir = flags.noCache && remote && Option.isSome(flags.to)
@@ -374,6 +451,18 @@ export const fetch = Command.make(
           }
           : { ...(validated.kwargs as Record<string, unknown>), ...unpack }
         const storage = yield* validated.definition.make(kwargs)
+        if (Option.isSome(watching) && Option.isSome(flags.to)) {
+          yield* follow_.follow({
+            storage,
+            to: flags.to.value,
+            link: remote,
+            watch: watching.value.watch,
+            exec: Option.getOrUndefined(watching.value.exec),
+            report: ({ files, version }) =>
+              Effect.flatMap(rowsOf(files, flags.hash), (rows) => show(rows, { version: version.version, digest: version.digest }))
+          })
+          return Option.none()
+        }
         const progress = yield* Progress.make
         const view = flags.quiet ? undefined : yield* progressView.render(yield* progress.subscribe, stderr)
         const files = yield* storage.load.pipe(Effect.provideService(Progress.Progress, progress))
@@ -381,47 +470,46 @@ export const fetch = Command.make(
         const sources = yield* place.describe(files)
         const placed: ReadonlyArray<place.Delivered & { readonly file?: place.Source["file"] }> =
           Option.isSome(flags.to) ? yield* place.placeAll(sources, flags.to.value, { link: remote }) : sources
-        return yield* Effect.forEach(placed, (file) =>
-          Effect.gen(function*() {
-            const { file: _source, ...row } = file
-            return flags.hash ? { ...row, sha256: yield* place.sha256(file) } : row
-          }))
+        return Option.some(yield* rowsOf(placed, flags.hash))
       })).pipe(
         // Bytes are used only inside the load's scope: a released buffer here is a bug.
         Effect.catchTag("BytesReleasedError", Effect.die),
         Effect.mapError((error): ReadonlyArray<Failure> => [error])
       )
-      if (flags.json) {
-        yield* Console.log(JSON.stringify(
-          {
-            ok: true,
-            storageType: validated.storageType,
-            to: Option.getOrNull(flags.to),
-            files: delivered
-          },
-          null,
-          2
-        ))
-      } else if (flags.quiet) {
-        // Quiet: the delivered paths, one per line, for scripts (`$(mlup-storage fetch -q …)`).
-        for (const file of delivered) yield* Console.log(file.path)
-      } else {
-        const header = ["name", "size", "path", ...(flags.hash ? ["sha256"] : [])]
-        const rows = delivered.map((file) => [
-          file.name,
-          progressView.formatBytes(file.size),
-          file.path,
-          ...(flags.hash ? [file.sha256 ?? ""] : [])
-        ])
-        yield* Console.log(table([header, ...rows]))
+      // The results: once; with --watch, after each version (a JSON line each).
+      function show(rows: ReadonlyArray<Row>, version?: { readonly version: number; readonly digest: string }) {
+        return Effect.gen(function*() {
+          if (flags.json) {
+            const result = { ok: true, ...version, storageType: validated.storageType, to: Option.getOrNull(flags.to), files: rows }
+            yield* Console.log(version === undefined ? JSON.stringify(result, null, 2) : JSON.stringify(result))
+          } else if (flags.quiet) {
+            // Quiet: the delivered paths, one per line, for scripts (`$(mlup-storage fetch -q …)`).
+            for (const file of rows) yield* Console.log(file.path)
+          } else {
+            const header = ["name", "size", "path", ...(flags.hash ? ["sha256"] : [])]
+            const lines = rows.map((file) => [
+              file.name,
+              progressView.formatBytes(file.size),
+              file.path,
+              ...(flags.hash ? [file.sha256 ?? ""] : [])
+            ])
+            if (version !== undefined) {
+              yield* Console.log(`version ${version.version} (${version.digest.slice(0, 12)}) placed:`)
+            }
+            yield* Console.log(table([header, ...lines]))
+          }
+        })
       }
+      if (Option.isSome(delivered)) yield* show(delivered.value)
       return ExitCode.Success as ExitCode
     }).pipe(
       Effect.catchAll((errors) => report(errors, flags.json, { resumable: !flags.noCache })),
       Effect.flatMap(exitWith),
       Effect.onInterrupt(() =>
         Console.error(
-          flags.noCache
+          flags.watch
+            ? "interrupted: the folder holds the last version placed, whole (a version is switched in all at once or not at all)"
+            : flags.noCache
             ? "interrupted: nothing was placed; with --no-cache nothing is kept, and the next run starts over"
             : "interrupted: nothing was placed; a partial download stays in the cache, and the next run resumes it"
         )

@@ -1108,3 +1108,95 @@ describe("mlup-storage: output for scripts and terminals", () => {
       yield* view.finish
     }))))
 })
+
+describe("mlup-storage fetch --watch: a folder kept in step with its source (a sidecar)", () => {
+  // Polls `f` (real processes, real files) until it holds, or fails after `ms`.
+  const until = (what: string, f: () => boolean, ms = 30_000) =>
+    Effect.promise(async () => {
+      for (const started = Date.now(); !f(); await new Promise((resolve) => setTimeout(resolve, 20))) {
+        if (Date.now() - started > ms) throw new Error(`waited ${ms} ms for ${what}`)
+      }
+    })
+  const read = (file: string) => (fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "")
+
+  it.scopedLive("each version switched in whole, files it no longer has moved out, --exec after each; interrupted: the last version whole", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const source = path.join(dir, "source")
+      const to = path.join(dir, "out")
+      const hooks = path.join(dir, "hooks.txt")
+      writeFiles(source, { "a.onnx": "a one", "b.onnx": "b one", "notes.md": "not selected" })
+      // A file of the user's in the target: never touched.
+      writeFiles(to, { "README.txt": "the user's" })
+      const running = start([
+        "fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: source, file_mask: "onnx$" }),
+        "--to", to, "--watch", "--interval", "0.2", "--settle", "0.2", "--json",
+        "--exec", `echo "$MLUP_STORAGE_VERSION $(cat "$MLUP_STORAGE_DIR/a.onnx")" >> ${JSON.stringify(hooks)}`
+      ])
+      let stdout = ""
+      running.child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+      yield* until("version 1", () => read(hooks).includes("1 a one"))
+      expect(listAll(to)).toEqual([".mlup-storage-placed.json", "README.txt", "a.onnx", "b.onnx"])
+
+      // Version 2: a changed, b gone, c new (in a sub-folder).
+      fs.writeFileSync(path.join(source, "a.onnx"), "a two")
+      fs.rmSync(path.join(source, "b.onnx"))
+      yield* until("version 2", () => read(hooks).includes("2 a two"))
+      expect(listAll(to)).toEqual([".mlup-storage-placed.json", "README.txt", "a.onnx"])
+      expect(read(path.join(to, "README.txt"))).toBe("the user's")
+      expect(JSON.parse(read(path.join(to, ".mlup-storage-placed.json")))).toEqual({ names: ["a.onnx"] })
+      // The hook ran after the switch: it read the new file.
+      expect(read(hooks)).toBe("1 a one\n2 a two\n")
+
+      // A large version: interrupted while it is staged, the folder holds version 2 whole, no staging left.
+      fs.writeFileSync(path.join(source, "a.onnx"), bytesOf(256 * 1024 * 1024, 9))
+      yield* until("the large version staged", () => fs.readdirSync(to).some((name) => name.startsWith(".mlup-storage-staging-")), 60_000)
+      running.child.kill("SIGTERM")
+      const run = yield* Effect.promise(() => running.done)
+      expect(run.code).toBe(Cli.Terminated)
+      expect(run.stderr).toContain("the folder holds the last version placed")
+      expect(listAll(to)).toEqual([".mlup-storage-placed.json", "README.txt", "a.onnx"])
+      expect(read(path.join(to, "a.onnx"))).toBe("a two")
+      // One JSON line per version.
+      const lines = stdout.trim().split("\n").map((line) => JSON.parse(line))
+      expect(lines.map((line) => [line.version, line.files.map((file: { name: string }) => file.name)])).toEqual([
+        [1, ["a.onnx", "b.onnx"]],
+        [2, ["a.onnx"]]
+      ])
+    }), 120_000)
+
+  it.scopedLive("a restarted sidecar knows what the last run placed; --exec that fails is reported and watching goes on; flags that need --watch", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const source = path.join(dir, "source")
+      const to = path.join(dir, "out")
+      writeFiles(source, { "a.onnx": "a", "b.onnx": "b" })
+      const args = (...extra: ReadonlyArray<string>) => [
+        "fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: source, file_mask: "onnx$" }),
+        "--to", to, "--watch", "--interval", "0.2", "--settle", "0.1", ...extra
+      ]
+      const first = start(args())
+      yield* until("version 1", () => listAll(to).includes("b.onnx"))
+      first.child.kill("SIGINT")
+      expect((yield* Effect.promise(() => first.done)).code).toBe(Cli.Interrupted)
+      // Changed while no sidecar ran: the next one moves b out, as it knows it placed it.
+      fs.rmSync(path.join(source, "b.onnx"))
+      const second = start(args("--exec", "exit 3"))
+      yield* until("b moved out", () => !listAll(to).includes("b.onnx"))
+      yield* until("the failed hook reported", () => second.stderr().includes("--exec exited with 3"))
+      fs.writeFileSync(path.join(source, "a.onnx"), "a again")
+      yield* until("the next version", () => read(path.join(to, "a.onnx")) === "a again")
+      second.child.kill("SIGTERM")
+      expect((yield* Effect.promise(() => second.done)).code).toBe(Cli.Terminated)
+
+      for (const [flags, reason] of [
+        [["--watch"], "--watch: needs --to"],
+        [["--to", to, "--exec", "true"], "--exec: needs --watch"],
+        [["--to", to, "--watch", "--interval", "soon"], "--interval: is not a duration"]
+      ] as const) {
+        const run = yield* fetchWith("disk", { path_to_files: source }, ...flags)
+        expect(run.code).toBe(Cli.InvalidConfiguration)
+        expect(run.stderr.replace(/\s+/g, " ")).toContain(reason)
+      }
+    }), 60_000)
+})

@@ -54,12 +54,22 @@ export const describe = (files: ReadonlyArray<LoadedFile.LoadedFile>): Effect.Ef
  * file goes (the user's: never moved or removed) fail before anything is
  * written.
  *
+ * With `retire` (the names an earlier placing put there, for `--watch`), the
+ * files of those names that this placing does not deliver are moved aside in
+ * the same switch (a folder, or a name outside `dir`, is left alone); with
+ * `record`, a file of that name listing the names placed is switched in with
+ * them (the next placing's `retire`).
+ *
  * @internal
  */
 export const placeAll = (
   files: ReadonlyArray<Source>,
   dir: string,
-  options: { readonly link: boolean } = { link: false }
+  options: {
+    readonly link: boolean
+    readonly retire?: ReadonlyArray<string> | undefined
+    readonly record?: string | undefined
+  } = { link: false }
 ): Effect.Effect<Array<Delivered>, StorageError.WriteFailed | LoadedFile.BytesReleasedError, FileSystem.FileSystem | Path.Path> =>
   Effect.scoped(Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
@@ -112,6 +122,23 @@ export const placeAll = (
       if ((yield* kindOf(target)) === "folder") return yield* takenByFolder(target, file.name)
       planned.push({ file, relative })
     }
+    if (options.record !== undefined && seen.has(options.record)) {
+      return yield* refuse(path.join(root, options.record), "a file is delivered under the name of the record of what was placed: nothing was placed")
+    }
+    // What an earlier placing put there and this one does not deliver: only files, only inside `dir`, never
+    // through a symbolic link.
+    const retired: Array<string> = []
+    for (const name of options.retire ?? []) {
+      const relative = path.relative(root, path.resolve(root, name))
+      if (relative === "" || relative.startsWith("..") || path.isAbsolute(relative) || seen.has(relative)) continue
+      if (relative === options.record) continue
+      const segments = relative.split(path.sep)
+      let linked = false
+      for (let i = 1; i < segments.length && !linked; i++) {
+        linked = (yield* kindOf(path.join(root, ...segments.slice(0, i)))) === "link"
+      }
+      if (!linked && (yield* kindOf(path.join(root, relative))) === "file") retired.push(relative)
+    }
 
     const staging = yield* fs.makeTempDirectoryScoped({ directory: root, prefix: ".mlup-storage-staging-" }).pipe(
       Effect.mapError(errors.writeFailed(root, "create a staging folder in", "target"))
@@ -135,6 +162,18 @@ export const placeAll = (
         yield* cache.sync(at)
         return { file, at, relative, target: path.join(root, relative) }
       }), { concurrency: 4 })
+    // The record of the names placed, switched in with them.
+    const record = options.record === undefined ? undefined : yield* Effect.gen(function*() {
+      const relative = options.record!
+      const at = path.join(staging, "record", relative)
+      yield* makeParent(at)
+      const names = planned.map((one) => one.relative)
+      yield* fs.writeFileString(at, JSON.stringify({ names }, null, 2) + "\n").pipe(
+        Effect.mapError(errors.writeFailed(at, "write", "target"))
+      )
+      yield* cache.sync(at)
+      return { at, relative, target: path.join(root, relative), file: { name: relative } }
+    })
 
     // The switch: all or nothing.
     const undo: Array<Effect.Effect<void>> = []
@@ -147,7 +186,7 @@ export const placeAll = (
         Effect.mapError(errors.writeFailed(to, operation, "target")),
         Effect.tap(() => Effect.sync(() => undo.push(Effect.ignore(fs.rename(to, from)))))
       )
-    const switchAll = Effect.forEach(staged, ({ at, file, relative, target }) =>
+    const switchAll = Effect.forEach([...staged, ...(record === undefined ? [] : [record])], ({ at, file, relative, target }) =>
       Effect.gen(function*() {
         yield* makeParent(target)
         const kind = yield* kindOf(target)
@@ -159,7 +198,14 @@ export const placeAll = (
           yield* step(target, aside, "move the previous version aside of")
         }
         yield* step(at, target, "move into place")
-      }), { discard: true })
+      }), { discard: true }).pipe(
+        Effect.zipRight(Effect.forEach(retired, (relative) =>
+          Effect.gen(function*() {
+            const aside = path.join(staging, "retired", relative)
+            yield* makeParent(aside)
+            yield* step(path.join(root, relative), aside, "move the previous version aside of")
+          }), { discard: true }))
+      )
     yield* Effect.uninterruptible(
       switchAll.pipe(
         Effect.tapError(() =>
@@ -169,7 +215,11 @@ export const placeAll = (
         )
       )
     )
-    const folders = new Set([root, ...staged.map(({ target }) => path.dirname(target))])
+    const folders = new Set([
+      root,
+      ...staged.map(({ target }) => path.dirname(target)),
+      ...retired.map((relative) => path.dirname(path.join(root, relative)))
+    ])
     yield* Effect.forEach(folders, (folder) => Effect.ignore(cache.sync(folder)), { discard: true })
     return staged.map(({ file, target }) => {
       const { file: _file, ...delivered } = file
