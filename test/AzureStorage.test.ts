@@ -20,6 +20,7 @@ import { budgetAfterFailure, bytesOf, contents, filesUnder, fingerprint, partsRe
 import * as Azurite from "./servers/azurite.js"
 import * as Certificates from "./servers/certificates.js"
 import * as TestProxy from "./servers/proxy.js"
+import { followsItsSource } from "./watching.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
 const env = Layer.merge(platform, quiet)
@@ -384,4 +385,29 @@ withServer("AzureStorage: Azurite", (it) => {
         `${azurite.endpoint}/models/iris/model.onnx`
       ])
     }), 60_000)
+})
+
+withServer("AzureStorage: watched (Storage.watch)", (it) => {
+  it.scoped("a listing per check on Azurite (need_load_file: true: the checks take the cached files by path)", () =>
+    Effect.gen(function*() {
+      const azurite = yield* Azurite.make()
+      yield* Effect.promise(() => azurite.createContainer("models"))
+      const perCheck = yield* followsItsSource({
+        storage: Storage.layerFromSelection({
+          storage_type: "azure",
+          storage_kwargs: {
+            storage_uri: "az://models/iris",
+            file_mask: String.raw`\.onnx$`,
+            endpoint: azurite.endpoint,
+            account: Azurite.account,
+            account_key: Azurite.accountKey,
+            cache_dir: yield* tempDir,
+            need_load_file: true
+          }
+        }).pipe(Layer.provide(env), Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map())))),
+        write: (text) => Effect.promise(() => azurite.put("models", "iris/model.onnx", text)),
+        requests: () => azurite.log.length
+      })
+      expect(perCheck).toBe(1)
+    }))
 })

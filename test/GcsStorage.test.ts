@@ -12,6 +12,7 @@ import { storageContract } from "../src/Testing.js"
 import { bytesOf, contents, fingerprint, platform, tempDir } from "./helpers.js"
 import * as TestProxy from "./servers/proxy.js"
 import * as S3 from "./servers/s3.js"
+import { followsItsSource } from "./watching.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
 const env = Layer.merge(platform, quiet)
@@ -150,5 +151,29 @@ withServer("GcsStorage: GCS's rules", (it) => {
       const anonymous = requestsFrom(start)
       expect(anonymous.length).toBeGreaterThan(0)
       for (const entry of anonymous) expect(entry.headers["authorization"]).toBeUndefined()
+    }))
+})
+
+withServer("GcsStorage: watched (Storage.watch)", (it) => {
+  it.scoped("a listing per check (need_load_file: true: the checks take the cached files by path)", () =>
+    Effect.gen(function*() {
+      const server = yield* S3.make(["models"])
+      const perCheck = yield* followsItsSource({
+        storage: Storage.layerFromSelection({
+          storage_type: "gcs",
+          storage_kwargs: {
+            storage_uri: "gs://models/iris",
+            file_mask: String.raw`\.onnx$`,
+            endpoint: server.endpoint,
+            access_key_id: S3.accessKeyId,
+            secret_access_key: S3.secretAccessKey,
+            cache_dir: yield* tempDir,
+            need_load_file: true
+          }
+        }).pipe(Layer.provide(env)),
+        write: (text) => Effect.promise(() => server.put("models", "iris/model.onnx", text)),
+        requests: () => server.log.length
+      })
+      expect(perCheck).toBe(1)
     }))
 })

@@ -17,6 +17,7 @@ import * as StorageUri from "../src/StorageUri.js"
 import { storageContract } from "../src/Testing.js"
 import { budgetAfterFailure, intoMemoryInParts, bytesOf, contents, filesUnder, fingerprint, checkpointed, partsRecords, platform, runSelectionChild, tempDir, untilCheckpointed } from "./helpers.js"
 import * as Hub from "./servers/hub.js"
+import { followsItsSource } from "./watching.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
 const env = Layer.merge(platform, quiet)
@@ -454,5 +455,21 @@ print(json.dumps([[fnmatch.fnmatch(p, pat + "*" if pat.endswith("/") else pat) f
       expect(ranges).toHaveLength(3 * 3 + 1)
       expect(ranges).toContain(`bytes=${400 * 1024}-${MiB - 1}`)
       expect(ranges).toContain(`bytes=${800 * 1024}-${MiB - 1}`)
+    }))
+})
+
+withServer("HfStorage: watched (Storage.watch)", (it) => {
+  it.scoped("one request per check (the revision's commit): a new version when a commit changed the files", () =>
+    Effect.gen(function*() {
+      const server = yield* Hub.make()
+      const perCheck = yield* followsItsSource({
+        storage: Storage.layerFromSelection({
+          storage_type: "hf",
+          storage_kwargs: { storage_uri: "hf://acme/iris", allow_patterns: ["*.onnx"], endpoint: server.endpoint, cache_dir: yield* tempDir }
+        }).pipe(Layer.provide(env), Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["HF_TOKEN_PATH", "/nonexistent"]]))))),
+        write: (text) => Effect.sync(() => void server.push("acme/iris", { "model.onnx": text, "README.md": "# iris" })),
+        requests: () => server.log.length
+      })
+      expect(perCheck).toBe(1)
     }))
 })

@@ -19,6 +19,7 @@ import { archiveOf, bytesOf, contents, fingerprint, platform, tempDir } from "./
 import * as Certificates from "./servers/certificates.js"
 import * as TestProxy from "./servers/proxy.js"
 import * as Registry from "./servers/registry.js"
+import { followsItsSource } from "./watching.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
 const env = Layer.merge(platform, quiet)
@@ -360,5 +361,25 @@ withRegistry("OciStorage: a registry on loopback", (it) => {
       expect(files.map((file) => file.name)).toEqual(["model.onnx", "tokenizer/vocab.txt"])
       const offline = yield* Effect.flatMap(OciStorage.make({ ...options, offline: true }), contents)
       expect(offline).toEqual(files)
+    }))
+})
+
+withRegistry("OciStorage: watched (Storage.watch)", (it) => {
+  it.scoped("one manifest request per check (counted by a proxy in front): a new version when the tag moved", () =>
+    Effect.gen(function*() {
+      const registry = yield* Registry.make()
+      const proxy = yield* TestProxy.make()
+      const perCheck = yield* followsItsSource({
+        storage: NodeStorage.layerOci({
+          reference: `${registry.host}/m/iris:latest`,
+          insecure: true,
+          cacheDir: yield* tempDir,
+          dockerConfig: "/nonexistent"
+        }).pipe(Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["HTTP_PROXY", proxy.url]]))))),
+        write: (text) => Effect.promise(() => registry.pushArtifact("m/iris", "latest", { "model.onnx": text })),
+        requests: () => proxy.log.length
+      })
+      expect(perCheck).toBe(1)
+      expect(proxy.log.filter((entry) => entry.method === "GET" && /\/blobs\//.test(entry.target)).length).toBe(2)
     }))
 })

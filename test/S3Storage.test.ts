@@ -4,7 +4,6 @@ import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
-import * as Queue from "effect/Queue"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Schedule from "effect/Schedule"
@@ -20,6 +19,7 @@ import * as Storage from "../src/Storage.js"
 import { storageContract } from "../src/Testing.js"
 import { archiveOf, budgetAfterFailure, intoMemoryInParts, bytesOf, contents, filesUnder, fingerprint, checkpointed, eachPartAtLeast, partsRecords, platform, runSelectionChild, tempDir, flipByte, onSmallDisk, untilCheckpointed } from "./helpers.js"
 import * as S3 from "./servers/s3.js"
+import { followsItsSource } from "./watching.js"
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
 const env = Layer.merge(platform, quiet)
@@ -651,20 +651,12 @@ withServer("S3Storage: watched (Storage.watch)", (it) => {
   it.scoped("a listing per check: a new version when an object changed, none while nothing did", () =>
     Effect.gen(function*() {
       const server = yield* S3.make(["b"])
-      yield* Effect.promise(() => server.put("b", "m/model.onnx", "version one"))
       const cacheDir = yield* tempDir
-      const versions = yield* Queue.unbounded<ReadonlyArray<string>>()
-      yield* Storage.watch({ interval: "150 millis", settle: "50 millis" }).pipe(
-        Stream.runForEach((version) =>
-          Queue.offer(versions, version.files.map((file) => (file._tag === "Path" ? fs.readFileSync(file.path, "utf8") : file._tag)))
-        ),
-        Effect.provide(S3Storage.layer({ bucket: "b", prefix: "m/", fileMask: "onnx$", endpoint: server.endpoint, ...keys, cacheDir })),
-        Effect.forkScoped
-      )
-      expect(yield* Queue.take(versions)).toEqual(["version one"])
-      yield* Effect.sleep("1 second")
-      expect(yield* Queue.size(versions)).toBe(0)
-      yield* Effect.promise(() => server.put("b", "m/model.onnx", "version two"))
-      expect(yield* Queue.take(versions).pipe(Effect.timeout("10 seconds"))).toEqual(["version two"])
+      const perCheck = yield* followsItsSource({
+        storage: S3Storage.layer({ bucket: "b", prefix: "m/", fileMask: "onnx$", endpoint: server.endpoint, ...keys, cacheDir }).pipe(Layer.provide(platform)),
+        write: (text) => Effect.promise(() => server.put("b", "m/model.onnx", text)),
+        requests: () => server.log.length
+      })
+      expect(perCheck).toBe(1)
     }))
 })

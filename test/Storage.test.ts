@@ -23,6 +23,7 @@ import * as StorageError from "../src/StorageError.js"
 import { storageContract } from "../src/Testing.js"
 import { greetings } from "./fixtures/custom-storage.js"
 import { platform, tempDir, writeFiles } from "./helpers.js"
+import { onItsOwnClock, sleepingBetween } from "./watching.js"
 
 const fromSelection = (selection: Storage.Selection, options?: Storage.SelectionOptions) =>
   Effect.provide(Storage.fromSelection(selection, options), platform)
@@ -436,17 +437,6 @@ describe("Storage.watch: following a storage's selection", () => {
         yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
       }
     })
-  // Waits until something sleeps until a time between `least` and `most` from now.
-  const sleepingBetween = (least: Duration.DurationInput, most: Duration.DurationInput) =>
-    Effect.gen(function*() {
-      const [from, to] = [Duration.toMillis(least), Duration.toMillis(most)]
-      for (let i = 0; ; i++) {
-        const now = yield* Clock.currentTimeMillis
-        if (Chunk.toReadonlyArray(yield* TestClock.sleeps()).some((deadline) => deadline >= now + from && deadline <= now + to)) return
-        if (i === 4000) throw new Error(`nothing sleeps for ${from} to ${to} ms`)
-        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
-      }
-    })
   // Once the watch sleeps that long, the clock moved on by it.
   const advance = (duration: Duration.DurationInput) => Effect.zipRight(sleepingWithin(duration), TestClock.adjust(duration))
   // Waits until the watch sleeps again (its check after the last adjustment is done).
@@ -478,7 +468,7 @@ describe("Storage.watch: following a storage's selection", () => {
     })
 
   it.scoped("the first version at once; a touched but unchanged file is no change; a file written in pieces only whole", () =>
-    Effect.gen(function*() {
+    onItsOwnClock(Effect.gen(function*() {
       const dir = yield* tempDir
       const file = path.join(dir, "model.onnx")
       fs.writeFileSync(file, "version one")
@@ -506,10 +496,10 @@ describe("Storage.watch: following a storage's selection", () => {
       yield* Fiber.interrupt(fiber)
       // Interrupted: the last version is released too.
       expect((yield* Effect.either(LoadedFile.getBytes(second.files[0] as LoadedFile.Bytes)))._tag).toBe("Left")
-    }))
+    })))
 
   it.scoped("a failed check is logged and retried, never the end; with onError: \"fail\", it is", () =>
-    Effect.gen(function*() {
+    onItsOwnClock(Effect.gen(function*() {
       const dir = yield* tempDir
       const file = path.join(dir, "model.onnx")
       fs.writeFileSync(file, "one")
@@ -538,10 +528,10 @@ describe("Storage.watch: following a storage's selection", () => {
         Effect.flip
       )
       expect(failing._tag).toBe("PathNotFound")
-    }))
+    })))
 
   it.scoped("without file-system events (the folder did not exist when the watch began), the Disk storage is polled", () =>
-    Effect.gen(function*() {
+    onItsOwnClock(Effect.gen(function*() {
       const dir = yield* tempDir
       const folder = path.join(dir, "later", "models")
       // An interval of its own (7 s): its pause is told apart from the sleeps other tests left on the clock.
@@ -561,10 +551,10 @@ describe("Storage.watch: following a storage's selection", () => {
       yield* advance("2 seconds")
       expect(yield* Queue.take(versions)).toMatchObject({ version: 1, texts: ["made later"] })
       yield* Fiber.interrupt(fiber)
-    }))
+    })))
 
   it.scoped("hotSwap: a reader in a loop across 50 swaps never sees a closed model; a version that fails is rejected, the old one serves; a budget of one version is enough", () =>
-    Effect.gen(function*() {
+    onItsOwnClock(Effect.gen(function*() {
       const dir = yield* tempDir
       const file = path.join(dir, "model.onnx")
       fs.writeFileSync(file, "weights 0")
@@ -641,10 +631,10 @@ describe("Storage.watch: following a storage's selection", () => {
       // 47 switches seen (the first version was switched in before the test subscribed), three rejections.
       expect(changes.filter((change) => change._tag === "Switched").length).toBe(47)
       expect(changes.filter((change) => change._tag === "Rejected").length).toBe(3)
-    }), 60_000)
+    })), 60_000)
 
   it.scoped("the Memory storage's model (an object or a plain value) is one version, followed by its identity", () =>
-    Effect.gen(function*() {
+    onItsOwnClock(Effect.gen(function*() {
       for (const model of [{ weights: [1, 2] }, 42]) {
         const fiber = yield* Storage.watch({ interval: "10 seconds", settle: "1 second" }).pipe(
           Stream.take(1),
@@ -656,5 +646,5 @@ describe("Storage.watch: following a storage's selection", () => {
         const [version] = Chunk.toReadonlyArray(yield* Fiber.join(fiber))
         expect(version).toMatchObject({ version: 1, files: [{ _tag: "Model", model }] })
       }
-    }))
+    })))
 })
