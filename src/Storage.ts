@@ -187,9 +187,9 @@ export const layerConfig = selection_.layerConfig
  *   `Clock` and `Random`: a test drives it with `TestClock`).
  * - `settle` (2 s): how long a change must hold still before it is
  *   delivered: a file still being written is never delivered half-written.
- * - `onError` (`"retry"`): a failed check (a server down for a minute) is
- *   logged and tried again at the next interval; `"fail"` ends the stream
- *   with the error.
+ * - `onError` (`"retry"`): a failed check (a server down for a minute, a
+ *   folder not there yet: the first check included) is logged and tried
+ *   again at the next interval; `"fail"` ends the stream with the error.
  *
  * A storage that offers events (the Disk storage: file-system events) is
  * checked as soon as one comes, and at the interval still (events are not
@@ -276,7 +276,9 @@ export interface HotModel<M, E> extends swap_.HotModel<M, E> {}
 
 /**
  * A model that follows its storage, always ready: the first version is
- * loaded and deserialized before this succeeds (its failure is this one's);
+ * loaded (a failed load is tried again at the interval, as `watch` does,
+ * unless `onError: "fail"`) and deserialized before this succeeds (a
+ * deserialization that fails is this one's failure);
  * then each new version `watch` delivers is deserialized in a scope of its
  * own, beside the one serving, and switched in only once that succeeded. The
  * version replaced is closed (its scope: its resources, its raw bytes) once

@@ -11,6 +11,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as DiskStorage from "../src/DiskStorage.js"
@@ -22,8 +23,11 @@ import * as Storage from "../src/Storage.js"
 import * as StorageError from "../src/StorageError.js"
 import { storageContract } from "../src/Testing.js"
 import { greetings } from "./fixtures/custom-storage.js"
-import { platform, tempDir, writeFiles } from "./helpers.js"
+import { openDescriptors, platform, tempDir, writeFiles } from "./helpers.js"
 import { onItsOwnClock, sleepingBetween } from "./watching.js"
+import { demoMlp, makeMlp, predict, toOnnx } from "../examples/onnx.js"
+
+const root = path.resolve(import.meta.dirname, "..")
 
 const fromSelection = (selection: Storage.Selection, options?: Storage.SelectionOptions) =>
   Effect.provide(Storage.fromSelection(selection, options), platform)
@@ -633,6 +637,54 @@ describe("Storage.watch: following a storage's selection", () => {
       expect(changes.filter((change) => change._tag === "Rejected").length).toBe(3)
     })), 60_000)
 
+  it.scoped("interrupted or closed, nothing is left: no file-system watcher, no open version, no bytes held", () =>
+    onItsOwnClock(Effect.gen(function*() {
+      const dir = yield* tempDir
+      fs.mkdirSync(path.join(dir, "models", "nested"), { recursive: true })
+      const file = path.join(dir, "models", "model.onnx")
+      fs.writeFileSync(file, "weights")
+      // The inotify watches this process holds (one line each in its inotify descriptor's fdinfo; libuv keeps
+      // the descriptor itself open for the loop's life).
+      const inotify = () => fs.readdirSync("/proc/self/fd").reduce((count, fd) => {
+        try {
+          if (!fs.readlinkSync(`/proc/self/fd/${fd}`).includes("inotify")) return count
+          return count + fs.readFileSync(`/proc/self/fdinfo/${fd}`, "utf8").split("\n").filter((line) => line.startsWith("inotify wd:")).length
+        } catch {
+          return count
+        }
+      }, 0)
+      const before = { descriptors: openDescriptors(), inotify: inotify() }
+      const storage = DiskStorage.layer({ pathToFiles: path.join(dir, "models"), fileMask: "onnx$", needLoadFile: true }).pipe(Layer.provide(platform))
+      // The watch, interrupted while it waits: its watcher (inotify) is closed, its last version released.
+      const { fiber, versions } = yield* watching({ pathToFiles: path.join(dir, "models"), fileMask: "onnx$", needLoadFile: true })
+      yield* advance("2 seconds")
+      const version = yield* Queue.take(versions)
+      expect(inotify()).toBeGreaterThan(before.inotify)
+      yield* Fiber.interrupt(fiber)
+      expect((yield* Effect.either(LoadedFile.getBytes(version.files[0] as LoadedFile.Bytes)))._tag).toBe("Left")
+      expect(inotify()).toBe(before.inotify)
+      // hotSwap, its scope closed: every version it opened is closed.
+      let opened = 0
+      let closed = 0
+      const deserialize = () => Effect.acquireRelease(Effect.sync(() => ++opened), () => Effect.sync(() => void closed++))
+      const making = yield* Effect.fork(Effect.scoped(Effect.gen(function*() {
+        const model = yield* Storage.hotSwap(deserialize, { interval: "10 seconds", settle: "2 seconds" })
+        fs.writeFileSync(file, "weights, second")
+        for (let i = 0; i < 8 && (yield* model.version) < 2; i++) {
+          yield* asleep
+          yield* TestClock.adjust("10 seconds")
+          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
+        }
+        expect(yield* model.version).toBe(2)
+      })).pipe(Effect.provide(storage)))
+      yield* advance("2 seconds")
+      yield* Fiber.join(making)
+      expect([opened, closed]).toEqual([2, 2])
+      expect(inotify()).toBe(before.inotify)
+      // Descriptors: the same, but for libuv's one inotify descriptor, opened by the first watch of the process.
+      expect(openDescriptors() - before.descriptors).toBeLessThanOrEqual(1)
+    })))
+
   it.scoped("the Memory storage's model (an object or a plain value) is one version, followed by its identity", () =>
     onItsOwnClock(Effect.gen(function*() {
       for (const model of [{ weights: [1, 2] }, 42]) {
@@ -647,4 +699,88 @@ describe("Storage.watch: following a storage's selection", () => {
         expect(version).toMatchObject({ version: 1, files: [{ _tag: "Model", model }] })
       }
     })))
+})
+
+describe("the hot-reload example (examples/hot-reload.ts, docs/hot-reload.md)", () => {
+  it("the docs show the example as it is (the package's import paths for the repository's)", () => {
+    const example = fs.readFileSync(path.join(root, "examples/hot-reload.ts"), "utf8")
+      .replaceAll("\"../src/NodeStorage.js\"", "\"mlup-storage/node\"")
+      .replace(/"\.\.\/src\/(\w+)\.js"/g, "\"mlup-storage/$1\"")
+    const page = fs.readFileSync(path.join(root, "docs/hot-reload.md"), "utf8")
+    const blocks = [...page.matchAll(/^```ts\n([\s\S]*?)^```$/gm)].map((match) => match[1])
+    expect(blocks).toContain(example)
+  })
+
+  it.scopedLive("an ONNX server answers during swaps: version 2 switched in while requests run, a broken version rejected, never an error", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const modelFile = path.join(dir, "mlp.onnx")
+      fs.copyFileSync(path.join(root, "examples/model/mlp.onnx"), modelFile)
+      const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "examples/hot-reload.ts")], {
+        cwd: root,
+        env: {
+          ...process.env,
+          STORAGE_TYPE: "disk",
+          STORAGE_KWARGS: JSON.stringify({ path_to_files: dir, file_mask: String.raw`\.onnx$` }),
+          PORT: "0",
+          WATCH_SETTLE: "300 millis"
+        },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let output = ""
+      child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()))
+      child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()))
+      const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)))
+      yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
+      const until = (what: string, f: () => boolean | Promise<boolean>) =>
+        Effect.promise(async () => {
+          for (const started = Date.now(); !(await f()); await new Promise((resolve) => setTimeout(resolve, 50))) {
+            if (Date.now() - started > 60_000) throw new Error(`waited a minute for ${what}; the server said:\n${output}`)
+          }
+        })
+      yield* until("the server to listen", () => /Listening on http:\/\/127\.0\.0\.1:\d+/.test(output))
+      const origin = /Listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(output)![1]!
+      const x = Array.from({ length: 1024 }, (_, i) => Math.sin(i / 7))
+      const ask = async () => {
+        const response = await fetch(`${origin}/predict`, { method: "POST", body: JSON.stringify({ x }) })
+        if (response.status !== 200) throw new Error(`${response.status}: ${await response.text()}`)
+        return (await response.json()) as { version: number; probabilities: Array<number> }
+      }
+      const closeTo = (probabilities: ReadonlyArray<number>, expected: Float32Array) =>
+        probabilities.length === expected.length && probabilities.every((p, i) => Math.abs(p - expected[i]!) < 1e-4)
+      const input = Float32Array.from(x)
+      const first = yield* Effect.promise(ask)
+      expect(first.version).toBe(1)
+      expect(closeTo(first.probabilities, predict(demoMlp(), input))).toBe(true)
+
+      // Requests in a loop, four at a time, while new versions arrive.
+      const failures: Array<string> = []
+      const seen = new Map<number, number>()
+      let running = true
+      const clients = Array.from({ length: 4 }, async () => {
+        while (running) {
+          try {
+            const answer = await ask()
+            seen.set(answer.version, (seen.get(answer.version) ?? 0) + 1)
+          } catch (error) {
+            failures.push(String(error))
+          }
+        }
+      })
+      // Version 2: other weights, written in place (not renamed): the watch waits for it to settle.
+      const second = makeMlp(1024, 4096, 10, 2025)
+      fs.writeFileSync(modelFile, toOnnx(second))
+      yield* until("version 2", async () => (await ask()).version === 2)
+      expect(closeTo((yield* Effect.promise(ask)).probabilities, predict(second, input))).toBe(true)
+      // A broken version: rejected, version 2 goes on serving.
+      fs.writeFileSync(modelFile, "not an onnx model")
+      yield* until("the broken version rejected", () => output.includes("rejected; the current one goes on serving"))
+      expect((yield* Effect.promise(ask)).version).toBe(2)
+      running = false
+      yield* Effect.promise(() => Promise.all(clients))
+      expect(failures).toEqual([])
+      expect(seen.get(1)! + seen.get(2)!).toBeGreaterThan(10)
+      child.kill("SIGTERM")
+      yield* Effect.promise(() => exited)
+    }), 120_000)
 })

@@ -127,11 +127,11 @@ describe("the packed package", () => {
       // The README's example, as a reader would paste it.
       fs.writeFileSync(path.join(consumer, "readme.ts"), readmeExample())
       // Every block of the docs, a folder per page. The pages that import what the install line does not
-      // bring (@effect/vitest, @azure/identity) are checked once those are installed, below.
+      // bring (@effect/vitest, @azure/identity, onnxruntime-node) are checked once those are installed, below.
       const blocks = docBlocks()
       expect(blocks.length).toBeGreaterThanOrEqual(22)
       const moreNeeded = new Set(
-        blocks.filter((block) => /from "(@effect\/vitest|vitest|@azure\/identity)"/.test(block.code)).map((block) => block.page)
+        blocks.filter((block) => /from "(@effect\/vitest|vitest|@azure\/identity|onnxruntime-node)"/.test(block.code)).map((block) => block.page)
       )
       for (const block of blocks) {
         fs.mkdirSync(path.join(consumer, "docs", block.page), { recursive: true })
@@ -232,13 +232,15 @@ describe("the packed package", () => {
       expect(bin.stdout).not.toContain("ran")
       expect(bin.stderr).toContain("ERR_PACKAGE_PATH_NOT_EXPORTED")
 
-      // The pages that need more: with @effect/vitest (an optional peer) and @azure/identity installed,
+      // The pages that need more: with @effect/vitest (an optional peer), @azure/identity and onnxruntime-node
+      // (the hot-reload page's server) installed,
       // they type-check too, and the testing page's tests (the contract suite on its own storage) pass.
       yield* run("npm", [
         "install",
         `@effect/vitest@${versionOf("@effect/vitest")}`,
         `vitest@${versionOf("vitest")}`,
         "@azure/identity@^4",
+        `onnxruntime-node@${versionOf("onnxruntime-node")}`,
         "--prefer-offline",
         "--ignore-scripts",
         "--no-audit",
