@@ -354,14 +354,15 @@ npm run bench:registry                          # an OCI artifact against skopeo
 It needs about ${3 * sizeMiB + 100} MiB free in the OS temp folder (or \`BENCH_DIR\`) and in \`BENCH_FETCH_DIR\`,
 python3 and curl; nginx and aria2c when present (\`apt-get install nginx-light aria2\`). It writes this file.
 `
-// The sections of npm run bench:hub (which needs Python's huggingface_hub), bench:memory, bench:archives and bench:registry (run next) are kept as they were.
+// The sections of npm run bench:hub (which needs Python's huggingface_hub), bench:memory, bench:archives, bench:registry and bench:watch (run next) are kept as they were.
 const doc = path.join(root, "docs", "performance.md")
 const before = fs.existsSync(doc) ? fs.readFileSync(doc, "utf8") : ""
 const kept = [
   /<!-- hub:start[\s\S]*?<!-- hub:end -->\n/,
   /<!-- memory:start[\s\S]*?<!-- memory:end -->\n/,
   /<!-- archives:start[\s\S]*?<!-- archives:end -->\n/,
-  /<!-- registry:start[\s\S]*?<!-- registry:end -->\n/
+  /<!-- registry:start[\s\S]*?<!-- registry:end -->\n/,
+  /<!-- watch:start[\s\S]*?<!-- watch:end -->\n/
 ]
   .flatMap((section) => section.exec(before)?.[0] ?? [])
 fs.writeFileSync(doc, report.replace(/\n## Reproduce\n/, `\n${kept.map((section) => `${section}\n`).join("")}## Reproduce\n`))

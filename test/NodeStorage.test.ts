@@ -188,6 +188,17 @@ describe("NodeStorage: the networks of companies (a real proxy and TLS on loopba
         .toEqual([sha256(model)])
       const missing = yield* Effect.flip(load({ urls: url, caBundle: "/nonexistent/ca.pem" }))
       expect(missing).toMatchObject({ _tag: "InvalidStorageOptions", issues: [{ field: "ca_bundle" }] })
+      // A bundle is read once, and again when it changed on disk (a rotated company CA): each load trusts what
+      // the file holds then.
+      const bundle = path.join(yield* tempDir, "bundle.pem")
+      fs.copyFileSync(certificates.caFile, bundle)
+      const viaBundle = Effect.suspend(() => load({ urls: url, cacheDir: bundle + ".cache", retries: 0 }).pipe(withEnv({ SSL_CERT_FILE: bundle })))
+      expect(yield* viaBundle).toEqual([sha256(model)])
+      fs.writeFileSync(bundle, (yield* Certificates.make).ca)
+      fs.rmSync(bundle + ".cache", { recursive: true })
+      expect(yield* Effect.flip(viaBundle)).toMatchObject({ _tag: "TlsFailure" })
+      fs.copyFileSync(certificates.caFile, bundle)
+      expect(yield* viaBundle).toEqual([sha256(model)])
     }))
 
   it.scoped("S3 through HTTP_PROXY, with the endpoint from AWS_ENDPOINT_URL_S3 (path-style) and no region given", () =>

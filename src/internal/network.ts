@@ -21,6 +21,7 @@ import * as net from "node:net"
 import type { Readable } from "node:stream"
 import * as tls from "node:tls"
 import * as StorageError from "../StorageError.js"
+import * as digests from "./cache/digests.js"
 import * as errors from "./errors.js"
 import * as transfer from "./transfer.js"
 
@@ -68,9 +69,22 @@ const proxyUrl = (name: string, value: Option.Option<string>): Effect.Effect<URL
     }
   })
 
+// The bundles read, by path: read again only when the file changed (every load reads SSL_CERT_FILE and
+// AWS_CA_BUNDLE, often the system's 200 KB bundle: a watch's check each interval, too).
+const bundles = new Map<string, { readonly identity: string; readonly text: string }>()
+const readBundle = (file: string): string => {
+  const identity = digests.identityOfStats(fs.statSync(file, { bigint: true }))
+  const known = bundles.get(file)
+  if (known !== undefined && known.identity === identity) return known.text
+  const text = fs.readFileSync(file, "utf8")
+  bundles.set(file, { identity, text })
+  return text
+}
+
 /**
  * Reads a CA bundle (PEM): a missing or unreadable file, or one with no
- * certificate, is an invalid option naming the field and the file.
+ * certificate, is an invalid option naming the field and the file. A file
+ * read before is read again only when it changed.
  *
  * @internal
  */
@@ -80,7 +94,7 @@ export const readCaBundle = (
   storageType: string
 ): Effect.Effect<string, StorageError.InvalidStorageOptions> =>
   Effect.try({
-    try: () => fs.readFileSync(file, "utf8"),
+    try: () => readBundle(file),
     catch: (cause) => (cause as { code?: string }).code ?? "unreadable"
   }).pipe(
     Effect.filterOrFail((text) => text.includes("-----BEGIN CERTIFICATE-----"), () => "holds no PEM certificate"),

@@ -46,6 +46,76 @@ const folderPrint = (folder: string): string => {
 }
 
 /**
+ * The watch's check of a storage: one load in a scope of its own, and the
+ * digest of its files (each file hashed again only when its identity on disk
+ * changed). `loadOnce(true)` is a check: files the load would read into
+ * memory are taken by path. Exposed for the benchmark, which times checks.
+ *
+ * @internal
+ */
+export const makeChecker = (storage: Storage["Type"]) => {
+  // What each file was last hashed as, by its identity on disk.
+  const hashed = new Map<string, { readonly identity: string; readonly sha256: string }>()
+  // A model held in memory is told by the object itself.
+  const models = new WeakMap<object, number>()
+  let modelCount = 0
+  const digestOf = (files: ReadonlyArray<LoadedFile.LoadedFile>) =>
+    Effect.gen(function*() {
+      const parts: Array<string> = []
+      for (const file of files) {
+        if (file._tag === "Model") {
+          const model = file.model
+          // An object is told by its identity; a plain value by itself.
+          if ((typeof model !== "object" && typeof model !== "function") || model === null) {
+            parts.push(`value:${typeof model}:${String(model)}`)
+            continue
+          }
+          if (!models.has(model)) models.set(model, ++modelCount)
+          parts.push(`model:${models.get(model)}`)
+          continue
+        }
+        if (file._tag === "Bytes") {
+          parts.push(`${file.name}:${crypto.createHash("sha256").update(file.bytes).digest("hex")}`)
+          continue
+        }
+        const info = fs.statSync(file.path, { bigint: true, throwIfNoEntry: false })
+        if (info === undefined) {
+          parts.push(`${file.name}:gone`)
+        } else if (info.isDirectory()) {
+          parts.push(`${file.name}/:${folderPrint(file.path)}`)
+        } else {
+          const identity = cache.identityOfStats(info)
+          const known = hashed.get(file.path)
+          const sha256 = known !== undefined && known.identity === identity
+            ? known.sha256
+            : yield* Effect.orElseSucceed(cache.sha256OfFile(file.path), () => `unreadable ${identity}`)
+          hashed.set(file.path, { identity, sha256 })
+          parts.push(`${file.name}:${sha256}`)
+        }
+      }
+      return crypto.createHash("sha256").update(parts.join("\n")).digest("hex")
+    })
+
+  // One load in a scope of its own: its files and their digest (the scope closed on failure). A check
+  // takes the files by path where the load would read them into memory (no memory, no budget spent):
+  // `byPath` says a delivery must load them again.
+  const loadOnce = (check: boolean) =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const checking = check ? { byPath: false } : undefined
+      const exit = yield* Effect.exit(
+        Effect.flatMap(Scope.extend(storage.load, scope), (files) =>
+          Effect.map(digestOf(files), (digest) => ({ files, digest, scope, byPath: checking?.byPath === true }))).pipe(
+            Effect.locally(release.checking, checking)
+          )
+      )
+      if (Exit.isFailure(exit)) yield* Scope.close(scope, exit)
+      return yield* exit
+    })
+  return { loadOnce }
+}
+
+/**
  * The versions of the storage's selection, as a Stream (see the module's
  * doc). Each version's files stay valid until the next version is pulled
  * (its load's scope is closed then: raw bytes released); at most two are
@@ -58,69 +128,12 @@ export const watch = (options: Options = {}): Stream.Stream<Version, StorageErro
     const storage = yield* Storage
     const interval = Duration.decode(options.interval ?? "30 seconds")
     const settle = Duration.decode(options.settle ?? "2 seconds")
-    // What each file was last hashed as, by its identity on disk.
-    const hashed = new Map<string, { readonly identity: string; readonly sha256: string }>()
-    // A model held in memory is told by the object itself.
-    const models = new WeakMap<object, number>()
-    let modelCount = 0
+    const { loadOnce } = makeChecker(storage)
     let delivered: Scope.CloseableScope | undefined
     let lastDigest: string | undefined
     let version = 0
     yield* Effect.addFinalizer(() => (delivered === undefined ? Effect.void : Scope.close(delivered, Exit.void)))
 
-    const digestOf = (files: ReadonlyArray<LoadedFile.LoadedFile>) =>
-      Effect.gen(function*() {
-        const parts: Array<string> = []
-        for (const file of files) {
-          if (file._tag === "Model") {
-            const model = file.model
-            // An object is told by its identity; a plain value by itself.
-            if ((typeof model !== "object" && typeof model !== "function") || model === null) {
-              parts.push(`value:${typeof model}:${String(model)}`)
-              continue
-            }
-            if (!models.has(model)) models.set(model, ++modelCount)
-            parts.push(`model:${models.get(model)}`)
-            continue
-          }
-          if (file._tag === "Bytes") {
-            parts.push(`${file.name}:${crypto.createHash("sha256").update(file.bytes).digest("hex")}`)
-            continue
-          }
-          const info = fs.statSync(file.path, { bigint: true, throwIfNoEntry: false })
-          if (info === undefined) {
-            parts.push(`${file.name}:gone`)
-          } else if (info.isDirectory()) {
-            parts.push(`${file.name}/:${folderPrint(file.path)}`)
-          } else {
-            const identity = Option.getOrElse(yield* cache.identityOf(file.path), () => "gone")
-            const known = hashed.get(file.path)
-            const sha256 = known !== undefined && known.identity === identity
-              ? known.sha256
-              : yield* Effect.orElseSucceed(cache.sha256OfFile(file.path), () => `unreadable ${identity}`)
-            hashed.set(file.path, { identity, sha256 })
-            parts.push(`${file.name}:${sha256}`)
-          }
-        }
-        return crypto.createHash("sha256").update(parts.join("\n")).digest("hex")
-      })
-
-    // One load in a scope of its own: its files and their digest (the scope closed on failure). A check
-    // takes the files by path where the load would read them into memory (no memory, no budget spent):
-    // `byPath` says a delivery must load them again.
-    const loadOnce = (check: boolean) =>
-      Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const checking = check ? { byPath: false } : undefined
-        const exit = yield* Effect.exit(
-          Effect.flatMap(Scope.extend(storage.load, scope), (files) =>
-            Effect.map(digestOf(files), (digest) => ({ files, digest, scope, byPath: checking?.byPath === true }))).pipe(
-              Effect.locally(release.checking, checking)
-            )
-        )
-        if (Exit.isFailure(exit)) yield* Scope.close(scope, exit)
-        return yield* exit
-      })
     type Seen = Effect.Effect.Success<ReturnType<typeof loadOnce>>
     const drop = (seen: Seen) => Scope.close(seen.scope, Exit.void)
 

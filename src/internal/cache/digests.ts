@@ -33,10 +33,16 @@ export type Identity = string
 export const identityOf = (file: string): Effect.Effect<Option.Option<Identity>> =>
   Effect.sync(() => {
     const info = nodeFsSync.statSync(file, { bigint: true, throwIfNoEntry: false })
-    return info === undefined
-      ? Option.none()
-      : Option.some(`${info.size}:${info.mtimeNs}:${info.ino}:${info.ctimeNs}`)
+    return info === undefined ? Option.none() : Option.some(identityOfStats(info))
   })
+
+/**
+ * The identity of a file from its stats (read with `bigint: true`).
+ *
+ * @internal
+ */
+export const identityOfStats = (info: nodeFsSync.BigIntStats): Identity =>
+  `${info.size}:${info.mtimeNs}:${info.ino}:${info.ctimeNs}`
 
 /**
  * The sha256 of a whole file, read in 1 MiB chunks on Node's own stream (an
