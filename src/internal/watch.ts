@@ -62,6 +62,7 @@ export const makeChecker = (storage: Storage["Type"]) => {
   const digestOf = (files: ReadonlyArray<LoadedFile.LoadedFile>) =>
     Effect.gen(function*() {
       const parts: Array<string> = []
+      const seen = new Set<string>()
       for (const file of files) {
         if (file._tag === "Model") {
           const model = file.model
@@ -90,9 +91,12 @@ export const makeChecker = (storage: Storage["Type"]) => {
             ? known.sha256
             : yield* Effect.orElseSucceed(cache.sha256OfFile(file.path), () => `unreadable ${identity}`)
           hashed.set(file.path, { identity, sha256 })
+          seen.add(file.path)
           parts.push(`${file.name}:${sha256}`)
         }
       }
+      // Only the files of the last load taken by path are remembered (a remote source's snapshots move).
+      if (seen.size > 0) for (const known of hashed.keys()) if (!seen.has(known)) hashed.delete(known)
       return crypto.createHash("sha256").update(parts.join("\n")).digest("hex")
     })
 
