@@ -34,9 +34,8 @@ const Record = Schema.parseJson(Schema.Struct({ names: Schema.Array(Schema.Strin
 /** The names an earlier run placed in `dir` (none when it has no readable record). */
 const placedBefore = (dir: string): ReadonlyArray<string> => {
   try {
-    return Schema.decodeUnknownOption(Record)(nodeFs.readFileSync(nodePath.join(dir, recordName), "utf8")).pipe(
-      (decoded) => (decoded._tag === "Some" ? decoded.value.names : [])
-    )
+    const decoded = Schema.decodeUnknownOption(Record)(nodeFs.readFileSync(nodePath.join(dir, recordName), "utf8"))
+    return decoded._tag === "Some" ? decoded.value.names : []
   } catch {
     return []
   }
