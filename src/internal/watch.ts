@@ -76,7 +76,14 @@ export const makeChecker = (storage: Storage["Type"]) => {
           continue
         }
         if (file._tag === "Bytes") {
-          parts.push(`${file.name}:${crypto.createHash("sha256").update(file.bytes).digest("hex")}`)
+          // Read from a file a check hashed, and unchanged since (the same identity after the read: any write
+          // changes the ctime): that hash, not the bytes hashed again on the event loop.
+          const info = fs.statSync(file.path, { bigint: true, throwIfNoEntry: false })
+          const known = hashed.get(file.path)
+          const sha256 = info !== undefined && known !== undefined && known.identity === cache.identityOfStats(info)
+            ? known.sha256
+            : crypto.createHash("sha256").update(file.bytes).digest("hex")
+          parts.push(`${file.name}:${sha256}`)
           continue
         }
         const info = fs.statSync(file.path, { bigint: true, throwIfNoEntry: false })
@@ -121,9 +128,9 @@ export const makeChecker = (storage: Storage["Type"]) => {
 
 /**
  * The versions of the storage's selection, as a Stream (see the module's
- * doc). Each version's files stay valid until the next version is pulled
- * (its load's scope is closed then: raw bytes released); at most two are
- * alive at once.
+ * doc). Each version's files stay valid until the next version is delivered
+ * or its `release` runs (its load's scope is closed then: raw bytes
+ * released); at most two are alive at once.
  *
  * @internal
  */
