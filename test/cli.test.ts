@@ -84,12 +84,21 @@ const fetchWith = (storageType: string, kwargs: object, ...flags: ReadonlyArray<
 
 const sha256 = (bytes: Uint8Array | string) => crypto.createHash("sha256").update(bytes).digest("hex")
 
-const listAll = (dir: string): Array<string> =>
-  fs.existsSync(dir)
-    ? (fs.readdirSync(dir, { recursive: true, withFileTypes: true }) as Array<fs.Dirent>)
-      .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
-      .sort()
-    : []
+// Every name under `dir`. A running sidecar may remove its staging folder while it is listed
+// (ENOENT from inside the recursive scan): the listing is then taken again.
+const listAll = (dir: string): Array<string> => {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return fs.existsSync(dir)
+        ? (fs.readdirSync(dir, { recursive: true, withFileTypes: true }) as Array<fs.Dirent>)
+          .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
+          .sort()
+        : []
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT" || attempt === 100) throw error
+    }
+  }
+}
 
 const model = bytesOf(2 * 1024 * 1024 + 5, 3)
 
