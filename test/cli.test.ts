@@ -10,7 +10,7 @@ import { ExitCode as Cli } from "../src/Cli.js"
 import * as progressView from "../src/cli/progress.js"
 import * as Progress from "../src/Progress.js"
 import { keyOf as cacheKeyOf } from "../src/internal/cache/folder.js"
-import { archiveOf, bytesOf, checkpointed, tempDir, untilCheckpointed, writeFiles } from "./helpers.js"
+import { archiveOf, bytesOf, checkpointed, entriesUnder, tempDir, untilCheckpointed, writeFiles } from "./helpers.js"
 import * as Azurite from "./servers/azurite.js"
 import * as Hub from "./servers/hub.js"
 import * as Registry from "./servers/registry.js"
@@ -84,21 +84,11 @@ const fetchWith = (storageType: string, kwargs: object, ...flags: ReadonlyArray<
 
 const sha256 = (bytes: Uint8Array | string) => crypto.createHash("sha256").update(bytes).digest("hex")
 
-// Every name under `dir`. A running sidecar may remove its staging folder while it is listed
-// (ENOENT from inside the recursive scan): the listing is then taken again.
-const listAll = (dir: string): Array<string> => {
-  for (let attempt = 1;; attempt++) {
-    try {
-      return fs.existsSync(dir)
-        ? (fs.readdirSync(dir, { recursive: true, withFileTypes: true }) as Array<fs.Dirent>)
-          .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
-          .sort()
-        : []
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ENOENT" || attempt === 100) throw error
-    }
-  }
-}
+// Every name under `dir` (none if it is absent), relative, sorted.
+const listAll = (dir: string): Array<string> =>
+  fs.existsSync(dir)
+    ? entriesUnder(dir).map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name))).sort()
+    : []
 
 const model = bytesOf(2 * 1024 * 1024 + 5, 3)
 

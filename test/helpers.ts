@@ -131,9 +131,24 @@ export const contents = (storage: Storage.Storage["Type"]) =>
         return { tag: file._tag, name: file.name, size: file.size, path: file.path, bytes: fingerprint(bytes) }
       }))))
 
+/**
+ * Every entry under `dir`, recursively. A folder that vanishes while it is scanned (a staging folder
+ * removed by a download or a placing that is still running) fails Node's recursive scan with ENOENT:
+ * the scan is then taken again.
+ */
+export const entriesUnder = (dir: string): Array<fs.Dirent> => {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return fs.readdirSync(dir, { recursive: true, withFileTypes: true })
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT" || !fs.existsSync(dir) || attempt === 100) throw error
+    }
+  }
+}
+
 /** Every file under `dir` (folders left out), relative, sorted. */
 export const filesUnder = (dir: string): Array<string> =>
-  fs.readdirSync(dir, { recursive: true, withFileTypes: true })
+  entriesUnder(dir)
     .filter((entry) => entry.isFile())
     .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
     .sort()
