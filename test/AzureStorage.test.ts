@@ -1,12 +1,14 @@
-import { expect, layer } from "@effect/vitest"
+import { afterAll, expect, layer } from "@effect/vitest"
 import { ContainerSASPermissions, generateBlobSASQueryParameters, StorageSharedKeyCredential } from "@azure/storage-blob"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Redacted from "effect/Redacted"
+import * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as AzureStorage from "../src/AzureStorage.js"
 import * as azureInternal from "../src/internal/azure.js"
@@ -33,18 +35,25 @@ const weights = bytesOf(50_000, 32)
 const withEnv = (vars: Record<string, string> = {}) =>
   Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
 
+// The contract's fixtures share one Azurite (starting one takes over a second), a container each.
+const shared = Effect.runSync(Scope.make())
+afterAll(() => Effect.runPromise(Scope.close(shared, Exit.void)))
+const sharedAzurite = Effect.runSync(Effect.cached(Scope.extend(Azurite.make(), shared)))
+let containers = 0
+
 const fixture = (needLoadFile: boolean, cache = true) =>
   Effect.gen(function*() {
-    const azurite = yield* Azurite.make()
-    yield* Effect.promise(() => azurite.createContainer("models"))
-    yield* Effect.promise(() => azurite.put("models", "iris/model.onnx", model))
-    yield* Effect.promise(() => azurite.put("models", "iris/weights.bin", weights))
-    yield* Effect.promise(() => azurite.put("models", "iris/README.md", "not a model"))
+    const azurite = yield* sharedAzurite
+    const container = `contract-${++containers}`
+    yield* Effect.promise(() => azurite.createContainer(container))
+    yield* Effect.promise(() => azurite.put(container, "iris/model.onnx", model))
+    yield* Effect.promise(() => azurite.put(container, "iris/weights.bin", weights))
+    yield* Effect.promise(() => azurite.put(container, "iris/README.md", "not a model"))
     return {
       layer: Storage.layerFromSelection({
         storage_type: "azure",
         storage_kwargs: {
-          storage_uri: "az://models/iris",
+          storage_uri: `az://${container}/iris`,
           file_mask: String.raw`\.(onnx|bin)$`,
           endpoint: azurite.endpoint,
           account: Azurite.account,
