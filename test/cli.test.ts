@@ -1137,7 +1137,7 @@ describe("mlup-storage fetch --watch: a folder kept in step with its source (a s
       yield* until("version 1", () => read(hooks).includes("1 a one"))
       expect(listAll(to)).toEqual([".mlup-storage-placed.json", "README.txt", "a.onnx", "b.onnx"])
 
-      // Version 2: a changed, b gone, c new (in a sub-folder).
+      // Version 2: a changed, b gone.
       fs.writeFileSync(path.join(source, "a.onnx"), "a two")
       fs.rmSync(path.join(source, "b.onnx"))
       yield* until("version 2", () => read(hooks).includes("2 a two"))
@@ -1163,6 +1163,42 @@ describe("mlup-storage fetch --watch: a folder kept in step with its source (a s
         [2, ["a.onnx"]]
       ])
     }), 120_000)
+
+  it.scopedLive("the folders a version's files leave empty go with them; a folder holding the user's file stays", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const source = path.join(dir, "source")
+      const to = path.join(dir, "out")
+      const archive = path.join(source, "model.tar")
+      // Each version published at once (written aside, renamed in).
+      const publish = (files: Record<string, string>) =>
+        Effect.map(archiveOf("tar", files), (bytes) => {
+          fs.mkdirSync(source, { recursive: true })
+          fs.writeFileSync(`${archive}.new`, bytes)
+          fs.renameSync(`${archive}.new`, archive)
+        })
+      yield* publish({ "a.onnx": "a", "sub/c.onnx": "c", "deep/er/d.onnx": "d", "shared/e.onnx": "e" })
+      writeFiles(to, { "shared/notes.txt": "the user's" })
+      const running = start([
+        "fetch", "-t", "disk", "-k", JSON.stringify({ path_to_files: archive, file_mask: "onnx$", unpack: "auto", cache_dir: path.join(dir, "cache") }),
+        "--to", to, "--watch", "--interval", "0.2", "--settle", "0.1", "--json"
+      ])
+      // A version's line is printed once it is placed (and its staging folder removed).
+      let stdout = ""
+      running.child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+      const placed = (version: number) => stdout.split("\n").some((line) => line.includes(`"version":${version},`))
+      yield* until("version 1", () => placed(1))
+      expect(listAll(to)).toEqual([
+        ".mlup-storage-placed.json", "a.onnx", "deep", "deep/er", "deep/er/d.onnx", "shared", "shared/e.onnx", "shared/notes.txt", "sub", "sub/c.onnx"
+      ])
+      yield* publish({ "a.onnx": "a two" })
+      yield* until("version 2", () => placed(2))
+      expect(read(path.join(to, "a.onnx"))).toBe("a two")
+      expect(listAll(to)).toEqual([".mlup-storage-placed.json", "a.onnx", "shared", "shared/notes.txt"])
+      expect(read(path.join(to, "shared", "notes.txt"))).toBe("the user's")
+      running.child.kill("SIGTERM")
+      expect((yield* Effect.promise(() => running.done)).code).toBe(Cli.Terminated)
+    }), 60_000)
 
   it.scopedLive("a restarted sidecar knows what the last run placed; --exec that fails is reported and watching goes on; flags that need --watch", () =>
     Effect.gen(function*() {

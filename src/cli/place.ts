@@ -56,7 +56,9 @@ export const describe = (files: ReadonlyArray<LoadedFile.LoadedFile>): Effect.Ef
  *
  * With `retire` (the names an earlier placing put there, for `--watch`), the
  * files of those names that this placing does not deliver are moved aside in
- * the same switch (a folder, or a name outside `dir`, is left alone); with
+ * the same switch (a folder, or a name outside `dir`, is left alone), and the
+ * folders inside `dir` that they leave empty are removed after it (a folder
+ * that holds anything else, the user's files among them, stays); with
  * `record`, a file of that name listing the names placed is switched in with
  * them (the next placing's `retire`).
  *
@@ -215,10 +217,23 @@ export const placeAll = (
         )
       )
     )
+    // The folders the retired files leave empty, deepest first, up to `dir` (not included): removed
+    // one by one with rmdir, which removes only an empty folder (never the user's files, never a
+    // link); the first that is not empty, or cannot be removed, ends the walk up.
+    const emptied = new Set<string>()
+    for (const relative of retired) {
+      for (let folder = path.dirname(relative); folder !== "." && folder !== path.sep; folder = path.dirname(folder)) {
+        const removed = yield* Effect.promise(() => nodeFs.rmdir(path.join(root, folder)).then(() => true, () => false))
+        if (!removed) break
+        emptied.add(path.dirname(path.join(root, folder)))
+      }
+    }
     const folders = new Set([
       root,
       ...staged.map(({ target }) => path.dirname(target)),
-      ...retired.map((relative) => path.dirname(path.join(root, relative)))
+      // (a folder removed just above is no longer there to flush: its parent, in `emptied`, is)
+      ...retired.map((relative) => path.dirname(path.join(root, relative))),
+      ...emptied
     ])
     yield* Effect.forEach(folders, (folder) => Effect.ignore(cache.sync(folder)), { discard: true })
     return staged.map(({ file, target }) => {
