@@ -6,6 +6,7 @@
  *
  * @since 0.1.0
  */
+import type * as PlatformError from "@effect/platform/Error"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as Config from "effect/Config"
@@ -397,11 +398,35 @@ export const makeResolved = (
     // What may have changed it, for `watch`: file-system events on the folder (all of it: a folder it hands
     // over changes inside), or on a single file's folder (a file replaced by a rename is a new inode). Where
     // events cannot be had (no such folder yet, no inotify watches left), none: `watch` polls.
-    const changed = Stream.unwrap(Effect.gen(function*() {
+    //
+    // A symbolic link on the way (a version published by switching a link, as git-sync and Kubernetes'
+    // volumes do): the events are those of the folder the link led to when the watch began, so the folder
+    // holding each link is watched too, and when a link leads elsewhere the watch begins again on where it
+    // leads now (the old folder, often removed, tells nothing more).
+    const changed: Stream.Stream<FileSystem.WatchEvent, PlatformError.PlatformError> = Stream.unwrap(Effect.gen(function*() {
       const target = path.resolve(options.pathToFiles)
       const info = yield* Effect.option(fs.stat(target))
       const folder = Option.isSome(info) && info.value.type === "Directory"
-      return fs.watch(folder ? target : path.dirname(target), { recursive: folder })
+      const watched = folder ? target : path.dirname(target)
+      const events = fs.watch(watched, { recursive: folder })
+      const links: Array<string> = []
+      for (let at = watched; at !== path.dirname(at); at = path.dirname(at)) {
+        if (yield* Effect.isSuccess(fs.readLink(at))) links.push(at)
+      }
+      if (links.length === 0) return events
+      const leadsTo = Effect.map(Effect.option(fs.realPath(watched)), Option.getOrUndefined)
+      const before = yield* leadsTo
+      const switched = Stream.mergeAll(
+        links.map((link) =>
+          fs.watch(path.dirname(link)).pipe(Stream.filter((event) => path.basename(event.path) === path.basename(link)))
+        ),
+        { concurrency: "unbounded" }
+      ).pipe(
+        Stream.filterEffect(() => Effect.map(leadsTo, (now) => now !== before)),
+        Stream.take(1)
+      )
+      // Ends with the first switch of a link (an event itself), then begins again where the links lead now.
+      return Stream.merge(events, switched, { haltStrategy: "right" }).pipe(Stream.concat(Stream.suspend(() => changed)))
     }))
     return yield* internal.make({ storageType, load, loadBytesSingleFile, changed })
   })

@@ -452,6 +452,16 @@ describe("Storage.watch: following a storage's selection", () => {
       yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
     }
   })
+  // The inotify watches this process holds (one line each in its inotify descriptor's fdinfo; libuv keeps
+  // the descriptor itself open for the loop's life).
+  const inotify = () => fs.readdirSync("/proc/self/fd").reduce((count, fd) => {
+    try {
+      if (!fs.readlinkSync(`/proc/self/fd/${fd}`).includes("inotify")) return count
+      return count + fs.readFileSync(`/proc/self/fdinfo/${fd}`, "utf8").split("\n").filter((line) => line.startsWith("inotify wd:")).length
+    } catch {
+      return count
+    }
+  }, 0)
   const watching = (options: DiskStorage.Options, interval: Duration.DurationInput = "10 seconds") =>
     Effect.gen(function*() {
       const versions = yield* Queue.unbounded<{ readonly version: number; readonly texts: ReadonlyArray<string>; readonly files: ReadonlyArray<LoadedFile.LoadedFile> }>()
@@ -557,6 +567,41 @@ describe("Storage.watch: following a storage's selection", () => {
       yield* Fiber.interrupt(fiber)
     })))
 
+  it.scoped("a folder published by switching a symbolic link (as git-sync does): every switch is an event, not only the first", () =>
+    onItsOwnClock(Effect.gen(function*() {
+      const dir = yield* tempDir
+      const current = path.join(dir, "current")
+      // A version is a new folder; the link is switched to it by a rename; the old folder is removed.
+      const publish = (version: number) => {
+        const before = fs.existsSync(current) ? fs.realpathSync(current) : undefined
+        writeFiles(path.join(dir, `rev-${version}`), { "model.onnx": `model ${version}`, "labels.onnx": `labels ${version}` })
+        fs.symlinkSync(path.join(dir, `rev-${version}`), path.join(dir, "next"))
+        fs.renameSync(path.join(dir, "next"), current)
+        if (before !== undefined) fs.rmSync(before, { recursive: true })
+      }
+      publish(1)
+      const before = inotify()
+      const { fiber, versions } = yield* watching({ pathToFiles: current, fileMask: "onnx$" }, "100 seconds")
+      yield* advance("2 seconds")
+      expect(yield* Queue.take(versions)).toMatchObject({ version: 1, texts: ["labels 1", "model 1"] })
+      // Watched: where the link leads (Node's recursive watch on Linux: the folder and each file in it), and the
+      // folder that holds the link.
+      const watches = inotify()
+      expect(watches).toBe(before + 4)
+      for (const version of [2, 3, 4]) {
+        yield* asleep
+        publish(version)
+        // Woken by the switch (the clock never moves by an interval): the new version settles, and is delivered.
+        yield* advance("2 seconds")
+        expect(yield* Queue.take(versions)).toMatchObject({ version, texts: [`labels ${version}`, `model ${version}`] })
+        // The watch moved to the new folder: as many watches as before, none left on the old ones.
+        for (let i = 0; inotify() !== watches && i < 200; i++) yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 10)))
+        expect(inotify()).toBe(watches)
+      }
+      yield* Fiber.interrupt(fiber)
+      expect(inotify()).toBe(before)
+    })))
+
   it.scoped("hotSwap: a reader in a loop across 50 swaps never sees a closed model; a version that fails is rejected, the old one serves; a budget of one version is enough", () =>
     onItsOwnClock(Effect.gen(function*() {
       const dir = yield* tempDir
@@ -643,16 +688,6 @@ describe("Storage.watch: following a storage's selection", () => {
       fs.mkdirSync(path.join(dir, "models", "nested"), { recursive: true })
       const file = path.join(dir, "models", "model.onnx")
       fs.writeFileSync(file, "weights")
-      // The inotify watches this process holds (one line each in its inotify descriptor's fdinfo; libuv keeps
-      // the descriptor itself open for the loop's life).
-      const inotify = () => fs.readdirSync("/proc/self/fd").reduce((count, fd) => {
-        try {
-          if (!fs.readlinkSync(`/proc/self/fd/${fd}`).includes("inotify")) return count
-          return count + fs.readFileSync(`/proc/self/fdinfo/${fd}`, "utf8").split("\n").filter((line) => line.startsWith("inotify wd:")).length
-        } catch {
-          return count
-        }
-      }, 0)
       const before = { descriptors: openDescriptors(), inotify: inotify() }
       const storage = DiskStorage.layer({ pathToFiles: path.join(dir, "models"), fileMask: "onnx$", needLoadFile: true }).pipe(Layer.provide(platform))
       // The watch, interrupted while it waits: its watcher (inotify) is closed, its last version released.
