@@ -11,7 +11,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
-import { spawn } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as DiskStorage from "../src/DiskStorage.js"
@@ -471,7 +471,11 @@ describe("Storage.watch: following a storage's selection", () => {
             version: version.version,
             files: version.files,
             texts: version.files.map((file) =>
-              file._tag === "Bytes" ? Buffer.from(file.bytes).toString() : file._tag === "Path" ? fs.readFileSync(file.path, "utf8") : ""
+              file._tag === "Bytes"
+                ? Buffer.from(file.bytes).toString()
+                : file._tag === "Path"
+                ? (fs.statSync(file.path).isDirectory() ? "(a folder)" : fs.readFileSync(file.path, "utf8"))
+                : ""
             )
           })
         ),
@@ -600,6 +604,30 @@ describe("Storage.watch: following a storage's selection", () => {
       }
       yield* Fiber.interrupt(fiber)
       expect(inotify()).toBe(before)
+    })))
+
+  it.scoped("a handed-over folder that cannot be read whole (a path too long inside it) is told apart, never the watch's end", () =>
+    onItsOwnClock(Effect.gen(function*() {
+      const dir = yield* tempDir
+      const models = path.join(dir, "models")
+      writeFiles(models, { "model.onnx": "weights" })
+      // A folder the mask selects, with a path deeper than PATH_MAX (4096) inside: reading it whole fails
+      // with ENAMETOOLONG. Made (and removed, before tempDir's own removal) by the shell, one level at a time.
+      fs.mkdirSync(path.join(models, "tokenizer.onnx"))
+      const level = "a".repeat(250)
+      execFileSync("bash", ["-c", `cd "$1" && for i in $(seq 20); do mkdir ${level} && cd ${level}; done && echo deep > file`, "-", path.join(models, "tokenizer.onnx")])
+      yield* Effect.addFinalizer(() => Effect.sync(() => execFileSync("rm", ["-rf", models])))
+      fs.writeFileSync(path.join(models, "tokenizer.onnx", "vocab.txt"), "one")
+      const { fiber, versions } = yield* watching({ pathToFiles: models, fileMask: "onnx$" })
+      const next = Effect.raceFirst(Queue.take(versions), Effect.zipRight(Fiber.join(fiber), Effect.dieMessage("the watch ended")))
+      yield* advance("2 seconds")
+      expect((yield* next).files.map((file) => (file._tag === "Model" ? "" : file.name))).toEqual(["model.onnx", "tokenizer.onnx"])
+      // What can be read of it still tells a change.
+      fs.writeFileSync(path.join(models, "tokenizer.onnx", "vocab.txt"), "two, longer")
+      yield* advance("11 seconds")
+      yield* advance("2 seconds")
+      expect((yield* next).version).toBe(2)
+      yield* Fiber.interrupt(fiber)
     })))
 
   it.scoped("hotSwap: a reader in a loop across 50 swaps never sees a closed model; a version that fails is rejected, the old one serves; a budget of one version is enough", () =>

@@ -32,16 +32,42 @@ import { Storage } from "./storage.js"
 /** @internal */
 export type Options = WatchOptions
 
+// A check reads a source that may change under it (that is what it is for): what cannot be read is part of
+// what it tells, never a failure of the check (nor a defect that would end the watch).
+const statOf = (file: string): fs.BigIntStats | undefined => {
+  try {
+    return fs.statSync(file, { bigint: true, throwIfNoEntry: false })
+  } catch {
+    return undefined
+  }
+}
+const codeOf = (error: unknown): string => String((error as NodeJS.ErrnoException).code ?? "unreadable")
 
-/** A folder's content, told by each file's relative name, size and modification time (not hashed). */
+/**
+ * A folder's content, told by each file's relative name, size and modification time (not hashed). A
+ * folder inside that cannot be listed, or a file gone between the listing and its stat, is told as such.
+ */
 const folderPrint = (folder: string): string => {
   const lines: Array<string> = []
-  for (const entry of fs.readdirSync(folder, { recursive: true, withFileTypes: true })) {
-    if (!entry.isFile()) continue
-    const file = path.join(entry.parentPath, entry.name)
-    const info = fs.statSync(file, { bigint: true })
-    lines.push(`${path.relative(folder, file)}:${info.size}:${info.mtimeNs}`)
+  const walk = (relative: string): void => {
+    let entries: Array<fs.Dirent>
+    try {
+      entries = fs.readdirSync(path.join(folder, relative), { withFileTypes: true })
+    } catch (error) {
+      lines.push(`${relative}/:${codeOf(error)}`)
+      return
+    }
+    for (const entry of entries) {
+      const name = path.join(relative, entry.name)
+      if (entry.isDirectory()) {
+        walk(name)
+      } else if (entry.isFile()) {
+        const info = statOf(path.join(folder, name))
+        lines.push(info === undefined ? `${name}:gone` : `${name}:${info.size}:${info.mtimeNs}`)
+      }
+    }
   }
+  walk("")
   return crypto.createHash("sha256").update(lines.sort().join("\n")).digest("hex")
 }
 
@@ -78,7 +104,7 @@ export const makeChecker = (storage: Storage["Type"]) => {
         if (file._tag === "Bytes") {
           // Read from a file a check hashed, and unchanged since (the same identity after the read: any write
           // changes the ctime): that hash, not the bytes hashed again on the event loop.
-          const info = fs.statSync(file.path, { bigint: true, throwIfNoEntry: false })
+          const info = statOf(file.path)
           const known = hashed.get(file.path)
           const sha256 = info !== undefined && known !== undefined && known.identity === cache.identityOfStats(info)
             ? known.sha256
@@ -86,7 +112,7 @@ export const makeChecker = (storage: Storage["Type"]) => {
           parts.push(`${file.name}:${sha256}`)
           continue
         }
-        const info = fs.statSync(file.path, { bigint: true, throwIfNoEntry: false })
+        const info = statOf(file.path)
         if (info === undefined) {
           parts.push(`${file.name}:gone`)
         } else if (info.isDirectory()) {
