@@ -385,7 +385,7 @@ export const fetch = Command.make(
     watch: Options.boolean("watch").pipe(
       Options.withDescription(
         "With --to: keep the folder in step with the source until interrupted (a sidecar): each new version is " +
-          "switched in all at once, the files it no longer has moved out; the first version at once."
+          "switched in all at once, the files it no longer has moved out (with the sub-folders they leave empty); the first version at once."
       )
     ),
     interval: Options.text("interval").pipe(
